@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine (Python >= 3.10 with venv):
+#   make train [ARGS="loss=minimax k=5"]   train on the bundled digits (creates .venv on first use)
+#   make test                              run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: train test bench clean-venv
+
+train: $(VENV)/.installed
+	$(BIN)/gan-train $(ARGS)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

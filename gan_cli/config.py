@@ -1,0 +1,154 @@
+"""Typed schemas of every knob, registered in Hydra's ConfigStore, and their range checks.
+
+OmegaConf enforces the types while Hydra composes the config (``k=abc`` fails there);
+:func:`validate` checks ranges and combinations before anything is built. Both kinds of
+failure surface as one :class:`UserError` line (see ``gan_cli.cli``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+GROUPS = ("dataset", "arch", "loss", "optimizer")
+LOSSES = ("minimax", "nonsaturating", "maximum_likelihood", "least_squares", "hinge", "wasserstein_gp")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "ring", "grid", "mixture1d")
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+ARCHS = ("mlp", "maxout", "dcgan")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+PRIORS = ("uniform", "normal")
+UPDATES = ("alternating", "simultaneous")
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line, never a traceback."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = "data"  # image sets: folder that holds MNIST/, FashionMNIST/, cifar-10-batches-py/
+    download: bool = False  # image sets: let torchvision fetch the files (needs the network)
+    # toy sets (ring, grid, mixture1d): component centres are fixed by the name, these shape them
+    n_modes: int = 8  # ring: number of Gaussians on the circle
+    radius: float = 1.0  # ring: circle radius
+    spacing: float = 2.0  # grid: distance between neighbouring centres (5 x 5 centres)
+    std: float = 0.01  # toy sets: standard deviation of every component
+    means: List[float] = field(default_factory=lambda: [-2.0, 2.0])  # mixture1d: component means
+    weights: List[float] = field(default_factory=lambda: [0.5, 0.5])  # mixture1d: mixing weights
+
+
+@dataclass
+class ArchConfig:
+    name: str = MISSING
+    g_hidden: int = 256  # units per hidden layer of G (mlp, maxout) / base channels (dcgan)
+    d_hidden: int = 256  # units per hidden layer of D (mlp, maxout) / base channels (dcgan)
+    pieces: int = 5  # maxout: linear pieces per unit
+    d_dropout_input: float = 0.0  # probability of dropping an input of D (maxout: 0.2 = keep 0.8)
+    d_dropout_hidden: float = 0.0  # probability of dropping a hidden unit of D (maxout: 0.5)
+    g_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.05); 0: PyTorch default
+    d_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.005); 0: PyTorch default
+    g_output_bias_from_data: bool = False  # image sets: G's output bias = logit of pixel means
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    gp_weight: float = 10.0  # wasserstein_gp: lambda of the gradient penalty
+    max_logit: float = 20.0  # maximum_likelihood: logits are clamped here before exp
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.05
+    momentum: float = 0.5  # sgd: initial momentum
+    final_momentum: Optional[float] = None  # sgd: ramp momentum linearly to this value ...
+    momentum_ramp_steps: int = 0  # ... over this many iterations (0 = no ramp)
+    lr_decay: float = 1.0  # lr is divided by this every iteration (the paper: 1.000004)
+    min_lr: float = 1e-6  # floor of the decayed lr
+    beta1: float = 0.5  # adam
+    beta2: float = 0.999  # adam
+    weight_decay: float = 0.0
+    nesterov: bool = False  # sgd
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = MISSING
+    arch: ArchConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    k: int = 1  # discriminator updates per generator update (Algorithm 1)
+    steps: int = 2000  # iterations of Algorithm 1 (each: k D updates + 1 G update)
+    batch_size: int = 64  # m, the minibatch size of every update
+    z_dim: int = 100
+    prior: str = "uniform"  # uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal
+    updates: str = "alternating"  # alternating (Algorithm 1) or simultaneous (the authors' code)
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 100
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    n_samples: int = 64  # images in the sample grid / points in the toy scatter (x16)
+    resume: Optional[str] = None  # path of a checkpoint to continue from
+
+
+def register_configs() -> None:
+    """Put the schemas in the ConfigStore; ``conf/config.yaml`` lists ``schema`` first."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=TrainConfig)
+    # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
+    OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{s}" if s else "", replace=True)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Check ranges and combinations of a composed config; raise UserError naming the value."""
+    _require(cfg.dataset.name in DATASETS, f"dataset={cfg.dataset.name} is not a dataset; choose one of: {', '.join(DATASETS)}")
+    _require(cfg.arch.name in ARCHS, f"arch={cfg.arch.name} is not an architecture; choose one of: {', '.join(ARCHS)}")
+    _require(cfg.loss.name in LOSSES, f"loss={cfg.loss.name} is not a loss; choose one of: {', '.join(LOSSES)}")
+    _require(cfg.optimizer.name in OPTIMIZERS, f"optimizer={cfg.optimizer.name} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
+    for key in ("k", "steps", "batch_size", "z_dim", "log_every", "sample_every", "ckpt_every", "n_samples"):
+        value = cfg[key]
+        _require(value >= 1, f"{key}={value} is not allowed: {key} must be an integer >= 1")
+    _require(cfg.device in DEVICES, f"device={cfg.device} is not allowed: choose one of {', '.join(DEVICES)}")
+    _require(cfg.prior in PRIORS, f"prior={cfg.prior} is not allowed: choose one of {', '.join(PRIORS)}")
+    _require(cfg.updates in UPDATES, f"updates={cfg.updates} is not allowed: choose one of {', '.join(UPDATES)}")
+    _require(cfg.updates == "alternating" or cfg.k == 1,
+             f"k={cfg.k} is not allowed with updates=simultaneous: it makes one D and one G update per step, so k must be 1")
+    opt = cfg.optimizer
+    _require(opt.lr > 0, f"optimizer.lr={opt.lr} is not allowed: the learning rate must be > 0")
+    for key in ("momentum", "final_momentum"):
+        value = opt[key]
+        _require(value is None or 0 <= value < 1, f"optimizer.{key}={value} is not allowed: momentum must be in [0, 1)")
+    _require(opt.momentum_ramp_steps >= 0, f"optimizer.momentum_ramp_steps={opt.momentum_ramp_steps} is not allowed: it must be >= 0")
+    _require(opt.lr_decay >= 1, f"optimizer.lr_decay={opt.lr_decay} is not allowed: it divides lr every step and must be >= 1")
+    _require(opt.min_lr >= 0, f"optimizer.min_lr={opt.min_lr} is not allowed: it must be >= 0")
+    for key in ("beta1", "beta2"):
+        _require(0 <= opt[key] < 1, f"optimizer.{key}={opt[key]} is not allowed: it must be in [0, 1)")
+    _require(opt.weight_decay >= 0, f"optimizer.weight_decay={opt.weight_decay} is not allowed: it must be >= 0")
+    arch = cfg.arch
+    for key in ("g_hidden", "d_hidden", "pieces"):
+        _require(arch[key] >= 1, f"arch.{key}={arch[key]} is not allowed: it must be an integer >= 1")
+    for key in ("d_dropout_input", "d_dropout_hidden"):
+        _require(0 <= arch[key] < 1, f"arch.{key}={arch[key]} is not allowed: a dropout probability must be in [0, 1)")
+    for key in ("g_init_range", "d_init_range"):
+        _require(arch[key] >= 0, f"arch.{key}={arch[key]} is not allowed: it must be >= 0 (0 = PyTorch's default init)")
+    _require(cfg.loss.gp_weight >= 0, f"loss.gp_weight={cfg.loss.gp_weight} is not allowed: it must be >= 0")
+    _require(cfg.loss.max_logit > 0, f"loss.max_logit={cfg.loss.max_logit} is not allowed: it must be > 0")
+    ds = cfg.dataset
+    _require(ds.std > 0, f"dataset.std={ds.std} is not allowed: it must be > 0")
+    _require(ds.n_modes >= 1, f"dataset.n_modes={ds.n_modes} is not allowed: it must be >= 1")
+    _require(len(ds.means) == len(ds.weights) and len(ds.means) >= 1 and all(w > 0 for w in ds.weights),
+             f"dataset.means={list(ds.means)} / dataset.weights={list(ds.weights)} are not allowed: give as many positive weights as means")
+    _require(cfg.arch.name != "dcgan" or ds.name in IMAGE_DATASETS,
+             f"arch=dcgan is convolutional and needs an image dataset, but dataset={ds.name} holds points; use arch=mlp or arch=maxout")

@@ -1,0 +1,112 @@
+"""The loss pairs, as pure functions of D's logits a = logit D(x) (GAN_REFERENCE.md sec. 1).
+
+Every loss is written on logits, never on probabilities, using
+    log D(x)     = log sigma(a)     = -softplus(-a)
+    log(1 - D)   = log sigma(-a)    = -softplus(a)
+so nothing overflows or takes log(0). Each function returns the minibatch MEAN of the quantity that
+its player MINIMIZES. The value V(D, G) = E log D(x) + E log(1 - D(G(z))) is maximised by D, so
+D's loss is -V.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+def d_cross_entropy(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
+    """D minimizes -[log D(x) + log(1 - D(G(z)))] = softplus(-a_real) + softplus(a_fake).
+
+    At the global optimum (D = 1/2 everywhere) this is 2 log 2 ~ 1.3863 nats.
+    """
+    return F.softplus(-a_real).mean() + F.softplus(a_fake).mean()
+
+
+def g_minimax(a_fake: torch.Tensor) -> torch.Tensor:
+    """G minimizes log(1 - D(G(z))) = -softplus(a_fake): the true saturating loss of the game.
+
+    d/da = -sigma(a) -> 0 as D rejects the fakes (a -> -inf): the gradient vanishes early on.
+    """
+    return -F.softplus(a_fake).mean()
+
+
+def g_nonsaturating(a_fake: torch.Tensor) -> torch.Tensor:
+    """G minimizes -log D(G(z)) = softplus(-a_fake): same fixed point, strong gradient when D wins.
+
+    d/da = -(1 - sigma(a)) -> -1 as a -> -inf.
+    """
+    return F.softplus(-a_fake).mean()
+
+
+def make_g_maximum_likelihood(max_logit: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """G minimizes -1/2 exp(a_fake) = -1/2 exp(sigma^-1(D(G(z)))) (Goodfellow 2016, sec. 3.2.4).
+
+    With the optimal D, exp(a) = p_data/p_g, and the expected gradient equals that of
+    KL(p_data || p_g). exp overflows for large logits, so a is clamped at ``max_logit`` first
+    (exp(20) ~ 4.9e8): past that point the generator gets no gradient from that sample.
+    """
+
+    def g_maximum_likelihood(a_fake: torch.Tensor) -> torch.Tensor:
+        return -0.5 * torch.exp(a_fake.clamp(max=max_logit)).mean()
+
+    return g_maximum_likelihood
+
+
+def d_least_squares(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN (Mao et al. 2017), targets 1 and 0: D minimizes 1/2 (a_real - 1)^2 + 1/2 a_fake^2."""
+    return 0.5 * (a_real - 1).pow(2).mean() + 0.5 * a_fake.pow(2).mean()
+
+
+def g_least_squares(a_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN: G minimizes 1/2 (a_fake - 1)^2."""
+    return 0.5 * (a_fake - 1).pow(2).mean()
+
+
+def d_hinge(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge (Lim & Ye 2017; Miyato et al. 2018): D minimizes relu(1 - a_real) + relu(1 + a_fake)."""
+    return F.relu(1 - a_real).mean() + F.relu(1 + a_fake).mean()
+
+
+def g_linear(a_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge and WGAN-GP generators minimize -a_fake (raise the critic's score of the fakes)."""
+    return -a_fake.mean()
+
+
+def d_wasserstein(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
+    """WGAN critic (Arjovsky et al. 2017): D minimizes a_fake - a_real (the penalty is added apart)."""
+    return a_fake.mean() - a_real.mean()
+
+
+def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad_x a(x_hat)||_2 - 1)^2.
+
+    x_hat = eps x + (1 - eps) G(z) with ONE eps ~ U(0, 1) per sample (broadcast over all its
+    coordinates), and the norm taken over the whole flattened sample. The caller multiplies by
+    lambda (10 in the paper).
+    """
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+class LossPair(NamedTuple):
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g: Callable[[torch.Tensor], torch.Tensor]
+    gp_weight: float  # > 0 only for wasserstein_gp
+    critic: bool  # D's output is a raw score, not a probability logit
+
+
+def get(cfg) -> LossPair:
+    """The (D loss, G loss) pair of the loss config node ``cfg``."""
+    pairs: Dict[str, LossPair] = {
+        "minimax": LossPair(d_cross_entropy, g_minimax, 0.0, False),
+        "nonsaturating": LossPair(d_cross_entropy, g_nonsaturating, 0.0, False),
+        "maximum_likelihood": LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit), 0.0, False),
+        "least_squares": LossPair(d_least_squares, g_least_squares, 0.0, False),
+        "hinge": LossPair(d_hinge, g_linear, 0.0, False),
+        "wasserstein_gp": LossPair(d_wasserstein, g_linear, float(cfg.gp_weight), True),
+    }
+    return pairs[cfg.name]

@@ -1,0 +1,141 @@
+"""G and D for each architecture, with shapes derived from the dataset.
+
+G maps z (m, z_dim) to samples of the data's shape; image sets get a sigmoid output (pixels in
+[0, 1]), point sets a linear one. D maps a sample to ONE logit a(x) per example (D(x) = sigma(a)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import UserError
+
+
+class Maxout(nn.Module):
+    """max over ``pieces`` linear pieces per unit (Goodfellow et al. 2013)."""
+
+    def __init__(self, n_in: int, units: int, pieces: int):
+        super().__init__()
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(n_in, units * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(-1, self.units, self.pieces).amax(dim=2)
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], *self.shape)
+
+
+def _uniform_init(module: nn.Module, r: float) -> None:
+    """Weights ~ U(-r, r), biases 0: the paper's irange init (pylearn2)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.uniform_(layer.weight, -r, r)
+            nn.init.zeros_(layer.bias)
+
+
+def _mlp(arch, data, z_dim: int):
+    d, h = data.dim, arch.g_hidden
+    G = nn.Sequential(
+        nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d),
+    )
+    h = arch.d_hidden
+    D = nn.Sequential(
+        nn.Flatten(), nn.Dropout(arch.d_dropout_input),
+        nn.Linear(d, h), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Linear(h, 1),
+    )
+    return G, D
+
+
+def _maxout(arch, data, z_dim: int):
+    """The paper's MNIST nets: G z -> 1200 ReLU -> 1200 ReLU -> out; D maxout 240x5 -> 240x5 -> 1."""
+    d, h = data.dim, arch.g_hidden
+    G = nn.Sequential(nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d))
+    u, p = arch.d_hidden, arch.pieces
+    D = nn.Sequential(
+        nn.Flatten(), nn.Dropout(arch.d_dropout_input),
+        Maxout(d, u, p), nn.Dropout(arch.d_dropout_hidden),
+        Maxout(u, u, p), nn.Dropout(arch.d_dropout_hidden),
+        nn.Linear(u, 1),
+    )
+    return G, D
+
+
+def _dcgan(arch, data, z_dim: int):
+    """DCGAN-style (Radford et al. 2016): two stride-2 stages each way, sized from the image side.
+
+    D has no batch norm, so it also serves as a WGAN-GP critic (the penalty is per sample).
+    """
+    c, h, w = data.shape
+    if h != w or h % 4:
+        raise UserError(f"arch=dcgan needs square images with a side divisible by 4; dataset={data.name} has {h}x{w}")
+    s, g, f = h // 4, arch.g_hidden, arch.d_hidden
+    G = nn.Sequential(
+        nn.Linear(z_dim, 2 * g * s * s), Reshape(2 * g, s, s), nn.BatchNorm2d(2 * g), nn.ReLU(),
+        nn.ConvTranspose2d(2 * g, g, 4, 2, 1), nn.BatchNorm2d(g), nn.ReLU(),
+        nn.ConvTranspose2d(g, c, 4, 2, 1), nn.Flatten(),
+    )
+    D = nn.Sequential(
+        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Flatten(), nn.Linear(2 * f * s * s, 1),
+    )
+    return G, D
+
+
+BUILDERS = {"mlp": _mlp, "maxout": _maxout, "dcgan": _dcgan}
+
+
+class Generator(nn.Module):
+    """Wraps a body producing flat outputs; applies the output nonlinearity and the data shape."""
+
+    def __init__(self, body: nn.Module, shape: tuple, image: bool):
+        super().__init__()
+        self.body, self.shape, self.image = body, tuple(shape), image
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.body(z)
+        if self.image:
+            out = torch.sigmoid(out)
+        return out.view(z.shape[0], *self.shape)
+
+
+class Discriminator(nn.Module):
+    """Returns the logit a(x), shape (m,)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).squeeze(1)
+
+
+def build(arch, data, z_dim: int):
+    """G, D for ``arch`` on ``data``, initialised as the arch config says."""
+    G_body, D_body = BUILDERS[arch.name](arch, data, z_dim)
+    if arch.g_init_range > 0:
+        _uniform_init(G_body, arch.g_init_range)
+    if arch.d_init_range > 0:
+        _uniform_init(D_body, arch.d_init_range)
+    last = G_body[-1] if isinstance(G_body[-1], nn.Linear) else None
+    if arch.g_output_bias_from_data and data.is_image and last is not None:
+        # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data
+        mean = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            last.bias.copy_(torch.logit(mean).to(last.bias.device))
+    return Generator(G_body, data.shape, data.is_image), Discriminator(D_body)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

@@ -1,0 +1,141 @@
+"""TensorBoard and the console: the only module that writes logs.
+
+The loop hands over plain numbers (read from the device once per log_every) and tensors to draw;
+the monitor knows tags, figures and the terminal, not losses or networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+
+log = logging.getLogger("gan_cli")
+
+
+def console_handler() -> logging.Handler:
+    """Hydra's console log handler: rich in a terminal, plain timestamped lines otherwise (CI, clusters)."""
+    if sys.stdout.isatty():
+        from rich.logging import RichHandler
+
+        return RichHandler(show_path=False, markup=False)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S"))
+    return handler
+
+
+def _figure_toy(samples: torch.Tensor, data, title: str):
+    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5), dpi=100)
+    s = samples.detach().float().cpu()
+    c = data.centres.cpu()
+    if s.shape[1] == 2:
+        real = data.sample(s.shape[0]).cpu()
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="black", alpha=0.4, label="data")
+        ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:green", alpha=0.5, label="G(z)")
+        span = float(c.abs().max()) + 6 * data.std + 0.5
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+        ax.set_aspect("equal")
+    else:
+        lo = float(c.min()) - 5 * data.std - 1
+        hi = float(c.max()) + 5 * data.std + 1
+        xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
+        ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
+        ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
+                alpha=0.5, label="p_g (histogram)")
+        ax.set_xlim(lo, hi)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class Monitor:
+    """TensorBoard writer in the run directory, plus a rich progress bar or plain log lines."""
+
+    def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None):
+        self.run_dir = Path(run_dir)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.console = console or Console(stderr=False)
+        self.total = total
+        self.progress: Optional[Progress] = None
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
+                TextColumn("D(x) {task.fields[dx]}  D(G(z)) {task.fields[dgz]}"),
+                console=self.console, transient=False,
+            )
+            self.task = self.progress.add_task("train", total=total, completed=start, rate="-", dx="-", dgz="-")
+            self.progress.start()
+
+    # -- per log window -------------------------------------------------------------------------
+    def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        for tag, values in hists.items():
+            self.writer.add_histogram(tag, values.detach().float().cpu(), step)
+        dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
+        rate = scalars.get("perf/steps_per_s", math.nan)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, rate=f"{rate:.0f}", dx=f"{dx:.3f}", dgz=f"{dgz:.3f}")
+        log.info(
+            "step %d/%d | loss/D %.4f | loss/G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s",
+            step, self.total, scalars.get("loss/D", math.nan), scalars.get("loss/G", math.nan), dx, dgz, rate,
+        )
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def samples(self, step: int, samples: torch.Tensor, data) -> None:
+        """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``."""
+        if data.is_image:
+            from torchvision.utils import make_grid
+
+            nrow = max(1, int(math.sqrt(samples.shape[0])))
+            grid = make_grid(samples.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=1, pad_value=0.5)
+            self.writer.add_image("samples", grid, step)
+        else:
+            self.writer.add_figure("samples", _figure_toy(samples, data, f"step {step}"), step)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+
+    # -- end of run -----------------------------------------------------------------------------
+    def finish(self, hparams: Dict[str, object], metrics: Dict[str, float]) -> None:
+        """hparams entry in the SAME run directory, the summary table and the tensorboard line."""
+        if self.progress is not None:
+            self.progress.stop()
+        final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        self.writer.add_hparams(hp, {f"hparam/{k}": v for k, v in final.items() if "/" in k},
+                                run_name=".", global_step=int(metrics.get("steps", 0)))
+        self.writer.flush()
+        table = Table(title="gan-train: final figures", show_header=True, header_style="bold")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        self.console.print(table)
+        self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None and self.progress.live.is_started:
+            self.progress.stop()
+        self.writer.close()
+

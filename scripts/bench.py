@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Steady-state throughput of gan-train's loop for any config.
+
+    python scripts/bench.py --iters 300 --warmup 30 -- experiment=paper_mnist dataset.root=../shared/data
+
+Composes the config exactly as gan-train does (same overrides), runs ``--warmup`` iterations of
+Algorithm 1, then times ``--iters`` more (synchronising the device before reading the clock), and
+prints JSON: iterations/s, samples/s (real + generated examples through D per second), peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gan_cli import data as datasets
+from gan_cli.config import register_configs, validate
+from gan_cli.train import GAN, config_dir, resolve_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=200, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
+    parser.add_argument("overrides", nargs="*", help="gan-train overrides")
+    args = parser.parse_args()
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args.overrides)
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = datasets.load(cfg.dataset, device)
+    gan = GAN(cfg, data, device)
+    m, k = cfg.batch_size, cfg.k
+    acc = torch.zeros(8, device=device)
+
+    def iteration() -> None:
+        nonlocal acc
+        for _ in range(k):
+            stats_d, _, _ = gan.d_step(m)
+            acc[:6] += stats_d
+        acc[6:] += gan.g_step(m)
+
+    for _ in range(args.warmup):
+        iteration()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        iteration()
+    acc.tolist()  # one host read, as gan-train does per log window
+    sync(device)
+    elapsed = time.perf_counter() - start
+
+    its = args.iters / elapsed
+    result = {
+        "config": {key: OmegaConf.select(cfg, key) for key in
+                   ("dataset.name", "arch.name", "loss.name", "optimizer.name", "k", "batch_size")},
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "iters": args.iters,
+        "seconds": round(elapsed, 3),
+        "iters_per_s": round(its, 2),
+        # per iteration D sees k*(m real + m fake) examples and G produces (k + 1)*m samples
+        "d_examples_per_s": round(its * k * 2 * m, 1),
+        "g_samples_per_s": round(its * (k + 1) * m, 1),
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda"
+        else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_kind": "CUDA allocated" if device.type == "cuda" else "process max RSS",
+    }
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

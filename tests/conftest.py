@@ -1,0 +1,73 @@
+"""Shared fixtures: composed configs, the real CLI in a subprocess, tiny MNIST files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from gan_cli.config import register_configs
+from gan_cli.train import config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_cfg():
+    """Compose the real config tree with overrides, as the CLI would (without the run dir)."""
+    register_configs()
+
+    def _make(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        GlobalHydra.instance().clear()
+        return cfg
+
+    return _make
+
+
+def run_cli(args, cwd=None, env_extra=None, module=False, timeout=300):
+    """Run gan-train (or ``python -m gan_cli``) for real; return the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    exe = [sys.executable, "-m", "gan_cli"] if module else [str(Path(sys.executable).with_name("gan-train"))]
+    return subprocess.run(exe + list(args), cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX format (MNIST's): magic 0x0000080N (unsigned byte, N dims), big-endian sizes, raw bytes."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_tiny_mnist(root: Path, folder: str = "MNIST", n_train: int = 120, n_test: int = 30) -> Path:
+    """A tiny MNIST-format dataset in torchvision's layout under ``root/folder/raw``."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = (rng.random((n, 28, 28)) * 255).astype(np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_mnist(root, "MNIST")
+    write_tiny_mnist(root, "FashionMNIST")
+    return root

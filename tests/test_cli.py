@@ -1,0 +1,137 @@
+"""The real command line: tags in the event files, run-directory files, multirun, bad input, the wheel."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan_cli.train import main
+
+from .conftest import REPO, run_cli
+
+SCALARS = {"loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/G", "grad/D",
+           "perf/steps_per_s"}
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["steps=6", "log_every=2", "sample_every=3", "ckpt_every=3", "batch_size=16", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr
+    tags = events(run).Tags()
+    assert SCALARS <= set(tags["scalars"])
+    assert {"D/real", "D/fake"} <= set(tags["histograms"])
+    assert "samples" in tags["images"]
+    assert [e.step for e in events(run).Scalars("loss/D")] == [2, 4, 6]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["d_updates"] == 6 and metrics["g_updates"] == 6
+    assert metrics["perf/steps_per_s"] > 0 and 0 < metrics["D/real_mean"] < 1
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
+    assert (run / ".hydra" / "config.yaml").exists()
+    log = (run / "train.log").read_text()
+    assert "step 6/6" in log and "\x1b[" not in log  # plain text, no escape codes
+    # hparams land in the same run directory: no stray sub-folders
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
+    assert events(run).PluginTagToContent("hparams")
+    assert f"tensorboard --logdir {run}" in proc.stdout
+
+
+def test_toy_run_logs_a_figure_and_python_m_works(tmp_path):
+    run = tmp_path / "ring"
+    proc = run_cli(["dataset=ring", "steps=4", "log_every=2", "sample_every=4", f"hydra.run.dir={run}"], module=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "samples" in events(run).Tags()["images"]
+
+
+def test_multirun_two_by_two(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "loss=minimax,nonsaturating", "k=1,2", "steps=3", "log_every=3", "batch_size=8",
+                    f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # one run per job, named by its overrides so TensorBoard's run list reads them
+    assert len(jobs) == 4 and all(name.endswith(",steps=3") for name in jobs)
+    assert {name.split(",", 1)[1].rsplit(",", 1)[0] for name in jobs} == {
+        "k=1,loss=minimax", "k=1,loss=nonsaturating", "k=2,loss=minimax", "k=2,loss=nonsaturating"}
+    for job in jobs:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["d_updates"] == 3 * int(job.split("k=")[1][0])
+        assert "loss/D" in events(sweep / job).Tags()["scalars"]
+
+
+def test_resume_from_the_command_line(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_cli(["steps=4", "log_every=2", f"hydra.run.dir={first}"]).returncode == 0
+    before = (first / "checkpoints" / "last.pt").read_bytes()
+    proc = run_cli([f"resume={first}", "steps=8", "log_every=2", f"hydra.run.dir={second}"])
+    assert proc.returncode == 0, proc.stderr
+    assert torch.load(second / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
+    assert [e.step for e in events(second).Scalars("loss/D")] == [6, 8]
+    assert (first / "checkpoints" / "last.pt").read_bytes() == before  # the source is untouched
+
+
+BAD = [
+    (["k=0"], "k=0"), (["k=-1"], "k=-1"), (["k=abc"], "k=abc"), (["batch_size=0"], "batch_size=0"),
+    (["steps=-5"], "steps=-5"), (["optimizer.lr=-1"], "optimizer.lr=-1"),
+    (["optimizer.momentum=1.5"], "optimizer.momentum=1.5"), (["loss=nonsense"], "loss=nonsense"),
+    (["dataset=nonsense"], "dataset=nonsense"), (["dataset=mnist", "dataset.root=/nonexistent/where"], "/nonexistent/where"),
+    (["resume=/nonexistent/last.pt"], "resume=/nonexistent/last.pt"), (["arch=dcgan", "dataset=ring"], "arch=dcgan"),
+    (["-m", "k=1,0"], "k=0"), (["nosuchkey=1"], "nosuchkey=1"),
+]
+
+
+@pytest.mark.parametrize("args,named", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, monkeypatch, capsys, args, named):
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["gan-train", *args, f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("gan-train: error:") and named in err
+    assert not run.exists()
+
+
+def test_allowed_values_are_named():
+    # the message says what is allowed, not only what was wrong
+    proc = run_cli(["loss=nonsense"])
+    assert "minimax" in proc.stderr and "wasserstein_gp" in proc.stderr
+    proc = run_cli(["dataset=mnist", "dataset.root=/nonexistent"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "MNIST/raw/train-images-idx3-ubyte" in proc.stderr and "dataset.download=true" in proc.stderr
+
+
+def test_corrupt_checkpoint_and_missing_gpu(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_cli([f"resume={bad}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and f"resume={bad}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        proc = run_cli(["device=cuda"])
+        assert proc.returncode == 2 and "device=cuda" in proc.stderr and "device=cpu" in proc.stderr
+
+
+def test_installed_wheel_runs_from_another_directory(tmp_path):
+    """A non-editable install (wheel into a plain folder) composes its packaged configs from anywhere."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True)
+    wheel = next(wheels.glob("gan_cli-*.whl"))
+    subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    assert (site / "gan_cli" / "conf" / "config.yaml").exists()
+    run = tmp_path / "run"
+    code = "import gan_cli, sys; assert gan_cli.__file__.startswith(sys.argv[1]), gan_cli.__file__; from gan_cli.train import main; sys.argv = ['gan-train'] + sys.argv[2:]; main()"
+    proc = subprocess.run([sys.executable, "-c", code, str(site), "steps=2", "log_every=1", f"hydra.run.dir={run}"],
+                          cwd="/", env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2

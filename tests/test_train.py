@@ -1,0 +1,206 @@
+"""The training loop in-process: Algorithm 1's update order, every combination, determinism, resume."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from gan_cli import checkpoint, data as datasets, models, optim
+from gan_cli.config import UserError
+from gan_cli.train import GAN, train
+
+FAST = ("steps=4", "log_every=2", "sample_every=4", "ckpt_every=4", "batch_size=8", "device=cpu")
+
+
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_d_updates_leave_g_unchanged_and_vice_versa(make_cfg):
+    cfg = make_cfg("device=cpu", "batch_size=16")
+    torch.manual_seed(0)
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    gan = GAN(cfg, data, torch.device("cpu"))
+    g0, d0 = snapshot(gan.G), snapshot(gan.D)
+    gan.d_step(16)
+    assert same(g0, snapshot(gan.G)), "a D update changed G"
+    assert not same(d0, snapshot(gan.D)), "a D update left D unchanged"
+    assert all(p.grad is None for p in gan.G.parameters()), "the D step built a graph through G"
+    d1 = snapshot(gan.D)
+    gan.g_step(16)
+    assert same(d1, snapshot(gan.D)), "a G update changed D"
+    assert not same(g0, snapshot(gan.G)), "a G update left G unchanged"
+    assert all(p.requires_grad for p in gan.D.parameters()), "D was left frozen after the G step"
+
+
+def test_each_d_step_draws_a_fresh_minibatch(make_cfg, monkeypatch):
+    cfg = make_cfg("device=cpu")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    gan = GAN(cfg, data, torch.device("cpu"))
+    drawn = []
+    real_sample = data.sample
+    monkeypatch.setattr(data, "sample", lambda m: drawn.append(real_sample(m)) or drawn[-1])
+    gan.d_step(8)
+    gan.d_step(8)
+    assert len(drawn) == 2 and not torch.equal(drawn[0], drawn[1])
+
+
+def test_k_steps_count_updates(make_cfg, tmp_path):
+    metrics = train(make_cfg(*FAST, "k=3"), tmp_path)
+    assert (metrics["steps"], metrics["d_updates"], metrics["g_updates"]) == (4, 12, 4)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["d_updates"] == 12 and saved["perf/steps_per_s"] > 0
+
+
+def test_simultaneous_updates_both_nets_from_the_same_parameters(make_cfg, tmp_path):
+    cfg = make_cfg("device=cpu", "updates=simultaneous")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    gan = GAN(cfg, data, torch.device("cpu"))
+    g0, d0 = snapshot(gan.G), snapshot(gan.D)
+    gan.simultaneous_step(8)
+    assert not same(g0, snapshot(gan.G)) and not same(d0, snapshot(gan.D))
+    metrics = train(make_cfg(*FAST, "updates=simultaneous"), tmp_path)
+    assert metrics["d_updates"] == metrics["g_updates"] == 4
+    with pytest.raises(UserError, match="k=2"):
+        train(make_cfg(*FAST, "updates=simultaneous", "k=2"), tmp_path / "x")
+
+
+@pytest.mark.parametrize("loss", ["minimax", "nonsaturating", "maximum_likelihood", "least_squares", "hinge", "wasserstein_gp"])
+@pytest.mark.parametrize("arch", ["mlp", "maxout", "dcgan"])
+def test_every_loss_and_arch_on_digits(make_cfg, tmp_path, loss, arch):
+    extra = ("arch.g_hidden=32", "arch.d_hidden=16") if arch != "dcgan" else ("arch.g_hidden=8", "arch.d_hidden=8")
+    metrics = train(make_cfg(*FAST, f"loss={loss}", f"arch={arch}", *extra), tmp_path)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("dataset", ["ring", "grid", "mixture1d"])
+@pytest.mark.parametrize("arch", ["mlp", "maxout"])
+def test_toy_datasets(make_cfg, tmp_path, dataset, arch):
+    metrics = train(make_cfg(*FAST, f"dataset={dataset}", f"arch={arch}", "arch.g_hidden=16",
+                             "arch.d_hidden=8", "prior=normal", "optimizer=adam"), tmp_path)
+    assert metrics["g_updates"] == 4 and math.isfinite(metrics["loss/D"])
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("arch", ["maxout", "dcgan"])
+def test_image_datasets_from_tiny_files(make_cfg, tmp_path, tiny_mnist, dataset, arch):
+    metrics = train(make_cfg(*FAST, f"dataset={dataset}", f"dataset.root={tiny_mnist}", f"arch={arch}",
+                             "arch.g_hidden=16", "arch.d_hidden=8"), tmp_path)
+    assert math.isfinite(metrics["loss/G"])
+
+
+def test_mnist_split_follows_the_paper(make_cfg, tiny_mnist):
+    data = datasets.load(make_cfg("dataset=mnist", f"dataset.root={tiny_mnist}").dataset, torch.device("cpu"))
+    # 120 training images: the last sixth (20) validates, as train[50000:60000] does for real MNIST
+    assert data.train.shape == (100, 1, 28, 28) and data.val.shape == (20, 1, 28, 28)
+    assert data.test.shape == (30, 1, 28, 28)
+    assert 0.0 <= data.train.min() and data.train.max() <= 1.0
+
+
+def test_dcgan_builds_for_cifar_sized_images():
+    fake = datasets.Data(name="cifar10", train=torch.rand(10, 3, 32, 32), shape=(3, 32, 32))
+    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_hidden=0.0, g_init_range=0,
+                             d_init_range=0, g_output_bias_from_data=False))
+    G, D = models.build(arch, fake, 16)
+    x = G(torch.randn(4, 16))
+    assert x.shape == (4, 3, 32, 32) and D(x).shape == (4,)
+
+
+def test_paper_maxout_networks(make_cfg):
+    cfg = make_cfg("arch=maxout")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    G, D = models.build(cfg.arch, data, 100)
+    first = G.body[0]
+    assert first.weight.abs().max() <= 0.05 and first.out_features == 1200
+    maxouts = [m for m in D.modules() if isinstance(m, models.Maxout)]
+    assert [(m.units, m.pieces) for m in maxouts] == [(240, 5), (240, 5)]
+    assert max(m.linear.weight.abs().max().item() for m in maxouts) <= 0.005
+    dropouts = [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts[0] == pytest.approx(0.2) and 0.5 in dropouts
+    # output bias = logit of the pixel means: sigmoid(bias) reproduces them
+    means = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(torch.sigmoid(G.body[-1].bias), means, atol=1e-5)
+
+
+def test_ring_has_eight_distinct_modes():
+    centres = datasets.ring_centres(8, 1.0)
+    assert torch.cdist(centres, centres).add(torch.eye(8) * 10).min() > 0.7
+    assert torch.allclose(centres.norm(dim=1), torch.ones(8))
+    assert datasets.grid_centres(2.0).shape == (25, 2)
+
+
+def test_noise_priors_have_unit_variance():
+    torch.manual_seed(0)
+    u = datasets.noise("uniform", 20000, 10, "cpu")
+    assert u.abs().max() <= math.sqrt(3) and u.var().item() == pytest.approx(1.0, abs=0.03)
+    assert datasets.noise("normal", 20000, 10, "cpu").var().item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_paper_schedules(make_cfg):
+    opt = make_cfg("experiment=paper_mnist").optimizer
+    assert optim.lr_at(opt, 0) == pytest.approx(0.1)
+    assert optim.lr_at(opt, 1000) == pytest.approx(0.1 / 1.000004**1000)
+    assert optim.lr_at(opt, 10**8) == pytest.approx(1e-6)
+    assert optim.momentum_at(opt, 0) == 0.5
+    assert optim.momentum_at(opt, opt.momentum_ramp_steps // 2) == pytest.approx(0.6)
+    assert optim.momentum_at(opt, 10**9) == pytest.approx(0.7)
+
+
+def test_same_seed_gives_identical_losses(make_cfg, tmp_path):
+    a = train(make_cfg(*FAST, "seed=3"), tmp_path / "a")
+    b = train(make_cfg(*FAST, "seed=3"), tmp_path / "b")
+    c = train(make_cfg(*FAST, "seed=4"), tmp_path / "c")
+    assert a["loss/D"] == b["loss/D"] and a["loss/G"] == b["loss/G"]
+    assert a["loss/D"] != c["loss/D"]
+
+
+@pytest.mark.parametrize("extra", [(), ("arch=maxout", "arch.g_hidden=32", "arch.d_hidden=16", "experiment=paper_mnist",
+                                        "dataset=digits", "steps=20", "optimizer.momentum_ramp_steps=20")])
+def test_resumed_run_matches_uninterrupted(make_cfg, tmp_path, extra):
+    base = ("device=cpu", "batch_size=8", "log_every=5", "sample_every=100", "ckpt_every=10", *extra)
+    full = train(make_cfg(*base, "steps=20"), tmp_path / "full")
+    train(make_cfg(*base, "steps=10"), tmp_path / "half")
+    ckpt = tmp_path / "half" / "checkpoints" / "last.pt"
+    resumed = train(make_cfg("resume=" + str(ckpt), "steps=20"), tmp_path / "resumed", overrides=["resume=" + str(ckpt), "steps=20"])
+    for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/D", "grad/G"):
+        assert resumed[key] == full[key], key
+    g_full = checkpoint.load(str(tmp_path / "full" / "checkpoints" / "last.pt"))["G"]
+    g_res = checkpoint.load(str(tmp_path / "resumed" / "checkpoints" / "last.pt"))["G"]
+    assert all(torch.equal(g_full[k], g_res[k]) for k in g_full)
+
+
+def test_resume_refuses_a_different_experiment(make_cfg, tmp_path):
+    train(make_cfg(*FAST), tmp_path / "a")
+    ckpt = str(tmp_path / "a" / "checkpoints" / "last.pt")
+    with pytest.raises(UserError, match="loss=hinge differs"):
+        train(make_cfg(f"resume={ckpt}", "loss=hinge"), tmp_path / "b", overrides=[f"resume={ckpt}", "loss=hinge"])
+
+
+def test_a_run_never_overwrites_another_runs_checkpoint(make_cfg, tmp_path):
+    train(make_cfg(*FAST), tmp_path)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(make_cfg(*FAST, "seed=9"), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_checkpoint_holds_everything_and_loads_weights_only(make_cfg, tmp_path):
+    train(make_cfg(*FAST), tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert {"G", "D", "opt_G", "opt_D", "step", "rng", "config", "fixed_noise"} <= state.keys()
+    assert state["step"] == 4 and state["config"]["loss"]["name"] == "nonsaturating"
+
+
+def test_checkpoint_of_other_networks_is_a_user_error(make_cfg, tmp_path):
+    train(make_cfg(*FAST), tmp_path / "a")
+    state = checkpoint.load(str(tmp_path / "a" / "checkpoints" / "last.pt"))
+    cfg = make_cfg("device=cpu", "arch.g_hidden=8")
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    with pytest.raises(UserError, match="does not fit"):
+        checkpoint.restore(state, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D, path="x.pt")
