@@ -19,7 +19,7 @@ FORMAT = 1
 
 
 def save(path: Path, *, G, D, opt_G, opt_D, step: int, d_updates: int, g_updates: int,
-         config: Dict[str, Any], fixed_noise: torch.Tensor) -> None:
+         config: Dict[str, Any], fixed_noise: torch.Tensor, best_value: Optional[float] = None) -> None:
     """Write atomically (temp file + rename): an interrupted save never leaves a broken file."""
     state = {
         "format": FORMAT,
@@ -36,6 +36,7 @@ def save(path: Path, *, G, D, opt_G, opt_D, step: int, d_updates: int, g_updates
         },
         "fixed_noise": fixed_noise.detach().cpu(),
         "config": config,
+        "best_value": best_value,  # of eval.best_by so far (best.pt keeps the run's best)
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -69,8 +70,9 @@ def restore(state: Dict[str, Any], *, G, D, opt_G, opt_D, path: str) -> None:
         opt_G.load_state_dict(state["opt_G"])
         opt_D.load_state_dict(state["opt_D"])
     except (RuntimeError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise UserError(f"resume={path} does not fit the networks of this config ({first[:160]})") from None
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+        raise UserError(f"checkpoint {path} does not fit the networks of this config ({detail[:200]})") from None
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"][: torch.cuda.device_count()])

@@ -15,13 +15,31 @@ from omegaconf import MISSING, OmegaConf
 
 GROUPS = ("dataset", "arch", "loss", "optimizer")
 LOSSES = ("minimax", "nonsaturating", "maximum_likelihood", "least_squares", "hinge", "wasserstein_gp")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "ring", "grid", "mixture1d")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "ring", "grid", "mixture1d", "dirac")
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
-ARCHS = ("mlp", "maxout", "dcgan")
+ARCHS = ("mlp", "maxout", "dcgan", "dirac")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 PRIORS = ("uniform", "normal")
 UPDATES = ("alternating", "simultaneous")
+PROBABILITY_LOSSES = ("minimax", "nonsaturating", "maximum_likelihood")  # D = sigma(logit) is a probability
+
+# what gan-train and gan-eval measure, by kind of dataset (see evaluate.py)
+MEASURED = {
+    "image": ("eval/parzen_ll", "eval/fid", "eval/kid", "eval/precision", "eval/recall"),
+    "density": ("theory/jsd", "theory/d_star_mse", "theory/value"),
+    "modes": ("eval/modes_covered", "eval/hq_fraction", "eval/reverse_kl"),
+    "dirac": ("theory/distance",),
+}
+
+
+def metric_kinds(dataset: str):
+    """The families of metrics that fit a dataset: image sets, known densities, mode mixtures, Dirac."""
+    if dataset in IMAGE_DATASETS:
+        return ("image",)
+    if dataset == "dirac":
+        return ("dirac",)
+    return ("density", "modes") if dataset in ("ring", "grid") else ("density",)
 
 
 class UserError(Exception):
@@ -53,6 +71,8 @@ class ArchConfig:
     g_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.05); 0: PyTorch default
     d_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.005); 0: PyTorch default
     g_output_bias_from_data: bool = False  # image sets: G's output bias = logit of pixel means
+    theta0: float = 1.0  # dirac: initial G(z) = theta
+    psi0: float = 1.0  # dirac: initial D(x) = psi * x
 
 
 @dataclass
@@ -65,7 +85,7 @@ class LossConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.5  # sgd: initial momentum
     final_momentum: Optional[float] = None  # sgd: ramp momentum linearly to this value ...
     momentum_ramp_steps: int = 0  # ... over this many iterations (0 = no ramp)
@@ -78,13 +98,28 @@ class OptimizerConfig:
 
 
 @dataclass
+class EvalConfig:
+    best_by: str = "auto"  # metric that keeps checkpoints/best.pt (auto: eval/fid, theory/jsd or theory/distance)
+    n_samples: int = 10000  # image sets: generator samples for Parzen (the paper: 10,000) and FID/KID/PR
+    parzen: bool = True  # image sets: the paper's Parzen-window log-likelihood
+    features: bool = True  # image sets: FID / KID / precision / recall in a classifier's feature space
+    classifier_steps: int = 1000  # training steps of that classifier (once; then cached)
+    cache_dir: Optional[str] = None  # folder of cached classifiers (default ~/.cache/gan-cli/classifiers)
+    mode_samples: int = 2500  # ring / grid: samples for the mode metrics (VEEGAN / PacGAN: 2,500)
+    theory_samples: int = 50000  # known-density data: samples for JSD, V-hat and D*
+    bins_1d: int = 200  # histogram cells for p_g on 1-D data
+    bins_2d: int = 100  # histogram cells per axis for p_g on 2-D data
+
+
+@dataclass
 class TrainConfig:
     dataset: DatasetConfig = MISSING
     arch: ArchConfig = MISSING
     loss: LossConfig = MISSING
     optimizer: OptimizerConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
     k: int = 1  # discriminator updates per generator update (Algorithm 1)
-    steps: int = 2000  # iterations of Algorithm 1 (each: k D updates + 1 G update)
+    steps: int = 5000  # iterations of Algorithm 1 (each: k D updates + 1 G update)
     batch_size: int = 64  # m, the minibatch size of every update
     z_dim: int = 100
     prior: str = "uniform"  # uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal
@@ -94,6 +129,7 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 500
     ckpt_every: int = 1000
+    eval_every: int = 1000  # iterations between evaluations (theory/ and eval/ tags, best.pt)
     n_samples: int = 64  # images in the sample grid / points in the toy scatter (x16)
     resume: Optional[str] = None  # path of a checkpoint to continue from
 
@@ -117,7 +153,7 @@ def validate(cfg: Any) -> None:
     _require(cfg.arch.name in ARCHS, f"arch={cfg.arch.name} is not an architecture; choose one of: {', '.join(ARCHS)}")
     _require(cfg.loss.name in LOSSES, f"loss={cfg.loss.name} is not a loss; choose one of: {', '.join(LOSSES)}")
     _require(cfg.optimizer.name in OPTIMIZERS, f"optimizer={cfg.optimizer.name} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
-    for key in ("k", "steps", "batch_size", "z_dim", "log_every", "sample_every", "ckpt_every", "n_samples"):
+    for key in ("k", "steps", "batch_size", "z_dim", "log_every", "sample_every", "ckpt_every", "eval_every", "n_samples"):
         value = cfg[key]
         _require(value >= 1, f"{key}={value} is not allowed: {key} must be an integer >= 1")
     _require(cfg.device in DEVICES, f"device={cfg.device} is not allowed: choose one of {', '.join(DEVICES)}")
@@ -145,10 +181,19 @@ def validate(cfg: Any) -> None:
         _require(arch[key] >= 0, f"arch.{key}={arch[key]} is not allowed: it must be >= 0 (0 = PyTorch's default init)")
     _require(cfg.loss.gp_weight >= 0, f"loss.gp_weight={cfg.loss.gp_weight} is not allowed: it must be >= 0")
     _require(cfg.loss.max_logit > 0, f"loss.max_logit={cfg.loss.max_logit} is not allowed: it must be > 0")
+    ev = cfg.eval
+    for key in ("n_samples", "classifier_steps", "mode_samples", "theory_samples", "bins_1d", "bins_2d"):
+        _require(ev[key] >= 1, f"eval.{key}={ev[key]} is not allowed: it must be an integer >= 1")
+    allowed = ["auto"] + [t for kind in metric_kinds(cfg.dataset.name) for t in MEASURED[kind]
+                          if cfg.loss.name in PROBABILITY_LOSSES or t not in ("theory/value", "theory/d_star_mse")]
+    _require(ev.best_by in allowed, f"eval.best_by={ev.best_by} is not measured on dataset={cfg.dataset.name} "
+                                    f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")
     ds = cfg.dataset
     _require(ds.std > 0, f"dataset.std={ds.std} is not allowed: it must be > 0")
     _require(ds.n_modes >= 1, f"dataset.n_modes={ds.n_modes} is not allowed: it must be >= 1")
     _require(len(ds.means) == len(ds.weights) and len(ds.means) >= 1 and all(w > 0 for w in ds.weights),
              f"dataset.means={list(ds.means)} / dataset.weights={list(ds.weights)} are not allowed: give as many positive weights as means")
+    _require(cfg.arch.name != "dirac" or ds.name in ("dirac", "mixture1d"),
+             f"arch=dirac (G(z) = theta, D(x) = psi*x) needs 1-D data, but dataset={ds.name} is not; use dataset=dirac or experiment=dirac")
     _require(cfg.arch.name != "dcgan" or ds.name in IMAGE_DATASETS,
              f"arch=dcgan is convolutional and needs an image dataset, but dataset={ds.name} holds points; use arch=mlp or arch=maxout")

@@ -48,12 +48,18 @@ class Data:
     def dim(self) -> int:
         return math.prod(self.shape)
 
-    def sample(self, m: int) -> torch.Tensor:
+    def sample(self, m: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """A fresh minibatch of m real examples, drawn on the device."""
         if self.is_image:
-            return self.train[torch.randint(self.train.shape[0], (m,), device=self.train.device)]
-        comp = torch.multinomial(self.weights, m, replacement=True)
-        return self.centres[comp] + self.std * torch.randn(m, self.centres.shape[1], device=self.centres.device)
+            return self.train[torch.randint(self.train.shape[0], (m,), device=self.train.device, generator=generator)]
+        comp = torch.multinomial(self.weights, m, replacement=True, generator=generator)
+        eps = torch.randn(m, self.centres.shape[1], device=self.centres.device, generator=generator)
+        return self.centres[comp] + self.std * eps
+
+    @property
+    def has_density(self) -> bool:
+        """A toy set with a density (dirac's delta(0) has none)."""
+        return not self.is_image and self.std > 0
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p_data(x) of a toy set (isotropic Gaussian mixture), shape (n,)."""
@@ -133,8 +139,11 @@ def _load_torchvision(cfg):
 
 def load(cfg, device: torch.device) -> Data:
     """Build the dataset named by ``cfg`` (the dataset config node) on ``device``."""
-    if cfg.name in ("ring", "grid", "mixture1d"):
-        if cfg.name == "ring":
+    if cfg.name in ("ring", "grid", "mixture1d", "dirac"):
+        std = 0.0 if cfg.name == "dirac" else float(cfg.std)
+        if cfg.name == "dirac":  # p_data = delta(0): the Dirac-GAN of Mescheder et al. (2018)
+            centres, weights = torch.zeros(1, 1), torch.ones(1)
+        elif cfg.name == "ring":
             centres, weights = ring_centres(cfg.n_modes, cfg.radius), torch.ones(cfg.n_modes)
         elif cfg.name == "grid":
             centres = grid_centres(cfg.spacing)
@@ -144,7 +153,7 @@ def load(cfg, device: torch.device) -> Data:
             weights = torch.tensor(list(cfg.weights), dtype=torch.float32)
         return Data(
             name=cfg.name, train=None, shape=(centres.shape[1],), centres=centres.to(device),
-            weights=(weights / weights.sum()).to(device), std=float(cfg.std),
+            weights=(weights / weights.sum()).to(device), std=std,
         )
     check_available(cfg)
     x, y, x_val, x_test, y_test = _load_digits() if cfg.name == "digits" else _load_torchvision(cfg)

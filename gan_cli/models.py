@@ -92,7 +92,31 @@ def _dcgan(arch, data, z_dim: int):
     return G, D
 
 
-BUILDERS = {"mlp": _mlp, "maxout": _maxout, "dcgan": _dcgan}
+class Constant(nn.Module):
+    """G(z) = theta for every z: the Dirac-GAN generator (Mescheder et al. 2018)."""
+
+    def __init__(self, theta0: float):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([theta0]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.theta.expand(z.shape[0], 1)
+
+
+def _dirac(arch, data, z_dim: int):
+    """The bilinear game: G(z) = theta, D(x) = psi * x (no bias); equilibrium (theta, psi) = (0, 0)."""
+    D = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        D.weight.fill_(arch.psi0)
+    return Constant(arch.theta0), D
+
+
+def dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
+    """(theta, psi) of a Dirac-GAN, on the device."""
+    return torch.cat([G.body.theta, D.body.weight.view(1)]).detach()
+
+
+BUILDERS = {"mlp": _mlp, "maxout": _maxout, "dcgan": _dcgan, "dirac": _dirac}
 
 
 class Generator(nn.Module):
@@ -127,7 +151,7 @@ def build(arch, data, z_dim: int):
         _uniform_init(G_body, arch.g_init_range)
     if arch.d_init_range > 0:
         _uniform_init(D_body, arch.d_init_range)
-    last = G_body[-1] if isinstance(G_body[-1], nn.Linear) else None
+    last = G_body[-1] if isinstance(G_body, nn.Sequential) and isinstance(G_body[-1], nn.Linear) else None
     if arch.g_output_bias_from_data and data.is_image and last is not None:
         # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data
         mean = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
+from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -32,13 +33,18 @@ def console_handler() -> logging.Handler:
     return handler
 
 
-def _figure_toy(samples: torch.Tensor, data, title: str):
-    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure_toy(samples: torch.Tensor, data, title: str):
+    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5), dpi=100)
     s = samples.detach().float().cpu()
     c = data.centres.cpu()
@@ -54,7 +60,10 @@ def _figure_toy(samples: torch.Tensor, data, title: str):
         lo = float(c.min()) - 5 * data.std - 1
         hi = float(c.max()) + 5 * data.std + 1
         xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
-        ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
+        if data.has_density:
+            ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
+        else:  # a point mass
+            ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
         ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
                 alpha=0.5, label="p_g (histogram)")
         ax.set_xlim(lo, hi)
@@ -64,13 +73,55 @@ def _figure_toy(samples: torch.Tensor, data, title: str):
     return fig
 
 
+def _figure_1(curves: Dict[str, torch.Tensor], title: str):
+    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    x = curves["x"].cpu()
+    ax.plot(x, curves["p_data"].cpu(), c="black", label="p_data")
+    ax.plot(x, curves["p_g"].cpu(), c="tab:green", label="p_g (histogram)")
+    ax.set_ylabel("density")
+    ax2 = ax.twinx()
+    ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
+    ax2.plot(x, curves["D_star"].cpu(), c="tab:blue", ls="--", label="D*(x)")
+    ax2.axhline(0.5, c="grey", lw=0.5)
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_ylabel("D")
+    fig.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _figure_trajectory(points: torch.Tensor, start: int, step: int):
+    plt = _pyplot()
+    p = points.detach().float().cpu()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
+    ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
+    ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")
+    ax.scatter([0], [0], marker="*", c="tab:green", s=60, label="equilibrium (0, 0)")
+    ax.set_xlabel("theta (G)")
+    ax.set_ylabel("psi (D)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 class Monitor:
     """TensorBoard writer in the run directory, plus a rich progress bar or plain log lines."""
 
-    def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None):
+    def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False):
         self.run_dir = Path(run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
-        self.console = console or Console(stderr=False)
+        if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor
+            self.writer.add_custom_scalars({"theory": {
+                "V-hat <= C(G) = -log 4 + 2 JSD; minimum -log 4":
+                    ["Multiline", ["theory/value", "theory/c_of_g", "theory/optimum"]],
+                "JSD(p_data || p_g) and the estimator's floor": ["Multiline", ["theory/jsd", "theory/jsd_floor"]],
+            }})
+        self.console = console or get_console()  # the console the log handler writes to
         self.total = total
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:
@@ -108,10 +159,26 @@ class Monitor:
             from torchvision.utils import make_grid
 
             nrow = max(1, int(math.sqrt(samples.shape[0])))
-            grid = make_grid(samples.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=1, pad_value=0.5)
+            images = samples.detach().float().cpu().clamp(0, 1)
+            if images.shape[-1] < 32:  # enlarge small images (8x8 digits) so the grid is readable
+                images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
+            grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)
             self.writer.add_image("samples", grid, step)
         else:
             self.writer.add_figure("samples", _figure_toy(samples, data, f"step {step}"), step)
+
+    def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]]) -> None:
+        """theory/ and eval/ scalars; for 1-D data the paper's Figure 1 as ``theory/figure1``."""
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        if curves is not None:
+            self.writer.add_figure("theory/figure1", _figure_1(curves, f"iteration {step}"), step)
+        shown = {k: v for k, v in scalars.items() if not k.endswith(("_floor", "_samples", "_std", "optimum"))}
+        log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+    def trajectory(self, step: int, points: torch.Tensor, start: int) -> None:
+        """The Dirac-GAN's (theta, psi) path from iteration ``start`` as ``theory/trajectory``."""
+        self.writer.add_figure("theory/trajectory", _figure_trajectory(points, start, step), step)
 
     def warn(self, message: str) -> None:
         log.warning(message)

@@ -26,7 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, data as datasets, losses, models, optim
+from . import checkpoint, data as datasets, evaluate, losses, models, optim
 from .config import UserError, register_configs, validate
 from .monitor import Monitor
 
@@ -157,24 +157,35 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         start, fixed_z = int(state["step"]), state["fixed_noise"]
         log.info("resumed from %s at iteration %d", cfg.resume, start)
     fixed_z = fixed_z.to(device)
+    evaluator = evaluate.Evaluator(cfg.eval, data, device, cfg.loss.name, cfg.prior, cfg.z_dim, seed=cfg.seed)
+    best_tag = evaluate.best_metric(cfg.eval.best_by, data)
+    best_value = state.get("best_value") if state is not None else None
+    dirac = cfg.arch.name == "dirac"
+    if dirac:  # (theta, psi) after every iteration, kept on the device
+        trajectory = torch.empty(cfg.steps - start + 1, 2, device=device)
+        trajectory[0] = models.dirac_point(gan.G, gan.D)
     log.info("%s | G %s params, D %s params | %s | run dir %s", " ".join(f"{k}={v}" for k, v in _hparams(cfg).items()),
              f"{models.count_parameters(gan.G):,}", f"{models.count_parameters(gan.D):,}", device, run_dir)
 
-    monitor = Monitor(run_dir, total=cfg.steps, start=start, console=console)
+    monitor = Monitor(run_dir, total=cfg.steps, start=start, console=console, theory=data.has_density)
+    for name, text in evaluator.protocol().items():
+        log.info("protocol (%s): %s", name, text)
     config_plain = OmegaConf.to_container(cfg, resolve=True)
     scheduled = optim.has_schedule(cfg.optimizer)
     acc_d = torch.zeros(len(STATS_D), device=device)
     acc_g = torch.zeros(len(STATS_G), device=device)
     n_d = n_g = 0
     last: Dict[str, float] = {}
+    last_eval: Dict[str, float] = {}
     t_start = t_window = time.perf_counter()
     step_window = start
     warned_dead = False
     m = cfg.batch_size
 
-    def save(it: int) -> None:
-        checkpoint.save(run_dir / "checkpoints" / "last.pt", G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
-                        step=it, d_updates=it * cfg.k, g_updates=it, config=config_plain, fixed_noise=fixed_z)
+    def save(it: int, name: str = "last.pt") -> None:
+        checkpoint.save(run_dir / "checkpoints" / name, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
+                        step=it, d_updates=it * cfg.k, g_updates=it, config=config_plain, fixed_noise=fixed_z,
+                        best_value=best_value)
 
     try:
         for step in range(start, cfg.steps):
@@ -192,10 +203,13 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             n_d += 1 if cfg.updates == "simultaneous" else cfg.k
             n_g += 1
             it = step + 1
+            if dirac:
+                trajectory[it - start] = models.dirac_point(gan.G, gan.D)
             if it % cfg.log_every == 0 or it == cfg.steps:
-                values = torch.cat([acc_d / n_d, acc_g / n_g]).tolist()  # the one host sync per window
+                window = [acc_d / n_d, acc_g / n_g] + ([trajectory[it - start].norm().view(1)] if dirac else [])
+                values = torch.cat(window).tolist()  # the one host sync per window
                 now = time.perf_counter()
-                last = dict(zip(STATS_D + STATS_G, values))
+                last = dict(zip(STATS_D + STATS_G + (("theory/distance",) if dirac else ()), values))
                 last["perf/steps_per_s"] = (it - step_window) / max(now - t_window, 1e-9)
                 if scheduled:
                     last["optim/lr"] = optim.lr_at(cfg.optimizer, step)
@@ -214,13 +228,21 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 t_window, step_window = now, it
             if it % cfg.sample_every == 0 or it == cfg.steps:
                 monitor.samples(it, gan.sample(fixed_z), data)
+                if dirac:
+                    monitor.trajectory(it, trajectory[: it - start + 1], start)
+            if it % cfg.eval_every == 0 or it == cfg.steps:
+                last_eval, curves = evaluator.run(gan.G, gan.D)
+                monitor.log_eval(it, last_eval, curves)
+                if best_tag in last_eval and evaluate.is_better(best_tag, last_eval[best_tag], best_value):
+                    best_value = last_eval[best_tag]
+                    save(it, "best.pt")
             if it % cfg.ckpt_every == 0 or it == cfg.steps:
                 save(it)
             monitor.advance(it)
         elapsed = time.perf_counter() - t_start
         metrics: Dict[str, float] = {
             "steps": cfg.steps, "d_updates": cfg.steps * (1 if cfg.updates == "simultaneous" else cfg.k),
-            "g_updates": cfg.steps, **{k: v for k, v in last.items() if k != "perf/steps_per_s"},
+            "g_updates": cfg.steps, **{k: v for k, v in last.items() if k != "perf/steps_per_s"}, **last_eval,
             "perf/steps_per_s": (cfg.steps - start) / max(elapsed, 1e-9), "wall_s": elapsed,
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -17,6 +17,20 @@ from gan_cli.config import register_configs
 from gan_cli.train import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
+# small evaluations: the classifier trains for a few steps, few samples (tests check wiring, not values)
+QUICK_EVAL = ("eval.n_samples=300", "eval.classifier_steps=30", "eval.theory_samples=2000", "eval.mode_samples=500")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _classifier_cache(tmp_path_factory):
+    """Keep feature classifiers that tests train out of the user's cache (subprocesses inherit it)."""
+    old = os.environ.get("GAN_CLI_CACHE")
+    os.environ["GAN_CLI_CACHE"] = str(tmp_path_factory.mktemp("gan-cli-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GAN_CLI_CACHE", None)
+    else:
+        os.environ["GAN_CLI_CACHE"] = old
 
 
 @pytest.fixture

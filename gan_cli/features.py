@@ -1,0 +1,214 @@
+"""An offline feature space for image metrics: a small CNN classifier of the real data.
+
+Inception-based FID needs pretrained weights fetched over the network. Instead, a small classifier
+is trained once on the real training split with a fixed seed and cached; its penultimate layer is
+the feature space for the Fréchet distance, KID and k-NN precision/recall (the domain-classifier
+variant of FID used for MNIST-like data). Its test accuracy is reported with it, and so should be
+the real-vs-real floor (:func:`real_floor`). These values are not comparable with published
+Inception-FID values.
+"""
+
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gan_cli.metrics import frechet_distance, kid, precision_recall_knn
+
+
+class Classifier(nn.Module):
+    """CNN for (N, C, S, S) images in [0, 1], S divisible by 4 (8×8, 28×28, 32×32).
+
+    Two blocks of (3×3 convolution, ReLU, 2×2 max-pooling) with ``width`` and 2·``width``
+    channels, a ReLU layer of ``num_features`` units (the feature layer), and a linear layer to
+    the class logits.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        num_features: int = 128,
+        width: int = 16,
+    ):
+        super().__init__()
+        self.num_features = num_features
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * (image_size // 4) ** 2, num_features),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(num_features, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate-layer activations, (N, num_features)."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits, (N, num_classes)."""
+        return self.head(self.body(x))
+
+
+def default_cache_dir() -> Path:
+    """Where trained classifiers are kept: ``$GAN_CLI_CACHE/classifiers`` when that variable is
+    set, else ``$XDG_CACHE_HOME/gan-cli/classifiers``, else ``~/.cache/gan-cli/classifiers``."""
+    root = os.environ.get("GAN_CLI_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "gan-cli"
+    )
+    return Path(root).expanduser() / "classifiers"
+
+
+def _cache_key(model: nn.Module, *parts) -> str:
+    """Short hash of the architecture and everything else that determines the trained weights."""
+    return hashlib.sha256(repr((repr(model), *parts)).encode()).hexdigest()[:16]
+
+
+def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float) -> None:
+    """Adam with a cosine-decayed learning rate; minibatches from seeded per-epoch permutations."""
+    generator = torch.Generator().manual_seed(seed)
+    epochs = math.ceil(steps * batch_size / len(x))
+    order = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(epochs)])
+    batches = order[: steps * batch_size].view(steps, batch_size).to(x.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    model.train()
+    for idx in batches:
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    """Fraction of ``x`` whose most likely class is ``y``."""
+    batches = zip(x.split(batch_size), y.split(batch_size))
+    return sum((model(xb).argmax(1) == yb).sum() for xb, yb in batches).item() / len(y)
+
+
+def get_classifier(
+    name: str,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+) -> tuple[Classifier, dict]:
+    """The classifier of a dataset, trained on first use and loaded from the cache afterwards.
+
+    ``train_x``/``test_x`` are (N, C, S, S) float images in [0, 1], ``*_y`` integer labels.
+    Training: ``steps`` Adam steps on minibatches of ``batch_size`` with weights initialised and
+    batches drawn from ``seed`` (the caller's random state is left untouched). The state_dict and
+    the test accuracy are saved to ``<cache_dir>/<name>-<hash>.pt`` (``cache_dir`` defaults to
+    :func:`default_cache_dir`), the hash covering the architecture, data shapes and sums, seed and
+    training settings; the file is written atomically and read with ``weights_only=True``.
+
+    Returns the model (eval mode, frozen, on ``device``, default that of ``train_x``) and
+    ``{"name", "test_accuracy", "train_seconds", "cached", "path"}``; ``cached`` tells whether the
+    weights were loaded rather than trained, ``train_seconds`` is the time the training took.
+    """
+    if train_x.dim() != 4 or train_x.shape[-1] != train_x.shape[-2] or train_x.shape[-1] % 4:
+        shape = tuple(train_x.shape)
+        raise ValueError(f"images must be (N, C, S, S) with S divisible by 4, got {shape}")
+    device = torch.device(device) if device is not None else train_x.device
+    num_classes = int(train_y.max()) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Classifier(train_x.shape[1], train_x.shape[-1], num_classes)
+    model.to(device)
+    data_fingerprint = (
+        tuple(train_x.shape),
+        tuple(test_x.shape),
+        train_x.double().sum().item(),
+        train_y.sum().item(),
+        test_x.double().sum().item(),
+    )
+    key = _cache_key(model, data_fingerprint, seed, steps, batch_size, lr)
+    path = Path(cache_dir or default_cache_dir()).expanduser() / f"{name}-{key}.pt"
+    cached = path.exists()
+    if cached:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+    else:
+        start = time.perf_counter()
+        _train(model, train_x.to(device), train_y.to(device), seed, steps, batch_size, lr)
+        train_seconds = time.perf_counter() - start
+        saved = {
+            "test_accuracy": _accuracy(model, test_x.to(device), test_y.to(device)),
+            "train_seconds": train_seconds,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(saved, partial)
+        os.replace(partial, path)
+    info = {
+        "name": name,
+        "test_accuracy": saved["test_accuracy"],
+        "train_seconds": saved["train_seconds"],
+        "cached": cached,
+        "path": str(path),
+    }
+    return model.requires_grad_(False), info
+
+
+@torch.no_grad()
+def extract_features(model: Classifier, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """``model.features`` of (N, C, S, S) images in [0, 1], computed on the model's device."""
+    device = next(model.parameters()).device
+    return torch.cat([model.features(batch.to(device)) for batch in images.split(batch_size)])
+
+
+def image_metrics(
+    model: Classifier,
+    real_images: Tensor,
+    fake_images: Tensor,
+    k: int = 3,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """FID, KID and k-NN precision/recall of ``fake_images`` against ``real_images``.
+
+    Both sets are mapped once through ``model.features`` and the features shared by
+    :func:`~gan_cli.metrics.frechet_distance`, :func:`~gan_cli.metrics.kid` and
+    :func:`~gan_cli.metrics.precision_recall_knn` (k-th neighbour ``k``; Kynkäänniemi et al. 2019).
+    Returns ``{"fid", "kid", "kid_std", "precision", "recall"}``.
+    """
+    real = extract_features(model, real_images, batch_size)
+    fake = extract_features(model, fake_images, batch_size)
+    return {
+        "fid": frechet_distance(real, fake).item(),
+        **kid(real, fake, kid_subsets, kid_subset_size),
+        **precision_recall_knn(real, fake, k, batch_size),
+    }
+
+
+def real_floor(
+    model: Classifier, train_x: Tensor, test_x: Tensor, n: int = 10000, **kwargs
+) -> dict[str, float]:
+    """:func:`image_metrics` of the first ``n`` test images against the first ``n`` training images.
+
+    The real-vs-real floor: what a perfect generator would score with samples of size ``n``.
+    ``kwargs`` go to :func:`image_metrics`.
+    """
+    return image_metrics(model, train_x[:n], test_x[:n], **kwargs)

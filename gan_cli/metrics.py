@@ -1,0 +1,338 @@
+"""Evaluation metrics for generative models: pure, batched functions on torch tensors.
+
+Every function runs on the device of its inputs and computes in float64 where rounding matters.
+Functions that return one number give a 0-dim tensor (no host synchronisation, safe to call inside
+a training loop); functions that return a protocol report give a dict of Python numbers, ready to
+be written as JSON.
+
+References:
+    Goodfellow et al. 2014, Generative Adversarial Nets, arXiv:1406.2661 (Proposition 1 and
+        Theorem 1 of §4; the Parzen-window protocol of Table 1, after Breuleux et al. 2011).
+    Srivastava et al. 2017, VEEGAN, arXiv:1705.07761; Lin et al. 2018, PacGAN, arXiv:1712.04086.
+    Heusel et al. 2017, GANs trained by a two time-scale update rule, arXiv:1706.08500 (FID).
+    Bińkowski et al. 2018, Demystifying MMD GANs, arXiv:1801.01401 (KID).
+    Kynkäänniemi et al. 2019, Improved precision and recall metric, arXiv:1904.06991.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+# ---------------------------------------------------------------------------------------------
+# Parzen-window log-likelihood (Goodfellow et al. 2014, Table 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def parzen_sigma_grid(device: torch.device | str | None = None) -> Tensor:
+    """The paper's bandwidth grid: ``torch.logspace(-1, 0, 10)`` (0.1 ... 1), float64."""
+    return torch.logspace(-1, 0, 10, dtype=torch.float64, device=device)
+
+
+def parzen_log_density(x: Tensor, centres: Tensor, sigmas: Tensor, batch_size: int = 500) -> Tensor:
+    """Log-density of each row of ``x`` under an isotropic Gaussian Parzen window, for every sigma.
+
+    log p_σ(x) = logsumexp_i(-‖x - μ_i‖² / 2σ²) - log n - d·log(σ·√(2π)),
+
+    with the n rows of ``centres`` as the kernel centres μ_i and d the flattened dimension.
+    ‖x - μ‖² = ‖x‖² - 2x·μ + ‖μ‖² is computed in float64 with one matrix product per batch of
+    ``x`` and reused for every sigma. Returns a (len(sigmas), len(x)) float64 tensor.
+    """
+    x = x.flatten(1).to(torch.float64)
+    centres = centres.flatten(1).to(x)
+    sigmas = sigmas.to(x)
+    n, d = centres.shape
+    centre_sq_norms = centres.square().sum(1)
+    log_norm = math.log(n) + d * torch.log(sigmas * math.sqrt(2 * math.pi))
+    log_kernel_sums = []
+    for batch in x.split(batch_size):
+        sq_dist = torch.addmm(centre_sq_norms, batch, centres.T, alpha=-2)
+        sq_dist = (sq_dist + batch.square().sum(1, keepdim=True)).clamp_min_(0)
+        log_kernel_sums.append(
+            torch.stack([torch.logsumexp(sq_dist / (-2 * sigma**2), dim=1) for sigma in sigmas])
+        )
+    return torch.cat(log_kernel_sums, dim=1) - log_norm[:, None]
+
+
+def parzen_log_likelihood(
+    samples: Tensor,
+    val: Tensor,
+    test: Tensor,
+    sigmas: Tensor | None = None,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """Parzen-window log-likelihood of ``test`` under a kernel density fitted on ``samples``.
+
+    The protocol of Goodfellow et al. 2014 (Table 1; parzen_ll.py in goodfeli/adversarial):
+    the generator ``samples`` (10,000 in the paper) are the kernel centres; sigma is the value of
+    ``sigmas`` (default :func:`parzen_sigma_grid`) with the best mean log-likelihood on ``val``
+    (the first 1,000 validation images); the report is the mean log-likelihood of ``test`` and its
+    standard error std/√N (population std, as numpy's default). Log-density: see
+    :func:`parzen_log_density`. The estimator is unreliable in high dimension (Theis et al. 2016,
+    arXiv:1511.01844); report it with its sigma, beside other metrics.
+
+    Returns ``{"ll": mean, "se": std/√N, "sigma": chosen sigma}``.
+    """
+    if sigmas is None:
+        sigmas = parzen_sigma_grid(samples.device)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=samples.device)
+    val_ll = parzen_log_density(val, samples, sigmas, batch_size).mean(1)
+    sigma = sigmas[val_ll.argmax()]
+    test_ll = parzen_log_density(test, samples, sigma[None], batch_size)[0]
+    se = test_ll.std(correction=0) / math.sqrt(len(test_ll))
+    ll, se, sigma = torch.stack([test_ll.mean(), se, sigma]).tolist()
+    return {"ll": ll, "se": se, "sigma": sigma}
+
+
+# ---------------------------------------------------------------------------------------------
+# Known-density data: JSD and the optimal discriminator (Goodfellow et al. 2014, §4)
+# ---------------------------------------------------------------------------------------------
+
+
+def grid_centres(lo: float, hi: float, bins: int, dim: int, device=None) -> Tensor:
+    """Centres of the ``bins``^``dim`` cells of a regular grid over [lo, hi]^dim, (bins**dim, dim).
+
+    Rows are in row-major order (the last coordinate varies fastest), the order of
+    :func:`histogram_density`.
+    """
+    axis = lo + (torch.arange(bins, dtype=torch.float64, device=device) + 0.5) * (hi - lo) / bins
+    return torch.cartesian_prod(*[axis] * dim).reshape(-1, dim)
+
+
+def _histogram_counts(samples: Tensor, lo: float, hi: float, bins: int) -> Tensor:
+    """Counts of ``samples`` (n,) or (n, d) per grid cell; those outside [lo, hi)^d are dropped."""
+    points = samples.reshape(len(samples), -1).to(torch.float64)
+    cell = torch.floor((points - lo) * (bins / (hi - lo))).long()
+    inside = ((cell >= 0) & (cell < bins)).all(1)
+    strides = bins ** torch.arange(points.shape[1] - 1, -1, -1, device=points.device)
+    return torch.bincount((cell[inside] * strides).sum(1), minlength=bins ** points.shape[1])
+
+
+def histogram_density(samples: Tensor, lo: float, hi: float, bins: int) -> Tensor:
+    """Histogram density estimate on the cells of :func:`grid_centres`: count_j / (n·Δ^d).
+
+    Δ = (hi - lo) / bins; n counts every sample, including those outside the grid.
+    """
+    dim = samples.reshape(len(samples), -1).shape[1]
+    cell_volume = ((hi - lo) / bins) ** dim
+    return _histogram_counts(samples, lo, hi, bins).double() / (len(samples) * cell_volume)
+
+
+def _discrete_jsd(p: Tensor, q: Tensor) -> Tensor:
+    """JSD(p‖q) = ½KL(p‖m) + ½KL(q‖m), m = (p + q)/2, of probability vectors; 0·log 0 = 0.
+
+    Subnormal probabilities are flushed to 0 first: halving one can round to m = 0 while p > 0,
+    which would make a term p·log(p/m) infinite.
+    """
+    tiny = torch.finfo(p.dtype).tiny
+    p, q = p.masked_fill(p < tiny, 0), q.masked_fill(q < tiny, 0)
+    m = (p + q) / 2
+    kl_pm = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum()
+    kl_qm = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum()
+    return (kl_pm + kl_qm) / 2
+
+
+def jsd_estimate(
+    log_density: Callable[[Tensor], Tensor],
+    samples: Tensor,
+    lo: float,
+    hi: float,
+    bins: int,
+    subdivisions: int = 4,
+) -> Tensor:
+    """Jensen-Shannon divergence (nats) between a known p_data and the law of ``samples``.
+
+    Both laws are discretised on the cells of :func:`grid_centres` plus one cell for everything
+    outside [lo, hi)^d, d = 1 or 2:
+      P_j = Δ^d · mean of p_data over ``subdivisions``^d midpoints inside cell j
+            (``log_density`` maps (m, d) points, in the dtype and on the device of ``samples``,
+            to their (m,) log-densities),
+      P_out = max(0, 1 - Σ_j P_j), and P renormalised to sum 1;
+      Q_j = count_j / n, the histogram of the n ``samples`` (Q_out the fraction outside).
+    JSD(P‖Q) = ½KL(P‖M) + ½KL(Q‖M), M = (P + Q)/2, in [0, log 2]; Theorem 1 of Goodfellow et al.
+    2014 ties it to the game: C(G) = max_D V(D, G) = -log 4 + 2·JSD(p_data‖p_g).
+
+    Binning can only lower the divergence (data-processing inequality), while histogram noise
+    raises it by an amount that shrinks with n. Report the estimate beside its floor: the same
+    call with real samples of the same size drawn from p_data. Cells should be narrow against the
+    scale on which p_g varies, and Δ/``subdivisions`` narrow against that of p_data.
+    """
+    dim = samples.reshape(len(samples), -1).shape[1]
+    fine = grid_centres(lo, hi, bins * subdivisions, dim, device=samples.device).to(samples.dtype)
+    fine_density = log_density(fine).to(torch.float64).exp().reshape([bins, subdivisions] * dim)
+    cell_mean = fine_density.mean(dim=tuple(range(1, 2 * dim, 2))).flatten()
+    p_inside = cell_mean * ((hi - lo) / bins) ** dim
+    p = torch.cat([p_inside, (1 - p_inside.sum()).clamp_min(0)[None]])
+    counts = _histogram_counts(samples, lo, hi, bins)
+    q = torch.cat([counts, (len(samples) - counts.sum())[None]]).to(p) / len(samples)
+    return _discrete_jsd(p / p.sum(), q)
+
+
+def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
+    """Optimal D for a fixed G (Goodfellow et al. 2014, Prop. 1): D* = p_data / (p_data + p_g).
+
+    Where both densities vanish the ratio is 0/0 and D* is set to ½ (either answer is optimal
+    there, and ½ is the value at the global optimum p_g = p_data).
+    """
+    total = p_data + p_g
+    return torch.where(total > 0, p_data / torch.where(total > 0, total, 1), 0.5)
+
+
+def d_star_mse(
+    d_values: Tensor, p_data: Tensor, p_g: Tensor, weights: Tensor | None = None
+) -> Tensor:
+    """Mean squared distance to the optimal discriminator over grid points: mean_j (D_j - D*_j)².
+
+    ``d_values`` are D(x_j) = σ(logit) at the grid points where ``p_data`` and ``p_g`` were
+    evaluated (:func:`d_star`). With ``weights`` (e.g. p_data + p_g, to weigh where mass lies)
+    the mean is Σ_j w_j (D_j - D*_j)² / Σ_j w_j.
+    """
+    sq_err = (d_values - d_star(p_data, p_g)).square()
+    if weights is None:
+        return sq_err.mean()
+    return (weights * sq_err).sum() / weights.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode collapse on Gaussian mixtures (VEEGAN, PacGAN)
+# ---------------------------------------------------------------------------------------------
+
+
+def mode_metrics(samples: Tensor, centres: Tensor, std: float, n_required: int = 1) -> dict:
+    """Mode coverage of ``samples`` on a mixture of isotropic Gaussians with common ``std``.
+
+    Protocol of VEEGAN (Srivastava et al. 2017) as used by PacGAN (Lin et al. 2018):
+      - each sample is assigned to its nearest centre (Euclidean distance);
+      - it is high quality (HQ) if that distance is below 3·std;
+      - modes covered = centres that are the nearest centre of at least ``n_required`` (default
+        one) HQ samples;
+      - reverse KL = KL(q‖u) = Σ_k q_k log(K·q_k), q the histogram of HQ samples over the K modes,
+        u uniform; empty modes contribute 0 (0·log 0 = 0). With no HQ sample q is undefined and
+        the reverse KL is reported as log K, its value for total collapse onto one mode.
+
+    Returns ``{"modes_covered", "hq_fraction", "reverse_kl", "protocol"}``, the last a sentence
+    stating the protocol and its parameters.
+    """
+    num_modes = len(centres)
+    distances = torch.cdist(samples.to(torch.float64), centres.to(samples.device, torch.float64))
+    nearest_distance, nearest = distances.min(1)
+    high_quality = nearest_distance < 3 * std
+    counts = torch.bincount(nearest[high_quality], minlength=num_modes)
+    q = counts.double() / counts.sum().clamp_min(1)
+    reverse_kl = torch.xlogy(q, q).sum() + math.log(num_modes)
+    covered, hq_fraction, reverse_kl = torch.stack(
+        [(counts >= n_required).sum(), high_quality.double().mean(), reverse_kl]
+    ).tolist()
+    protocol = (
+        f"VEEGAN/PacGAN: {len(samples)} samples, high quality if within 3σ (σ={std:g}) of the "
+        f"nearest of {num_modes} centres; a mode is covered by >= {n_required} high-quality "
+        f"sample(s); reverse KL of the high-quality mode histogram vs uniform (log {num_modes} "
+        "when none is high quality)"
+    )
+    return {
+        "modes_covered": int(covered),
+        "hq_fraction": hq_fraction,
+        "reverse_kl": reverse_kl,
+        "protocol": protocol,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature-space sample quality: Fréchet distance, KID, precision / recall
+# ---------------------------------------------------------------------------------------------
+
+
+def _psd_sqrt(matrix: Tensor) -> Tensor:
+    """Symmetric square root of a symmetric positive semi-definite matrix, by eigendecomposition."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    return (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
+
+
+def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> Tensor:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID, Heusel et al. 2017).
+
+    d² = ‖μ_a - μ_b‖² + Tr(C_a + C_b - 2(C_a^½ C_b C_a^½)^½),
+
+    μ, C the sample mean and unbiased covariance of each (n, d) set (Dowson & Landau 1982 for
+    the Fréchet distance of Gaussians). Tr((C_a C_b)^½) is computed as the sum of the square roots
+    of the eigenvalues of the symmetric matrix C_a^½ C_b C_a^½, in float64: unlike a general
+    matrix square root (scipy.linalg.sqrtm) it stays real, and rank-deficient covariances
+    (e.g. ReLU features that are often zero) need no regularising offset. Its value agrees with
+    torchmetrics' FrechetInceptionDistance fed with the same features; a function of feature
+    tensors is used rather than that metric object so that one feature pass serves FID, KID and
+    precision/recall alike.
+    """
+    a, b = feat_a.to(torch.float64), feat_b.to(torch.float64)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    sqrt_a = _psd_sqrt(cov_a)
+    middle = sqrt_a @ cov_b @ sqrt_a
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    return mean_term + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
+
+
+def kid(
+    feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with a cubic kernel.
+
+    k(x, y) = (x·y / d + 1)³ on d-dimensional features;
+    MMD²_u = Σ_{i≠j} k(a_i, a_j)/(m(m-1)) + Σ_{i≠j} k(b_i, b_j)/(m(m-1)) - 2 Σ_{i,j} k(a_i, b_j)/m²,
+    averaged over ``subsets`` pairs of random subsets of m = ``subset_size`` rows (clipped to the
+    smaller set), drawn without replacement. The draw uses its own generator seeded with
+    ``seed`` (torchmetrics' KernelInceptionDistance draws from the global one), so repeated
+    evaluations are reproducible and leave the caller's random state alone. Float64.
+
+    Returns ``{"kid": mean, "kid_std": std over subsets}``.
+    """
+    a, b = feat_a.to(torch.float64), feat_b.to(torch.float64)
+    m = min(subset_size, len(a), len(b))
+    generator = torch.Generator().manual_seed(seed)
+    estimates = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=generator)[:m].to(a.device)]
+        y = b[torch.randperm(len(b), generator=generator)[:m].to(b.device)]
+        k_xx, k_yy, k_xy = ((u @ v.T / a.shape[1] + 1) ** 3 for u, v in ((x, x), (y, y), (x, y)))
+        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
+        estimates.append(within - 2 * k_xy.mean())
+    estimates = torch.stack(estimates)
+    mean, std = torch.stack([estimates.mean(), estimates.std(correction=0)]).tolist()
+    return {"kid": mean, "kid_std": std}
+
+
+def _knn_radii(feats: Tensor, k: int, batch_size: int) -> Tensor:
+    """Distance from each row to its k-th nearest other row (the row itself is the 0-th)."""
+    return torch.cat(
+        [
+            torch.cdist(chunk, feats).topk(k + 1, dim=1, largest=False).values[:, k]
+            for chunk in feats.split(batch_size)
+        ]
+    )
+
+
+def _inside_manifold(queries: Tensor, support: Tensor, radii: Tensor, batch_size: int) -> Tensor:
+    """Whether each query lies in a ball ‖q - s_j‖ <= radius_j around some support point s_j."""
+    return torch.cat(
+        [(torch.cdist(chunk, support) <= radii).any(1) for chunk in queries.split(batch_size)]
+    )
+
+
+def precision_recall_knn(
+    real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000
+) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
+
+    The manifold of a set X is the union of balls B(x, r_k(x)), r_k(x) the distance from x to
+    its k-th nearest neighbour in X (itself excluded; k = 3 in the paper):
+      precision = fraction of fake samples inside the manifold of the real set,
+      recall    = fraction of real samples inside the manifold of the fake set.
+    Pairwise distances are computed in float64 with ``torch.cdist``, ``batch_size`` rows at a time.
+
+    Returns ``{"precision", "recall"}``.
+    """
+    real, fake = real_feats.to(torch.float64), fake_feats.to(torch.float64)
+    precision = _inside_manifold(fake, real, _knn_radii(real, k, batch_size), batch_size)
+    recall = _inside_manifold(real, fake, _knn_radii(fake, k, batch_size), batch_size)
+    precision, recall = torch.stack([precision.double().mean(), recall.double().mean()]).tolist()
+    return {"precision": precision, "recall": recall}

@@ -1,0 +1,318 @@
+"""Each estimator against a known answer: analytic densities, closed forms, hand-built sets."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import poly_mmd
+
+from gan_cli.features import (
+    Classifier,
+    default_cache_dir,
+    get_classifier,
+    image_metrics,
+    real_floor,
+)
+from gan_cli.metrics import (
+    _discrete_jsd,
+    d_star,
+    d_star_mse,
+    frechet_distance,
+    grid_centres,
+    histogram_density,
+    jsd_estimate,
+    kid,
+    mode_metrics,
+    parzen_log_density,
+    parzen_log_likelihood,
+    parzen_sigma_grid,
+    precision_recall_knn,
+)
+
+
+def gaussian_log_density(mean: float, std: float):
+    return lambda x: torch.distributions.Normal(mean, std).log_prob(x).sum(1)
+
+
+# --- Parzen window -----------------------------------------------------------------------------
+
+
+def test_parzen_log_density_matches_direct_mixture_formula():
+    gen = torch.Generator().manual_seed(0)
+    centres, x = torch.randn(50, 3, generator=gen), torch.randn(7, 3, generator=gen)
+    sigmas = torch.tensor([0.3, 1.0], dtype=torch.float64)
+    kernels = torch.distributions.Normal(centres.double()[None, None], sigmas[:, None, None, None])
+    direct = kernels.log_prob(x.double()[None, :, None]).sum(-1).logsumexp(-1) - math.log(50)
+    torch.testing.assert_close(parzen_log_density(x, centres, sigmas, batch_size=3), direct)
+
+
+def test_parzen_sigma_grid_is_the_papers():
+    grid = parzen_sigma_grid()
+    assert len(grid) == 10 and grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(1.0)
+
+
+def test_parzen_log_likelihood_approaches_the_analytic_gaussian():
+    # Centres and test points from N(0, I_2): the window at sigma estimates the smoothed law
+    # N(0, (1 + σ²) I), whose log-density is known in closed form at every test point.
+    gen = torch.Generator().manual_seed(0)
+    samples, val, test = (torch.randn(n, 2, generator=gen) for n in (5000, 1000, 5000))
+    result = parzen_log_likelihood(samples, val, test)
+    smoothed = torch.distributions.Normal(0.0, math.sqrt(1 + result["sigma"] ** 2))
+    assert 0.15 < result["sigma"] < 0.5  # Silverman's rule: (4/(d+2))^(1/(d+4)) n^(-1/(d+4)) ≈ 0.24
+    assert result["ll"] == pytest.approx(smoothed.log_prob(test).sum(1).mean().item(), abs=0.02)
+    assert result["ll"] == pytest.approx(-math.log(2 * math.pi * math.e), abs=0.06)  # -entropy
+    assert result["se"] == pytest.approx(1 / math.sqrt(len(test)), rel=0.15)  # std(log N) ≈ 1
+
+
+def test_parzen_sigma_search_follows_the_data_scale():
+    gen = torch.Generator().manual_seed(1)
+    wide = 10 * torch.randn(3000, 1, generator=gen)
+    assert parzen_log_likelihood(wide[:2000], wide[2000:2500], wide[2500:])["sigma"] == 1.0
+    narrow = 0.1 * torch.randn(3000, 1, generator=gen)
+    assert parzen_log_likelihood(narrow[:2000], narrow[2000:2500], narrow[2500:])["sigma"] == 0.1
+
+
+# --- JSD and the optimal discriminator ---------------------------------------------------------
+
+
+def numerical_jsd(mean_p, mean_q, std=1.0):
+    x = np.linspace(-15, 15, 200001)
+    p = np.exp(-((x - mean_p) ** 2) / (2 * std**2)) / (std * np.sqrt(2 * np.pi))
+    q = np.exp(-((x - mean_q) ** 2) / (2 * std**2)) / (std * np.sqrt(2 * np.pi))
+    m = (p + q) / 2
+    return 0.5 * np.trapezoid(p * np.log(p / m) + q * np.log(q / m), x)
+
+
+def test_jsd_of_two_gaussians_matches_numerical_integration():
+    fake = 1.5 + torch.randn(400_000, generator=torch.Generator().manual_seed(0))
+    estimate = jsd_estimate(gaussian_log_density(0.0, 1.0), fake, -6, 8, bins=140)
+    assert estimate.item() == pytest.approx(numerical_jsd(0.0, 1.5), abs=3e-3)
+
+
+def test_jsd_of_identical_laws_is_within_the_floor():
+    gen = torch.Generator().manual_seed(0)
+    log_density = gaussian_log_density(0.0, 1.0)
+    floor = jsd_estimate(log_density, torch.randn(10_000, 1, generator=gen), -5, 5, bins=50)
+    again = jsd_estimate(log_density, torch.randn(10_000, 1, generator=gen), -5, 5, bins=50)
+    shifted = jsd_estimate(log_density, 0.5 + torch.randn(10_000, 1, generator=gen), -5, 5, 50)
+    assert floor < 5e-3 and again < 3 * floor and shifted > 10 * floor
+
+
+def test_jsd_in_two_dimensions_and_mass_outside_the_grid():
+    gen = torch.Generator().manual_seed(0)
+    log_density = gaussian_log_density(0.0, 0.05)  # narrow: needs sub-cell quadrature
+    same = jsd_estimate(log_density, 0.05 * torch.randn(20_000, 2, generator=gen), -1, 1, bins=20)
+    outside = jsd_estimate(log_density, 5 + torch.randn(1000, 2, generator=gen), -1, 1, bins=20)
+    assert same < 5e-3
+    assert outside.item() == pytest.approx(math.log(2))
+
+
+def test_histogram_density_integrates_to_the_mass_inside():
+    samples = torch.tensor([[0.1, 0.1], [0.6, 0.9], [0.6, 0.9], [3.0, 0.0]])
+    density = histogram_density(samples, 0, 1, bins=2)
+    centres = grid_centres(0, 1, bins=2, dim=2)
+    assert density.sum().item() * 0.25 == pytest.approx(0.75)
+    torch.testing.assert_close(centres[density.argmax()], torch.tensor([0.75, 0.75]).double())
+
+
+def test_d_star_constructed_cases():
+    p = torch.tensor([0.0, 0.2, 1.0, 3.0])
+    torch.testing.assert_close(d_star(p, p), torch.full((4,), 0.5))
+    torch.testing.assert_close(d_star(p[1:], torch.zeros(3)), torch.ones(3))
+    assert d_star(torch.tensor([1.0]), torch.tensor([3.0])).item() == 0.25
+
+
+def test_d_star_mse():
+    p_data, p_g = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 2.0])  # D* = ½, 1, 0
+    d = torch.tensor([0.5, 0.5, 0.5])
+    assert d_star_mse(d, p_data, p_g).item() == pytest.approx((0 + 0.25 + 0.25) / 3)
+    weighted = d_star_mse(d, p_data, p_g, weights=torch.tensor([1.0, 3.0, 0.0]))
+    assert weighted.item() == pytest.approx(0.75 * 0.25)
+
+
+# --- Mode collapse -----------------------------------------------------------------------------
+
+ANGLES = 2 * math.pi * torch.arange(8) / 8
+RING = torch.stack([ANGLES.cos(), ANGLES.sin()], dim=1)  # PacGAN's ring: radius 1, σ = 0.01
+GEN = torch.Generator().manual_seed(0)
+
+
+def test_all_modes_hit_exactly():
+    result = mode_metrics(RING.repeat(10, 1), RING, std=0.01)
+    assert result["modes_covered"] == 8 and result["hq_fraction"] == 1.0
+    assert result["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert "VEEGAN/PacGAN" in result["protocol"] and "σ=0.01" in result["protocol"]
+
+
+def test_one_mode_only():
+    result = mode_metrics(RING[:1] + 0.02 * torch.randn(100, 2, generator=GEN), RING, std=0.01)
+    assert result["modes_covered"] == 1
+    assert result["reverse_kl"] == pytest.approx(math.log(8))
+
+
+def test_off_mode_noise():
+    result = mode_metrics(0.5 * torch.rand(50, 2, generator=GEN) - 0.25, RING, std=0.01)
+    assert result["modes_covered"] == 0 and result["hq_fraction"] == 0.0
+    assert result["reverse_kl"] == pytest.approx(math.log(8))
+
+
+def test_mode_histogram_and_required_count():
+    # 3 samples on mode 0, 1 on mode 1, 1 off-mode: q = (¾, ¼, 0, ...), KL(q‖u) = Σ q log 8q.
+    samples = torch.cat([RING[[0, 0, 0, 1]], torch.zeros(1, 2)])
+    result = mode_metrics(samples, RING, std=0.01, n_required=2)
+    assert result["modes_covered"] == 1 and result["hq_fraction"] == pytest.approx(0.8)
+    assert result["reverse_kl"] == pytest.approx(0.75 * math.log(6) + 0.25 * math.log(2))
+
+
+# --- Feature-space metrics ---------------------------------------------------------------------
+
+
+def with_exact_moments(n: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:
+    """n points whose sample mean and unbiased sample covariance are exactly mean and cov."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, len(mean), generator=gen, dtype=torch.float64)
+    z = z - z.mean(0)
+    z = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T
+    return z @ torch.linalg.cholesky(cov).T + mean
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    feats = torch.randn(500, 16, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(feats, feats).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_closed_form_for_two_gaussians():
+    # For 2×2 covariances, Tr((C1 C2)^½) = sqrt(Tr(C1 C2) + 2 sqrt(det C1 det C2)).
+    mean_a, mean_b = torch.tensor([0.0, 1.0]).double(), torch.tensor([2.0, -1.0]).double()
+    cov_a = torch.tensor([[2.0, 0.6], [0.6, 1.0]]).double()
+    cov_b = torch.tensor([[1.0, -0.3], [-0.3, 0.5]]).double()
+    a, b = with_exact_moments(300, mean_a, cov_a, 0), with_exact_moments(400, mean_b, cov_b, 1)
+    trace_sqrt = math.sqrt((cov_a @ cov_b).trace() + 2 * math.sqrt(cov_a.det() * cov_b.det()))
+    expected = 8.0 + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
+    assert frechet_distance(a, b).item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+class Passthrough(nn.Module):
+    """Identity 'feature extractor', so torchmetrics sees the features themselves."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+def test_frechet_distance_and_kid_agree_with_torchmetrics():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 8, generator=gen), 0.3 + 1.2 * torch.randn(300, 8, generator=gen)
+    fid = FrechetInceptionDistance(feature=Passthrough(8))
+    fid.update(a, real=True)
+    fid.update(b, real=False)
+    assert frechet_distance(a, b).item() == pytest.approx(fid.compute().item(), rel=1e-4)
+    # One subset holding every row: the subset draw does not matter.
+    expected = poly_mmd(a[:300].double(), b.double()).item()
+    assert kid(a[:300], b, subsets=1, subset_size=300)["kid"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_kid_is_zero_for_one_law_and_positive_for_two():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2000, 8, generator=gen), torch.randn(2000, 8, generator=gen)
+    same = kid(a, b, subsets=10, subset_size=500)
+    shifted = kid(a, b + 1, subsets=10, subset_size=500)
+    assert abs(same["kid"]) < 3 * same["kid_std"] + 1e-3
+    assert shifted["kid"] > 10 * shifted["kid_std"]
+
+
+def test_precision_recall_of_identical_and_disjoint_sets():
+    feats = torch.randn(300, 5, generator=torch.Generator().manual_seed(0))
+    assert precision_recall_knn(feats, feats, batch_size=64) == {"precision": 1.0, "recall": 1.0}
+    assert precision_recall_knn(feats, feats + 100) == {"precision": 0.0, "recall": 0.0}
+
+
+def test_precision_and_recall_separate_quality_from_coverage():
+    # Fakes cover only half of the reals (a collapsed generator): precision 1, recall ≈ ½.
+    real = torch.rand(2000, 2, generator=torch.Generator().manual_seed(0))
+    collapsed = real[real[:, 0] < 0.5]
+    result = precision_recall_knn(real, collapsed)
+    assert result["precision"] == 1.0 and result["recall"] == pytest.approx(0.5, abs=0.03)
+
+
+# --- Domain classifier -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(bunch.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    return x[:1500], y[:1500], x[1500:], y[1500:]
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("classifiers")
+    model, info = get_classifier("digits", *digits, cache_dir=cache, steps=500)
+    return model, info, cache
+
+
+def test_classifier_reaches_stated_accuracy(trained):
+    model, info, _ = trained
+    assert info["test_accuracy"] >= 0.96 and not info["cached"]
+    assert model.num_features == 128 and not model.training
+    assert model.features(torch.rand(4, 1, 8, 8)).shape == (4, 128)
+
+
+def test_classifier_is_cached_and_reloaded(trained, digits):
+    model, info, cache = trained
+    again, info_again = get_classifier("digits", *digits, cache_dir=cache, steps=500)
+    assert info_again["cached"] and info_again["path"] == info["path"]
+    assert info_again["test_accuracy"] == info["test_accuracy"]
+    x = digits[2][:32]
+    torch.testing.assert_close(again.features(x), model.features(x))
+    assert len(list(cache.glob("digits-*.pt"))) == 1 and not list(cache.glob("*.tmp"))
+
+
+def test_cache_key_follows_the_data_and_default_dir_the_env(trained, digits, monkeypatch, tmp_path):
+    _, info, cache = trained
+    x, y, tx, ty = digits
+    _, other = get_classifier("digits", x[:600], y[:600], tx, ty, cache_dir=cache, steps=20)
+    assert other["path"] != info["path"] and not other["cached"]
+    monkeypatch.setenv("GAN_CLI_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "classifiers"
+
+
+def test_classifier_rejects_non_square_images(digits):
+    with pytest.raises(ValueError, match="divisible by 4"):
+        get_classifier("bad", torch.rand(10, 1, 8, 6), torch.zeros(10).long(), digits[2], digits[3])
+
+
+def test_classifier_handles_colour_and_mnist_sizes():
+    for channels, size in ((3, 32), (1, 28)):
+        assert Classifier(channels, size, 10)(torch.rand(2, channels, size, size)).shape == (2, 10)
+
+
+def test_real_floor_is_below_bad_generators(trained, digits):
+    model, _, _ = trained
+    x, _, tx, _ = digits
+    floor = real_floor(model, x, tx, kid_subsets=10)
+    noise = image_metrics(model, x, torch.rand_like(tx), kid_subsets=10)
+    one_digit = image_metrics(model, x, tx[:1].expand_as(tx), kid_subsets=10)
+    assert set(floor) == {"fid", "kid", "kid_std", "precision", "recall"}
+    assert floor["fid"] < 0.05 * noise["fid"] and floor["kid"] < noise["kid"] - 5 * noise["kid_std"]
+    assert floor["precision"] > 0.8 and floor["recall"] > 0.8 and noise["recall"] < 0.1
+    # collapse onto one real digit: perfect quality, no coverage
+    assert one_digit["precision"] == 1.0 and one_digit["recall"] < 0.05
+
+
+def test_jsd_survives_subnormal_probabilities():
+    # a narrow 2-D mixture gives cells with p ~ 1e-323; their halves round to 0
+    p = torch.tensor([0.5, 0.5 - 5e-324, 5e-324], dtype=torch.float64)
+    q = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    assert torch.isfinite(_discrete_jsd(p, q))
