@@ -80,6 +80,7 @@ class LossConfig:
     name: str = MISSING
     gp_weight: float = 10.0  # wasserstein_gp: lambda of the gradient penalty
     max_logit: float = 20.0  # maximum_likelihood: logits are clamped here before exp
+    d_scale: float = 1.0  # D minimizes d_scale x its loss (the authors' MNIST code: 0.5, the mean of two BCEs)
 
 
 @dataclass
@@ -180,6 +181,7 @@ def validate(cfg: Any) -> None:
     for key in ("g_init_range", "d_init_range"):
         _require(arch[key] >= 0, f"arch.{key}={arch[key]} is not allowed: it must be >= 0 (0 = PyTorch's default init)")
     _require(cfg.loss.gp_weight >= 0, f"loss.gp_weight={cfg.loss.gp_weight} is not allowed: it must be >= 0")
+    _require(cfg.loss.d_scale > 0, f"loss.d_scale={cfg.loss.d_scale} is not allowed: it must be > 0")
     _require(cfg.loss.max_logit > 0, f"loss.max_logit={cfg.loss.max_logit} is not allowed: it must be > 0")
     ev = cfg.eval
     for key in ("n_samples", "classifier_steps", "mode_samples", "theory_samples", "bins_1d", "bins_2d"):

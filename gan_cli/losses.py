@@ -97,6 +97,7 @@ class LossPair(NamedTuple):
     g: Callable[[torch.Tensor], torch.Tensor]
     gp_weight: float  # > 0 only for wasserstein_gp
     critic: bool  # D's output is a raw score, not a probability logit
+    d_scale: float = 1.0  # D minimizes d_scale * (d loss + penalty)
 
 
 def get(cfg) -> LossPair:
@@ -109,4 +110,4 @@ def get(cfg) -> LossPair:
         "hinge": LossPair(d_hinge, g_linear, 0.0, False),
         "wasserstein_gp": LossPair(d_wasserstein, g_linear, float(cfg.gp_weight), True),
     }
-    return pairs[cfg.name]
+    return pairs[cfg.name]._replace(d_scale=float(cfg.d_scale))

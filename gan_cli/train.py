@@ -72,7 +72,7 @@ class GAN:
         loss = self.pair.d(a_real, a_fake)
         if self.pair.gp_weight > 0:
             loss = loss + self.pair.gp_weight * losses.gradient_penalty(self.D, x, fake.detach())
-        return loss
+        return loss if self.pair.d_scale == 1.0 else self.pair.d_scale * loss
 
     def _d_stats(self, loss, a_real, a_fake, grad_norm):
         real, fake = self.score(a_real), self.score(a_fake)
@@ -179,6 +179,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     last_eval: Dict[str, float] = {}
     t_start = t_window = time.perf_counter()
     step_window = start
+    aside = aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints (not training)
     warned_dead = False
     m = cfg.batch_size
 
@@ -210,7 +211,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 values = torch.cat(window).tolist()  # the one host sync per window
                 now = time.perf_counter()
                 last = dict(zip(STATS_D + STATS_G + (("theory/distance",) if dirac else ()), values))
-                last["perf/steps_per_s"] = (it - step_window) / max(now - t_window, 1e-9)
+                last["perf/steps_per_s"] = (it - step_window) / max(now - t_window - aside_window, 1e-9)
                 if scheduled:
                     last["optim/lr"] = optim.lr_at(cfg.optimizer, step)
                     last["optim/momentum"] = optim.momentum_at(cfg.optimizer, step)
@@ -225,7 +226,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 acc_d.zero_()
                 acc_g.zero_()
                 n_d = n_g = 0
-                t_window, step_window = now, it
+                t_window, step_window, aside_window = now, it, 0.0
+            t_aside = time.perf_counter()
             if it % cfg.sample_every == 0 or it == cfg.steps:
                 monitor.samples(it, gan.sample(fixed_z), data)
                 if dirac:
@@ -238,12 +240,15 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                     save(it, "best.pt")
             if it % cfg.ckpt_every == 0 or it == cfg.steps:
                 save(it)
+            spent = time.perf_counter() - t_aside
+            aside, aside_window = aside + spent, aside_window + spent
             monitor.advance(it)
         elapsed = time.perf_counter() - t_start
         metrics: Dict[str, float] = {
             "steps": cfg.steps, "d_updates": cfg.steps * (1 if cfg.updates == "simultaneous" else cfg.k),
             "g_updates": cfg.steps, **{k: v for k, v in last.items() if k != "perf/steps_per_s"}, **last_eval,
-            "perf/steps_per_s": (cfg.steps - start) / max(elapsed, 1e-9), "wall_s": elapsed,
+            "perf/steps_per_s": (cfg.steps - start) / max(elapsed - aside, 1e-9), "perf/aside_s": aside,
+            "wall_s": elapsed,
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         monitor.finish(_hparams(cfg), metrics)

@@ -33,6 +33,7 @@ def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
     assert SCALARS <= set(tags["scalars"])
     assert {"D/real", "D/fake"} <= set(tags["histograms"])
     assert "samples" in tags["images"]
+    assert {"eval/parzen_ll", "eval/fid", "eval/kid", "eval/precision", "eval/recall"} <= set(tags["scalars"])
     assert [e.step for e in events(run).Scalars("loss/D")] == [2, 4, 6]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["d_updates"] == 6 and metrics["g_updates"] == 6

@@ -217,3 +217,15 @@ def test_every_experiment_preset_runs(make_cfg, tmp_path, tiny_mnist, name):
         assert (cfg.batch_size, cfg.optimizer.lr, cfg.optimizer.lr_decay) == (8, 0.1, 1.000004)
         assert make_cfg("experiment=paper_mnist").batch_size == 100
     assert train(cfg, tmp_path)["g_updates"] == 4
+
+
+def test_d_scale_scales_what_d_minimizes(make_cfg):
+    x, fake = torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)
+    a_real, a_fake = torch.randn(8), torch.randn(8)
+    values = []
+    for scale in ("1.0", "0.5"):
+        cfg = make_cfg("device=cpu", f"loss.d_scale={scale}")
+        gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+        values.append(gan._d_loss(x, fake, a_real, a_fake).item())
+    assert values[1] == pytest.approx(values[0] / 2)
+    assert make_cfg("experiment=paper_mnist").loss.d_scale == 0.5
