@@ -13,7 +13,7 @@ LN2 = math.log(2.0)
 
 
 def pair(name, **extra):
-    return losses.get(OmegaConf.create({"name": name, "gp_weight": 10.0, "max_logit": 20.0, **extra}))
+    return losses.get(OmegaConf.create({"name": name, "gp_weight": 10.0, "max_logit": 20.0, "d_scale": 1.0, **extra}))
 
 
 def grad_of(fn, a):
