@@ -58,13 +58,13 @@ def load_config(state, overrides):
 def write_samples(path: Path, G, data, evaluator, n: int) -> None:
     from torchvision.utils import save_image
 
+    from .monitor import figure_toy
+
     samples = evaluator.generate(G, n).cpu()
     if data.is_image:
         save_image(samples.clamp(0, 1), path, nrow=max(1, int(math.sqrt(n))), padding=2, pad_value=0.5)
     else:
-        from .monitor import _figure_toy
-
-        _figure_toy(samples, data, f"{n} samples").savefig(path)
+        figure_toy(samples, data, f"{n} samples").savefig(path)
 
 
 def run(argv) -> dict:
@@ -72,6 +72,7 @@ def run(argv) -> dict:
     from rich.table import Table
     from torch.utils.tensorboard import SummaryWriter
 
+    from .monitor import write_eval
     from .train import GAN, resolve_device
 
     parser = argparse.ArgumentParser(prog="gan-eval", description=__doc__.split("\n\n")[0])
@@ -102,12 +103,7 @@ def run(argv) -> dict:
     (ckpt.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     writer = SummaryWriter(log_dir=str(run_dir))
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
-    if curves is not None:
-        from .monitor import _figure_1
-
-        writer.add_figure("theory/figure1", _figure_1(curves, f"iteration {step}"), step)
+    write_eval(writer, step, scalars, curves)
     writer.close()
     if args.samples:
         write_samples(ckpt.parent / "samples.png", gan.G, data, evaluator, args.samples)

@@ -42,7 +42,7 @@ def _pyplot():
     return plt
 
 
-def _figure_toy(samples: torch.Tensor, data, title: str):
+def figure_toy(samples: torch.Tensor, data, title: str):
     """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5), dpi=100)
@@ -73,7 +73,7 @@ def _figure_toy(samples: torch.Tensor, data, title: str):
     return fig
 
 
-def _figure_1(curves: Dict[str, torch.Tensor], title: str):
+def figure_1(curves: Dict[str, torch.Tensor], title: str):
     """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
@@ -107,6 +107,15 @@ def _figure_trajectory(points: torch.Tensor, start: int, step: int):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
+               curves: Optional[Dict[str, torch.Tensor]]) -> None:
+    """theory/ and eval/ scalars; for 1-D data the paper's Figure 1 as ``theory/figure1``."""
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+    if curves is not None:
+        writer.add_figure("theory/figure1", figure_1(curves, f"iteration {step}"), step)
 
 
 class Monitor:
@@ -165,14 +174,10 @@ class Monitor:
             grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)
             self.writer.add_image("samples", grid, step)
         else:
-            self.writer.add_figure("samples", _figure_toy(samples, data, f"step {step}"), step)
+            self.writer.add_figure("samples", figure_toy(samples, data, f"step {step}"), step)
 
     def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]]) -> None:
-        """theory/ and eval/ scalars; for 1-D data the paper's Figure 1 as ``theory/figure1``."""
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
-        if curves is not None:
-            self.writer.add_figure("theory/figure1", _figure_1(curves, f"iteration {step}"), step)
+        write_eval(self.writer, step, scalars, curves)
         shown = {k: v for k, v in scalars.items() if not k.endswith(("_floor", "_samples", "_std", "optimum"))}
         log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
