@@ -135,7 +135,7 @@ class Monitor:
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
                 TextColumn("D(x) {task.fields[dx]}  D(G(z)) {task.fields[dgz]}"),
                 console=self.console, transient=False,
@@ -161,6 +161,11 @@ class Monitor:
     def advance(self, step: int) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=step)
+
+    def phase(self, name: str) -> None:
+        """What the bar says the run is doing: train, eval, ..."""
+        if self.progress is not None:
+            self.progress.update(self.task, description=name)
 
     def samples(self, step: int, samples: torch.Tensor, data) -> None:
         """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``."""

@@ -233,8 +233,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 if dirac:
                     monitor.trajectory(it, trajectory[: it - start + 1], start)
             if it % cfg.eval_every == 0 or it == cfg.steps:
+                monitor.phase("eval")
                 last_eval, curves = evaluator.run(gan.G, gan.D)
                 monitor.log_eval(it, last_eval, curves)
+                monitor.phase("train")
                 if best_tag in last_eval and evaluate.is_better(best_tag, last_eval[best_tag], best_value):
                     best_value = last_eval[best_tag]
                     save(it, "best.pt")
