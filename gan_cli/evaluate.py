@@ -189,7 +189,8 @@ class Evaluator:
                              f"(std={self.data.std:g}) of the nearest of {len(self.data.centres)} centres")
         if "image" in kind:
             text["parzen"] = (f"Goodfellow et al. 2014: {self.cfg.n_samples} samples as centres, sigma from "
-                              "logspace(-1, 0, 10) by the first 1,000 validation images, mean +- std/sqrt(N) on the test split")
+                              "logspace(-1, 0, 10) by the first 1,000 validation images, mean +- std/sqrt(N) on the test split"
+                              + (" (digits: the 297 held-out images are both)" if self.data.name == "digits" else ""))
             text["features"] = (f"penultimate layer of a small CNN trained on the real training split (seed 0); FID/KID/"
                                 f"precision/recall (k=3) of {self.cfg.n_samples} samples vs up to {self.cfg.n_samples} "
                                 "training images; *_floor = training vs test images; not comparable with Inception FID")
