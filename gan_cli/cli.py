@@ -17,7 +17,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from . import checkpoint, data
 from .config import GROUPS, UserError, validate
+from .train import resolve_device
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -62,8 +64,6 @@ def _explain(err: Exception, overrides: List[str]) -> str:
 
 def _check_one(conf_dir: str, overrides: List[str]) -> None:
     """Compose one concrete command line and check everything that can be known before training."""
-    from . import checkpoint, data
-    from .train import resolve_device
 
     for o in overrides:
         key, _, value = o.partition("=")
@@ -103,7 +103,5 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     run_dir = next((o.partition("=")[2] for o in _overrides(argv) if o.startswith("hydra.run.dir=")), None)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if run_dir and not multirun:
-        from . import checkpoint
-
         resume = next((o.partition("=")[2] for o in fixed if o.startswith("resume=")), None)
         checkpoint.guard_run_dir(Path(run_dir), resume or None)

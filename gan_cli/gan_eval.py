@@ -18,12 +18,17 @@ import math
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import save_image
 
 from . import checkpoint, data as datasets, evaluate
 from .config import TrainConfig, UserError, validate
+from .monitor import figure_toy, write_eval
+from .train import GAN, resolve_device
 
 
 def find_checkpoint(path: str, best: bool) -> Path:
@@ -56,10 +61,6 @@ def load_config(state, overrides):
 
 
 def write_samples(path: Path, G, data, evaluator, n: int) -> None:
-    from torchvision.utils import save_image
-
-    from .monitor import figure_toy
-
     samples = evaluator.generate(G, n).cpu()
     if data.is_image:
         save_image(samples.clamp(0, 1), path, nrow=max(1, int(math.sqrt(n))), padding=2, pad_value=0.5)
@@ -68,13 +69,6 @@ def write_samples(path: Path, G, data, evaluator, n: int) -> None:
 
 
 def run(argv) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-    from torch.utils.tensorboard import SummaryWriter
-
-    from .monitor import write_eval
-    from .train import GAN, resolve_device
-
     parser = argparse.ArgumentParser(prog="gan-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a run directory of gan-train or a checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the saved config")
