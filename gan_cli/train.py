@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Dict, Iterable, Optional
 
 import hydra
@@ -53,15 +54,16 @@ class GAN:
     """G, D, their optimizers and the loss pair; one method per kind of update."""
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
-        self.cfg, self.data, self.device = cfg, data, device
+        self.data, self.device = data, device
         G, D = models.build(cfg.arch, data, cfg.z_dim)
         self.G, self.D = G.to(device), D.to(device)
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
         self.pair = losses.get(cfg.loss)
+        self.prior, self.z_dim = cfg.prior, cfg.z_dim
 
     def noise(self, m: int) -> torch.Tensor:
-        return datasets.noise(self.cfg.prior, m, self.cfg.z_dim, self.device)
+        return datasets.noise(self.prior, m, self.z_dim, self.device)
 
     def score(self, a: torch.Tensor) -> torch.Tensor:
         """What the D/ tags report: D = sigma(a), or the raw critic score for wasserstein_gp."""
@@ -172,6 +174,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         log.info("protocol (%s): %s", name, text)
     config_plain = OmegaConf.to_container(cfg, resolve=True)
     scheduled = optim.has_schedule(cfg.optimizer)
+    opt_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))  # read every step when scheduled
     acc_d = torch.zeros(len(STATS_D), device=device)
     acc_g = torch.zeros(len(STATS_G), device=device)
     n_d = n_g = 0
@@ -181,7 +184,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     step_window = start
     aside = aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints (not training)
     warned_dead = False
-    m = cfg.batch_size
+    # plain locals for the loop: OmegaConf attribute access costs microseconds every time
+    m, k, steps, simultaneous = cfg.batch_size, cfg.k, cfg.steps, cfg.updates == "simultaneous"
+    log_every, sample_every, eval_every, ckpt_every = cfg.log_every, cfg.sample_every, cfg.eval_every, cfg.ckpt_every
 
     def save(it: int, name: str = "last.pt") -> None:
         checkpoint.save(run_dir / "checkpoints" / name, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
@@ -189,32 +194,32 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                         best_value=best_value)
 
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, steps):
             if scheduled:
-                optim.apply_schedule(cfg.optimizer, step, gan.opt_G, gan.opt_D)
-            if cfg.updates == "simultaneous":
+                optim.apply_schedule(opt_cfg, step, gan.opt_G, gan.opt_D)
+            if simultaneous:
                 stats_d, real, fake, stats_g = gan.simultaneous_step(m)
                 acc_d += stats_d
             else:
-                for _ in range(cfg.k):
+                for _ in range(k):
                     stats_d, real, fake = gan.d_step(m)
                     acc_d += stats_d
                 stats_g = gan.g_step(m)
             acc_g += stats_g
-            n_d += 1 if cfg.updates == "simultaneous" else cfg.k
+            n_d += 1 if simultaneous else k
             n_g += 1
             it = step + 1
             if dirac:
                 trajectory[it - start] = models.dirac_point(gan.G, gan.D)
-            if it % cfg.log_every == 0 or it == cfg.steps:
+            if it % log_every == 0 or it == steps:
                 window = [acc_d / n_d, acc_g / n_g] + ([trajectory[it - start].norm().view(1)] if dirac else [])
                 values = torch.cat(window).tolist()  # the one host sync per window
                 now = time.perf_counter()
                 last = dict(zip(STATS_D + STATS_G + (("theory/distance",) if dirac else ()), values))
                 last["perf/steps_per_s"] = (it - step_window) / max(now - t_window - aside_window, 1e-9)
                 if scheduled:
-                    last["optim/lr"] = optim.lr_at(cfg.optimizer, step)
-                    last["optim/momentum"] = optim.momentum_at(cfg.optimizer, step)
+                    last["optim/lr"] = optim.lr_at(opt_cfg, step)
+                    last["optim/momentum"] = optim.momentum_at(opt_cfg, step)
                 monitor.log_window(it, last, {"D/real": real, "D/fake": fake})
                 if not all(math.isfinite(v) for v in values):
                     raise UserError(f"training diverged at iteration {it}: a loss or statistic is not finite "
@@ -228,11 +233,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 n_d = n_g = 0
                 t_window, step_window, aside_window = now, it, 0.0
             t_aside = time.perf_counter()
-            if it % cfg.sample_every == 0 or it == cfg.steps:
+            if it % sample_every == 0 or it == steps:
                 monitor.samples(it, gan.sample(fixed_z), data)
                 if dirac:
                     monitor.trajectory(it, trajectory[: it - start + 1], start)
-            if it % cfg.eval_every == 0 or it == cfg.steps:
+            if it % eval_every == 0 or it == steps:
                 monitor.phase("eval")
                 last_eval, curves = evaluator.run(gan.G, gan.D)
                 monitor.log_eval(it, last_eval, curves)
@@ -240,7 +245,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 if best_tag in last_eval and evaluate.is_better(best_tag, last_eval[best_tag], best_value):
                     best_value = last_eval[best_tag]
                     save(it, "best.pt")
-            if it % cfg.ckpt_every == 0 or it == cfg.steps:
+            if it % ckpt_every == 0 or it == steps:
                 save(it)
             spent = time.perf_counter() - t_aside
             aside, aside_window = aside + spent, aside_window + spent
