@@ -1,12 +1,18 @@
-"""Save, load and resume: G, D, both optimizers, counters, RNG states and the config.
+"""Checkpoints: one small State object saved and restored, and where a run keeps its checkpoints.
+
+    state = State(G, D, opt_G, opt_D, config=..., fixed_noise=...)   # counters start at 0
+    save(path, state)                                                 # atomic; RNG states taken now
+    saved = load(find("outputs/runs/<run>"))                          # a checked dict, on the CPU
+    restore(saved, state)                                             # weights, optimizers, counters, RNG
 
 Checkpoints hold only tensors and plain containers, and are always read with
-``torch.load(weights_only=True)``: loading one never runs code.
+``torch.load(weights_only=True)``: loading one never runs code. Their ``format`` is checked.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -15,67 +21,113 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import UserError
 
-FORMAT = 1
+FORMAT = 1  # the layout of the saved dict; load() refuses any other
+NEEDED = ("G", "D", "opt_G", "opt_D", "step", "config")
 
 
-def save(path: Path, *, G, D, opt_G, opt_D, step: int, d_updates: int, g_updates: int,
-         config: Dict[str, Any], fixed_noise: torch.Tensor, best_value: Optional[float] = None) -> None:
+@dataclass
+class State:
+    """What a checkpoint holds: the two nets, their optimizers (None when only evaluating), the
+    update counters, the config, the fixed noise of the sample grids and the best eval.best_by value.
+    The random number generators' states are taken when saving."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: Optional[torch.optim.Optimizer] = None
+    opt_D: Optional[torch.optim.Optimizer] = None
+    config: Optional[Dict[str, Any]] = None
+    fixed_noise: Optional[torch.Tensor] = None
+    step: int = 0  # iterations of Algorithm 1 done
+    d_updates: int = 0  # D updates done (k per iteration, or 1 with updates=simultaneous)
+    g_updates: int = 0
+    best_value: Optional[float] = None  # of eval.best_by so far (best.pt keeps the run's best)
+
+    def count(self, d_updates: int) -> None:
+        """One more iteration of Algorithm 1, with ``d_updates`` D updates and one G update."""
+        self.step += 1
+        self.d_updates += d_updates
+        self.g_updates += 1
+
+
+def save(path: Path, state: State) -> None:
     """Write atomically (temp file + rename): an interrupted save never leaves a broken file."""
-    state = {
+    saved = {
         "format": FORMAT,
-        "G": G.state_dict(),
-        "D": D.state_dict(),
-        "opt_G": opt_G.state_dict(),
-        "opt_D": opt_D.state_dict(),
-        "step": step,
-        "d_updates": d_updates,
-        "g_updates": g_updates,
+        "G": state.G.state_dict(),
+        "D": state.D.state_dict(),
+        "opt_G": state.opt_G.state_dict(),
+        "opt_D": state.opt_D.state_dict(),
+        "step": state.step,
+        "d_updates": state.d_updates,
+        "g_updates": state.g_updates,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
-        "fixed_noise": fixed_noise.detach().cpu(),
-        "config": config,
-        "best_value": best_value,  # of eval.best_by so far (best.pt keeps the run's best)
+        "fixed_noise": state.fixed_noise.detach().cpu(),
+        "config": state.config,
+        "best_value": state.best_value,
     }
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    torch.save(saved, tmp)
     os.replace(tmp, path)
 
 
-def load(path: str) -> Dict[str, Any]:
-    """Read a checkpoint on the CPU; a missing, corrupt or foreign file is a UserError."""
+def find(path: str, best: bool = False, label: str = "resume") -> Path:
+    """The checkpoint a path names: the file itself, or a run directory's checkpoints/last.pt
+    (best.pt with ``best``). ``label`` names the argument in error messages (``resume=PATH``)."""
+    given = f"{label}={path}" if label else str(path)
     p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "checkpoints" / "last.pt" if (p / "checkpoints" / "last.pt").exists() else p / "last.pt"
-    if not p.is_file():
-        raise UserError(f"resume={path}: no such checkpoint file (give a .pt file or a run directory with checkpoints/last.pt)")
+    if p.is_file():
+        return p
+    name = "best.pt" if best else "last.pt"
+    for candidate in (p / "checkpoints" / name, p / name):
+        if candidate.is_file():
+            return candidate
+    if not p.exists():
+        raise UserError(f"{given}: no such checkpoint file or run directory (give a .pt file or a run directory "
+                        "with checkpoints/last.pt)")
+    raise UserError(f"{given} holds no checkpoint (looked for {p / 'checkpoints' / name}); give a run directory of "
+                    "gan-train or a .pt file")
+
+
+def load(path: Path, label: str = "resume") -> Dict[str, Any]:
+    """Read a checkpoint file on the CPU; a corrupt, foreign or other-format file is a UserError."""
+    given = f"{label}={path}" if label else str(path)
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and unpickler errors all mean: not a checkpoint we can read
-        raise UserError(f"resume={path} is not a readable gan-cli checkpoint "
+        raise UserError(f"{given} is not a readable gan-cli checkpoint "
                         f"(torch.load(weights_only=True) failed with {type(err).__name__})") from None
-    needed = {"G", "D", "opt_G", "opt_D", "step", "config"}
-    if not isinstance(state, dict) or not needed <= state.keys():
-        raise UserError(f"resume={path} is not a gan-cli checkpoint: it lacks {', '.join(sorted(needed - set(state or {})))}")
-    return state
+    if not isinstance(saved, dict) or not set(NEEDED) <= saved.keys():
+        missing = sorted(set(NEEDED) - set(saved if isinstance(saved, dict) else ()))
+        raise UserError(f"{given} is not a gan-cli checkpoint: it lacks {', '.join(missing)}")
+    if saved.get("format") != FORMAT:
+        raise UserError(f"{given} has checkpoint format {saved.get('format')}; this gan-cli reads format {FORMAT} "
+                        "(use the gan-cli version that wrote it)")
+    return saved
 
 
-def restore(state: Dict[str, Any], *, G, D, opt_G, opt_D, path: str) -> None:
-    """Load weights, optimizer states and RNG states; a checkpoint of other networks is a UserError."""
+def restore(saved: Dict[str, Any], state: State, path: str) -> None:
+    """Put a loaded checkpoint into ``state``: weights, optimizer states (when it has optimizers),
+    counters, fixed noise, best value and the RNG states. Other networks are a UserError."""
     try:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_G.load_state_dict(state["opt_G"])
-        opt_D.load_state_dict(state["opt_D"])
+        for name in ("G", "D", "opt_G", "opt_D"):
+            if getattr(state, name) is not None:
+                getattr(state, name).load_state_dict(saved[name])
     except (RuntimeError, ValueError, KeyError) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
         raise UserError(f"checkpoint {path} does not fit the networks of this config ({detail[:200]})") from None
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"][: torch.cuda.device_count()])
+    state.step = int(saved["step"])
+    state.d_updates, state.g_updates = int(saved.get("d_updates", 0)), int(saved.get("g_updates", state.step))
+    state.fixed_noise = saved.get("fixed_noise", state.fixed_noise)
+    state.best_value = saved.get("best_value")
+    torch.set_rng_state(saved["rng"]["torch"])
+    if saved["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
 
 
 # What a resumed run may change; everything else is the checkpoint's config.
@@ -90,18 +142,18 @@ def _key(override: str) -> str:
 def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """For ``resume=PATH``: the saved config, with the RESUMABLE keys that the command line sets.
 
-    Returns (config to run, checkpoint state or None). An override of anything else that differs
+    Returns (config to run, loaded checkpoint or None). An override of anything else that differs
     from the saved run is a UserError: a resumed run continues the same experiment.
     """
     if not cfg.resume:
         return cfg, None
-    state = load(cfg.resume)
-    saved = OmegaConf.create(state["config"])
+    saved = load(find(cfg.resume))
+    before_cfg = OmegaConf.create(saved["config"])
     given = list(dict.fromkeys(_key(o) for o in overrides))
     for key in given:
         if key.startswith("hydra") or key in RESUMABLE:
             continue
-        now, before = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
+        now, before = OmegaConf.select(cfg, key), OmegaConf.select(before_cfg, key)
         if isinstance(now, DictConfig):  # a group choice such as loss=hinge
             now, before = OmegaConf.to_container(now), OmegaConf.to_container(before) if before is not None else None
         if now != before:
@@ -110,8 +162,8 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
                             f"config; only {', '.join(RESUMABLE)} can change")
     for key in RESUMABLE:
         if key in given or key == "resume":
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-    return saved, state
+            OmegaConf.update(before_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+    return before_cfg, saved
 
 
 def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:

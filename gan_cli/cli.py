@@ -1,9 +1,10 @@
-"""Check a gan-train command line before Hydra creates a run directory.
+"""Check a gan-train command line before Hydra creates a run directory, and a composed config
+before anything is built.
 
 Every mistake becomes one UserError line naming the bad value and what is allowed: an unknown
-group choice, a value of the wrong type, a value out of range, a dataset folder without the data,
-a GPU that is not there, a checkpoint that is missing or broken. Sweeps (``k=1,5``) are checked
-one value at a time.
+group choice, a value of the wrong type, a value out of range, choices that do not fit together, a
+dataset folder without the data, a GPU that is not there, a checkpoint that is missing or broken.
+Sweeps (``k=1,5``) are checked one value at a time.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from . import checkpoint, data
-from .config import GROUPS, UserError, validate
-from .train import resolve_device
+from . import checkpoint, data, evaluate, losses, models, optim
+from .config import GROUPS, UserError, resolve_device, validate
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -62,6 +62,17 @@ def _explain(err: Exception, overrides: List[str]) -> str:
     return _first_line(cause or err)
 
 
+def check(cfg) -> None:
+    """Everything about a composed config that is known before data or networks are built: the
+    range of every knob (config.py), each group's choice (its builder), what fits with what."""
+    validate(cfg)
+    dataset = data.spec(cfg.dataset.name)
+    models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim)
+    losses.get(cfg.loss)
+    optim.check(cfg.optimizer)
+    evaluate.check(cfg)
+
+
 def _check_one(conf_dir: str, overrides: List[str]) -> None:
     """Compose one concrete command line and check everything that can be known before training."""
 
@@ -79,7 +90,7 @@ def _check_one(conf_dir: str, overrides: List[str]) -> None:
     finally:
         GlobalHydra.instance().clear()
     cfg, _ = checkpoint.resume_config(cfg, overrides)
-    validate(cfg)
+    check(cfg)
     data.check_available(cfg.dataset)
     resolve_device(cfg.device)
 

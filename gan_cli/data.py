@@ -7,22 +7,16 @@ a known density: minibatches are drawn fresh from the mixture, and ``log_prob`` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import torch
 
-from .config import UserError
-
-# torchvision class, folder under root, and the files that must be there
-_TORCHVISION = {
-    "mnist": ("MNIST", "MNIST/raw", ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", ("data_batch_1", "test_batch")),
-}
-_HOLD_OUT = {"digits": 297, "mnist": 10000, "fashion_mnist": 10000, "cifar10": 5000}
+from .config import UserError, choose
 
 
 @dataclass
@@ -39,6 +33,12 @@ class Data:
     centres: Optional[torch.Tensor] = None  # toy sets: (modes, d)
     weights: Optional[torch.Tensor] = None  # toy sets: mixing weights (modes,)
     std: float = 0.0  # toy sets: std of every component
+
+    def to(self, device) -> "Data":
+        """The same dataset with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **moved)
 
     @property
     def is_image(self) -> bool:
@@ -81,18 +81,34 @@ def grid_centres(spacing: float) -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
-def check_available(cfg) -> None:
-    """Fail early, naming the folder, when an image set's files are not where cfg says."""
-    if cfg.name not in _TORCHVISION or cfg.download:
-        return
-    _, folder, files = _TORCHVISION[cfg.name]
-    where = Path(cfg.root).expanduser() / folder
-    missing = [f for f in files if not (where / f).exists()]
-    if missing:
-        raise UserError(
-            f"dataset.root={cfg.root} holds no {cfg.name}: looked for {where / missing[0]}; "
-            f"pass dataset.root=<folder that contains {folder.split('/')[0]}/> or dataset.download=true to fetch it"
-        )
+# -- point sets with a known law ---------------------------------------------------------------
+
+
+def _mixture(name: str, centres: torch.Tensor, weights: torch.Tensor, std: float) -> Data:
+    """An isotropic Gaussian mixture (std 0: point masses at the centres)."""
+    return Data(name=name, train=None, shape=(centres.shape[1],), centres=centres, weights=weights / weights.sum(), std=std)
+
+
+def _ring(cfg) -> Data:
+    return _mixture(cfg.name, ring_centres(cfg.n_modes, cfg.radius), torch.ones(cfg.n_modes), float(cfg.std))
+
+
+def _grid(cfg) -> Data:
+    centres = grid_centres(cfg.spacing)
+    return _mixture(cfg.name, centres, torch.ones(len(centres)), float(cfg.std))
+
+
+def _mixture1d(cfg) -> Data:
+    centres = torch.tensor(list(cfg.means), dtype=torch.float32).unsqueeze(1)
+    return _mixture(cfg.name, centres, torch.tensor(list(cfg.weights), dtype=torch.float32), float(cfg.std))
+
+
+def _dirac(cfg) -> Data:
+    """p_data = delta(0): the Dirac-GAN of Mescheder et al. (2018)."""
+    return _mixture(cfg.name, torch.zeros(1, 1), torch.ones(1), 0.0)
+
+
+# -- image sets ---------------------------------------------------------------------------------
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, hold_out: int, seed: int = 0):
@@ -102,22 +118,35 @@ def _split(x: torch.Tensor, y: torch.Tensor, hold_out: int, seed: int = 0):
     return x[:-hold_out], y[:-hold_out], x[-hold_out:], y[-hold_out:]
 
 
-def _load_digits():
+def _images(name: str, x, y, x_val, x_test, y_test) -> Data:
+    return Data(name=name, train=x, shape=tuple(x.shape[1:]), val=x_val, test=x_test, train_labels=y,
+                test_labels=y_test)
+
+
+def _digits(cfg) -> Data:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target)
     # 1,500 to train; the other 297 are both the validation and the test split
-    x_train, y_train, x_test, y_test = _split(x, y, _HOLD_OUT["digits"])
-    return x_train, y_train, x_test, x_test, y_test
+    x_train, y_train, x_test, y_test = _split(x, y, 297)
+    return _images(cfg.name, x_train, y_train, x_test, x_test, y_test)
 
 
-def _load_torchvision(cfg):
+class Files(NamedTuple):
+    """A torchvision dataset: its class, its folder under ``dataset.root``, the files that must be there."""
+
+    cls: str
+    folder: str
+    needed: Tuple[str, ...]
+    hold_out: int  # the last training examples that validate instead
+
+
+def _torchvision(files: Files, cfg) -> Data:
     import torchvision.datasets as tvd
 
-    cls_name, _, _ = _TORCHVISION[cfg.name]
-    cls = getattr(tvd, cls_name)
+    cls = getattr(tvd, files.cls)
     root = str(Path(cfg.root).expanduser())
     try:
         train = cls(root, train=True, download=cfg.download)
@@ -132,35 +161,63 @@ def _load_torchvision(cfg):
 
     x, y = pixels(train)
     x_test, y_test = pixels(test)
-    hold = min(_HOLD_OUT[cfg.name], x.shape[0] // 6)
+    hold = min(files.hold_out, x.shape[0] // 6)
     # MNIST as the paper: train[0:50000] trains, train[50000:60000] validates (no shuffling)
-    return x[:-hold], y[:-hold], x[-hold:], x_test, y_test
+    return _images(cfg.name, x[:-hold], y[:-hold], x[-hold:], x_test, y_test)
+
+
+# -- the choices of dataset= --------------------------------------------------------------------
+
+
+class Dataset(NamedTuple):
+    """A choice of ``dataset=``: how to load it and what it is (a new dataset: a loader, an entry, a YAML)."""
+
+    load: Callable[[Any], Data]  # the dataset config node -> Data on the CPU
+    families: Tuple[str, ...]  # metric families that fit it: image, density (known p_data), modes (ring, grid)
+    dim: Optional[int] = None  # point sets: the dimension of a sample (None: images)
+    files: Optional[Files] = None  # torchvision sets: what must be under dataset.root
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+_MNIST = Files("MNIST", "MNIST/raw", _MNIST_FILES, 10000)
+_FASHION = Files("FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, 10000)
+_CIFAR10 = Files("CIFAR10", "cifar-10-batches-py", ("data_batch_1", "test_batch"), 5000)
+
+DATASETS = {
+    "digits": Dataset(_digits, ("image",)),
+    "mnist": Dataset(partial(_torchvision, _MNIST), ("image",), files=_MNIST),
+    "fashion_mnist": Dataset(partial(_torchvision, _FASHION), ("image",), files=_FASHION),
+    "cifar10": Dataset(partial(_torchvision, _CIFAR10), ("image",), files=_CIFAR10),
+    "ring": Dataset(_ring, ("density", "modes"), dim=2),
+    "grid": Dataset(_grid, ("density", "modes"), dim=2),
+    "mixture1d": Dataset(_mixture1d, ("density",), dim=1),
+    "dirac": Dataset(_dirac, (), dim=1),
+}
+
+
+def spec(name: str) -> Dataset:
+    """The entry of ``dataset=name``; an unknown name is a UserError that lists the choices."""
+    return choose(DATASETS, name, "dataset", "a dataset")
+
+
+def check_available(cfg) -> None:
+    """Fail early, naming the folder, when an image set's files are not where cfg says."""
+    files = spec(cfg.name).files
+    if files is None or cfg.download:
+        return
+    where = Path(cfg.root).expanduser() / files.folder
+    missing = [f for f in files.needed if not (where / f).exists()]
+    if missing:
+        raise UserError(
+            f"dataset.root={cfg.root} holds no {cfg.name}: looked for {where / missing[0]}; "
+            f"pass dataset.root=<folder that contains {files.folder.split('/')[0]}/> or dataset.download=true to fetch it"
+        )
 
 
 def load(cfg, device: torch.device) -> Data:
     """Build the dataset named by ``cfg`` (the dataset config node) on ``device``."""
-    if cfg.name in ("ring", "grid", "mixture1d", "dirac"):
-        std = 0.0 if cfg.name == "dirac" else float(cfg.std)
-        if cfg.name == "dirac":  # p_data = delta(0): the Dirac-GAN of Mescheder et al. (2018)
-            centres, weights = torch.zeros(1, 1), torch.ones(1)
-        elif cfg.name == "ring":
-            centres, weights = ring_centres(cfg.n_modes, cfg.radius), torch.ones(cfg.n_modes)
-        elif cfg.name == "grid":
-            centres = grid_centres(cfg.spacing)
-            weights = torch.ones(len(centres))
-        else:
-            centres = torch.tensor(list(cfg.means), dtype=torch.float32).unsqueeze(1)
-            weights = torch.tensor(list(cfg.weights), dtype=torch.float32)
-        return Data(
-            name=cfg.name, train=None, shape=(centres.shape[1],), centres=centres.to(device),
-            weights=(weights / weights.sum()).to(device), std=std,
-        )
     check_available(cfg)
-    x, y, x_val, x_test, y_test = _load_digits() if cfg.name == "digits" else _load_torchvision(cfg)
-    return Data(
-        name=cfg.name, train=x.to(device), shape=tuple(x.shape[1:]), val=x_val.to(device),
-        test=x_test.to(device), train_labels=y.to(device), test_labels=y_test.to(device),
-    )
+    return spec(cfg.name).load(cfg).to(device)
 
 
 def noise(kind: str, m: int, z_dim: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:

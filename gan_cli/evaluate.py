@@ -7,64 +7,50 @@
 * Mixtures of modes (ring, grid): modes covered, high-quality fraction, reverse KL (VEEGAN/PacGAN).
 * Image sets: the paper's Parzen-window log-likelihood, and FID / KID / precision / recall in the
   feature space of a small classifier trained once on the real data (offline; see features.py).
+* Games whose state is a point (the Dirac-GAN): its distance to the equilibrium.
 
-All sampling here uses the evaluator's own random generator, so evaluating never changes the
-training run's random stream (a resumed run still matches an uninterrupted one).
+METRICS, at the end, is the one table of facts about them: which runs have each family, which
+direction is better for each tag, how each was measured. A new metric is one entry there (and the
+method that measures it). All sampling here uses the evaluator's own random generator, so
+evaluating never changes the training run's random stream.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from . import data as datasets, features, metrics, models
-from .config import PROBABILITY_LOSSES, metric_kinds
+from . import data as datasets, losses, metrics, models
+from .config import UserError
 
 LOG4 = math.log(4.0)
+HIGHER, LOWER = "higher", "lower"  # which way a tag is better (eval.best_by follows it)
 log = logging.getLogger("gan_cli")
-
-# eval.best_by: metrics where a larger value is better; every other one is minimised
-HIGHER_IS_BETTER = {"eval/parzen_ll", "eval/precision", "eval/recall", "eval/modes_covered", "eval/hq_fraction"}
-
-
-def kinds(data: datasets.Data) -> Tuple[str, ...]:
-    return metric_kinds(data.name)
-
-
-def best_metric(choice: str, data: datasets.Data) -> str:
-    """The metric that picks checkpoints/best.pt: ``auto`` is FID, JSD or the Dirac distance."""
-    if choice == "auto":
-        return {"image": "eval/fid", "density": "theory/jsd", "dirac": "theory/distance"}[kinds(data)[0]]
-    return choice
-
-
-def is_better(tag: str, new: float, old: Optional[float]) -> bool:
-    if old is None:
-        return math.isfinite(new)
-    return new > old if tag in HIGHER_IS_BETTER else new < old
 
 
 class Evaluator:
-    """Measures a (G, D) pair on ``data`` as the eval config node says."""
+    """Measures G and D (a models.Nets) on ``data`` as the run config ``cfg`` says."""
 
-    def __init__(self, cfg, data: datasets.Data, device: torch.device, loss_name: str, prior: str, z_dim: int,
-                 seed: int = 0):
-        self.cfg, self.data, self.device = cfg, data, device
-        self.loss_name, self.prior, self.z_dim = loss_name, prior, z_dim
+    def __init__(self, cfg, data: datasets.Data, device: torch.device):
+        self.cfg, self.data, self.device = cfg.eval, data, device
+        self.probability = losses.get(cfg.loss).probability  # D = sigma(a) estimates p_data / (p_data + p_g)
+        self.prior, self.z_dim, self.seed = cfg.prior, cfg.z_dim, cfg.seed
+        self.families = families(cfg)
         self.generator = torch.Generator(device=device)
-        self.seed = seed
         self._classifier = None
         self.classifier_info: Dict[str, object] = {}
         self._floor: Dict[str, float] = {}
+        self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
+        self.curves: Optional[Dict[str, torch.Tensor]] = None
         if data.has_density:
             c = data.centres
             pad = 5 * data.std + (1.0 if data.dim == 1 else 0.2)
             self.lo, self.hi = float(c.min()) - pad, float(c.max()) + pad
-            self.bins = cfg.bins_1d if data.dim == 1 else cfg.bins_2d
+            self.bins = self.cfg.bins_1d if data.dim == 1 else self.cfg.bins_2d
 
     # -- helpers --------------------------------------------------------------------------------
     def _noise(self, n: int) -> torch.Tensor:
@@ -87,9 +73,15 @@ class Evaluator:
         D.train(was_training)
         return out
 
+    def _generated_images(self, G) -> torch.Tensor:
+        if self._images is None:
+            self._images = self.generate(G, self.cfg.n_samples)
+        return self._images
+
     # -- theory ---------------------------------------------------------------------------------
-    def theory(self, G, D) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
-        """theory/ scalars for known-density data, and the Figure 1 curves for 1-D data."""
+    def theory(self, nets) -> Dict[str, float]:
+        """theory/ scalars for known-density data; for 1-D data also the Figure 1 curves."""
+        G, D = nets
         n, data = self.cfg.theory_samples, self.data
         fake = self.generate(G, n)
         real = data.sample(n, generator=self.generator)
@@ -98,8 +90,7 @@ class Evaluator:
             "theory/jsd_floor": metrics.jsd_estimate(data.log_prob, real, self.lo, self.hi, self.bins),
         }
         out["theory/c_of_g"] = -LOG4 + 2 * out["theory/jsd"]
-        curves = None
-        if self.loss_name in PROBABILITY_LOSSES:
+        if self.probability:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
             out["theory/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
@@ -110,22 +101,28 @@ class Evaluator:
             # weighted by where the mass lies, (p_data + p_g) / 2: D is arbitrary where both vanish
             out["theory/d_star_mse"] = metrics.d_star_mse(d_grid, p_data, p_g, weights=p_data + p_g)
             if data.dim == 1:
-                curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g, "D": d_grid,
-                          "D_star": metrics.d_star(p_data, p_g)}
+                self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g, "D": d_grid,
+                                "D_star": metrics.d_star(p_data, p_g)}
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()]).tolist()
         scalars = dict(zip(out.keys(), values))
         scalars["theory/optimum"] = -LOG4
-        return scalars, curves
+        return scalars
+
+    def distance(self, nets) -> Dict[str, float]:
+        """The game's state as a point (the Dirac-GAN's (theta, psi)): its distance to (0, 0)."""
+        return {"theory/distance": nets.point().norm().item()}
 
     # -- sample quality -------------------------------------------------------------------------
-    def modes(self, G) -> Dict[str, float]:
-        report = metrics.mode_metrics(self.generate(G, self.cfg.mode_samples), self.data.centres, self.data.std)
+    def modes(self, nets) -> Dict[str, float]:
+        report = metrics.mode_metrics(self.generate(nets.G, self.cfg.mode_samples), self.data.centres, self.data.std)
         return {"eval/modes_covered": report["modes_covered"], "eval/hq_fraction": report["hq_fraction"],
                 "eval/reverse_kl": report["reverse_kl"], "eval/mode_samples": self.cfg.mode_samples,
                 "eval/hq_threshold_std": 3.0}
 
     def classifier(self):
         """The dataset's cached feature classifier (trained on first use), and its real-vs-real floor."""
+        from . import features
+
         if self._classifier is None:
             d = self.data
             self._classifier, self.classifier_info = features.get_classifier(
@@ -135,63 +132,140 @@ class Evaluator:
             self._floor = {f"eval/{k}_floor": v for k, v in floor.items() if k != "kid_std"}
         return self._classifier
 
-    def images(self, G) -> Dict[str, float]:
+    def parzen(self, nets) -> Dict[str, float]:
+        # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
         d, n = self.data, self.cfg.n_samples
-        fake = self.generate(G, n)
-        out: Dict[str, float] = {}
-        if self.cfg.parzen:
-            # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
-            parzen = metrics.parzen_log_likelihood(fake, d.val[:1000], d.test)
-            out.update({"eval/parzen_ll": parzen["ll"], "eval/parzen_se": parzen["se"],
-                        "eval/parzen_sigma": parzen["sigma"], "eval/parzen_samples": n})
-        if self.cfg.features:
-            model = self.classifier()
-            quality = features.image_metrics(model, d.train[:n], fake)
-            out.update({f"eval/{k}": v for k, v in quality.items()})
-            out.update(self._floor)
-            out["eval/classifier_accuracy"] = float(self.classifier_info["test_accuracy"])
-        return out
+        parzen = metrics.parzen_log_likelihood(self._generated_images(nets.G), d.val[:1000], d.test)
+        return {"eval/parzen_ll": parzen["ll"], "eval/parzen_se": parzen["se"], "eval/parzen_sigma": parzen["sigma"],
+                "eval/parzen_samples": n}
 
-    def run(self, G, D) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
-        """Every metric that fits the dataset: (scalars by tag, Figure 1 curves or None)."""
+    def features(self, nets) -> Dict[str, float]:
+        from . import features
+
+        model = self.classifier()
+        quality = features.image_metrics(model, self.data.train[: self.cfg.n_samples], self._generated_images(nets.G))
+        return {**{f"eval/{k}": v for k, v in quality.items()}, **self._floor,
+                "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"])}
+
+    # -- every metric that fits -----------------------------------------------------------------
+    def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
+        """Every metric that fits the run: (scalars by tag, Figure 1 curves or None)."""
         self.generator.manual_seed(self.seed)  # the same noise at every evaluation
-        if not torch.isfinite(self.generate(G, 256)).all():
+        if not torch.isfinite(self.generate(nets.G, 256)).all():
             log.warning("G produces non-finite samples: evaluation skipped (lower optimizer.lr?)")
             self.generator.manual_seed(self.seed)
             return {}, None
         self.generator.manual_seed(self.seed)
+        self._images, self.curves = None, None
         scalars: Dict[str, float] = {}
-        curves = None
-        kind = kinds(self.data)
-        if "image" in kind:
-            scalars.update(self.images(G))
-        if "density" in kind:
-            theory, curves = self.theory(G, D)
-            scalars.update(theory)
-        if "modes" in kind:
-            scalars.update(self.modes(G))
-        if "dirac" in kind:
-            scalars["theory/distance"] = models.dirac_point(G, D).norm().item()
-        return scalars, curves
+        for family in applicable(self.families):
+            if family.enabled(self.cfg):
+                scalars.update(family.measure(self, nets))
+        self._images = None
+        return scalars, self.curves
 
     def protocol(self) -> Dict[str, str]:
         """How each figure was measured, in words (for eval.json and the log)."""
-        text: Dict[str, str] = {}
-        kind = kinds(self.data)
-        if "density" in kind:
-            text["theory"] = (
-                f"{self.cfg.theory_samples} generator and real samples; p_g by a histogram of {self.bins}"
-                f"{'' if self.data.dim == 1 else ' x ' + str(self.bins)} cells on [{self.lo:.3g}, {self.hi:.3g}]"
-                f"{'' if self.data.dim == 1 else '^2'} (plus one cell outside), p_data exact; theory/jsd_floor is the "
-                "same estimator on real samples; d_star_mse weighted by p_data + p_g; D in eval mode")
-        if "modes" in kind:
-            text["modes"] = (f"VEEGAN/PacGAN: {self.cfg.mode_samples} samples, high quality within 3 std "
-                             f"(std={self.data.std:g}) of the nearest of {len(self.data.centres)} centres")
-        if "image" in kind:
-            text["parzen"] = (f"Goodfellow et al. 2014: {self.cfg.n_samples} samples as centres, sigma from "
-                              "logspace(-1, 0, 10) by the first 1,000 validation images, mean +- std/sqrt(N) on the test split"
-                              + (" (digits: the 297 held-out images are both)" if self.data.name == "digits" else ""))
-            text["features"] = (f"penultimate layer of a small CNN trained on the real training split (seed 0); FID/KID/"
-                                f"precision/recall (k=3) of {self.cfg.n_samples} samples vs up to {self.cfg.n_samples} "
-                                "training images; *_floor = training vs test images; not comparable with Inception FID")
-        return text
+        return {m.name: m.protocol(self) for m in applicable(self.families) if m.protocol is not None}
+
+
+# -- protocol texts ------------------------------------------------------------------------------
+
+
+def _theory_protocol(ev: Evaluator) -> str:
+    square = "" if ev.data.dim == 1 else f" x {ev.bins}"
+    return (f"{ev.cfg.theory_samples} generator and real samples; p_g by a histogram of {ev.bins}{square} cells on "
+            f"[{ev.lo:.3g}, {ev.hi:.3g}]{'' if ev.data.dim == 1 else '^2'} (plus one cell outside), p_data exact; "
+            "theory/jsd_floor is the same estimator on real samples; d_star_mse weighted by p_data + p_g; D in eval mode")
+
+
+def _modes_protocol(ev: Evaluator) -> str:
+    return (f"VEEGAN/PacGAN: {ev.cfg.mode_samples} samples, high quality within 3 std "
+            f"(std={ev.data.std:g}) of the nearest of {len(ev.data.centres)} centres")
+
+
+def _parzen_protocol(ev: Evaluator) -> str:
+    return (f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) by the first "
+            "1,000 validation images, mean +- std/sqrt(N) on the test split"
+            + (" (digits: the 297 held-out images are both)" if ev.data.name == "digits" else ""))
+
+
+def _features_protocol(ev: Evaluator) -> str:
+    return (f"penultimate layer of a small CNN trained on the real training split (seed 0); FID/KID/precision/recall "
+            f"(k=3) of {ev.cfg.n_samples} samples vs up to {ev.cfg.n_samples} training images; *_floor = training vs "
+            "test images; not comparable with Inception FID")
+
+
+# -- the table of metric facts -------------------------------------------------------------------
+
+
+class Metric(NamedTuple):
+    """A family of figures measured together."""
+
+    name: str  # its key in the protocol texts (eval.json, train.log)
+    applies: str  # which runs have it: a dataset family (image, density, modes; data.DATASETS) or "point"
+    tags: Dict[str, Optional[str]]  # tag -> HIGHER or LOWER is better; None: a floor, a size or a constant
+    measure: Callable[[Evaluator, object], Dict[str, float]]
+    protocol: Optional[Callable[[Evaluator], str]] = None
+    probability: Tuple[str, ...] = ()  # tags measured only when D is a probability (cross-entropy losses)
+    auto: Optional[str] = None  # the tag that eval.best_by=auto picks on runs that have this family
+    enabled: Callable[[object], bool] = lambda cfg: True  # by the eval config node
+
+
+METRICS = (
+    Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "eval/parzen_se": None, "eval/parzen_sigma": None,
+                               "eval/parzen_samples": None},
+           Evaluator.parzen, _parzen_protocol, enabled=lambda cfg: cfg.parzen),
+    Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "eval/kid_std": None, "eval/precision": HIGHER,
+                                 "eval/recall": HIGHER, "eval/fid_floor": None, "eval/kid_floor": None,
+                                 "eval/precision_floor": None, "eval/recall_floor": None,
+                                 "eval/classifier_accuracy": None},
+           Evaluator.features, _features_protocol, auto="eval/fid", enabled=lambda cfg: cfg.features),
+    Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
+                                 "theory/value": LOWER, "theory/d_star_mse": LOWER, "theory/optimum": None},
+           Evaluator.theory, _theory_protocol, probability=("theory/value", "theory/d_star_mse"), auto="theory/jsd"),
+    Metric("modes", "modes", {"eval/modes_covered": HIGHER, "eval/hq_fraction": HIGHER, "eval/reverse_kl": LOWER,
+                              "eval/mode_samples": None, "eval/hq_threshold_std": None},
+           Evaluator.modes, _modes_protocol),
+    Metric("distance", "point", {"theory/distance": LOWER}, Evaluator.distance, auto="theory/distance"),
+)
+
+
+def families(cfg) -> Tuple[str, ...]:
+    """The metric families of a run: its dataset's, plus "point" when its architecture has one."""
+    return datasets.spec(cfg.dataset.name).families + (("point",) if models.spec(cfg.arch.name).point else ())
+
+
+def applicable(run_families: Iterable[str]) -> Tuple[Metric, ...]:
+    return tuple(m for m in METRICS if m.applies in tuple(run_families))
+
+
+def rankable(run_families: Iterable[str], probability: bool) -> Tuple[str, ...]:
+    """The tags that can choose checkpoints/best.pt on such a run."""
+    return tuple(tag for m in applicable(run_families) for tag, better in m.tags.items()
+                 if better is not None and (probability or tag not in m.probability))
+
+
+def direction(tag: str) -> Optional[str]:
+    return next((m.tags[tag] for m in METRICS if tag in m.tags), None)
+
+
+def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:
+    """The metric that picks checkpoints/best.pt: ``auto`` is FID, JSD or the Dirac distance."""
+    if choice == "auto":
+        return next((m.auto for m in applicable(run_families) if m.auto is not None), None)
+    return choice
+
+
+def is_better(tag: str, new: float, old: Optional[float]) -> bool:
+    if old is None:
+        return math.isfinite(new)
+    return new > old if direction(tag) == HIGHER else new < old
+
+
+def check(cfg) -> None:
+    """eval.best_by names a figure that the run measures (UserError otherwise)."""
+    allowed = ("auto",) + rankable(families(cfg), losses.get(cfg.loss).probability)
+    if cfg.eval.best_by not in allowed:
+        raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "
+                        f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")

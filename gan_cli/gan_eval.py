@@ -13,42 +13,20 @@ dataset.root=/data``.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
-from rich.table import Table
-from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import save_image
 
-from . import checkpoint, data as datasets, evaluate
-from .config import TrainConfig, UserError, validate
-from .monitor import figure_toy, write_eval
-from .train import GAN, resolve_device
+from . import checkpoint, data as datasets, evaluate, models, monitor
+from .cli import check
+from .config import TrainConfig, UserError, resolve_device
 
 
-def find_checkpoint(path: str, best: bool) -> Path:
-    """The checkpoint a path names: the file itself, or a run directory's checkpoints/{last,best}.pt."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p
-    name = "best.pt" if best else "last.pt"
-    for candidate in (p / "checkpoints" / name, p / name):
-        if candidate.is_file():
-            return candidate
-    where = p / "checkpoints" / name
-    raise UserError(f"{path} holds no checkpoint (looked for {where}); give a run directory of gan-train or a .pt file"
-                    if p.exists() else f"{path}: no such file or directory")
-
-
-def load_config(state, overrides):
+def load_config(saved, overrides):
     """The saved config, typed by the schema, with the command line's dotted overrides."""
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"])
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved["config"])
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
@@ -56,16 +34,8 @@ def load_config(state, overrides):
             OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None)
     except OmegaConfBaseException as err:
         raise UserError(f"{' '.join(overrides) or 'the saved config'} is not allowed: {str(err).splitlines()[0]}") from None
-    validate(cfg)
+    check(cfg)
     return cfg
-
-
-def write_samples(path: Path, G, data, evaluator, n: int) -> None:
-    samples = evaluator.generate(G, n).cpu()
-    if data.is_image:
-        save_image(samples.clamp(0, 1), path, nrow=max(1, int(math.sqrt(n))), padding=2, pad_value=0.5)
-    else:
-        figure_toy(samples, data, f"{n} samples").savefig(path)
 
 
 def run(argv) -> dict:
@@ -78,41 +48,25 @@ def run(argv) -> dict:
     if args.samples < 0:
         raise UserError(f"--samples {args.samples} is not allowed: give a number of samples >= 1")
 
-    ckpt = find_checkpoint(args.path, args.best)
-    state = checkpoint.load(str(ckpt))
-    cfg = load_config(state, args.overrides)
+    ckpt = checkpoint.find(args.path, best=args.best, label="")
+    saved = checkpoint.load(ckpt, label="")
+    cfg = load_config(saved, args.overrides)
     datasets.check_available(cfg.dataset)
     device = resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, device)
-    gan = GAN(cfg, data, device)
-    checkpoint.restore(state, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D, path=str(ckpt))
-    evaluator = evaluate.Evaluator(cfg.eval, data, device, cfg.loss.name, cfg.prior, cfg.z_dim, seed=cfg.seed)
-    scalars, curves = evaluator.run(gan.G, gan.D)
-    step = int(state["step"])
+    nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
+    checkpoint.restore(saved, checkpoint.State(nets.G, nets.D), path=str(ckpt))
+    evaluator = evaluate.Evaluator(cfg, data, device)
+    scalars, curves = evaluator.run(nets)
 
-    report = {"checkpoint": str(ckpt), "step": step, "dataset": cfg.dataset.name, "metrics": scalars,
+    report = {"checkpoint": str(ckpt), "step": int(saved["step"]), "dataset": cfg.dataset.name, "metrics": scalars,
               "protocol": evaluator.protocol()}
     if evaluator.classifier_info:
         report["classifier"] = {k: v for k, v in evaluator.classifier_info.items() if k != "path"}
-    (ckpt.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    writer = SummaryWriter(log_dir=str(run_dir))
-    write_eval(writer, step, scalars, curves)
-    writer.close()
-    if args.samples:
-        write_samples(ckpt.parent / "samples.png", gan.G, data, evaluator, args.samples)
-
-    console = Console()
-    table = Table(title=f"gan-eval: {ckpt} (iteration {step})", header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for tag, value in scalars.items():
-        table.add_row(tag, f"{value:.4g}" if isinstance(value, float) else str(value))
-    console.print(table)
-    for name, text in evaluator.protocol().items():
-        console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
-    console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {ckpt.parent / 'samples.png'}" if args.samples else ""),
-                  soft_wrap=True, highlight=False)
+    samples_png = ckpt.parent / "samples.png" if args.samples else None
+    if samples_png:
+        monitor.save_samples(samples_png, evaluator.generate(nets.G, args.samples), data)
+    monitor.report_eval(ckpt, report, curves, samples_png=samples_png)
     return report
 
 

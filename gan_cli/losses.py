@@ -15,6 +15,8 @@ from typing import Callable, Dict, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .config import choose
+
 
 def d_cross_entropy(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
     """D minimizes -[log D(x) + log(1 - D(G(z)))] = softplus(-a_real) + softplus(a_fake).
@@ -95,19 +97,23 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
 class LossPair(NamedTuple):
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
-    gp_weight: float  # > 0 only for wasserstein_gp
-    critic: bool  # D's output is a raw score, not a probability logit
+    probability: bool = False  # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g)
+    critic: bool = False  # D's output is a raw score, not a probability logit (the D/ tags show it as is)
+    gp_weight: float = 0.0  # > 0: D also minimizes gp_weight * the gradient penalty (WGAN-GP)
     d_scale: float = 1.0  # D minimizes d_scale * (d loss + penalty)
 
 
+# The choices of loss=: a new loss is a function pair here, one entry, and a YAML file in conf/loss/.
+PAIRS: Dict[str, Callable[[object], LossPair]] = {
+    "minimax": lambda cfg: LossPair(d_cross_entropy, g_minimax, probability=True),
+    "nonsaturating": lambda cfg: LossPair(d_cross_entropy, g_nonsaturating, probability=True),
+    "maximum_likelihood": lambda cfg: LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit), probability=True),
+    "least_squares": lambda cfg: LossPair(d_least_squares, g_least_squares),
+    "hinge": lambda cfg: LossPair(d_hinge, g_linear),
+    "wasserstein_gp": lambda cfg: LossPair(d_wasserstein, g_linear, critic=True, gp_weight=float(cfg.gp_weight)),
+}
+
+
 def get(cfg) -> LossPair:
-    """The (D loss, G loss) pair of the loss config node ``cfg``."""
-    pairs: Dict[str, LossPair] = {
-        "minimax": LossPair(d_cross_entropy, g_minimax, 0.0, False),
-        "nonsaturating": LossPair(d_cross_entropy, g_nonsaturating, 0.0, False),
-        "maximum_likelihood": LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit), 0.0, False),
-        "least_squares": LossPair(d_least_squares, g_least_squares, 0.0, False),
-        "hinge": LossPair(d_hinge, g_linear, 0.0, False),
-        "wasserstein_gp": LossPair(d_wasserstein, g_linear, float(cfg.gp_weight), True),
-    }
-    return pairs[cfg.name]._replace(d_scale=float(cfg.d_scale))
+    """The (D loss, G loss) pair of the loss config node ``cfg``; an unknown name is a UserError."""
+    return choose(PAIRS, cfg.name, "loss", "a loss")(cfg)._replace(d_scale=float(cfg.d_scale))

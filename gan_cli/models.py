@@ -2,14 +2,17 @@
 
 G maps z (m, z_dim) to samples of the data's shape; image sets get a sigmoid output (pixels in
 [0, 1]), point sets a linear one. D maps a sample to ONE logit a(x) per example (D(x) = sigma(a)).
+A new architecture is a builder function, one entry in ARCHS and a YAML file in conf/arch/.
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple, Optional
+
 import torch
 from torch import nn
 
-from .config import UserError
+from .config import UserError, choose
 
 
 class Maxout(nn.Module):
@@ -111,12 +114,42 @@ def _dirac(arch, data, z_dim: int):
     return Constant(arch.theta0), D
 
 
-def dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
-    """(theta, psi) of a Dirac-GAN, on the device."""
+def _dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
+    """(theta, psi) of the Dirac-GAN, on the device."""
     return torch.cat([G.body.theta, D.body.weight.view(1)]).detach()
 
 
-BUILDERS = {"mlp": _mlp, "maxout": _maxout, "dcgan": _dcgan, "dirac": _dirac}
+class Arch(NamedTuple):
+    """A choice of ``arch=``: its builder and the facts the other modules ask about."""
+
+    build: Callable  # (arch config node, data, z_dim) -> (G body, D body)
+    images_only: bool = False  # convolutional: needs (C, H, W) samples
+    dim: Optional[int] = None  # needs point samples of this dimension
+    point: Optional[Callable[[nn.Module, nn.Module], torch.Tensor]] = None  # the game's state as a point, to draw
+
+
+ARCHS = {
+    "mlp": Arch(_mlp),
+    "maxout": Arch(_maxout),
+    "dcgan": Arch(_dcgan, images_only=True),
+    "dirac": Arch(_dirac, dim=1, point=_dirac_point),
+}
+
+
+def spec(name: str) -> Arch:
+    """The entry of ``arch=name``; an unknown name is a UserError that lists the choices."""
+    return choose(ARCHS, name, "arch", "an architecture")
+
+
+def check(arch_name: str, dataset_name: str, is_image: bool, dim: Optional[int]) -> None:
+    """The architecture exists and fits the dataset (images or points of dimension ``dim``)."""
+    arch = spec(arch_name)
+    if arch.images_only and not is_image:
+        raise UserError(f"arch={arch_name} is convolutional and needs an image dataset, but dataset={dataset_name} "
+                        "holds points; use arch=mlp or arch=maxout")
+    if arch.dim is not None and dim != arch.dim:
+        raise UserError(f"arch={arch_name} needs {arch.dim}-D data, but dataset={dataset_name} is not; "
+                        f"use a {arch.dim}-D dataset (dataset=dirac, or experiment=dirac for the whole game)")
 
 
 class Generator(nn.Module):
@@ -144,9 +177,32 @@ class Discriminator(nn.Module):
         return self.body(x).squeeze(1)
 
 
-def build(arch, data, z_dim: int):
+class Nets:
+    """G and D of one architecture (``G, D = nets`` unpacks them) and, for games whose state is a
+    point in the plane (the Dirac-GAN's (theta, psi)), that point."""
+
+    def __init__(self, G: Generator, D: Discriminator, point: Optional[Callable] = None):
+        self.G, self.D, self._point = G, D, point
+
+    def __iter__(self):
+        return iter((self.G, self.D))
+
+    @property
+    def has_point(self) -> bool:
+        return self._point is not None
+
+    def point(self) -> Optional[torch.Tensor]:
+        """The game's state as a point (on the device, no sync), or None for architectures without one."""
+        return None if self._point is None else self._point(self.G, self.D)
+
+    def to(self, device) -> "Nets":
+        return Nets(self.G.to(device), self.D.to(device), self._point)
+
+
+def build(arch, data, z_dim: int) -> Nets:
     """G, D for ``arch`` on ``data``, initialised as the arch config says."""
-    G_body, D_body = BUILDERS[arch.name](arch, data, z_dim)
+    entry = spec(arch.name)
+    G_body, D_body = entry.build(arch, data, z_dim)
     if arch.g_init_range > 0:
         _uniform_init(G_body, arch.g_init_range)
     if arch.d_init_range > 0:
@@ -157,7 +213,7 @@ def build(arch, data, z_dim: int):
         mean = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias.device))
-    return Generator(G_body, data.shape, data.is_image), Discriminator(D_body)
+    return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body), entry.point)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,16 +1,20 @@
-"""TensorBoard and the console: the only module that writes logs.
+"""TensorBoard, the console and the run's JSON files: the only module that writes logs.
 
 The loop hands over plain numbers (read from the device once per log_every) and tensors to draw;
-the monitor knows tags, figures and the terminal, not losses or networks.
+the monitor knows tags, figures, timing and the terminal, not losses or networks. It writes
+metrics.json and the final table of gan-train, and eval.json, samples.png and the table of gan-eval.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import torch
 from rich import get_console
@@ -118,8 +122,59 @@ def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
         writer.add_figure("theory/figure1", figure_1(curves, f"iteration {step}"), step)
 
 
+def hparams(cfg) -> Dict[str, object]:
+    """A run's choices as the HPARAMS tab and the opening log line show them."""
+    return {
+        "dataset": cfg.dataset.name, "arch": cfg.arch.name, "loss": cfg.loss.name,
+        "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "k": cfg.k, "steps": cfg.steps,
+        "batch_size": cfg.batch_size, "z_dim": cfg.z_dim, "prior": cfg.prior, "updates": cfg.updates,
+        "seed": cfg.seed,
+    }
+
+
+def _table(title: str, rows: Mapping[str, Any]) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
+def save_samples(path: Path, samples: torch.Tensor, data) -> None:
+    """A PNG of samples: an image grid, or a scatter / density figure for point data."""
+    from torchvision.utils import save_image
+
+    n = samples.shape[0]
+    if data.is_image:
+        save_image(samples.cpu().clamp(0, 1), path, nrow=max(1, int(math.sqrt(n))), padding=2, pad_value=0.5)
+    else:
+        figure_toy(samples.cpu(), data, f"{n} samples").savefig(path)
+
+
+def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
+                console: Optional[Console] = None, samples_png: Optional[Path] = None) -> None:
+    """gan-eval's output: eval.json beside the checkpoint, the figures in the run's TensorBoard at
+    the checkpoint's iteration, and a table of the figures with their protocols on the console."""
+    (ckpt.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    writer = SummaryWriter(log_dir=str(run_dir))
+    write_eval(writer, report["step"], report["metrics"], curves)
+    writer.close()
+    console = console or Console()
+    console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", report["metrics"]))
+    for name, text in report["protocol"].items():
+        console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
+    console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {samples_png}" if samples_png else ""),
+                  soft_wrap=True, highlight=False)
+
+
 class Monitor:
-    """TensorBoard writer in the run directory, plus a rich progress bar or plain log lines."""
+    """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock.
+
+    Time spent inside ``with monitor.aside():`` (samples, evaluation, checkpoints) is left out of
+    ``perf/steps_per_s``. Use it as a context manager: leaving closes the writer and the bar.
+    """
 
     def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False):
         self.run_dir = Path(run_dir)
@@ -131,7 +186,10 @@ class Monitor:
                 "JSD(p_data || p_g) and the estimator's floor": ["Multiline", ["theory/jsd", "theory/jsd_floor"]],
             }})
         self.console = console or get_console()  # the console the log handler writes to
-        self.total = total
+        self.total, self.start = total, start
+        self.t_start = self.t_window = time.perf_counter()
+        self.step_window = start
+        self.aside_s = self.aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:
             self.progress = Progress(
@@ -143,20 +201,48 @@ class Monitor:
             self.task = self.progress.add_task("train", total=total, completed=start, rate="-", dx="-", dgz="-")
             self.progress.start()
 
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self, choices: Dict[str, object], params: Dict[str, int], device, protocol: Dict[str, str]) -> None:
+        """The opening lines: the run's choices, the networks' sizes, the device, how figures are measured."""
+        log.info("%s | %s | %s | run dir %s", " ".join(f"{k}={v}" for k, v in choices.items()),
+                 ", ".join(f"{name} {n:,} params" for name, n in params.items()), device, self.run_dir)
+        for name, text in protocol.items():
+            log.info("protocol (%s): %s", name, text)
+
     # -- per log window -------------------------------------------------------------------------
-    def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> None:
+    def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Write a window's figures (plus its ``perf/steps_per_s``) and return them."""
+        now = time.perf_counter()
+        scalars = {**scalars, "perf/steps_per_s": (step - self.step_window) / max(now - self.t_window - self.aside_window, 1e-9)}
+        self.t_window, self.step_window, self.aside_window = now, step, 0.0
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
         for tag, values in hists.items():
             self.writer.add_histogram(tag, values.detach().float().cpu(), step)
         dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
-        rate = scalars.get("perf/steps_per_s", math.nan)
+        rate = scalars["perf/steps_per_s"]
         if self.progress is not None:
             self.progress.update(self.task, completed=step, rate=f"{rate:.0f}", dx=f"{dx:.3f}", dgz=f"{dgz:.3f}")
         log.info(
             "step %d/%d | loss/D %.4f | loss/G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s",
             step, self.total, scalars.get("loss/D", math.nan), scalars.get("loss/G", math.nan), dx, dgz, rate,
         )
+        return scalars
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Time that is not training (samples, evaluation, checkpoints)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - t
+            self.aside_s, self.aside_window = self.aside_s + spent, self.aside_window + spent
 
     def advance(self, step: int) -> None:
         if self.progress is not None:
@@ -167,8 +253,9 @@ class Monitor:
         if self.progress is not None:
             self.progress.update(self.task, description=name)
 
-    def samples(self, step: int, samples: torch.Tensor, data) -> None:
-        """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``."""
+    def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None) -> None:
+        """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``; for a
+        game whose state is a point, its ``path`` since iteration ``start`` as ``theory/trajectory``."""
         if data.is_image:
             from torchvision.utils import make_grid
 
@@ -180,39 +267,41 @@ class Monitor:
             self.writer.add_image("samples", grid, step)
         else:
             self.writer.add_figure("samples", figure_toy(samples, data, f"step {step}"), step)
+        if path is not None:
+            self.writer.add_figure("theory/trajectory", _figure_trajectory(path, self.start, step), step)
 
     def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]]) -> None:
         write_eval(self.writer, step, scalars, curves)
         shown = {k: v for k, v in scalars.items() if not k.endswith(("_floor", "_samples", "_std", "optimum"))}
         log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
-    def trajectory(self, step: int, points: torch.Tensor, start: int) -> None:
-        """The Dirac-GAN's (theta, psi) path from iteration ``start`` as ``theory/trajectory``."""
-        self.writer.add_figure("theory/trajectory", _figure_trajectory(points, start, step), step)
-
     def warn(self, message: str) -> None:
         log.warning(message)
 
     # -- end of run -----------------------------------------------------------------------------
-    def finish(self, hparams: Dict[str, object], metrics: Dict[str, float]) -> None:
-        """hparams entry in the SAME run directory, the summary table and the tensorboard line."""
+    def finish(self, choices: Dict[str, object], counts: Dict[str, int], window: Dict[str, float],
+               evaluation: Dict[str, float]) -> Dict[str, float]:
+        """metrics.json, the hparams entry in the SAME run directory, the summary table and the
+        tensorboard line; returns the final figures."""
+        elapsed = time.perf_counter() - self.t_start
+        metrics: Dict[str, float] = {
+            **counts, **{k: v for k, v in window.items() if k != "perf/steps_per_s"}, **evaluation,
+            "perf/steps_per_s": (counts["steps"] - self.start) / max(elapsed - self.aside_s, 1e-9),
+            "perf/aside_s": self.aside_s, "wall_s": elapsed,
+        }
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if self.progress is not None:
             self.progress.stop()
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
         self.writer.add_hparams(hp, {f"hparam/{k}": v for k, v in final.items() if "/" in k},
                                 run_name=".", global_step=int(metrics.get("steps", 0)))
         self.writer.flush()
-        table = Table(title="gan-train: final figures", show_header=True, header_style="bold")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-        self.console.print(table)
+        self.console.print(_table("gan-train: final figures", metrics))
         self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
+        return metrics
 
     def close(self) -> None:
         if self.progress is not None and self.progress.live.is_started:
             self.progress.stop()
         self.writer.close()
-

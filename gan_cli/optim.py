@@ -1,20 +1,40 @@
 """One optimizer per network, and the paper's schedules (lr decay, momentum ramp).
 
 Schedules are pure functions of the iteration, so a resumed run sets exactly the values an
-uninterrupted one would have had.
+uninterrupted one would have had. A new optimizer is a builder here, one entry in OPTIMIZERS and a
+YAML file in conf/optimizer/.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Dict
+
 import torch
+from omegaconf import OmegaConf
+
+from .config import choose
+
+
+def _sgd(cfg, params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+
+def _adam(cfg, params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS = {"sgd": _sgd, "adam": _adam}  # the choices of optimizer=
+
+
+def check(cfg) -> None:
+    """The optimizer exists (an unknown name is a UserError that lists the choices)."""
+    choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")
 
 
 def build(cfg, params) -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or Adam, from the optimizer config node."""
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")(cfg, params)
 
 
 def lr_at(cfg, step: int) -> float:
@@ -45,3 +65,21 @@ def apply_schedule(cfg, step: int, *optimizers: torch.optim.Optimizer) -> None:
 
 def has_schedule(cfg) -> bool:
     return cfg.lr_decay != 1.0 or (cfg.name == "sgd" and cfg.final_momentum is not None and cfg.momentum_ramp_steps > 0)
+
+
+class Schedule:
+    """The schedule of one run, read every iteration from plain values (OmegaConf access is slow)."""
+
+    def __init__(self, cfg):
+        self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg))
+        self.active = has_schedule(self.cfg)
+
+    def apply(self, step: int, *optimizers: torch.optim.Optimizer) -> None:
+        if self.active:
+            apply_schedule(self.cfg, step, *optimizers)
+
+    def values(self, step: int) -> Dict[str, float]:
+        """The optim/ tags at iteration ``step`` (none when no schedule is on)."""
+        if not self.active:
+            return {}
+        return {"optim/lr": lr_at(self.cfg, step), "optim/momentum": momentum_at(self.cfg, step)}

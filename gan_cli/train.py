@@ -1,26 +1,29 @@
 """gan-train: Algorithm 1 of Goodfellow et al. (2014), configured by Hydra, logged to TensorBoard.
 
-    for number of training iterations:                                   (cfg.steps)
-        for k steps:                                                      (cfg.k)
-            sample m noise samples z ~ p_z and m real examples x ~ p_data (fresh each D step)
-            update D by ascending  grad_thetaD 1/m sum[log D(x) + log(1 - D(G(z)))]   (G frozen)
-        sample m noise samples z ~ p_z
-        update G by descending grad_thetaG 1/m sum log(1 - D(G(z)))          (D frozen)
+    for number of training iterations do                                     (steps)
+        for k steps do                                                        (k)
+            sample minibatch of m noise samples z ~ p_g(z) and m examples x ~ p_data(x)
+            update D by ascending its stochastic gradient
+                grad_thetaD 1/m sum_i [log D(x_i) + log(1 - D(G(z_i)))]
+        end for
+        sample minibatch of m noise samples z ~ p_g(z)
+        update G by descending its stochastic gradient
+            grad_thetaG 1/m sum_i log(1 - D(G(z_i)))
+    end for
 
-The loss pair (sec. 1 of GAN_REFERENCE.md) replaces the two objectives for the other variants.
-Statistics stay on the device and are read once every log_every iterations.
+:func:`train` is that loop and nothing else: the updates are methods of :class:`GAN` (the loss
+pair of GAN_REFERENCE.md sec. 1 replaces the two objectives for the other variants), their
+statistics accumulate on the device in :class:`Stats` (one host read per log window), and all
+that happens between iterations (logs, samples, evaluation, checkpoints) is :class:`Bookkeeping`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, NamedTuple, Optional
 
 import hydra
 import torch
@@ -28,21 +31,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, data as datasets, evaluate, losses, models, optim
-from .config import UserError, register_configs, validate
-from .monitor import Monitor
+from .cli import check, precheck
+from .config import UserError, register_configs, resolve_device
+from .monitor import Monitor, hparams
 
 log = logging.getLogger("gan_cli")
-
-STATS_D = ("loss/D", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D")
-STATS_G = ("loss/G", "grad/G")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is visible to torch; use device=auto (GPU when there is one) or device=cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def _grad_norm(params) -> torch.Tensor:
@@ -50,13 +43,21 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
+class DStep(NamedTuple):
+    """What one D update reports: loss, mean/std of D(x) and D(G(z)), grad norm; and the scores."""
+
+    values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
+    real: torch.Tensor  # D(x) of the minibatch (for the histograms)
+    fake: torch.Tensor  # D(G(z)) of the minibatch
+
+
 class GAN:
     """G, D, their optimizers and the loss pair; one method per kind of update."""
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.data, self.device = data, device
-        G, D = models.build(cfg.arch, data, cfg.z_dim)
-        self.G, self.D = G.to(device), D.to(device)
+        self.nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
+        self.G, self.D = self.nets
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
         self.pair = losses.get(cfg.loss)
@@ -76,12 +77,12 @@ class GAN:
             loss = loss + self.pair.gp_weight * losses.gradient_penalty(self.D, x, fake.detach())
         return loss if self.pair.d_scale == 1.0 else self.pair.d_scale * loss
 
-    def _d_stats(self, loss, a_real, a_fake, grad_norm):
+    def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
         real, fake = self.score(a_real), self.score(a_fake)
-        stats = torch.stack([loss.detach(), real.mean(), real.std(), fake.mean(), fake.std(), grad_norm])
-        return stats, real, fake
+        values = torch.stack([loss.detach(), real.mean(), real.std(), fake.mean(), fake.std(), grad_norm])
+        return DStep(values, real, fake)
 
-    def d_step(self, m: int):
+    def d_step(self, m: int) -> DStep:
         """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
         x, z = self.data.sample(m), self.noise(m)
         with torch.no_grad():
@@ -120,8 +121,7 @@ class GAN:
         d_norm, g_norm = _grad_norm(d_params), _grad_norm(g_params)
         self.opt_D.step()
         self.opt_G.step()
-        stats_d, real, fake_scores = self._d_stats(loss_d, a_real, a_fake, d_norm)
-        return stats_d, real, fake_scores, torch.stack([loss_g.detach(), g_norm])
+        return self._d_stats(loss_d, a_real, a_fake, d_norm), torch.stack([loss_g.detach(), g_norm])
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
@@ -131,137 +131,170 @@ class GAN:
         self.G.train()
         return out
 
+    def state(self, cfg) -> checkpoint.State:
+        """A fresh checkpoint state: counters at 0, the config, the FIXED noise of the sample grids."""
+        fixed = datasets.noise(cfg.prior, cfg.n_samples * (1 if self.data.is_image else 16), cfg.z_dim, "cpu",
+                               generator=torch.Generator().manual_seed(cfg.seed))
+        return checkpoint.State(self.G, self.D, self.opt_G, self.opt_D, config=OmegaConf.to_container(cfg, resolve=True),
+                                fixed_noise=fixed)
 
-def _hparams(cfg) -> Dict[str, object]:
-    return {
-        "dataset": cfg.dataset.name, "arch": cfg.arch.name, "loss": cfg.loss.name,
-        "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "k": cfg.k, "steps": cfg.steps,
-        "batch_size": cfg.batch_size, "z_dim": cfg.z_dim, "prior": cfg.prior, "updates": cfg.updates,
-        "seed": cfg.seed,
-    }
+
+class Stats:
+    """Running sums of every update's statistics, on the device; ``read()`` is the one host sync of
+    a log window. For a game whose state is a point (models.Nets.point), its path is kept too."""
+
+    D_TAGS = ("loss/D", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D")
+    G_TAGS = ("loss/G", "grad/G")
+
+    def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
+        self.nets = nets
+        self.d = torch.zeros(len(self.D_TAGS), device=device)
+        self.g = torch.zeros(len(self.G_TAGS), device=device)
+        self.n_d = self.n_g = 0
+        self.last_d: Optional[DStep] = None
+        self.i = 0  # iterations since the start (rows of the path)
+        self._path = None
+        if nets.has_point:  # its state after every iteration, kept on the device
+            self._path = torch.empty(iterations + 1, 2, device=device)
+            self._path[0] = nets.point()
+
+    def add_d(self, step: DStep) -> None:
+        self.d += step.values
+        self.n_d += 1
+        self.last_d = step
+
+    def add_g(self, values: torch.Tensor) -> None:
+        self.g += values
+        self.n_g += 1
+
+    def add(self, d: DStep, g: torch.Tensor) -> None:
+        self.add_d(d)
+        self.add_g(g)
+
+    def end_iteration(self) -> None:
+        self.i += 1
+        if self._path is not None:
+            self._path[self.i] = self.nets.point()
+
+    def path(self) -> Optional[torch.Tensor]:
+        """The point's path so far (None when the game has no point)."""
+        return None if self._path is None else self._path[: self.i + 1]
+
+    def histograms(self) -> Dict[str, torch.Tensor]:
+        return {"D/real": self.last_d.real, "D/fake": self.last_d.fake}
+
+    def read(self) -> Dict[str, float]:
+        """The window's means by tag (and the point's distance to (0, 0)); then start a new window."""
+        parts = [self.d / self.n_d, self.g / self.n_g]
+        tags = self.D_TAGS + self.G_TAGS
+        if self._path is not None:
+            parts.append(self._path[self.i].norm().view(1))
+            tags += ("theory/distance",)
+        values = torch.cat(parts).tolist()  # the one host sync per window
+        self.d.zero_()
+        self.g.zero_()
+        self.n_d = self.n_g = 0
+        return dict(zip(tags, values))
+
+
+class Bookkeeping:
+    """Everything between two iterations: the log window every log_every, samples every
+    sample_every, evaluation (and checkpoints/best.pt) every eval_every, checkpoints/last.pt every
+    ckpt_every; each at the last iteration too. Nothing here touches the update rules."""
+
+    def __init__(self, cfg, gan: GAN, state: checkpoint.State, schedule: optim.Schedule,
+                 evaluator: evaluate.Evaluator, monitor: Monitor, run_dir: Path):
+        self.cfg, self.gan, self.state, self.schedule = cfg, gan, state, schedule
+        self.evaluator, self.monitor, self.run_dir = evaluator, monitor, run_dir
+        self.best_tag = evaluate.best_metric(cfg.eval.best_by, evaluator.families)
+        # plain ints: OmegaConf attribute access costs microseconds every time
+        self.steps, self.log_every, self.sample_every = cfg.steps, cfg.log_every, cfg.sample_every
+        self.eval_every, self.ckpt_every = cfg.eval_every, cfg.ckpt_every
+        self.window: Dict[str, float] = {}
+        self.evaluation: Dict[str, float] = {}
+        self.warned_dead = False
+
+    def after(self, it: int, stats: Stats) -> None:
+        last = it == self.steps
+        if it % self.log_every == 0 or last:
+            self.log(it, stats)
+        with self.monitor.aside():
+            if it % self.sample_every == 0 or last:
+                self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, stats.path())
+            if it % self.eval_every == 0 or last:
+                self.evaluate(it)
+            if it % self.ckpt_every == 0 or last:
+                self.save("last.pt")
+        self.monitor.advance(it)
+
+    def log(self, it: int, stats: Stats) -> None:
+        values = stats.read()
+        self.window = self.monitor.log_window(it, {**values, **self.schedule.values(it - 1)}, stats.histograms())
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise UserError(f"training diverged at iteration {it}: a loss or statistic is not finite ({', '.join(bad)}); "
+                            "try a smaller optimizer.lr")
+        if not self.warned_dead and not self.gan.pair.critic and values["D/fake_mean"] < 0.01 and values["D/real_mean"] > 0.99:
+            self.warned_dead = True
+            self.monitor.warn(f"iteration {it}: D rejects nearly every fake (D(G(z)) = {values['D/fake_mean']:.4f}); "
+                              f"with loss={self.cfg.loss.name} G's gradient may vanish: watch grad/G")
+
+    def evaluate(self, it: int) -> None:
+        self.monitor.phase("eval")
+        self.evaluation, curves = self.evaluator.run(self.gan.nets)
+        self.monitor.log_eval(it, self.evaluation, curves)
+        self.monitor.phase("train")
+        value = self.evaluation.get(self.best_tag)
+        if value is not None and evaluate.is_better(self.best_tag, value, self.state.best_value):
+            self.state.best_value = value
+            self.save("best.pt")
+
+    def save(self, name: str) -> None:
+        checkpoint.save(self.run_dir / "checkpoints" / name, self.state)
+
+    def finish(self) -> Dict[str, float]:
+        counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
+        return self.monitor.finish(hparams(self.cfg), counts, self.window, self.evaluation)
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None) -> Dict[str, float]:
     """Run Algorithm 1 as ``cfg`` says, writing everything into ``run_dir``; return the final figures."""
     run_dir = Path(run_dir)
-    cfg, state = checkpoint.resume_config(cfg, overrides)
-    validate(cfg)
+    cfg, saved = checkpoint.resume_config(cfg, overrides)
+    check(cfg)
     checkpoint.guard_run_dir(run_dir, cfg.resume)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = datasets.load(cfg.dataset, device)
     gan = GAN(cfg, data, device)
-    start = 0
-    fixed_z = datasets.noise(cfg.prior, cfg.n_samples * (1 if data.is_image else 16), cfg.z_dim, "cpu",
-                             generator=torch.Generator().manual_seed(cfg.seed))
-    if state is not None:
-        checkpoint.restore(state, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D, path=cfg.resume)
-        start, fixed_z = int(state["step"]), state["fixed_noise"]
-        log.info("resumed from %s at iteration %d", cfg.resume, start)
-    fixed_z = fixed_z.to(device)
-    evaluator = evaluate.Evaluator(cfg.eval, data, device, cfg.loss.name, cfg.prior, cfg.z_dim, seed=cfg.seed)
-    best_tag = evaluate.best_metric(cfg.eval.best_by, data)
-    best_value = state.get("best_value") if state is not None else None
-    dirac = cfg.arch.name == "dirac"
-    if dirac:  # (theta, psi) after every iteration, kept on the device
-        trajectory = torch.empty(cfg.steps - start + 1, 2, device=device)
-        trajectory[0] = models.dirac_point(gan.G, gan.D)
-    log.info("%s | G %s params, D %s params | %s | run dir %s", " ".join(f"{k}={v}" for k, v in _hparams(cfg).items()),
-             f"{models.count_parameters(gan.G):,}", f"{models.count_parameters(gan.D):,}", device, run_dir)
-
-    monitor = Monitor(run_dir, total=cfg.steps, start=start, console=console, theory=data.has_density)
-    for name, text in evaluator.protocol().items():
-        log.info("protocol (%s): %s", name, text)
-    config_plain = OmegaConf.to_container(cfg, resolve=True)
-    scheduled = optim.has_schedule(cfg.optimizer)
-    opt_cfg = SimpleNamespace(**OmegaConf.to_container(cfg.optimizer))  # read every step when scheduled
-    acc_d = torch.zeros(len(STATS_D), device=device)
-    acc_g = torch.zeros(len(STATS_G), device=device)
-    n_d = n_g = 0
-    last: Dict[str, float] = {}
-    last_eval: Dict[str, float] = {}
-    t_start = t_window = time.perf_counter()
-    step_window = start
-    aside = aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints (not training)
-    warned_dead = False
-    # plain locals for the loop: OmegaConf attribute access costs microseconds every time
-    m, k, steps, simultaneous = cfg.batch_size, cfg.k, cfg.steps, cfg.updates == "simultaneous"
-    log_every, sample_every, eval_every, ckpt_every = cfg.log_every, cfg.sample_every, cfg.eval_every, cfg.ckpt_every
-
-    def save(it: int, name: str = "last.pt") -> None:
-        checkpoint.save(run_dir / "checkpoints" / name, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
-                        step=it, d_updates=it * cfg.k, g_updates=it, config=config_plain, fixed_noise=fixed_z,
-                        best_value=best_value)
-
-    try:
-        for step in range(start, steps):
-            if scheduled:
-                optim.apply_schedule(opt_cfg, step, gan.opt_G, gan.opt_D)
-            if simultaneous:
-                stats_d, real, fake, stats_g = gan.simultaneous_step(m)
-                acc_d += stats_d
+    state = gan.state(cfg)
+    if saved is not None:
+        checkpoint.restore(saved, state, path=cfg.resume)
+        log.info("resumed from %s at iteration %d", cfg.resume, state.step)
+    state.fixed_noise = state.fixed_noise.to(device)
+    evaluator = evaluate.Evaluator(cfg, data, device)
+    monitor = Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density)
+    monitor.describe(hparams(cfg), {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
+                     device, evaluator.protocol())
+    schedule = optim.Schedule(cfg.optimizer)
+    stats = Stats(gan.nets, device, iterations=cfg.steps - state.step)
+    book = Bookkeeping(cfg, gan, state, schedule, evaluator, monitor, run_dir)
+    m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
+    with monitor:
+        for it in range(state.step + 1, cfg.steps + 1):
+            schedule.apply(it - 1, gan.opt_G, gan.opt_D)  # lr and momentum of this iteration (the paper's schedule)
+            # ---- Algorithm 1 (Goodfellow et al. 2014) -------------------------------------------------
+            if simultaneous:  # the authors' code: D and G stepped from the same parameters, one minibatch
+                stats.add(*gan.simultaneous_step(m))
             else:
-                for _ in range(k):
-                    stats_d, real, fake = gan.d_step(m)
-                    acc_d += stats_d
-                stats_g = gan.g_step(m)
-            acc_g += stats_g
-            n_d += 1 if simultaneous else k
-            n_g += 1
-            it = step + 1
-            if dirac:
-                trajectory[it - start] = models.dirac_point(gan.G, gan.D)
-            if it % log_every == 0 or it == steps:
-                window = [acc_d / n_d, acc_g / n_g] + ([trajectory[it - start].norm().view(1)] if dirac else [])
-                values = torch.cat(window).tolist()  # the one host sync per window
-                now = time.perf_counter()
-                last = dict(zip(STATS_D + STATS_G + (("theory/distance",) if dirac else ()), values))
-                last["perf/steps_per_s"] = (it - step_window) / max(now - t_window - aside_window, 1e-9)
-                if scheduled:
-                    last["optim/lr"] = optim.lr_at(opt_cfg, step)
-                    last["optim/momentum"] = optim.momentum_at(opt_cfg, step)
-                monitor.log_window(it, last, {"D/real": real, "D/fake": fake})
-                if not all(math.isfinite(v) for v in values):
-                    raise UserError(f"training diverged at iteration {it}: a loss or statistic is not finite "
-                                    f"({', '.join(k for k, v in last.items() if not math.isfinite(v))}); try a smaller optimizer.lr")
-                if not warned_dead and not gan.pair.critic and last["D/fake_mean"] < 0.01 and last["D/real_mean"] > 0.99:
-                    warned_dead = True
-                    monitor.warn(f"iteration {it}: D rejects nearly every fake (D(G(z)) = {last['D/fake_mean']:.4f}); "
-                                 f"with loss={cfg.loss.name} G's gradient may vanish: watch grad/G")
-                acc_d.zero_()
-                acc_g.zero_()
-                n_d = n_g = 0
-                t_window, step_window, aside_window = now, it, 0.0
-            t_aside = time.perf_counter()
-            if it % sample_every == 0 or it == steps:
-                monitor.samples(it, gan.sample(fixed_z), data)
-                if dirac:
-                    monitor.trajectory(it, trajectory[: it - start + 1], start)
-            if it % eval_every == 0 or it == steps:
-                monitor.phase("eval")
-                last_eval, curves = evaluator.run(gan.G, gan.D)
-                monitor.log_eval(it, last_eval, curves)
-                monitor.phase("train")
-                if best_tag in last_eval and evaluate.is_better(best_tag, last_eval[best_tag], best_value):
-                    best_value = last_eval[best_tag]
-                    save(it, "best.pt")
-            if it % ckpt_every == 0 or it == steps:
-                save(it)
-            spent = time.perf_counter() - t_aside
-            aside, aside_window = aside + spent, aside_window + spent
-            monitor.advance(it)
-        elapsed = time.perf_counter() - t_start
-        metrics: Dict[str, float] = {
-            "steps": cfg.steps, "d_updates": cfg.steps * (1 if cfg.updates == "simultaneous" else cfg.k),
-            "g_updates": cfg.steps, **{k: v for k, v in last.items() if k != "perf/steps_per_s"}, **last_eval,
-            "perf/steps_per_s": (cfg.steps - start) / max(elapsed - aside, 1e-9), "perf/aside_s": aside,
-            "wall_s": elapsed,
-        }
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        monitor.finish(_hparams(cfg), metrics)
-        return metrics
-    finally:
-        monitor.close()
+                for _ in range(k):  # for k steps: x ~ p_data, z ~ p_z; ascend D's stochastic gradient of V
+                    stats.add_d(gan.d_step(m))
+                stats.add_g(gan.g_step(m))  # z ~ p_z; descend G's stochastic gradient (its loss of the pair)
+            # ---- bookkeeping: counters, then logs / samples / evaluation / checkpoints when due ------------
+            state.count(d_updates=1 if simultaneous else k)
+            stats.end_iteration()
+            book.after(it, stats)
+        return book.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,11 +324,9 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
 
 def main() -> None:
     """Console entry point: check the command line, then hand over to Hydra."""
-    from . import cli
-
     register_configs()
     try:
-        cli.precheck(sys.argv[1:], config_dir())
+        precheck(sys.argv[1:], config_dir())
     except UserError as err:
         fail(err)
     _hydra_main()

@@ -22,8 +22,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gan_cli import data as datasets
-from gan_cli.config import register_configs, validate
-from gan_cli.train import GAN, config_dir, resolve_device
+from gan_cli.cli import check
+from gan_cli.config import register_configs, resolve_device
+from gan_cli.train import GAN, Stats, config_dir
 
 
 def sync(device: torch.device) -> None:
@@ -41,20 +42,19 @@ def main() -> None:
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
-    validate(cfg)
+    check(cfg)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = datasets.load(cfg.dataset, device)
     gan = GAN(cfg, data, device)
     m, k = cfg.batch_size, cfg.k
-    acc = torch.zeros(8, device=device)
+    stats = Stats(gan.nets, device, iterations=args.warmup + args.iters)
 
-    def iteration() -> None:
-        nonlocal acc
+    def iteration() -> None:  # Algorithm 1 as gan-train runs it (alternating updates)
         for _ in range(k):
-            stats_d, _, _ = gan.d_step(m)
-            acc[:6] += stats_d
-        acc[6:] += gan.g_step(m)
+            stats.add_d(gan.d_step(m))
+        stats.add_g(gan.g_step(m))
+        stats.end_iteration()
 
     for _ in range(args.warmup):
         iteration()
@@ -64,7 +64,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.iters):
         iteration()
-    acc.tolist()  # one host read, as gan-train does per log window
+    stats.read()  # one host read, as gan-train does per log window
     sync(device)
     elapsed = time.perf_counter() - start
 

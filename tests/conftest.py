@@ -1,4 +1,4 @@
-"""Shared fixtures: composed configs, the real CLI in a subprocess, tiny MNIST files."""
+"""Shared helpers: composed configs, the real commands in a subprocess, event files, tiny MNIST files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan_cli.config import register_configs
 from gan_cli.train import config_dir
@@ -19,6 +20,21 @@ from gan_cli.train import config_dir
 REPO = Path(__file__).resolve().parent.parent
 # small evaluations: the classifier trains for a few steps, few samples (tests check wiring, not values)
 QUICK_EVAL = ("eval.n_samples=300", "eval.classifier_steps=30", "eval.theory_samples=2000", "eval.mode_samples=500")
+# a 4-iteration CPU run of train(): two log windows, samples and a checkpoint at the end
+FAST = ("steps=4", "log_every=2", "sample_every=4", "ckpt_every=4", "batch_size=8", "device=cpu", *QUICK_EVAL)
+EVAL_FAST = (*FAST, "eval_every=2")  # the same, evaluated twice
+
+
+def choices_in_conf(group: str) -> set:
+    """The choices of a config group as users type them: the YAML files in conf/<group>/."""
+    return {p.stem for p in (Path(config_dir()) / group).glob("*.yaml")}
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    """Everything TensorBoard would read from a run directory."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    acc.Reload()
+    return acc
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,9 +71,10 @@ def run_cli(args, cwd=None, env_extra=None, module=False, timeout=300):
     return subprocess.run(exe + list(args), cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def cli():
-    return run_cli
+def run_eval(args, timeout=300):
+    """Run gan-eval for real; return the CompletedProcess."""
+    exe = str(Path(sys.executable).with_name("gan-eval"))
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

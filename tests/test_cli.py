@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan_cli.train import main
 
-from .conftest import QUICK_EVAL, REPO, run_cli
+from .conftest import QUICK_EVAL, REPO, events, run_cli
 
 SCALARS = {"loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/G", "grad/D",
            "perf/steps_per_s"}
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
-    acc.Reload()
-    return acc
 
 
 def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):

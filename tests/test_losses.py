@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gan_cli import losses
-from gan_cli.config import LOSSES
+from gan_cli.losses import PAIRS as LOSSES
 
 LN2 = math.log(2.0)
 

@@ -1,0 +1,39 @@
+"""gan-eval, the real command: a saved run measured offline, and its bad input."""
+
+import json
+
+import pytest
+
+from gan_cli.train import train
+
+from .conftest import EVAL_FAST, events, run_cli, run_eval
+
+
+def test_cli_theory_tags_and_gan_eval(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["experiment=figure1", "steps=40", "log_every=20", "eval_every=20", "sample_every=40",
+                    "eval.theory_samples=5000", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr
+    tags = events(run).Tags()
+    assert {"theory/value", "theory/jsd", "theory/d_star_mse", "theory/optimum"} <= set(tags["scalars"])
+    assert "theory/figure1" in tags["images"]
+    proc = run_eval([str(run), "--samples", "200", "eval.theory_samples=5000"])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((run / "checkpoints" / "eval.json").read_text())
+    assert report["step"] == 40 and "theory/jsd" in report["metrics"] and "theory" in report["protocol"]
+    assert (run / "checkpoints" / "samples.png").stat().st_size > 0
+    assert "theory/jsd" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["no-checkpoint", "other-arch", "bad-override"])
+def test_gan_eval_bad_input(tmp_path, make_cfg, case):
+    if case == "no-checkpoint":
+        args, named = [str(tmp_path)], str(tmp_path)
+    else:
+        train(make_cfg(*EVAL_FAST), tmp_path / "run")
+        bad = "arch=maxout" if case == "other-arch" else "eval.nonsense=1"
+        args, named = [str(tmp_path / "run"), bad.replace("arch=maxout", "arch.name=maxout")], "checkpoint" if case == "other-arch" else "eval.nonsense"
+    proc = run_eval(args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr
+

@@ -1,0 +1,35 @@
+"""Networks per architecture: the paper's maxout nets, dcgan shapes, the Dirac game, the registry."""
+
+import pytest
+import torch
+
+from gan_cli import data as datasets, models
+from gan_cli.config import UserError
+
+from .conftest import choices_in_conf
+
+
+def test_dcgan_builds_for_cifar_sized_images():
+    fake = datasets.Data(name="cifar10", train=torch.rand(10, 3, 32, 32), shape=(3, 32, 32))
+    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_hidden=0.0, g_init_range=0,
+                             d_init_range=0, g_output_bias_from_data=False))
+    G, D = models.build(arch, fake, 16)
+    x = G(torch.randn(4, 16))
+    assert x.shape == (4, 3, 32, 32) and D(x).shape == (4,)
+
+
+def test_paper_maxout_networks(make_cfg):
+    cfg = make_cfg("arch=maxout")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    G, D = models.build(cfg.arch, data, 100)
+    first = G.body[0]
+    assert first.weight.abs().max() <= 0.05 and first.out_features == 1200
+    maxouts = [m for m in D.modules() if isinstance(m, models.Maxout)]
+    assert [(m.units, m.pieces) for m in maxouts] == [(240, 5), (240, 5)]
+    assert max(m.linear.weight.abs().max().item() for m in maxouts) <= 0.005
+    dropouts = [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts[0] == pytest.approx(0.2) and 0.5 in dropouts
+    # output bias = logit of the pixel means: sigmoid(bias) reproduces them
+    means = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(torch.sigmoid(G.body[-1].bias), means, atol=1e-5)
+
