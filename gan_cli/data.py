@@ -35,10 +35,14 @@ class Data:
     std: float = 0.0  # toy sets: std of every component
 
     def to(self, device) -> "Data":
-        """The same dataset with every tensor on ``device``."""
-        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
-                 if isinstance(getattr(self, f.name), torch.Tensor)}
-        return dataclasses.replace(self, **moved)
+        """The same dataset with every tensor on ``device`` (a tensor shared by two splits stays shared)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        moved: dict = {}
+        for t in tensors.values():
+            if id(t) not in moved:
+                moved[id(t)] = t.to(device)
+        return dataclasses.replace(self, **{name: moved[id(t)] for name, t in tensors.items()})
 
     @property
     def is_image(self) -> bool:

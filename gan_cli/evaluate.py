@@ -187,7 +187,7 @@ def _modes_protocol(ev: Evaluator) -> str:
 def _parzen_protocol(ev: Evaluator) -> str:
     return (f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) by the first "
             "1,000 validation images, mean +- std/sqrt(N) on the test split"
-            + (" (digits: the 297 held-out images are both)" if ev.data.name == "digits" else ""))
+            + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)" if ev.data.val is ev.data.test else ""))
 
 
 def _features_protocol(ev: Evaluator) -> str:

@@ -40,3 +40,61 @@ def test_checkpoint_of_other_networks_is_a_user_error(make_cfg, tmp_path):
     with pytest.raises(UserError, match="does not fit"):
         checkpoint.restore(state, gan.state(cfg), path="x.pt")
 
+
+
+def test_save_and_restore_round_trip_everything(make_cfg, tmp_path):
+    cfg = make_cfg("device=cpu", "arch.g_hidden=16", "arch.d_hidden=8", "optimizer=adam")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    gan = GAN(cfg, data, torch.device("cpu"))
+    for _ in range(3):  # optimizer states that are not their initial ones
+        gan.d_step(8)
+        gan.g_step(8)
+    state = gan.state(cfg)
+    state.step, state.d_updates, state.g_updates, state.best_value = 3, 3, 3, 0.25
+    checkpoint.save(tmp_path / "x.pt", state)
+    expected_draw = torch.rand(5)  # the random stream right after the save
+    fresh = GAN(cfg, data, torch.device("cpu")).state(cfg)
+    checkpoint.restore(checkpoint.load(tmp_path / "x.pt"), fresh, path="x.pt")
+    assert (fresh.step, fresh.d_updates, fresh.g_updates, fresh.best_value) == (3, 3, 3, 0.25)
+    assert torch.equal(fresh.fixed_noise, state.fixed_noise) and torch.equal(torch.rand(5), expected_draw)
+    for net in ("G", "D"):
+        ours, theirs = getattr(state, net).state_dict(), getattr(fresh, net).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    adam = fresh.opt_D.state_dict()["state"][0]
+    assert torch.equal(adam["exp_avg"], state.opt_D.state_dict()["state"][0]["exp_avg"])
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, then renamed
+
+
+def test_the_format_is_checked_on_load(make_cfg, tmp_path):
+    train(make_cfg(*FAST), tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["format"] == checkpoint.FORMAT
+    saved["format"] = checkpoint.FORMAT + 1
+    torch.save(saved, tmp_path / "future.pt")
+    with pytest.raises(UserError, match=f"resume={tmp_path / 'future.pt'} has checkpoint format {checkpoint.FORMAT + 1}; "
+                                        f"this gan-cli reads format {checkpoint.FORMAT}"):
+        checkpoint.load(tmp_path / "future.pt")
+    torch.save({"G": {}}, tmp_path / "partial.pt")
+    with pytest.raises(UserError, match="is not a gan-cli checkpoint: it lacks D, config"):
+        checkpoint.load(tmp_path / "partial.pt", label="")
+
+
+def test_find_is_where_resume_and_gan_eval_look(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(*FAST, "eval_every=2", "dataset=ring"), run)  # ring: best.pt by theory/jsd
+    assert checkpoint.find(str(run)) == run / "checkpoints" / "last.pt"
+    assert checkpoint.find(str(run), best=True) == run / "checkpoints" / "best.pt"
+    assert checkpoint.find(str(run / "checkpoints")) == run / "checkpoints" / "last.pt"
+    assert checkpoint.find(str(run / "checkpoints" / "best.pt")) == run / "checkpoints" / "best.pt"
+    with pytest.raises(UserError, match=f"^resume={tmp_path} holds no checkpoint"):
+        checkpoint.find(str(tmp_path))
+    with pytest.raises(UserError, match=f"^{tmp_path / 'nowhere'}: no such checkpoint file or run directory"):
+        checkpoint.find(str(tmp_path / "nowhere"), label="")
+
+
+@pytest.mark.parametrize("extra,d_updates", [(("k=3",), 12), (("updates=simultaneous",), 4)])
+def test_counters_count_the_updates_made(make_cfg, tmp_path, extra, d_updates):
+    metrics = train(make_cfg(*FAST, *extra), tmp_path)
+    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert (saved["step"], saved["d_updates"], saved["g_updates"]) == (4, d_updates, 4)
+    assert (metrics["d_updates"], metrics["g_updates"]) == (d_updates, 4)

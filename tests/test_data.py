@@ -32,3 +32,39 @@ def test_noise_priors_have_unit_variance():
     assert u.abs().max() <= math.sqrt(3) and u.var().item() == pytest.approx(1.0, abs=0.03)
     assert datasets.noise("normal", 20000, 10, "cpu").var().item() == pytest.approx(1.0, abs=0.03)
 
+
+
+def test_every_dataset_choice_has_a_loader_and_a_yaml():
+    assert set(datasets.DATASETS) == choices_in_conf("dataset")
+
+
+def test_an_unknown_dataset_names_the_choices():
+    with pytest.raises(UserError, match="dataset=nope is not a dataset; choose one of: digits, mnist"):
+        datasets.spec("nope")
+
+
+@pytest.mark.parametrize("name", sorted(datasets.DATASETS))
+def test_registry_facts_match_the_loaded_data(make_cfg, tiny_mnist, name):
+    entry = datasets.DATASETS[name]
+    if name == "cifar10":  # torchvision checks CIFAR's md5 sums: no tiny stand-in files
+        assert entry.files is not None and entry.dim is None and entry.families == ("image",)
+        return
+    data = datasets.load(make_cfg(f"dataset={name}", f"dataset.root={tiny_mnist}").dataset, torch.device("cpu"))
+    assert data.name == name and data.is_image == (entry.dim is None)
+    assert ("image" in entry.families) == data.is_image and ("density" in entry.families) == data.has_density
+    if entry.dim is not None:
+        assert data.dim == entry.dim and data.sample(5).shape == (5, entry.dim)
+        assert math.isclose(data.weights.sum().item(), 1.0, rel_tol=1e-6)
+
+
+def test_moving_data_keeps_shared_splits_shared(make_cfg):
+    data = datasets.load(make_cfg("dataset=digits").dataset, torch.device("cpu"))
+    assert data.val is data.test  # digits: the 297 held-out images validate and test
+    moved = data.to("meta")
+    assert moved.train.device.type == "meta" and moved.val is moved.test and moved.val is not data.val
+
+
+def test_a_missing_image_folder_names_the_file_to_put_there(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
+        datasets.check_available(make_cfg("dataset=fashion_mnist", f"dataset.root={tmp_path}").dataset)
+    datasets.check_available(make_cfg("dataset=ring").dataset)  # nothing to look for

@@ -119,3 +119,48 @@ def test_a_diverged_generator_skips_evaluation(make_cfg):
     nn.init.constant_(nan_g[0].bias, float("nan"))
     assert ev.run(Nets(nan_g, ConstantD())) == ({}, None)
 
+
+
+def test_every_figure_an_evaluation_writes_is_in_the_table_of_facts(make_cfg, tmp_path):
+    known = {tag for m in evaluate.METRICS for tag in m.tags}
+    for name, extra in (("ring", ("dataset=ring",)), ("digits", ()), ("dirac", ("experiment=dirac", "steps=4"))):
+        metrics = train(make_cfg(*EVAL_FAST, *extra, f"eval.cache_dir={tmp_path / 'cache'}"), tmp_path / name)
+        written = {k for k in metrics if k.startswith(("eval/", "theory/"))}
+        assert written and written <= known, (name, written - known)
+
+
+@pytest.mark.parametrize("overrides,auto", [
+    ((), "eval/fid"), (("dataset=ring",), "theory/jsd"), (("experiment=figure1",), "theory/jsd"),
+    (("experiment=dirac",), "theory/distance"), (("dataset=mixture1d", "arch=dirac"), "theory/jsd"),
+    (("dataset=dirac",), None),  # a point mass with an ordinary G: nothing to rank by
+])
+def test_best_by_auto_follows_the_table(make_cfg, overrides, auto):
+    cfg = make_cfg(*overrides)
+    assert evaluate.best_metric("auto", evaluate.families(cfg)) == auto
+    assert evaluate.best_metric("eval/recall", evaluate.families(cfg)) == "eval/recall"
+
+
+def test_what_can_rank_runs_depends_on_the_data_and_the_loss(make_cfg):
+    assert evaluate.rankable(evaluate.families(make_cfg()), True) == (
+        "eval/parzen_ll", "eval/fid", "eval/kid", "eval/precision", "eval/recall")
+    ring = evaluate.families(make_cfg("dataset=ring"))
+    assert "theory/value" in evaluate.rankable(ring, True) and "theory/value" not in evaluate.rankable(ring, False)
+    evaluate.check(make_cfg("dataset=ring", "eval.best_by=eval/modes_covered"))
+    with pytest.raises(UserError, match="eval.best_by=theory/d_star_mse is not measured on dataset=ring with loss=hinge"):
+        evaluate.check(make_cfg("dataset=ring", "loss=hinge", "eval.best_by=theory/d_star_mse"))
+
+
+def test_better_goes_the_way_the_table_says():
+    assert evaluate.is_better("eval/parzen_ll", 2.0, 1.0) and not evaluate.is_better("eval/fid", 2.0, 1.0)
+    assert evaluate.is_better("eval/modes_covered", 8, 7) and evaluate.is_better("theory/jsd", 0.1, 0.2)
+    assert evaluate.is_better("eval/fid", 5.0, None) and not evaluate.is_better("eval/fid", math.nan, None)
+
+
+def test_protocol_texts_name_how_each_family_was_measured(make_cfg):
+    cfg = make_cfg("dataset=ring")
+    ev = evaluate.Evaluator(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    assert set(ev.protocol()) == {"theory", "modes"} and "2500 samples" in ev.protocol()["modes"]
+    cfg = make_cfg()
+    ev = evaluate.Evaluator(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    assert set(ev.protocol()) == {"parzen", "features"}
+    assert ev.protocol()["parzen"].endswith("(digits: the 297 held-out images are both)")

@@ -7,7 +7,10 @@ import torch
 from omegaconf import OmegaConf
 
 from gan_cli import losses
+from gan_cli.config import UserError
 from gan_cli.losses import PAIRS as LOSSES
+
+from .conftest import choices_in_conf
 
 LN2 = math.log(2.0)
 
@@ -110,3 +113,20 @@ def test_gradient_penalty_one_epsilon_per_sample():
     x_hat = seen["x_hat"].flatten(1)
     assert torch.allclose(x_hat, x_hat[:, :1].expand_as(x_hat))  # constant within each sample
     assert x_hat[:, 0].unique().numel() == 6  # different across samples
+
+
+def test_every_loss_choice_has_a_pair_and_a_yaml():
+    assert set(LOSSES) == choices_in_conf("loss")
+
+
+def test_what_each_pair_says_about_d():
+    # the cross-entropy D losses make sigma(a) an estimate of p_data / (p_data + p_g)
+    assert {name for name in LOSSES if pair(name).probability} == {"minimax", "nonsaturating", "maximum_likelihood"}
+    assert {name for name in LOSSES if pair(name).critic} == {"wasserstein_gp"}
+    assert pair("wasserstein_gp").gp_weight == 10.0 and pair("hinge").gp_weight == 0.0
+    assert pair("nonsaturating", d_scale=0.5).d_scale == 0.5
+
+
+def test_an_unknown_loss_names_the_choices():
+    with pytest.raises(UserError, match="loss=nope is not a loss; choose one of: minimax, nonsaturating"):
+        pair("nope")

@@ -33,3 +33,39 @@ def test_paper_maxout_networks(make_cfg):
     means = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
     assert torch.allclose(torch.sigmoid(G.body[-1].bias), means, atol=1e-5)
 
+
+
+def test_every_arch_choice_has_a_builder_and_a_yaml():
+    assert set(models.ARCHS) == choices_in_conf("arch")
+
+
+@pytest.mark.parametrize("arch,dataset,message", [
+    ("nope", "digits", "arch=nope is not an architecture; choose one of: mlp"),
+    ("dcgan", "ring", "arch=dcgan is convolutional and needs an image dataset, but dataset=ring"),
+    ("dirac", "ring", "arch=dirac needs 1-D data, but dataset=ring"),
+    ("dirac", "digits", "arch=dirac needs 1-D data"),
+])
+def test_an_arch_that_does_not_fit_is_named(arch, dataset, message):
+    entry = datasets.DATASETS[dataset]
+    with pytest.raises(UserError, match=message):
+        models.check(arch, dataset, is_image=entry.dim is None, dim=entry.dim)
+
+
+def test_fitting_archs_pass_the_check():
+    models.check("dirac", "mixture1d", is_image=False, dim=1)
+    models.check("dcgan", "digits", is_image=True, dim=None)
+    models.check("mlp", "ring", is_image=False, dim=2)
+
+
+def test_the_dirac_game_exposes_its_point_and_others_have_none(make_cfg):
+    cfg = make_cfg("experiment=dirac")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    nets = models.build(cfg.arch, data, cfg.z_dim)
+    G, D = nets  # a Nets unpacks into the two networks
+    assert nets.has_point and nets.point().tolist() == [cfg.arch.theta0, cfg.arch.psi0]
+    assert G(torch.zeros(3, 1)).tolist() == [[1.0]] * 3 and D(torch.ones(2, 1)).tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        G.body.theta.fill_(0.25)
+    assert nets.point().tolist() == [0.25, 1.0]
+    mlp = models.build(make_cfg().arch, datasets.load(make_cfg().dataset, torch.device("cpu")), 100)
+    assert not mlp.has_point and mlp.point() is None

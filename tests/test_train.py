@@ -8,7 +8,7 @@ import torch
 
 from gan_cli import checkpoint, data as datasets
 from gan_cli.config import UserError
-from gan_cli.train import GAN, Stats, train
+from gan_cli.train import GAN, DStep, Stats, train
 
 from .conftest import FAST, QUICK_EVAL
 
@@ -155,3 +155,34 @@ def test_minimax_saturates_where_nonsaturating_does_not(make_cfg):
         norms[loss] = gan.g_step(64)[1].item()
     assert norms["minimax"] < 0.05 * norms["nonsaturating"], norms
 
+
+
+def test_stats_average_each_window_and_start_over(make_cfg):
+    cfg = make_cfg("device=cpu")
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    stats = Stats(gan.nets, torch.device("cpu"), iterations=10)
+    scores = torch.tensor([0.5, 0.25])
+    for i in range(1, 4):
+        stats.add_d(DStep(torch.full((6,), float(i)), scores, 1 - scores))
+        stats.add_g(torch.tensor([10.0 * i, 1.0]))
+        stats.end_iteration()
+    window = stats.read()
+    assert list(window) == list(Stats.D_TAGS + Stats.G_TAGS)
+    assert window["loss/D"] == 2.0 and window["grad/D"] == 2.0 and window["loss/G"] == 20.0
+    assert torch.equal(stats.histograms()["D/fake"], 1 - scores) and stats.path() is None
+    stats.add(DStep(torch.zeros(6), scores, scores), torch.zeros(2))
+    assert stats.read()["loss/D"] == 0.0  # a new window: the earlier sums are gone
+
+
+def test_stats_keep_the_path_of_a_game_with_a_point(make_cfg):
+    cfg = make_cfg("experiment=dirac", "device=cpu")
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    stats = Stats(gan.nets, torch.device("cpu"), iterations=5)
+    for _ in range(5):
+        stats.add_d(gan.d_step(8))
+        stats.add_g(gan.g_step(8))
+        stats.end_iteration()
+    path = stats.path()
+    assert path.shape == (6, 2) and path[0].tolist() == [1.0, 1.0]
+    assert torch.equal(path[-1], gan.nets.point())
+    assert stats.read()["theory/distance"] == pytest.approx(gan.nets.point().norm().item())

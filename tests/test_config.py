@@ -1,0 +1,38 @@
+"""The schemas' range checks, the choice helper and the device knob."""
+
+import pytest
+import torch
+
+from gan_cli.config import UserError, choose, resolve_device, validate
+
+
+def test_choose_names_the_choices():
+    assert choose({"a": 1, "b": 2}, "b", "thing", "a thing") == 2
+    with pytest.raises(UserError, match="^thing=c is not a thing; choose one of: a, b$"):
+        choose({"a": 1, "b": 2}, "c", "thing", "a thing")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("k=0", "k=0 is not allowed: k must be an integer >= 1"),
+    ("optimizer.momentum=1.0", "optimizer.momentum=1.0 is not allowed: momentum must be in"),
+    ("arch.d_dropout_hidden=1.0", "arch.d_dropout_hidden=1.0 is not allowed"),
+    ("eval.theory_samples=0", "eval.theory_samples=0 is not allowed"),
+    ("dataset.std=0", "dataset.std=0.0 is not allowed"),
+    ("prior=cauchy", "prior=cauchy is not allowed: choose one of uniform, normal"),
+])
+def test_validate_names_the_value_and_the_range(make_cfg, override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        validate(make_cfg(override))
+
+
+def test_the_defaults_and_every_preset_validate(make_cfg):
+    for overrides in ((), ("experiment=paper_mnist",), ("experiment=ring",), ("experiment=figure1",), ("experiment=dirac",)):
+        validate(make_cfg(*overrides))
+
+
+def test_device_auto_is_the_gpu_when_there_is_one():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="device=cuda but no CUDA GPU"):
+            resolve_device("cuda")

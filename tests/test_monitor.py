@@ -1,0 +1,58 @@
+"""The monitor: the clock, metrics.json and the tables of both commands, gan-eval's report files."""
+
+import io
+import json
+import time
+
+import torch
+from rich.console import Console
+
+from gan_cli import data as datasets, monitor
+from gan_cli.monitor import Monitor
+
+from .conftest import events
+
+
+def test_time_aside_is_left_out_of_the_training_rate(tmp_path):
+    with Monitor(tmp_path, total=20, start=0, console=Console(file=io.StringIO())) as mon:
+        with mon.aside():
+            time.sleep(0.5)
+        window = mon.log_window(10, {"loss/D": 1.0}, {"D/real": torch.rand(8)})
+        assert mon.aside_s >= 0.5
+        assert window["perf/steps_per_s"] > 10 / 0.25, "the half second aside was counted as training"
+    assert [e.step for e in events(tmp_path).Scalars("perf/steps_per_s")] == [10]
+
+
+def test_finish_writes_metrics_json_and_the_table(tmp_path):
+    out = io.StringIO()
+    with Monitor(tmp_path, total=8, start=4, console=Console(file=out, width=120)) as mon:
+        window = mon.log_window(8, {"loss/D": 1.25, "loss/G": 0.5}, {})
+        metrics = mon.finish({"loss": "minimax", "k": 2}, {"steps": 8, "d_updates": 16, "g_updates": 8}, window,
+                             {"eval/fid": 3.5})
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    assert list(saved)[:6] == ["steps", "d_updates", "g_updates", "loss/D", "loss/G", "eval/fid"]
+    assert saved["perf/steps_per_s"] > 0 and saved["wall_s"] >= saved["perf/aside_s"] >= 0
+    assert "gan-train: final figures" in out.getvalue() and f"tensorboard --logdir {tmp_path}" in out.getvalue()
+    assert events(tmp_path).PluginTagToContent("hparams")
+
+
+def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir()
+    report = {"checkpoint": str(ckpt), "step": 7, "dataset": "ring", "metrics": {"theory/jsd": 0.125},
+              "protocol": {"theory": "how it was measured"}}
+    out = io.StringIO()
+    monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
+    assert json.loads((ckpt.parent / "eval.json").read_text()) == report
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("theory/jsd")] == [(7, 0.125)]
+    assert "theory/jsd" in out.getvalue() and "how it was measured" in out.getvalue()
+
+
+def test_sample_files_for_images_and_points(make_cfg, tmp_path):
+    digits = datasets.load(make_cfg().dataset, torch.device("cpu"))
+    monitor.save_samples(tmp_path / "grid.png", torch.rand(16, 1, 8, 8), digits)
+    ring = datasets.load(make_cfg("dataset=ring").dataset, torch.device("cpu"))
+    monitor.save_samples(tmp_path / "ring.png", ring.sample(200), ring)
+    for name in ("grid.png", "ring.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
