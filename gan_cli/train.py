@@ -218,13 +218,15 @@ class Bookkeeping:
         last = it == self.steps
         if it % self.log_every == 0 or last:
             self.log(it, stats)
-        with self.monitor.aside():
-            if it % self.sample_every == 0 or last:
-                self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, stats.path())
-            if it % self.eval_every == 0 or last:
-                self.evaluate(it)
-            if it % self.ckpt_every == 0 or last:
-                self.save("last.pt")
+        sample, evaluation, save = (last or it % every == 0 for every in (self.sample_every, self.eval_every, self.ckpt_every))
+        if sample or evaluation or save:
+            with self.monitor.aside():
+                if sample:
+                    self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, stats.path())
+                if evaluation:
+                    self.evaluate(it)
+                if save:
+                    self.save("last.pt")
         self.monitor.advance(it)
 
     def log(self, it: int, stats: Stats) -> None:
