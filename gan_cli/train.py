@@ -279,7 +279,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     monitor.describe(hparams(cfg), {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
                      device, evaluator.protocol())
     schedule = optim.Schedule(cfg.optimizer)
-    stats = Stats(gan.nets, device, iterations=cfg.steps - state.step)
+    stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
     book = Bookkeeping(cfg, gan, state, schedule, evaluator, monitor, run_dir)
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
     with monitor:
