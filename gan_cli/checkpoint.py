@@ -41,6 +41,7 @@ class State:
     d_updates: int = 0  # D updates done (k per iteration, or 1 with updates=simultaneous)
     g_updates: int = 0
     best_value: Optional[float] = None  # of eval.best_by so far (best.pt keeps the run's best)
+    window: Optional[Dict[str, Any]] = None  # the statistics of the log window not yet logged (train.Stats)
 
     def count(self, d_updates: int) -> None:
         """One more iteration of Algorithm 1, with ``d_updates`` D updates and one G update."""
@@ -49,8 +50,16 @@ class State:
         self.g_updates += 1
 
 
-def save(path: Path, state: State) -> None:
-    """Write atomically (temp file + rename): an interrupted save never leaves a broken file."""
+def rng_state() -> Dict[str, Any]:
+    """The random number generators' states now (CPU, and every CUDA device)."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None:
+    """Write atomically (temp file + rename): an interrupted save never leaves a broken file.
+
+    ``rng``: the generators' states to record (default: now), so that work done between the training
+    and the save (samples, evaluation) cannot change what a resumed run draws."""
     saved = {
         "format": FORMAT,
         "G": state.G.state_dict(),
@@ -60,13 +69,11 @@ def save(path: Path, state: State) -> None:
         "step": state.step,
         "d_updates": state.d_updates,
         "g_updates": state.g_updates,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
+        "rng": rng or rng_state(),
         "fixed_noise": state.fixed_noise.detach().cpu(),
         "config": state.config,
         "best_value": state.best_value,
+        "window": state.window,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +132,7 @@ def restore(saved: Dict[str, Any], state: State, path: str) -> None:
     state.d_updates, state.g_updates = int(saved.get("d_updates", 0)), int(saved.get("g_updates", state.step))
     state.fixed_noise = saved.get("fixed_noise", state.fixed_noise)
     state.best_value = saved.get("best_value")
+    state.window = saved.get("window")
     torch.set_rng_state(saved["rng"]["torch"])
     if saved["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])

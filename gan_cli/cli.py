@@ -9,23 +9,31 @@ Sweeps (``k=1,5``) are checked one value at a time.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import itertools
+import typing
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
-from hydra import compose, initialize_config_dir
+from hydra import compose as compose_hydra, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from . import checkpoint, data, evaluate, losses, models, optim
-from .config import GROUPS, UserError, resolve_device, validate
+from .config import GROUPS, TrainConfig, UserError, resolve_device, validate
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
                "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--experimental-rerun"}
 _VALUE_FLAGS = {"--package", "-p"}
+_OTHER_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve"}
+# settings that hold a path: written as the tool prints them, even with '=' or ',' in a run's name
+PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def _overrides(argv: Sequence[str]) -> List[str]:
@@ -54,9 +62,9 @@ def _explain(err: Exception, overrides: List[str]) -> str:
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
     key = getattr(cause, "full_key", None) or ""
     given = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
-    if isinstance(cause, ConfigKeyError) or "Could not override" in str(err):
-        bad = given or next((o for o in overrides if f"'{o.partition('=')[0]}'" in str(err)), key)
-        return f"{bad}: no such setting; `gan-train --cfg job` lists them all (a new key needs a leading +)"
+    if isinstance(cause, ConfigKeyError) or "Could not override" in str(err) or "Could not append" in str(err):
+        bad = given or next((o for o in overrides if f"'{o.lstrip('+~').partition('=')[0]}'" in str(err)), key)
+        return unknown_key(bad)
     if isinstance(cause, ValidationError) and given:
         return f"{given} is not allowed: {_first_line(cause)}"
     return _first_line(cause or err)
@@ -73,6 +81,91 @@ def check(cfg) -> None:
     evaluate.check(cfg)
 
 
+def _known_keys() -> List[str]:
+    """Every setting's dotted name (group names included), from the schema's dataclasses."""
+    def walk(cls, prefix: str) -> List[str]:
+        keys, types = [], typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            nested = types[f.name] if dataclasses.is_dataclass(types[f.name]) else None
+            keys += [prefix + f.name] + (walk(nested, f"{prefix}{f.name}.") if nested else [])
+        return keys
+
+    return walk(TrainConfig, "") + ["experiment"]
+
+
+def unknown_key(override: str) -> str:
+    """The message for a key that is not a setting, with the nearest setting it may mean."""
+    key, _, value = override.lstrip("+~").partition("=")
+    known = _known_keys()
+    ends = [k for k in known if k.endswith("." + key)]
+    near = ends[:3] or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {' or '.join(f'{k}={value}' for k in near)}? " if near else ""
+    return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
+
+
+def _flatten(node, prefix: str = "") -> List[str]:
+    out = []
+    for key, value in node.items():
+        out += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+def chosen(conf_dir: str, overrides: Sequence[str]) -> set:
+    """The settings the command line chose, and those its experiment preset chose (a group choice
+    counts as its group's name): a loss's recipe leaves all of them alone."""
+    keys = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    experiment = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith("experiment=")), None)
+    preset = Path(conf_dir) / "experiment" / f"{experiment}.yaml"
+    if experiment and preset.is_file():
+        body = OmegaConf.to_container(OmegaConf.load(preset))
+        for entry in body.pop("defaults", []):
+            if isinstance(entry, dict):
+                keys |= {k.split()[-1].strip("/") for k in entry}
+        keys |= set(_flatten(body))
+    return keys
+
+
+def apply_recipe(cfg, conf_dir: str, overrides: Sequence[str]) -> dict:
+    """Apply ``loss.recipe`` (the settings the loss's paper trains with) wherever the user and the
+    experiment preset chose nothing; returns what it set. A recipe's group choice (``optimizer:
+    adam``) brings that option's YAML; its dotted settings apply while that choice stands."""
+    recipe = OmegaConf.to_container(cfg.loss.recipe) if cfg.loss.get("recipe") else {}
+    if not recipe or cfg.resume:  # a resumed run keeps its checkpoint's config
+        return {}
+    set_keys, applied = chosen(conf_dir, overrides), {}
+    for key, value in recipe.items():
+        group = key.partition(".")[0]
+        if key in set_keys:
+            continue
+        if key in GROUPS:
+            schema = typing.get_type_hints(TrainConfig)[group]
+            node = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(Path(conf_dir) / group / f"{value}.yaml"))
+            kept = {k: OmegaConf.select(cfg, k) for k in set_keys if k.startswith(group + ".")}
+            cfg[group] = node
+            for k, v in kept.items():
+                OmegaConf.update(cfg, k, v)
+        elif group in GROUPS and recipe.get(group, cfg[group].name) != cfg[group].name:
+            continue  # a setting of the recipe's optimizer, and another optimizer was chosen
+        elif key == "k" and cfg.updates == "simultaneous":
+            continue  # k counts D updates per G update of alternating updates
+        else:
+            OmegaConf.update(cfg, key, value)
+        applied[key] = value
+    return applied
+
+
+def compose(conf_dir: str, overrides: Sequence[str]):
+    """The config gan-train runs for these overrides: Hydra's composition, then the loss's recipe."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose_hydra(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+    apply_recipe(cfg, conf_dir, overrides)
+    return cfg
+
+
 def _check_one(conf_dir: str, overrides: List[str]) -> None:
     """Compose one concrete command line and check everything that can be known before training."""
 
@@ -81,38 +174,103 @@ def _check_one(conf_dir: str, overrides: List[str]) -> None:
         key = key.lstrip("+~")
         if key in GROUPS + ("experiment",) and value not in _choices(conf_dir, key):
             raise UserError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(_choices(conf_dir, key))}")
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
+        cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
         raise UserError(_explain(err, overrides)) from None
-    finally:
-        GlobalHydra.instance().clear()
     cfg, _ = checkpoint.resume_config(cfg, overrides)
     check(cfg)
     data.check_available(cfg.dataset)
     resolve_device(cfg.device)
 
 
+def _flags(argv: Sequence[str]) -> None:
+    """GNU-style options (``--steps 10``) are not how Hydra takes settings: say what to type instead."""
+    known = set(_known_keys())
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") or arg in _OTHER_FLAGS | _VALUE_FLAGS or arg.split("=", 1)[0] in _INFO_FLAGS:
+            continue
+        name, sep, value = arg.lstrip("-").partition("=")
+        if not sep and i + 1 < len(argv) and "=" not in argv[i + 1] and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+        key = name.replace("-", "_")
+        if key in known:
+            raise UserError(f"{arg}: gan-train takes settings as key=value; use {key}={value or '...'}")
+        raise UserError(f"{arg} is not an option of gan-train; settings are key=value (e.g. steps=100), "
+                        "options are listed by gan-train --help")
+
+
+def quote_paths(argv: Sequence[str]) -> List[str]:
+    """Quote the value of a path setting that Hydra's grammar cannot read as it is (a run directory
+    named ``..._loss=minimax`` or ``0_k=1,loss=minimax``), so that the paths the tool prints work."""
+    parser, out = OverridesParser.create(), []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and value and value[0] not in "'\"":
+            try:
+                parser.parse_overrides([arg])
+            except HydraException:
+                arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        out.append(arg)
+    return out
+
+
+def _value(parsed, key: str) -> Optional[str]:
+    return next((str(o.value()) for o in parsed if o.get_key_element() == key), None)
+
+
+def resume_in_place(argv: Sequence[str]) -> List[str]:
+    """``resume=RUN`` continues in RUN's own directory (unless hydra.run.dir says otherwise): add that
+    directory, and keep the run's first .hydra/ files by writing this attempt's beside them."""
+    argv = list(argv)
+    if any(a in ("-m", "--multirun") for a in argv) or any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
+        return argv
+    try:
+        parsed = OverridesParser.create().parse_overrides(_overrides(argv))
+    except HydraException:
+        return argv  # precheck names the problem
+    resume = _value(parsed, "resume")
+    if not resume or _value(parsed, "hydra.run.dir") is not None:
+        return argv
+    ckpt = checkpoint.find(resume)
+    if ckpt.name != "last.pt" or ckpt.parent.name != "checkpoints":
+        return argv  # an earlier checkpoint (best.pt, a copy): a new run directory, so nothing later is lost
+    run_dir = str(ckpt.parent.parent).replace("'", "\\'")
+    return argv + [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"]
+
+
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
-    """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.)."""
+    """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.);
+    a sweep has every combination of its values checked before anything runs."""
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
-    overrides = [o for o in _overrides(argv) if not o.lstrip("+~").startswith("hydra")]
+    _flags(argv)
+    everything = _overrides(argv)
+    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    for o in overrides:
+        if o.startswith("+"):  # the settings are a closed schema: nothing to add
+            key = o.lstrip("+").partition("=")[0]
+            raise UserError(unknown_key(o) if key not in _known_keys() else f"{o}: {key} exists; set it with {o.lstrip('+')}")
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parser = OverridesParser.create()
+        parsed = parser.parse_overrides(overrides)
+        run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]), "hydra.run.dir")
     except HydraException as err:
         raise UserError(f"cannot read the command line: {_first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = [o for o in parsed if o.is_sweep_override()]
-    if not sweeps:
-        _check_one(conf_dir, fixed)
-    for o in sweeps:  # each value of each sweep once, the other overrides fixed
-        for value in o.sweep_string_iterator():
-            _check_one(conf_dir, fixed + [f"{o.get_key_element()}={value}"])
-    run_dir = next((o.partition("=")[2] for o in _overrides(argv) if o.startswith("hydra.run.dir=")), None)
+    sweeps = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
+    combos = [list(c) for c in itertools.product(*sweeps)]
+    invalid = []
+    for combo in combos:  # every job of a sweep (one when there is no sweep)
+        try:
+            _check_one(conf_dir, fixed + combo)
+        except UserError as err:
+            if not sweeps:
+                raise
+            invalid.append(f"[{' '.join(combo)}] {err}")
+    if invalid:
+        raise UserError(f"{len(invalid)} of the {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if run_dir and not multirun:
-        resume = next((o.partition("=")[2] for o in fixed if o.startswith("resume=")), None)
-        checkpoint.guard_run_dir(Path(run_dir), resume or None)
+        resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
+        checkpoint.guard_run_dir(Path(run_dir), resume)

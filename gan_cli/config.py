@@ -9,7 +9,7 @@ optim) checks its own choice names with :func:`choose`. Every failure surfaces a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -71,6 +71,8 @@ class LossConfig:
     gp_weight: float = 10.0  # wasserstein_gp: lambda of the gradient penalty
     max_logit: float = 20.0  # maximum_likelihood: logits are clamped here before exp
     d_scale: float = 1.0  # D minimizes d_scale x its loss (the authors' MNIST code: 0.5, the mean of two BCEs)
+    # the settings its paper trains with, applied where the command line and the preset chose nothing
+    recipe: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

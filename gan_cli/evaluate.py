@@ -59,19 +59,13 @@ class Evaluator:
     @torch.no_grad()
     def generate(self, G, n: int, batch: int = 5000) -> torch.Tensor:
         """n samples of G in eval mode (batch norm uses running statistics)."""
-        was_training = G.training
-        G.eval()
-        out = torch.cat([G(self._noise(min(batch, n - i))) for i in range(0, n, batch)])
-        G.train(was_training)
-        return out
+        with models.evaluating(G):
+            return torch.cat([G(self._noise(min(batch, n - i))) for i in range(0, n, batch)])
 
     @torch.no_grad()
     def _logits(self, D, x: torch.Tensor) -> torch.Tensor:
-        was_training = D.training
-        D.eval()  # no dropout: the discriminator as a function
-        out = torch.cat([D(b) for b in x.split(5000)])
-        D.train(was_training)
-        return out
+        with models.evaluating(D):  # no dropout: the discriminator as a function
+            return torch.cat([D(b) for b in x.split(5000)])
 
     def _generated_images(self, G) -> torch.Tensor:
         if self._images is None:

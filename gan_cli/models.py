@@ -7,7 +7,8 @@ A new architecture is a builder function, one entry in ARCHS and a YAML file in 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -214,6 +215,18 @@ def build(arch, data, z_dim: int) -> Nets:
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias.device))
     return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body), entry.point)
+
+
+@contextmanager
+def evaluating(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode for the block (no dropout; batch norm uses its running statistics), then
+    back in the mode it was in."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
 
 
 def count_parameters(module: nn.Module) -> int:

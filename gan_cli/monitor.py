@@ -152,21 +152,34 @@ def save_samples(path: Path, samples: torch.Tensor, data) -> None:
         figure_toy(samples.cpu(), data, f"{n} samples").savefig(path)
 
 
+def _new_dir(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name_2``, ``name_3`` ... : a directory no earlier call has used."""
+    path, n = parent / name, 1
+    while path.exists():
+        n += 1
+        path = parent / f"{name}_{n}"
+    path.mkdir(parents=True)
+    return path
+
+
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
-                console: Optional[Console] = None, samples_png: Optional[Path] = None) -> None:
-    """gan-eval's output: eval.json beside the checkpoint, the figures in the run's TensorBoard at
-    the checkpoint's iteration, and a table of the figures with their protocols on the console."""
+                console: Optional[Console] = None, samples_png: Optional[Path] = None) -> Path:
+    """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their
+    own (``<run>/gan-eval/<checkpoint>_<time>``, at the checkpoint's iteration: the run's own history is
+    never touched), and a table of the figures with their protocols. Returns that TensorBoard folder."""
     (ckpt.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    writer = SummaryWriter(log_dir=str(run_dir))
+    log_dir = _new_dir(run_dir / "gan-eval", f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    writer = SummaryWriter(log_dir=str(log_dir))
     write_eval(writer, report["step"], report["metrics"], curves)
     writer.close()
     console = console or Console()
     console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", report["metrics"]))
     for name, text in report["protocol"].items():
         console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
-    console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {samples_png}" if samples_png else ""),
-                  soft_wrap=True, highlight=False)
+    console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {samples_png}" if samples_png else "")
+                  + f"; TensorBoard run {log_dir}", soft_wrap=True, highlight=False)
+    return log_dir
 
 
 class Monitor:
@@ -178,7 +191,8 @@ class Monitor:
 
     def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False):
         self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
         if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor
             self.writer.add_custom_scalars({"theory": {
                 "V-hat <= C(G) = -log 4 + 2 JSD; minimum -log 4":
@@ -280,12 +294,13 @@ class Monitor:
 
     # -- end of run -----------------------------------------------------------------------------
     def finish(self, choices: Dict[str, object], counts: Dict[str, int], window: Dict[str, float],
-               evaluation: Dict[str, float]) -> Dict[str, float]:
-        """metrics.json, the hparams entry in the SAME run directory, the summary table and the
-        tensorboard line; returns the final figures."""
+               evaluation: Dict[str, float], status: str = "ok") -> Dict[str, Any]:
+        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the hparams entry in
+        the SAME run directory and, for a finished run, the summary table and the tensorboard line;
+        returns the final figures."""
         elapsed = time.perf_counter() - self.t_start
-        metrics: Dict[str, float] = {
-            **counts, **{k: v for k, v in window.items() if k != "perf/steps_per_s"}, **evaluation,
+        metrics: Dict[str, Any] = {
+            "status": status, **counts, **{k: v for k, v in window.items() if k != "perf/steps_per_s"}, **evaluation,
             "perf/steps_per_s": (counts["steps"] - self.start) / max(elapsed - self.aside_s, 1e-9),
             "perf/aside_s": self.aside_s, "wall_s": elapsed,
         }
@@ -293,12 +308,13 @@ class Monitor:
         if self.progress is not None:
             self.progress.stop()
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in {**choices, "status": status}.items()}
         self.writer.add_hparams(hp, {f"hparam/{k}": v for k, v in final.items() if "/" in k},
                                 run_name=".", global_step=int(metrics.get("steps", 0)))
         self.writer.flush()
-        self.console.print(_table("gan-train: final figures", metrics))
-        self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
+        if status == "ok":
+            self.console.print(_table("gan-train: final figures", metrics))
+            self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
         return metrics
 
     def close(self) -> None:

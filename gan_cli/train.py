@@ -21,190 +21,74 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Iterator, Optional
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, data as datasets, evaluate, losses, models, optim
-from .cli import check, precheck
+from . import checkpoint, data as datasets, evaluate, models, optim
+from .cli import apply_recipe, check, precheck, quote_paths, resume_in_place
 from .config import UserError, register_configs, resolve_device
 from .monitor import Monitor, hparams
+from .updates import GAN, Stats
 
 log = logging.getLogger("gan_cli")
 
 
-def _grad_norm(params) -> torch.Tensor:
-    """Global L2 norm of the gradients (on the device: no sync)."""
-    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGUSR1 stopped the run after a checkpoint; the exit code is 128 + signal."""
+
+    def __init__(self, signum: int, it: int, run_dir: Path):
+        self.code = 128 + signum
+        super().__init__(f"interrupted ({signal.Signals(signum).name}) at iteration {it}; continue with: "
+                         f"gan-train resume={run_dir}")
 
 
-class DStep(NamedTuple):
-    """What one D update reports: loss, mean/std of D(x) and D(G(z)), grad norm; and the scores."""
-
-    values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
-    real: torch.Tensor  # D(x) of the minibatch (for the histograms)
-    fake: torch.Tensor  # D(G(z)) of the minibatch
+class Diverged(UserError):
+    """A loss, a statistic or a parameter is no longer finite."""
 
 
-class GAN:
-    """G, D, their optimizers and the loss pair; one method per kind of update."""
+class StopRequest:
+    """SIGINT (Ctrl-C), SIGTERM (what a cluster sends first) and SIGUSR1 ask the loop to stop after
+    the current iteration; a second SIGINT aborts at once (KeyboardInterrupt)."""
 
-    def __init__(self, cfg, data: datasets.Data, device: torch.device):
-        self.data, self.device = data, device
-        self.nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
-        self.G, self.D = self.nets
-        self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
-        self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
-        self.pair = losses.get(cfg.loss)
-        self.prior, self.z_dim = cfg.prior, cfg.z_dim
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
-    def noise(self, m: int) -> torch.Tensor:
-        return datasets.noise(self.prior, m, self.z_dim, self.device)
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._before: Dict[int, Any] = {}
 
-    def score(self, a: torch.Tensor) -> torch.Tensor:
-        """What the D/ tags report: D = sigma(a), or the raw critic score for wasserstein_gp."""
-        a = a.detach()
-        return a if self.pair.critic else torch.sigmoid(a)
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
 
-    def _d_loss(self, x, fake, a_real, a_fake):
-        loss = self.pair.d(a_real, a_fake)
-        if self.pair.gp_weight > 0:
-            loss = loss + self.pair.gp_weight * losses.gradient_penalty(self.D, x, fake.detach())
-        return loss if self.pair.d_scale == 1.0 else self.pair.d_scale * loss
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._before = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
 
-    def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
-        real, fake = self.score(a_real), self.score(a_fake)
-        values = torch.stack([loss.detach(), real.mean(), real.std(), fake.mean(), fake.std(), grad_norm])
-        return DStep(values, real, fake)
-
-    def d_step(self, m: int) -> DStep:
-        """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
-        x, z = self.data.sample(m), self.noise(m)
-        with torch.no_grad():
-            fake = self.G(z)
-        a_real, a_fake = self.D(x), self.D(fake)
-        loss = self._d_loss(x, fake, a_real, a_fake)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _grad_norm(self.D.parameters())
-        self.opt_D.step()
-        return self._d_stats(loss, a_real, a_fake, grad_norm)
-
-    def g_step(self, m: int) -> torch.Tensor:
-        """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
-        self.D.requires_grad_(False)
-        loss = self.pair.g(self.D(self.G(self.noise(m))))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _grad_norm(self.G.parameters())
-        self.opt_G.step()
-        self.D.requires_grad_(True)
-        return torch.stack([loss.detach(), grad_norm])
-
-    def simultaneous_step(self, m: int):
-        """The authors' code: both gradients at the same parameters on ONE minibatch, both stepped."""
-        x, z = self.data.sample(m), self.noise(m)
-        fake = self.G(z)
-        a_real, a_fake = self.D(x), self.D(fake)
-        loss_d = self._d_loss(x, fake, a_real, a_fake)
-        loss_g = self.pair.g(a_fake)
-        d_params, g_params = list(self.D.parameters()), list(self.G.parameters())
-        d_grads = torch.autograd.grad(loss_d, d_params, retain_graph=True)
-        g_grads = torch.autograd.grad(loss_g, g_params)
-        for p, g in zip(d_params + g_params, d_grads + g_grads):
-            p.grad = g
-        d_norm, g_norm = _grad_norm(d_params), _grad_norm(g_params)
-        self.opt_D.step()
-        self.opt_G.step()
-        return self._d_stats(loss_d, a_real, a_fake, d_norm), torch.stack([loss_g.detach(), g_norm])
-
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) in eval mode (batch norm uses its running statistics), then back to train mode."""
-        self.G.eval()
-        out = self.G(z)
-        self.G.train()
-        return out
-
-    def state(self, cfg) -> checkpoint.State:
-        """A fresh checkpoint state: counters at 0, the config, the FIXED noise of the sample grids."""
-        fixed = datasets.noise(cfg.prior, cfg.n_samples * (1 if self.data.is_image else 16), cfg.z_dim, "cpu",
-                               generator=torch.Generator().manual_seed(cfg.seed))
-        return checkpoint.State(self.G, self.D, self.opt_G, self.opt_D, config=OmegaConf.to_container(cfg, resolve=True),
-                                fixed_noise=fixed)
-
-
-class Stats:
-    """Running sums of every update's statistics, on the device; ``read()`` is the one host sync of
-    a log window. For a game whose state is a point (models.Nets.point), its path is kept too."""
-
-    D_TAGS = ("loss/D", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D")
-    G_TAGS = ("loss/G", "grad/G")
-
-    def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
-        self.nets = nets
-        self.d = torch.zeros(len(self.D_TAGS), device=device)
-        self.g = torch.zeros(len(self.G_TAGS), device=device)
-        self.n_d = self.n_g = 0
-        self.last_d: Optional[DStep] = None
-        self.i = 0  # iterations since the start (rows of the path)
-        self._path = None
-        if nets.has_point:  # its state after every iteration, kept on the device
-            self._path = torch.empty(iterations + 1, 2, device=device)
-            self._path[0] = nets.point()
-
-    def add_d(self, step: DStep) -> None:
-        self.d += step.values
-        self.n_d += 1
-        self.last_d = step
-
-    def add_g(self, values: torch.Tensor) -> None:
-        self.g += values
-        self.n_g += 1
-
-    def add(self, d: DStep, g: torch.Tensor) -> None:
-        self.add_d(d)
-        self.add_g(g)
-
-    def end_iteration(self) -> None:
-        self.i += 1
-        if self._path is not None:
-            self._path[self.i] = self.nets.point()
-
-    def path(self) -> Optional[torch.Tensor]:
-        """The point's path so far (None when the game has no point)."""
-        return None if self._path is None else self._path[: self.i + 1]
-
-    def histograms(self) -> Dict[str, torch.Tensor]:
-        return {"D/real": self.last_d.real, "D/fake": self.last_d.fake}
-
-    def read(self) -> Dict[str, float]:
-        """The window's means by tag (and the point's distance to (0, 0)); then start a new window."""
-        parts = [self.d / self.n_d, self.g / self.n_g]
-        tags = self.D_TAGS + self.G_TAGS
-        if self._path is not None:
-            parts.append(self._path[self.i].norm().view(1))
-            tags += ("theory/distance",)
-        values = torch.cat(parts).tolist()  # the one host sync per window
-        self.d.zero_()
-        self.g.zero_()
-        self.n_d = self.n_g = 0
-        return dict(zip(tags, values))
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
 
 
 class Bookkeeping:
     """Everything between two iterations: the log window every log_every, samples every
     sample_every, evaluation (and checkpoints/best.pt) every eval_every, checkpoints/last.pt every
-    ckpt_every; each at the last iteration too. Nothing here touches the update rules."""
+    ckpt_every; each at the last iteration too. None of it touches the update rules or the training's
+    random stream, so a run resumed from any checkpoint continues exactly as if never stopped."""
 
-    def __init__(self, cfg, gan: GAN, state: checkpoint.State, schedule: optim.Schedule,
+    def __init__(self, cfg, gan: GAN, state: checkpoint.State, stats: Stats, schedule: optim.Schedule,
                  evaluator: evaluate.Evaluator, monitor: Monitor, run_dir: Path):
-        self.cfg, self.gan, self.state, self.schedule = cfg, gan, state, schedule
+        self.cfg, self.gan, self.state, self.stats, self.schedule = cfg, gan, state, stats, schedule
         self.evaluator, self.monitor, self.run_dir = evaluator, monitor, run_dir
         self.best_tag = evaluate.best_metric(cfg.eval.best_by, evaluator.families)
         # plain ints: OmegaConf attribute access costs microseconds every time
@@ -213,29 +97,40 @@ class Bookkeeping:
         self.window: Dict[str, float] = {}
         self.evaluation: Dict[str, float] = {}
         self.warned_dead = False
+        self.saved_at: Optional[int] = state.step if state.step else None  # iteration of the newest last.pt
+        self.rng_devices = [gan.device] if gan.device.type == "cuda" else []
+        self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
 
-    def after(self, it: int, stats: Stats) -> None:
+    def after(self, it: int) -> None:
         last = it == self.steps
         if it % self.log_every == 0 or last:
-            self.log(it, stats)
+            self.log(it, flush=it % self.log_every == 0)
         sample, evaluation, save = (last or it % every == 0 for every in (self.sample_every, self.eval_every, self.ckpt_every))
         if sample or evaluation or save:
-            with self.monitor.aside():
+            with self.aside():
                 if sample:
-                    self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, stats.path())
+                    self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
                 if evaluation:
                     self.evaluate(it)
                 if save:
                     self.save("last.pt")
         self.monitor.advance(it)
 
-    def log(self, it: int, stats: Stats) -> None:
-        values = stats.read()
-        self.window = self.monitor.log_window(it, {**values, **self.schedule.values(it - 1)}, stats.histograms())
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Work that is not training: its time is not counted, its random draws are not the training's
+        (the generators are restored after it), and checkpoints record the states it started from."""
+        self.rng = checkpoint.rng_state()
+        with self.monitor.aside(), torch.random.fork_rng(devices=self.rng_devices):
+            yield
+
+    def log(self, it: int, flush: bool = True) -> None:
+        """One log window; a window that is not finite ends the run before anything of it is written."""
+        values = self.stats.read(flush)
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
-            raise UserError(f"training diverged at iteration {it}: a loss or statistic is not finite ({', '.join(bad)}); "
-                            "try a smaller optimizer.lr")
+            raise self.diverged(it, ", ".join(bad))
+        self.window = self.monitor.log_window(it, {**values, **self.schedule.values(it - 1)}, self.stats.histograms())
         if not self.warned_dead and not self.gan.pair.critic and values["D/fake_mean"] < 0.01 and values["D/real_mean"] > 0.99:
             self.warned_dead = True
             self.monitor.warn(f"iteration {it}: D rejects nearly every fake (D(G(z)) = {values['D/fake_mean']:.4f}); "
@@ -252,11 +147,42 @@ class Bookkeeping:
             self.save("best.pt")
 
     def save(self, name: str) -> None:
-        checkpoint.save(self.run_dir / "checkpoints" / name, self.state)
+        """A checkpoint of this iteration, never of a non-finite state (the last good one stays)."""
+        bad = self.stats.nonfinite() or ([] if self.gan.finite() else ["the parameters"])
+        if bad:
+            raise self.diverged(self.state.step, ", ".join(bad))
+        self.state.window = self.stats.pending()
+        checkpoint.save(self.run_dir / "checkpoints" / name, self.state, rng=self.rng)
+        if name == "last.pt":
+            self.saved_at = self.state.step
 
-    def finish(self) -> Dict[str, float]:
+    def finish(self, status: str = "ok") -> Dict[str, float]:
         counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
-        return self.monitor.finish(hparams(self.cfg), counts, self.window, self.evaluation)
+        return self.monitor.finish(hparams(self.cfg), counts, self.window, self.evaluation, status=status)
+
+    def interrupt(self, it: int, signum: int) -> Interrupted:
+        """Stop after iteration ``it``: its window, a checkpoint and metrics.json (status interrupted)."""
+        if not self.stats.empty:
+            self.log(it, flush=False)
+        with self.aside():
+            self.save("last.pt")
+        self.finish("interrupted")
+        return Interrupted(signum, it, self.run_dir)
+
+    def diverged(self, it: int, what: str) -> Diverged:
+        """metrics.json (status diverged); the error names what went non-finite and the checkpoint kept."""
+        self.finish("diverged")
+        kept = (f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} (iteration {self.saved_at})"
+                if self.saved_at else "no checkpoint was written")
+        return Diverged(f"training diverged at iteration {it}: {what} not finite; {kept}; try a smaller optimizer.lr")
+
+
+def new_state(cfg, gan: GAN) -> checkpoint.State:
+    """A fresh checkpoint state: counters at 0, the config, the FIXED noise of the sample grids."""
+    fixed = datasets.noise(cfg.prior, cfg.n_samples * (1 if gan.data.is_image else 16), cfg.z_dim, "cpu",
+                           generator=torch.Generator().manual_seed(cfg.seed))
+    return checkpoint.State(gan.G, gan.D, gan.opt_G, gan.opt_D, config=OmegaConf.to_container(cfg, resolve=True),
+                            fixed_noise=fixed)
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None) -> Dict[str, float]:
@@ -269,7 +195,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     torch.manual_seed(cfg.seed)
     data = datasets.load(cfg.dataset, device)
     gan = GAN(cfg, data, device)
-    state = gan.state(cfg)
+    state = new_state(cfg, gan)
     if saved is not None:
         checkpoint.restore(saved, state, path=cfg.resume)
         log.info("resumed from %s at iteration %d", cfg.resume, state.step)
@@ -280,9 +206,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                      device, evaluator.protocol())
     schedule = optim.Schedule(cfg.optimizer)
     stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
-    book = Bookkeeping(cfg, gan, state, schedule, evaluator, monitor, run_dir)
+    stats.restore(state.window)
+    book = Bookkeeping(cfg, gan, state, stats, schedule, evaluator, monitor, run_dir)
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
-    with monitor:
+    with monitor, StopRequest() as stop:
         for it in range(state.step + 1, cfg.steps + 1):
             schedule.apply(it - 1, gan.opt_G, gan.opt_D)  # lr and momentum of this iteration (the paper's schedule)
             # ---- Algorithm 1 (Goodfellow et al. 2014) -------------------------------------------------
@@ -295,7 +222,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             # ---- bookkeeping: counters, then logs / samples / evaluation / checkpoints when due ------------
             state.count(d_updates=1 if simultaneous else k)
             stats.end_iteration()
-            book.after(it, stats)
+            book.after(it)
+            if stop.signum is not None and it < cfg.steps:
+                raise book.interrupt(it, stop.signum)
         return book.finish()
 
 
@@ -317,10 +246,20 @@ def fail(err: Exception) -> None:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     hc = HydraConfig.get()
+    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
     try:
-        return train(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+        recipe = apply_recipe(cfg, config_dir(), overrides)
+        if recipe:  # .hydra/config.yaml shows what runs
+            log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
+                     " ".join(f"{k}={v}" for k, v in recipe.items()))
+            if hc.output_subdir:
+                OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
+        return train(cfg, run_dir, overrides=overrides)
     except UserError as err:
         fail(err)
+    except Interrupted as stop:
+        print(f"gan-train: {stop}", file=sys.stderr)
+        sys.exit(stop.code)
     return None
 
 
@@ -328,10 +267,14 @@ def main() -> None:
     """Console entry point: check the command line, then hand over to Hydra."""
     register_configs()
     try:
+        sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
         precheck(sys.argv[1:], config_dir())
+        _hydra_main()
     except UserError as err:
         fail(err)
-    _hydra_main()
+    except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: stop at once, no traceback
+        print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ import sys
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gan_cli import data as datasets
-from gan_cli.cli import check
+from gan_cli.cli import check, compose
 from gan_cli.config import register_configs, resolve_device
-from gan_cli.train import GAN, Stats, config_dir
+from gan_cli.train import config_dir
+from gan_cli.updates import GAN, Stats
 
 
 def sync(device: torch.device) -> None:
@@ -40,8 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args.overrides)
+    cfg = compose(config_dir(), args.overrides)
     check(cfg)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan_cli.cli import compose
 from gan_cli.config import register_configs
 from gan_cli.train import config_dir
 
@@ -51,15 +50,11 @@ def _classifier_cache(tmp_path_factory):
 
 @pytest.fixture
 def make_cfg():
-    """Compose the real config tree with overrides, as the CLI would (without the run dir)."""
+    """Compose the real config tree with overrides, as the CLI would (recipes included, no run dir)."""
     register_configs()
 
     def _make(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides))
-        GlobalHydra.instance().clear()
-        return cfg
+        return compose(config_dir(), overrides)
 
     return _make
 

@@ -5,7 +5,8 @@ import torch
 
 from gan_cli import checkpoint, data as datasets
 from gan_cli.config import UserError
-from gan_cli.train import GAN, train
+from gan_cli.train import new_state, train
+from gan_cli.updates import GAN
 
 from .conftest import FAST
 
@@ -38,7 +39,7 @@ def test_checkpoint_of_other_networks_is_a_user_error(make_cfg, tmp_path):
     cfg = make_cfg("device=cpu", "arch.g_hidden=8")
     gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
     with pytest.raises(UserError, match="does not fit"):
-        checkpoint.restore(state, gan.state(cfg), path="x.pt")
+        checkpoint.restore(state, new_state(cfg, gan), path="x.pt")
 
 
 
@@ -49,11 +50,11 @@ def test_save_and_restore_round_trip_everything(make_cfg, tmp_path):
     for _ in range(3):  # optimizer states that are not their initial ones
         gan.d_step(8)
         gan.g_step(8)
-    state = gan.state(cfg)
+    state = new_state(cfg, gan)
     state.step, state.d_updates, state.g_updates, state.best_value = 3, 3, 3, 0.25
     checkpoint.save(tmp_path / "x.pt", state)
     expected_draw = torch.rand(5)  # the random stream right after the save
-    fresh = GAN(cfg, data, torch.device("cpu")).state(cfg)
+    fresh = new_state(cfg, GAN(cfg, data, torch.device("cpu")))
     checkpoint.restore(checkpoint.load(tmp_path / "x.pt"), fresh, path="x.pt")
     assert (fresh.step, fresh.d_updates, fresh.g_updates, fresh.best_value) == (3, 3, 3, 0.25)
     assert torch.equal(fresh.fixed_noise, state.fixed_noise) and torch.equal(torch.rand(5), expected_draw)

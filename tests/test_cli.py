@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +85,11 @@ BAD = [
     (["dataset=nonsense"], "dataset=nonsense"), (["dataset=mnist", "dataset.root=/nonexistent/where"], "/nonexistent/where"),
     (["resume=/nonexistent/last.pt"], "resume=/nonexistent/last.pt"), (["arch=dcgan", "dataset=ring"], "arch=dcgan"),
     (["-m", "k=1,0"], "k=0"), (["nosuchkey=1"], "nosuchkey=1"),
+    (["+los=minimax"], "did you mean loss=minimax"), (["los=minimax"], "did you mean loss=minimax"),
+    (["lr=0.01"], "did you mean optimizer.lr=0.01"), (["+k=3"], "set it with k=3"), (["--steps", "10"], "use steps=10"),
+    (["--steps=10"], "use steps=10"), (["--nonsense"], "--nonsense is not an option"),
+    (["-m", "updates=simultaneous,alternating", "k=5,1"], "1 of the 4 combinations of this sweep are invalid: "
+                                                          "[updates=simultaneous k=5] k=5 is not allowed"),
 ]
 
 
@@ -132,3 +140,97 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
                            f"hydra.run.dir={run}"], cwd="/", env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2
+
+
+def test_resume_takes_the_run_directories_the_tool_names_and_continues_in_place(tmp_path):
+    proc = run_cli(["loss=minimax", "steps=4", "log_every=2", *QUICK_EVAL], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run.name.endswith("loss=minimax,steps=4")  # '=' and ',' in the name, as the tool writes it
+    first_config = (run / ".hydra" / "config.yaml").read_text()
+    proc = run_cli([f"resume=outputs/runs/{run.name}", "steps=8"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == [run.name]  # one run, one directory
+    assert [e.step for e in events(run).Scalars("loss/D")] == [2, 4, 6, 8]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
+    assert (run / ".hydra" / "config.yaml").read_text() == first_config  # the first attempt's files are kept
+    assert list((run / ".hydra").glob("resume-*/overrides.yaml"))
+    # a sweep's job directory ('0_k=1,...') works the same way
+    proc = run_cli(["-m", "k=1,2", "steps=2", "log_every=1", *QUICK_EVAL, "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    job = next(p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("0_"))
+    proc = run_cli([f"resume=sweep/{job.name}", "steps=3"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((job / "metrics.json").read_text())["steps"] == 3
+
+
+def test_superseded_events_are_hidden_when_a_killed_run_resumes_in_place(tmp_path):
+    """A run killed after its checkpoint at 4 had logged up to 6: resuming from 4 replaces 5 and 6."""
+    run = tmp_path / "run"
+    assert run_cli(["steps=6", "log_every=1", "ckpt_every=4", *QUICK_EVAL, f"hydra.run.dir={run}"]).returncode == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    four = torch.load(ckpt, weights_only=True)
+    four["step"] = 4  # stand in for the checkpoint a kill -9 after iteration 6 would have left
+    torch.save(four, ckpt)
+    proc = run_cli([f"resume={run}", "steps=8", "log_every=1"])
+    assert proc.returncode == 0 and state["step"] == 6
+    steps = [e.step for e in events(run).Scalars("loss/D")]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8], steps  # 5 and 6 once each: the first attempt's are purged
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_checkpoints_and_says_how_to_continue(tmp_path, signum, code):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    proc = subprocess.Popen([exe, "steps=1000000", "log_every=50", *QUICK_EVAL, f"hydra.run.dir={run}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.time() + 120
+    while not ((run / "train.log").exists() and "step 100/" in (run / "train.log").read_text()):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    it = metrics["steps"]
+    assert err.strip() == (f"gan-train: interrupted ({signal.Signals(signum).name}) at iteration {it}; "
+                           f"continue with: gan-train resume={run}")
+    assert metrics["status"] == "interrupted" and it >= 100
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == it
+    proc = run_cli([f"resume={run}", f"steps={it + 3}", "log_every=1"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_divergence_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["dataset=mixture1d", "loss=least_squares", "optimizer=sgd", "optimizer.lr=10", "steps=300",
+                    "log_every=50", "ckpt_every=1", f"hydra.run.dir={run}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "training diverged at iteration" in proc.stderr
+    assert f"the last good checkpoint is {run / 'checkpoints' / 'last.pt'}" in proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_a_loss_recipe_applies_only_where_nothing_was_chosen(make_cfg):
+    opt = lambda cfg: (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.k)  # noqa: E731
+    assert opt(make_cfg("loss=wasserstein_gp")) == ("adam", 1e-4, 0.0, 0.9, 5)  # Gulrajani et al. 2017
+    assert opt(make_cfg("loss=wasserstein_gp", "optimizer.lr=0.001", "k=1")) == ("adam", 0.001, 0.0, 0.9, 1)
+    assert opt(make_cfg("loss=wasserstein_gp", "optimizer=sgd"))[:2] == ("sgd", 0.1)  # another optimizer: its own defaults
+    dirac = make_cfg("experiment=dirac", "loss=wasserstein_gp", "updates=simultaneous")  # the preset's choices stand
+    assert (dirac.optimizer.name, dirac.optimizer.momentum, dirac.k) == ("sgd", 0.0, 1)
+    assert opt(make_cfg()) == ("sgd", 0.1, 0.5, 0.999, 1)  # the default loss: the paper's SGD with momentum
+    assert make_cfg("loss=wasserstein_gp").loss.recipe["k"] == 5  # the recipe stays in the config, for the record
+
+
+def test_the_recipe_is_in_the_saved_config_and_the_log(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["loss=wasserstein_gp", "steps=2", "log_every=1", *QUICK_EVAL, f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr
+    saved = (run / ".hydra" / "config.yaml").read_text()
+    assert "name: adam" in saved and "lr: 0.0001" in saved
+    assert "loss=wasserstein_gp trains with its recipe: optimizer=adam optimizer.lr=0.0001" in (run / "train.log").read_text()
+    assert json.loads((run / "metrics.json").read_text())["d_updates"] == 10  # k = 5

@@ -37,3 +37,23 @@ def test_gan_eval_bad_input(tmp_path, make_cfg, case):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr
 
+
+
+def test_gan_eval_never_touches_what_the_run_logged(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(["dataset=ring", "steps=6", "log_every=1", "eval_every=2", "eval.theory_samples=2000",
+                    "eval.mode_samples=500", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr
+
+    def history():
+        acc = events(run)
+        return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+    before = history()
+    assert run_eval([str(run), "--best", "eval.theory_samples=3000"]).returncode == 0
+    assert run_eval([str(run), "eval.theory_samples=1000"]).returncode == 0
+    assert history() == before  # nothing replaced, nothing hidden: TensorBoard shows the run as it was
+    evaluations = sorted((run / "gan-eval").iterdir())
+    assert [p.name.split("_")[0] for p in evaluations] == ["best", "last"]
+    steps = {p.name.split("_")[0]: [e.step for e in events(p).Scalars("theory/jsd")] for p in evaluations}
+    assert steps["last"] == [6] and steps["best"][0] <= 6

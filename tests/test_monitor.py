@@ -31,7 +31,8 @@ def test_finish_writes_metrics_json_and_the_table(tmp_path):
                              {"eval/fid": 3.5})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    assert list(saved)[:6] == ["steps", "d_updates", "g_updates", "loss/D", "loss/G", "eval/fid"]
+    assert list(saved)[:7] == ["status", "steps", "d_updates", "g_updates", "loss/D", "loss/G", "eval/fid"]
+    assert saved["status"] == "ok"
     assert saved["perf/steps_per_s"] > 0 and saved["wall_s"] >= saved["perf/aside_s"] >= 0
     assert "gan-train: final figures" in out.getvalue() and f"tensorboard --logdir {tmp_path}" in out.getvalue()
     assert events(tmp_path).PluginTagToContent("hparams")
@@ -43,9 +44,14 @@ def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
     report = {"checkpoint": str(ckpt), "step": 7, "dataset": "ring", "metrics": {"theory/jsd": 0.125},
               "protocol": {"theory": "how it was measured"}}
     out = io.StringIO()
-    monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
-    assert json.loads((ckpt.parent / "eval.json").read_text()) == report
-    assert [(e.step, e.value) for e in events(tmp_path).Scalars("theory/jsd")] == [(7, 0.125)]
+    first = monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
+    second = monitor.report_eval(ckpt, {**report, "metrics": {"theory/jsd": 0.5}}, None, console=Console(file=io.StringIO()))
+    assert json.loads((ckpt.parent / "eval.json").read_text())["metrics"] == {"theory/jsd": 0.5}
+    # each evaluation is a TensorBoard run of its own under <run>/gan-eval/: none replaces another
+    assert first.parent == second.parent == tmp_path / "gan-eval" and first != second
+    assert [(e.step, e.value) for e in events(first).Scalars("theory/jsd")] == [(7, 0.125)]
+    assert [(e.step, e.value) for e in events(second).Scalars("theory/jsd")] == [(7, 0.5)]
+    assert not list(tmp_path.glob("events.out.tfevents.*"))  # nothing written into the run's own event files
     assert "theory/jsd" in out.getvalue() and "how it was measured" in out.getvalue()
 
 
@@ -56,3 +62,21 @@ def test_sample_files_for_images_and_points(make_cfg, tmp_path):
     monitor.save_samples(tmp_path / "ring.png", ring.sample(200), ring)
     for name in ("grid.png", "ring.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_that_did_not_finish_says_so_without_the_table(tmp_path):
+    out = io.StringIO()
+    with Monitor(tmp_path, total=8, start=0, console=Console(file=out)) as mon:
+        mon.finish({"loss": "minimax"}, {"steps": 3, "d_updates": 3, "g_updates": 3}, {}, {}, status="interrupted")
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+    assert "final figures" not in out.getvalue()
+
+
+def test_a_resumed_run_supersedes_what_was_logged_after_its_checkpoint(tmp_path):
+    with Monitor(tmp_path, total=10, start=0, console=Console(file=io.StringIO())) as mon:
+        for step in (2, 4, 6, 8):
+            mon.log_window(step, {"loss/D": float(step)}, {})
+    with Monitor(tmp_path, total=10, start=4, console=Console(file=io.StringIO())) as mon:  # resumed from 4
+        for step in (6, 8, 10):
+            mon.log_window(step, {"loss/D": -float(step)}, {})
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/D")] == [(2, 2), (4, 4), (6, -6), (8, -8), (10, -10)]

@@ -11,7 +11,7 @@ PACKAGE = Path(gan_cli.__file__).parent
 LAYERS = (
     ("config", "metrics"),  # schemas, range checks; pure estimators
     ("data", "models", "losses", "optim", "features"),  # the builders, each with its choices
-    ("checkpoint", "evaluate", "monitor"),
+    ("checkpoint", "evaluate", "monitor", "updates"),
     ("cli",),  # command-line checks
     ("train", "gan_eval"),  # the entry points: gan-train (and the loop), gan-eval
     ("__main__",),  # python -m gan_cli

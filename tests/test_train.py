@@ -2,15 +2,18 @@
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
-from gan_cli import checkpoint, data as datasets
+from gan_cli import checkpoint, data as datasets, losses
 from gan_cli.config import UserError
-from gan_cli.train import GAN, DStep, Stats, train
+from gan_cli.train import Bookkeeping, Diverged, Interrupted, StopRequest, train
+from gan_cli.updates import GAN, DStep, Stats
 
-from .conftest import FAST, QUICK_EVAL
+from .conftest import FAST, QUICK_EVAL, events
 
 
 def snapshot(module):
@@ -77,7 +80,7 @@ def test_every_loss_and_arch_on_digits(make_cfg, tmp_path, loss, arch):
     if loss == "wasserstein_gp":  # WGAN-GP is trained with Adam; SGD at lr 0.1 can diverge in a few steps
         extra += ("optimizer=adam",)
     metrics = train(make_cfg(*FAST, f"loss={loss}", f"arch={arch}", *extra), tmp_path)
-    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["status"] == "ok" and all(math.isfinite(v) for k, v in metrics.items() if k != "status")
     assert (tmp_path / "checkpoints" / "last.pt").exists()
 
 
@@ -186,3 +189,106 @@ def test_stats_keep_the_path_of_a_game_with_a_point(make_cfg):
     assert path.shape == (6, 2) and path[0].tolist() == [1.0, 1.0]
     assert torch.equal(path[-1], gan.nets.point())
     assert stats.read()["theory/distance"] == pytest.approx(gan.nets.point().norm().item())
+
+
+RESUMED_TAGS = ("loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D", "grad/G")
+
+
+def logged_after(run_dir, step):
+    acc = events(run_dir)
+    return {t: [(e.step, e.value) for e in acc.Scalars(t) if e.step > step] for t in RESUMED_TAGS}
+
+
+def stop_at(monkeypatch, iteration, signum=signal.SIGUSR1):
+    """Send the process a real signal during ``iteration``, as a cluster or Ctrl-C would."""
+    after = Bookkeeping.after
+
+    def patched(self, it):
+        if it == iteration:
+            os.kill(os.getpid(), signum)
+        after(self, it)
+
+    monkeypatch.setattr(Bookkeeping, "after", patched)
+
+
+@pytest.mark.parametrize("extra,stop", [
+    (("dataset=ring", "sample_every=3"), "final"),  # the finished run drew samples and evaluated at its end
+    (("updates=simultaneous", "optimizer=adam"), "final"),
+    (("dataset=mixture1d", "k=3", "optimizer=adam"), "final"),
+    (("experiment=dirac",), "final"),
+    (("dataset=grid", "optimizer=adam", "eval_every=4"), "interrupt"),
+    (("k=2",), "interrupt"),
+])
+def test_resume_is_exact_from_any_checkpoint(make_cfg, tmp_path, monkeypatch, extra, stop):
+    """Every logged statistic after the checkpoint's iteration is bit-identical to an uninterrupted
+    run; windows (log_every=5) that the stop cut in two are continued, not restarted."""
+    base = ("device=cpu", "batch_size=8", "log_every=5", "seed=7", "eval.theory_samples=2000", "eval.mode_samples=500",
+            "eval.n_samples=300", "eval.classifier_steps=30", *extra)
+    full = train(make_cfg(*base, "steps=12"), tmp_path / "full")
+    if stop == "final":
+        train(make_cfg(*base, "steps=6"), tmp_path / "first")
+    else:
+        stop_at(monkeypatch, 6)
+        with pytest.raises(Interrupted, match="interrupted \\(SIGUSR1\\) at iteration 6; continue with: gan-train resume="):
+            train(make_cfg(*base, "steps=12"), tmp_path / "first")
+        monkeypatch.undo()
+        assert json.loads((tmp_path / "first" / "metrics.json").read_text())["status"] == "interrupted"
+    resume = [f"resume={tmp_path / 'first'}", "steps=12"]
+    resumed = train(make_cfg(*resume), tmp_path / "resumed", overrides=resume)
+    assert logged_after(tmp_path / "resumed", 6) == logged_after(tmp_path / "full", 6)
+    assert [s for s, _ in logged_after(tmp_path / "full", 6)["loss/D"]] == [10, 12]
+    for key in ("loss/D", "loss/G", "d_updates", "g_updates"):
+        assert resumed[key] == full[key], key
+    g_full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["G"]
+    g_res = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")["G"]
+    assert all(torch.equal(g_full[k], g_res[k]) for k in g_full)
+
+
+def test_a_stop_request_waits_for_the_iteration_and_a_second_ctrl_c_aborts():
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM  # recorded, nothing raised
+        stop.signum = signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_divergence_is_caught_before_anything_of_the_window_is_written(make_cfg, tmp_path):
+    cfg = make_cfg(*FAST, "dataset=mixture1d", "loss=least_squares", "optimizer=sgd", "optimizer.lr=10", "steps=200",
+                   "log_every=50", "ckpt_every=1")
+    with pytest.raises(Diverged, match=r"^training diverged at iteration \d+: .* not finite; the last good checkpoint is "):
+        train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert 0 < saved["step"] <= metrics["steps"]
+    assert all(torch.isfinite(v).all() for net in ("G", "D") for v in saved[net].values())
+    assert "loss/D" not in events(tmp_path).Tags()["scalars"] or all(
+        math.isfinite(e.value) for e in events(tmp_path).Scalars("loss/D"))
+
+
+def test_a_minibatch_of_one_is_not_a_divergence(make_cfg, tmp_path):
+    metrics = train(make_cfg(*FAST, "batch_size=1", "optimizer=adam"), tmp_path)
+    assert metrics["status"] == "ok" and metrics["D/real_std"] == 0.0
+
+
+def test_the_gradient_penalty_sees_d_without_dropout(make_cfg, monkeypatch):
+    cfg = make_cfg("device=cpu", "loss=wasserstein_gp")
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in gan.D.modules())
+    modes = []
+    penalty = losses.gradient_penalty
+    monkeypatch.setattr(losses, "gradient_penalty", lambda D, x, f: modes.append(D.training) or penalty(D, x, f))
+    gan.d_step(8)
+    assert modes == [False] and gan.D.training
+
+
+@pytest.mark.parametrize("dataset", ["mixture1d", "ring", "grid", "digits"])
+@pytest.mark.parametrize("loss", sorted(losses.PAIRS))
+def test_every_loss_trains_with_its_defaults(make_cfg, tmp_path, loss, dataset):
+    """As a user types it (`gan-train loss=X dataset=Y`): 300 iterations, no divergence.
+    scripts/check_defaults.py runs the same matrix for longer."""
+    metrics = train(make_cfg(f"loss={loss}", f"dataset={dataset}", "steps=300", "log_every=100", "eval_every=300",
+                             "sample_every=300", "ckpt_every=300", "device=cpu", *QUICK_EVAL), tmp_path)
+    assert metrics["status"] == "ok" and all(math.isfinite(v) for k, v in metrics.items() if k != "status")

@@ -1,0 +1,194 @@
+"""Algorithm 1's updates and their statistics.
+
+:class:`GAN` holds G, D, their optimizers and the loss pair, with one method per kind of update: a D
+step, a G step, and the authors' simultaneous step. :class:`Stats` sums what each update reports, on
+the device, until the log window is read (one host sync). The loop that calls them is train.train.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, NamedTuple, Optional
+
+import torch
+
+from . import data as datasets, losses, models, optim
+
+
+def _grad_norm(params) -> torch.Tensor:
+    """Global L2 norm of the gradients (on the device: no sync)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+class DStep(NamedTuple):
+    """What one D update reports: loss, mean/std of D(x) and D(G(z)), grad norm; and the scores."""
+
+    values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
+    real: torch.Tensor  # D(x) of the minibatch (for the histograms)
+    fake: torch.Tensor  # D(G(z)) of the minibatch
+
+
+class GAN:
+    """G, D, their optimizers and the loss pair; one method per kind of update."""
+
+    def __init__(self, cfg, data: datasets.Data, device: torch.device):
+        self.data, self.device = data, device
+        self.nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
+        self.G, self.D = self.nets
+        self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
+        self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
+        self.pair = losses.get(cfg.loss)
+        self.prior, self.z_dim = cfg.prior, cfg.z_dim
+
+    def noise(self, m: int) -> torch.Tensor:
+        return datasets.noise(self.prior, m, self.z_dim, self.device)
+
+    def score(self, a: torch.Tensor) -> torch.Tensor:
+        """What the D/ tags report: D = sigma(a), or the raw critic score for wasserstein_gp."""
+        a = a.detach()
+        return a if self.pair.critic else torch.sigmoid(a)
+
+    def _d_loss(self, x, fake, a_real, a_fake):
+        loss = self.pair.d(a_real, a_fake)
+        if self.pair.gp_weight > 0:  # the penalty is on the gradient of D as a function: no dropout inside it
+            with models.evaluating(self.D):
+                loss = loss + self.pair.gp_weight * losses.gradient_penalty(self.D, x, fake.detach())
+        return loss if self.pair.d_scale == 1.0 else self.pair.d_scale * loss
+
+    def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
+        real, fake = self.score(a_real), self.score(a_fake)
+        c = 1 if len(real) > 1 else 0  # the sample std; 0 for a minibatch of one (batch_size=1)
+        values = torch.stack([loss.detach(), real.mean(), real.std(correction=c), fake.mean(), fake.std(correction=c), grad_norm])
+        return DStep(values, real, fake)
+
+    def d_step(self, m: int) -> DStep:
+        """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
+        x, z = self.data.sample(m), self.noise(m)
+        with torch.no_grad():
+            fake = self.G(z)
+        a_real, a_fake = self.D(x), self.D(fake)
+        loss = self._d_loss(x, fake, a_real, a_fake)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = _grad_norm(self.D.parameters())
+        self.opt_D.step()
+        return self._d_stats(loss, a_real, a_fake, grad_norm)
+
+    def g_step(self, m: int) -> torch.Tensor:
+        """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
+        self.D.requires_grad_(False)
+        loss = self.pair.g(self.D(self.G(self.noise(m))))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = _grad_norm(self.G.parameters())
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+        return torch.stack([loss.detach(), grad_norm])
+
+    def simultaneous_step(self, m: int):
+        """The authors' code: both gradients at the same parameters on ONE minibatch, both stepped."""
+        x, z = self.data.sample(m), self.noise(m)
+        fake = self.G(z)
+        a_real, a_fake = self.D(x), self.D(fake)
+        loss_d = self._d_loss(x, fake, a_real, a_fake)
+        loss_g = self.pair.g(a_fake)
+        d_params, g_params = list(self.D.parameters()), list(self.G.parameters())
+        d_grads = torch.autograd.grad(loss_d, d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(loss_g, g_params)
+        for p, g in zip(d_params + g_params, d_grads + g_grads):
+            p.grad = g
+        d_norm, g_norm = _grad_norm(d_params), _grad_norm(g_params)
+        self.opt_D.step()
+        self.opt_G.step()
+        return self._d_stats(loss_d, a_real, a_fake, d_norm), torch.stack([loss_g.detach(), g_norm])
+
+    @torch.no_grad()
+    def finite(self) -> bool:
+        """Every parameter of G and D is finite (one host sync: checked before a checkpoint is written)."""
+        params = [p for net in self.nets for p in net.parameters()]
+        return bool(torch.stack([p.isfinite().all() for p in params]).all())
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z) in eval mode (batch norm uses its running statistics)."""
+        with models.evaluating(self.G):
+            return self.G(z)
+
+
+class Stats:
+    """Running sums of every update's statistics, on the device; ``read()`` is the one host sync of
+    a log window. For a game whose state is a point (models.Nets.point), its path is kept too."""
+
+    D_TAGS = ("loss/D", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D")
+    G_TAGS = ("loss/G", "grad/G")
+
+    def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
+        self.nets = nets
+        self.d = torch.zeros(len(self.D_TAGS), device=device)
+        self.g = torch.zeros(len(self.G_TAGS), device=device)
+        self.n_d = self.n_g = 0
+        self.last_d: Optional[DStep] = None
+        self.i = 0  # iterations since the start (rows of the path)
+        self._path = None
+        if nets.has_point:  # its state after every iteration, kept on the device
+            self._path = torch.empty(iterations + 1, 2, device=device)
+            self._path[0] = nets.point()
+
+    def add_d(self, step: DStep) -> None:
+        self.d += step.values
+        self.n_d += 1
+        self.last_d = step
+
+    def add_g(self, values: torch.Tensor) -> None:
+        self.g += values
+        self.n_g += 1
+
+    def add(self, d: DStep, g: torch.Tensor) -> None:
+        self.add_d(d)
+        self.add_g(g)
+
+    def end_iteration(self) -> None:
+        self.i += 1
+        if self._path is not None:
+            self._path[self.i] = self.nets.point()
+
+    def path(self) -> Optional[torch.Tensor]:
+        """The point's path so far (None when the game has no point)."""
+        return None if self._path is None else self._path[: self.i + 1]
+
+    def histograms(self) -> Dict[str, torch.Tensor]:
+        return {"D/real": self.last_d.real, "D/fake": self.last_d.fake}
+
+    def read(self, flush: bool = True) -> Dict[str, float]:
+        """The window's means by tag (and the point's distance to (0, 0)); with ``flush``, start a new
+        window (without it, the sums stay: a checkpoint written now carries them to a resumed run)."""
+        parts = [self.d / self.n_d, self.g / self.n_g]
+        tags = self.D_TAGS + self.G_TAGS
+        if self._path is not None:
+            parts.append(self._path[self.i].norm().view(1))
+            tags += ("theory/distance",)
+        values = torch.cat(parts).tolist()  # the one host sync per window
+        if flush:
+            self.d.zero_()
+            self.g.zero_()
+            self.n_d = self.n_g = 0
+        return dict(zip(tags, values))
+
+    @property
+    def empty(self) -> bool:
+        return self.n_g == 0
+
+    def nonfinite(self) -> list:
+        """The tags whose sums in the window so far are not finite (one host sync)."""
+        sums = torch.cat([self.d, self.g]).isfinite().tolist()
+        return [tag for tag, ok in zip(self.D_TAGS + self.G_TAGS, sums) if not ok]
+
+    def pending(self) -> Dict[str, Any]:
+        """The window not yet logged, for a checkpoint."""
+        return {"d": self.d.detach().cpu().clone(), "g": self.g.detach().cpu().clone(), "n_d": self.n_d, "n_g": self.n_g}
+
+    def restore(self, window: Optional[Dict[str, Any]]) -> None:
+        """Continue the window that a checkpoint carried (so a resumed run logs the same windows)."""
+        if window:
+            self.d.copy_(window["d"])
+            self.g.copy_(window["g"])
+            self.n_d, self.n_g = int(window["n_d"]), int(window["n_g"])
