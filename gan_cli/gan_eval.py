@@ -76,6 +76,9 @@ def main() -> None:
     except UserError as err:
         print(f"gan-eval: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("gan-eval: aborted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

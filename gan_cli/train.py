@@ -97,7 +97,9 @@ class Bookkeeping:
         self.window: Dict[str, float] = {}
         self.evaluation: Dict[str, float] = {}
         self.warned_dead = False
-        self.saved_at: Optional[int] = state.step if state.step else None  # iteration of the newest last.pt
+        # the newest good checkpoint (the one resumed from, until this run writes one) and its iteration
+        self.kept: Optional[Path] = checkpoint.find(cfg.resume) if cfg.resume else None
+        self.kept_at = state.step
         self.rng_devices = [gan.device] if gan.device.type == "cuda" else []
         self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
 
@@ -154,7 +156,7 @@ class Bookkeeping:
         self.state.window = self.stats.pending()
         checkpoint.save(self.run_dir / "checkpoints" / name, self.state, rng=self.rng)
         if name == "last.pt":
-            self.saved_at = self.state.step
+            self.kept, self.kept_at = self.run_dir / "checkpoints" / name, self.state.step
 
     def finish(self, status: str = "ok") -> Dict[str, float]:
         counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
@@ -172,8 +174,7 @@ class Bookkeeping:
     def diverged(self, it: int, what: str) -> Diverged:
         """metrics.json (status diverged); the error names what went non-finite and the checkpoint kept."""
         self.finish("diverged")
-        kept = (f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} (iteration {self.saved_at})"
-                if self.saved_at else "no checkpoint was written")
+        kept = f"the last good checkpoint is {self.kept} (iteration {self.kept_at})" if self.kept else "no checkpoint was written"
         return Diverged(f"training diverged at iteration {it}: {what} not finite; {kept}; try a smaller optimizer.lr")
 
 
