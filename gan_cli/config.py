@@ -100,6 +100,8 @@ class EvalConfig:
     cache_dir: Optional[str] = None  # folder of cached classifiers (default ~/.cache/gan-cli/classifiers)
     mode_samples: int = 2500  # ring / grid: samples for the mode metrics (VEEGAN / PacGAN: 2,500)
     theory_samples: int = 50000  # known-density data: samples for JSD, V-hat and D*
+    knn: int = 10  # known-density data: neighbours of the k-NN density of p_g in the JSD
+    knn_d_star: int = 200  # the same for D* = p_data / (p_data + p_g) (larger: less noise in D*)
     bins_1d: int = 200  # histogram cells for p_g on 1-D data
     bins_2d: int = 100  # histogram cells per axis for p_g on 2-D data
 
@@ -186,6 +188,9 @@ def validate(cfg: Any) -> None:
     ev = cfg.eval
     for key in ("n_samples", "classifier_steps", "mode_samples", "theory_samples", "bins_1d", "bins_2d"):
         _require(ev[key] >= 1, f"eval.{key}={ev[key]} is not allowed: it must be an integer >= 1")
+    for key in ("knn", "knn_d_star"):
+        _require(1 <= ev[key] < ev.theory_samples, f"eval.{key}={ev[key]} is not allowed: it must be an integer in "
+                                                   f"[1, eval.theory_samples) = [1, {ev.theory_samples})")
     ds = cfg.dataset
     _require(ds.std > 0, f"dataset.std={ds.std} is not allowed: it must be > 0")
     _require(ds.n_modes >= 1, f"dataset.n_modes={ds.n_modes} is not allowed: it must be >= 1")

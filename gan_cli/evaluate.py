@@ -79,24 +79,32 @@ class Evaluator:
         n, data = self.cfg.theory_samples, self.data
         fake = self.generate(G, n)
         real = data.sample(n, generator=self.generator)
-        out = {
-            "theory/jsd": metrics.jsd_estimate(data.log_prob, fake, self.lo, self.hi, self.bins),
-            "theory/jsd_floor": metrics.jsd_estimate(data.log_prob, real, self.lo, self.hi, self.bins),
-        }
-        out["theory/c_of_g"] = -LOG4 + 2 * out["theory/jsd"]
+        other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
+        knn, k, k_star = metrics.knn_log_density, self.cfg.knn, self.cfg.knn_d_star
+        p_real, p_fake, p_other = (data.log_prob(x).double() for x in (real, fake, other))
+        # p_g's k-NN density at the real and the generated samples; the same with real samples in its place
+        raw = metrics.jsd_from_log_densities(p_real, knn(real, fake, k), p_fake, knn(fake, fake, k, exclude_self=True))
+        floor = metrics.jsd_from_log_densities(p_real, knn(real, other, k), p_other, knn(other, other, k, exclude_self=True))
+        jsd = (raw - floor).clamp(0, math.log(2))  # the floor is the estimator's bias at this sample size
+        out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if self.probability:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
             out["theory/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
-            grid = metrics.grid_centres(self.lo, self.hi, self.bins, data.dim, device=self.device).float()
-            p_data = data.log_prob(grid).double().exp()
-            p_g = metrics.histogram_density(fake, self.lo, self.hi, self.bins)
-            d_grid = torch.sigmoid(self._logits(D, grid)).double()
-            # weighted by where the mass lies, (p_data + p_g) / 2: D is arbitrary where both vanish
-            out["theory/d_star_mse"] = metrics.d_star_mse(d_grid, p_data, p_g, weights=p_data + p_g)
+            out["theory/d_gap"] = out["theory/c_of_g"] - out["theory/value"]  # C(G) - V-hat >= 0: D's distance from D*
+            # D* from k*-NN densities of BOTH laws from samples of equal size (p_data's: the second real
+            # sample), so their smoothing cancels where p_g = p_data; the mean over 10,000 of each suffices
+            m = min(n, 10000)
+            r, f = real[:m], fake[:m]
+            out["theory/d_star_mse"] = metrics.d_star_mse_samples(
+                torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), knn(r, other, k_star), knn(r, fake, k_star),
+                knn(f, other, k_star), knn(f, fake, k_star, exclude_self=True))
             if data.dim == 1:
-                self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g, "D": d_grid,
-                                "D_star": metrics.d_star(p_data, p_g)}
+                grid = metrics.grid_centres(self.lo, self.hi, self.bins, data.dim, device=self.device).float()
+                p_data = data.log_prob(grid).double().exp()
+                p_g = metrics.histogram_density(fake, self.lo, self.hi, self.bins)
+                self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g,
+                               "D": torch.sigmoid(self._logits(D, grid)).double(), "D_star": metrics.d_star(p_data, p_g)}
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()]).tolist()
         scalars = dict(zip(out.keys(), values))
         scalars["theory/optimum"] = -LOG4
@@ -167,10 +175,11 @@ class Evaluator:
 
 
 def _theory_protocol(ev: Evaluator) -> str:
-    square = "" if ev.data.dim == 1 else f" x {ev.bins}"
-    return (f"{ev.cfg.theory_samples} generator and real samples; p_g by a histogram of {ev.bins}{square} cells on "
-            f"[{ev.lo:.3g}, {ev.hi:.3g}]{'' if ev.data.dim == 1 else '^2'} (plus one cell outside), p_data exact; "
-            "theory/jsd_floor is the same estimator on real samples; d_star_mse weighted by p_data + p_g; D in eval mode")
+    return (f"{ev.cfg.theory_samples} generator and real samples; p_data exact, p_g by its k-nearest-neighbour "
+            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); theory/jsd is the mean of log 2p/(p+q) over "
+            "real and log 2q/(p+q) over generated samples minus theory/jsd_floor, the same estimate with a second real "
+            "sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over both samples (weighted "
+            "by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode")
 
 
 def _modes_protocol(ev: Evaluator) -> str:
@@ -216,8 +225,10 @@ METRICS = (
                                  "eval/classifier_accuracy": None},
            Evaluator.features, _features_protocol, auto="eval/fid", enabled=lambda cfg: cfg.features),
     Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
-                                 "theory/value": LOWER, "theory/d_star_mse": LOWER, "theory/optimum": None},
-           Evaluator.theory, _theory_protocol, probability=("theory/value", "theory/d_star_mse"), auto="theory/jsd"),
+                                 "theory/value": LOWER, "theory/d_gap": None, "theory/d_star_mse": LOWER,
+                                 "theory/optimum": None},
+           Evaluator.theory, _theory_protocol, probability=("theory/value", "theory/d_gap", "theory/d_star_mse"),
+           auto="theory/jsd"),
     Metric("modes", "modes", {"eval/modes_covered": HIGHER, "eval/hq_fraction": HIGHER, "eval/reverse_kl": LOWER,
                               "eval/mode_samples": None, "eval/hq_threshold_std": None},
            Evaluator.modes, _modes_protocol),

@@ -194,6 +194,76 @@ def d_star_mse(
     return (weights * sq_err).sum() / weights.sum()
 
 
+def knn_log_density(queries: Tensor, samples: Tensor, k: int, exclude_self: bool = False) -> Tensor:
+    """log q̂(x), the k-nearest-neighbour density of the law of ``samples`` at each query.
+
+    log q̂(x) = ψ(k) - log n - log V_d - d·log r_k(x), with r_k(x) the distance to the k-th nearest
+    sample, V_d the volume of the unit d-ball and ψ the digamma function (Kozachenko & Leonenko
+    1987: unbiased in log space where q is locally flat). The radius adapts to the samples, so a
+    narrow mixture (ring: std 0.01) is resolved as finely as its mass is dense. With
+    ``exclude_self`` the queries are among the samples and each one's own point is skipped. A
+    point mass gives r_k = 0 and log q̂ = +inf there. Returns (m,) float64 on the queries' device;
+    the neighbour search is scipy's k-d tree on the CPU (all cores).
+    """
+    from scipy.spatial import cKDTree
+
+    data = samples.detach().reshape(len(samples), -1).double().cpu().numpy()
+    points = queries.detach().reshape(len(queries), -1).double().cpu().numpy()
+    n, d = data.shape[0] - int(exclude_self), data.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} needs 1 <= k <= {n} samples")
+    dist, _ = cKDTree(data).query(points, k=[k + int(exclude_self)], workers=-1)
+    r = torch.as_tensor(dist[:, 0], dtype=torch.float64, device=queries.device)
+    log_unit_ball = d / 2 * math.log(math.pi) - math.lgamma(d / 2 + 1)
+    return torch.special.digamma(torch.tensor(float(k), dtype=torch.float64)).item() - math.log(n) - log_unit_ball - d * torch.log(r)
+
+
+def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:
+    """JSD = ½ E_{x~p}[log 2p/(p+q)] + ½ E_{x~q}[log 2q/(p+q)], as means over samples of p
+    (``*_real``) and of q (``*_fake``) of the given log-densities. Where q = +inf (a point mass) the
+    term takes its limit, log 2."""
+    on_real = math.log(2) + log_p_real - torch.logaddexp(log_p_real, log_q_real)
+    on_fake = torch.where(torch.isinf(log_q_fake), torch.full_like(log_q_fake, math.log(2)),
+                          math.log(2) + log_q_fake - torch.logaddexp(log_p_fake, log_q_fake))
+    return (on_real.mean() + on_fake.mean()) / 2
+
+
+def jsd_knn(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, k: int = 10) -> Tensor:
+    """Jensen-Shannon divergence (nats) between a known p_data and the law p_g of ``fake``, raw.
+
+    p = p_data exact (``log_density``), q = p_g by :func:`knn_log_density` of ``fake`` (leave one
+    out at the fake points), the two expectations of :func:`jsd_from_log_densities` as means over
+    ``real`` (samples of p_data) and ``fake``; any dimension. The noise of q̂ biases it (by about
+    -0.015 at k = 10): :func:`jsd_knn_corrected` subtracts that bias, measured on real samples.
+    """
+    return jsd_from_log_densities(log_density(real).double(), knn_log_density(real, fake, k),
+                                  log_density(fake).double(), knn_log_density(fake, fake, k, exclude_self=True))
+
+
+def jsd_knn_corrected(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, other: Tensor,
+                      k: int = 10) -> tuple[Tensor, Tensor]:
+    """(JSD estimate, floor): :func:`jsd_knn` minus its value for ``other``, an independent real
+    sample of the same size (what a perfect generator would read: the estimator's bias at this size),
+    clamped to [0, log 2]. With 50,000 samples and k = 10 a half-std generator reads 0.094 on
+    mixture1d (quadrature: 0.0927), 0.172 on ring and 0.166 on grid (0.1733), and one collapsed onto
+    the centres 0.688-0.693 (log 2); with few samples per mode it reads low (grid, 2,000: 0.082)."""
+    floor = jsd_knn(log_density, real, other, k)
+    return (jsd_knn(log_density, real, fake, k) - floor).clamp(0, math.log(2)), floor
+
+
+def d_star_mse_samples(d_real: Tensor, d_fake: Tensor, log_p_real: Tensor, log_q_real: Tensor,
+                       log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:
+    """E_{x ~ (p_data + p_g)/2}[(D(x) - D*(x))²], D* = p_data / (p_data + p_g) (Proposition 1).
+
+    Estimated on equal numbers of real and generated samples (together, a sample of the mixture
+    (p_data + p_g)/2: weighted where the mass lies), from D's values ``d_*`` = σ(logit) and the
+    log-densities of p_data and p_g at those points (p_g: e.g. :func:`knn_log_density`).
+    """
+    d = torch.cat([d_real, d_fake]).double()
+    log_ratio = torch.cat([log_p_real - log_q_real, log_p_fake - log_q_fake]).double()
+    return (d - torch.sigmoid(log_ratio)).square().mean()  # σ(log p - log q) = p / (p + q)
+
+
 # ---------------------------------------------------------------------------------------------
 # Mode collapse on Gaussian mixtures (VEEGAN, PacGAN)
 # ---------------------------------------------------------------------------------------------
