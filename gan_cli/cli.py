@@ -239,6 +239,21 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
     return argv + [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"]
 
 
+def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
+    """For ``gan-train --cfg job [overrides]``: the config as it will run (the loss's recipe applied),
+    as YAML; None for any other command line (Hydra answers those itself)."""
+    argv = list(argv)
+    flag = next((i for i, a in enumerate(argv) if a in ("--cfg", "-c")), None)
+    if flag is None or argv[flag + 1:flag + 2] != ["job"] or {"-p", "--package", "-m", "--multirun"} & set(argv):
+        return None
+    overrides = [o for o in _overrides(argv[:flag] + argv[flag + 2:]) if not o.lstrip("+~").startswith("hydra")]
+    try:
+        cfg = compose(conf_dir, overrides)
+    except (OmegaConfBaseException, HydraException) as err:
+        raise UserError(_explain(err, overrides)) from None
+    return OmegaConf.to_yaml(cfg, resolve="--resolve" in argv)
+
+
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
     """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.);
     a sweep has every combination of its values checked before anything runs."""

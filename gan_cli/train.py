@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -34,7 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, data as datasets, evaluate, models, optim
-from .cli import apply_recipe, check, precheck, quote_paths, resume_in_place
+from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place
 from .config import UserError, register_configs, resolve_device
 from .monitor import Monitor, hparams
 from .updates import GAN, Stats
@@ -269,10 +270,17 @@ def main() -> None:
     register_configs()
     try:
         sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
+        shown = job_config(sys.argv[1:], config_dir())
+        if shown is not None:  # --cfg job: what will run, the loss's recipe included
+            print(shown, end="")
+            return
         precheck(sys.argv[1:], config_dir())
         _hydra_main()
     except UserError as err:
         fail(err)
+    except BrokenPipeError:  # `gan-train --help | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: stop at once, no traceback
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)

@@ -234,3 +234,12 @@ def test_the_recipe_is_in_the_saved_config_and_the_log(tmp_path):
     assert "name: adam" in saved and "lr: 0.0001" in saved
     assert "loss=wasserstein_gp trains with its recipe: optimizer=adam optimizer.lr=0.0001" in (run / "train.log").read_text()
     assert json.loads((run / "metrics.json").read_text())["d_updates"] == 10  # k = 5
+
+
+def test_cfg_job_shows_the_config_that_will_run():
+    proc = run_cli(["--cfg", "job", "loss=wasserstein_gp", "steps=7"])
+    assert proc.returncode == 0, proc.stderr
+    assert "name: adam" in proc.stdout and "k: 5" in proc.stdout and "steps: 7" in proc.stdout
+    assert "hydra:" not in proc.stdout
+    proc = run_cli(["--cfg", "job", "los=x"])
+    assert proc.returncode == 2 and "did you mean loss=x" in proc.stderr
