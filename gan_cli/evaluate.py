@@ -80,12 +80,8 @@ class Evaluator:
         fake = self.generate(G, n)
         real = data.sample(n, generator=self.generator)
         other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
-        knn, k, k_star = metrics.knn_log_density, self.cfg.knn, self.cfg.knn_d_star
-        p_real, p_fake, p_other = (data.log_prob(x).double() for x in (real, fake, other))
-        # p_g's k-NN density at the real and the generated samples; the same with real samples in its place
-        raw = metrics.jsd_from_log_densities(p_real, knn(real, fake, k), p_fake, knn(fake, fake, k, exclude_self=True))
-        floor = metrics.jsd_from_log_densities(p_real, knn(real, other, k), p_other, knn(other, other, k, exclude_self=True))
-        jsd = (raw - floor).clamp(0, math.log(2))  # the floor is the estimator's bias at this sample size
+        # p_g by its k-NN density; the floor (the estimator's bias at this size) subtracted
+        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, self.cfg.knn)
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if self.probability:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
@@ -94,7 +90,7 @@ class Evaluator:
             out["theory/d_gap"] = out["theory/c_of_g"] - out["theory/value"]  # C(G) - V-hat >= 0: D's distance from D*
             # D* from k*-NN densities of BOTH laws from samples of equal size (p_data's: the second real
             # sample), so their smoothing cancels where p_g = p_data; the mean over 10,000 of each suffices
-            m = min(n, 10000)
+            knn, k_star, m = metrics.knn_log_density, self.cfg.knn_d_star, min(n, 10000)
             r, f = real[:m], fake[:m]
             out["theory/d_star_mse"] = metrics.d_star_mse_samples(
                 torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), knn(r, other, k_star), knn(r, fake, k_star),
