@@ -102,8 +102,7 @@ class EvalConfig:
     theory_samples: int = 50000  # known-density data: samples for JSD, V-hat and D*
     knn: int = 10  # known-density data: neighbours of the k-NN density of p_g in the JSD
     knn_d_star: int = 200  # the same for D* = p_data / (p_data + p_g) (larger: less noise in D*)
-    bins_1d: int = 200  # histogram cells for p_g on 1-D data
-    bins_2d: int = 100  # histogram cells per axis for p_g on 2-D data
+    bins_1d: int = 200  # 1-D data: histogram cells of p_g in the Figure 1 curves
 
 
 @dataclass
@@ -186,7 +185,7 @@ def validate(cfg: Any) -> None:
     _require(cfg.loss.d_scale > 0, f"loss.d_scale={cfg.loss.d_scale} is not allowed: it must be > 0")
     _require(cfg.loss.max_logit > 0, f"loss.max_logit={cfg.loss.max_logit} is not allowed: it must be > 0")
     ev = cfg.eval
-    for key in ("n_samples", "classifier_steps", "mode_samples", "theory_samples", "bins_1d", "bins_2d"):
+    for key in ("n_samples", "classifier_steps", "mode_samples", "theory_samples", "bins_1d"):
         _require(ev[key] >= 1, f"eval.{key}={ev[key]} is not allowed: it must be an integer >= 1")
     for key in ("knn", "knn_d_star"):
         _require(1 <= ev[key] < ev.theory_samples, f"eval.{key}={ev[key]} is not allowed: it must be an integer in "

@@ -50,7 +50,7 @@ class Evaluator:
             c = data.centres
             pad = 5 * data.std + (1.0 if data.dim == 1 else 0.2)
             self.lo, self.hi = float(c.min()) - pad, float(c.max()) + pad
-            self.bins = self.cfg.bins_1d if data.dim == 1 else self.cfg.bins_2d
+            self.bins = self.cfg.bins_1d  # the Figure 1 curves (1-D data)
 
     # -- helpers --------------------------------------------------------------------------------
     def _noise(self, n: int) -> torch.Tensor:

@@ -119,56 +119,6 @@ def histogram_density(samples: Tensor, lo: float, hi: float, bins: int) -> Tenso
     return _histogram_counts(samples, lo, hi, bins).double() / (len(samples) * cell_volume)
 
 
-def _discrete_jsd(p: Tensor, q: Tensor) -> Tensor:
-    """JSD(p‖q) = ½KL(p‖m) + ½KL(q‖m), m = (p + q)/2, of probability vectors; 0·log 0 = 0.
-
-    Subnormal probabilities are flushed to 0 first: halving one can round to m = 0 while p > 0,
-    which would make a term p·log(p/m) infinite.
-    """
-    tiny = torch.finfo(p.dtype).tiny
-    p, q = p.masked_fill(p < tiny, 0), q.masked_fill(q < tiny, 0)
-    m = (p + q) / 2
-    kl_pm = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum()
-    kl_qm = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum()
-    return (kl_pm + kl_qm) / 2
-
-
-def jsd_estimate(
-    log_density: Callable[[Tensor], Tensor],
-    samples: Tensor,
-    lo: float,
-    hi: float,
-    bins: int,
-    subdivisions: int = 4,
-) -> Tensor:
-    """Jensen-Shannon divergence (nats) between a known p_data and the law of ``samples``.
-
-    Both laws are discretised on the cells of :func:`grid_centres` plus one cell for everything
-    outside [lo, hi)^d, d = 1 or 2:
-      P_j = Δ^d · mean of p_data over ``subdivisions``^d midpoints inside cell j
-            (``log_density`` maps (m, d) points, in the dtype and on the device of ``samples``,
-            to their (m,) log-densities),
-      P_out = max(0, 1 - Σ_j P_j), and P renormalised to sum 1;
-      Q_j = count_j / n, the histogram of the n ``samples`` (Q_out the fraction outside).
-    JSD(P‖Q) = ½KL(P‖M) + ½KL(Q‖M), M = (P + Q)/2, in [0, log 2]; Theorem 1 of Goodfellow et al.
-    2014 ties it to the game: C(G) = max_D V(D, G) = -log 4 + 2·JSD(p_data‖p_g).
-
-    Binning can only lower the divergence (data-processing inequality), while histogram noise
-    raises it by an amount that shrinks with n. Report the estimate beside its floor: the same
-    call with real samples of the same size drawn from p_data. Cells should be narrow against the
-    scale on which p_g varies, and Δ/``subdivisions`` narrow against that of p_data.
-    """
-    dim = samples.reshape(len(samples), -1).shape[1]
-    fine = grid_centres(lo, hi, bins * subdivisions, dim, device=samples.device).to(samples.dtype)
-    fine_density = log_density(fine).to(torch.float64).exp().reshape([bins, subdivisions] * dim)
-    cell_mean = fine_density.mean(dim=tuple(range(1, 2 * dim, 2))).flatten()
-    p_inside = cell_mean * ((hi - lo) / bins) ** dim
-    p = torch.cat([p_inside, (1 - p_inside.sum()).clamp_min(0)[None]])
-    counts = _histogram_counts(samples, lo, hi, bins)
-    q = torch.cat([counts, (len(samples) - counts.sum())[None]]).to(p) / len(samples)
-    return _discrete_jsd(p / p.sum(), q)
-
-
 def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
     """Optimal D for a fixed G (Goodfellow et al. 2014, Prop. 1): D* = p_data / (p_data + p_g).
 
@@ -177,21 +127,6 @@ def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
     """
     total = p_data + p_g
     return torch.where(total > 0, p_data / torch.where(total > 0, total, 1), 0.5)
-
-
-def d_star_mse(
-    d_values: Tensor, p_data: Tensor, p_g: Tensor, weights: Tensor | None = None
-) -> Tensor:
-    """Mean squared distance to the optimal discriminator over grid points: mean_j (D_j - D*_j)².
-
-    ``d_values`` are D(x_j) = σ(logit) at the grid points where ``p_data`` and ``p_g`` were
-    evaluated (:func:`d_star`). With ``weights`` (e.g. p_data + p_g, to weigh where mass lies)
-    the mean is Σ_j w_j (D_j - D*_j)² / Σ_j w_j.
-    """
-    sq_err = (d_values - d_star(p_data, p_g)).square()
-    if weights is None:
-        return sq_err.mean()
-    return (weights * sq_err).sum() / weights.sum()
 
 
 def knn_log_density(queries: Tensor, samples: Tensor, k: int, exclude_self: bool = False) -> Tensor:

@@ -10,13 +10,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 
 from gan_cli.metrics import (
-    _discrete_jsd,
     d_star,
-    d_star_mse,
     frechet_distance,
     grid_centres,
     histogram_density,
-    jsd_estimate,
     jsd_knn,
     jsd_knn_corrected,
     kid,
@@ -82,28 +79,13 @@ def numerical_jsd(mean_p, mean_q, std=1.0):
     return 0.5 * np.trapezoid(p * np.log(p / m) + q * np.log(q / m), x)
 
 
-def test_jsd_of_two_gaussians_matches_numerical_integration():
-    fake = 1.5 + torch.randn(400_000, generator=torch.Generator().manual_seed(0))
-    estimate = jsd_estimate(gaussian_log_density(0.0, 1.0), fake, -6, 8, bins=140)
-    assert estimate.item() == pytest.approx(numerical_jsd(0.0, 1.5), abs=3e-3)
-
-
-def test_jsd_of_identical_laws_is_within_the_floor():
+def test_jsd_of_two_shifted_gaussians_matches_numerical_integration():
     gen = torch.Generator().manual_seed(0)
-    log_density = gaussian_log_density(0.0, 1.0)
-    floor = jsd_estimate(log_density, torch.randn(10_000, 1, generator=gen), -5, 5, bins=50)
-    again = jsd_estimate(log_density, torch.randn(10_000, 1, generator=gen), -5, 5, bins=50)
-    shifted = jsd_estimate(log_density, 0.5 + torch.randn(10_000, 1, generator=gen), -5, 5, 50)
-    assert floor < 5e-3 and again < 3 * floor and shifted > 10 * floor
-
-
-def test_jsd_in_two_dimensions_and_mass_outside_the_grid():
-    gen = torch.Generator().manual_seed(0)
-    log_density = gaussian_log_density(0.0, 0.05)  # narrow: needs sub-cell quadrature
-    same = jsd_estimate(log_density, 0.05 * torch.randn(20_000, 2, generator=gen), -1, 1, bins=20)
-    outside = jsd_estimate(log_density, 5 + torch.randn(1000, 2, generator=gen), -1, 1, bins=20)
-    assert same < 5e-3
-    assert outside.item() == pytest.approx(math.log(2))
+    log_p = gaussian_log_density(0.0, 1.0)
+    real, other = torch.randn(50_000, 1, generator=gen), torch.randn(50_000, 1, generator=gen)
+    fake = 1.5 + torch.randn(50_000, 1, generator=gen)
+    estimate, _ = jsd_knn_corrected(log_p, real, fake, other)
+    assert estimate.item() == pytest.approx(numerical_jsd(0.0, 1.5), rel=0.05)
 
 
 def test_histogram_density_integrates_to_the_mass_inside():
@@ -119,14 +101,6 @@ def test_d_star_constructed_cases():
     torch.testing.assert_close(d_star(p, p), torch.full((4,), 0.5))
     torch.testing.assert_close(d_star(p[1:], torch.zeros(3)), torch.ones(3))
     assert d_star(torch.tensor([1.0]), torch.tensor([3.0])).item() == 0.25
-
-
-def test_d_star_mse():
-    p_data, p_g = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 2.0])  # D* = ½, 1, 0
-    d = torch.tensor([0.5, 0.5, 0.5])
-    assert d_star_mse(d, p_data, p_g).item() == pytest.approx((0 + 0.25 + 0.25) / 3)
-    weighted = d_star_mse(d, p_data, p_g, weights=torch.tensor([1.0, 3.0, 0.0]))
-    assert weighted.item() == pytest.approx(0.75 * 0.25)
 
 
 # --- Mode collapse -----------------------------------------------------------------------------
@@ -235,13 +209,6 @@ def test_precision_and_recall_separate_quality_from_coverage():
     collapsed = real[real[:, 0] < 0.5]
     result = precision_recall_knn(real, collapsed)
     assert result["precision"] == 1.0 and result["recall"] == pytest.approx(0.5, abs=0.03)
-
-
-def test_jsd_survives_subnormal_probabilities():
-    # a narrow 2-D mixture gives cells with p ~ 1e-323; their halves round to 0
-    p = torch.tensor([0.5, 0.5 - 5e-324, 5e-324], dtype=torch.float64)
-    q = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
-    assert torch.isfinite(_discrete_jsd(p, q))
 
 
 # --- k-NN density and the JSD of known-density data (theory/jsd) --------------------------------
