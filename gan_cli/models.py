@@ -200,6 +200,9 @@ class Nets:
         return Nets(self.G.to(device), self.D.to(device), self._point)
 
 
+BIAS_CLIP = 1e-7  # pylearn2's clip of the pixel marginals in init_bias_target_marginals
+
+
 def build(arch, data, z_dim: int) -> Nets:
     """G, D for ``arch`` on ``data``, initialised as the arch config says."""
     entry = spec(arch.name)
@@ -210,10 +213,11 @@ def build(arch, data, z_dim: int) -> Nets:
         _uniform_init(D_body, arch.d_init_range)
     last = G_body[-1] if isinstance(G_body, nn.Sequential) and isinstance(G_body[-1], nn.Linear) else None
     if arch.g_output_bias_from_data and data.is_image and last is not None:
-        # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data
-        mean = data.train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+        # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data,
+        # the means clipped to [1e-7, 1 - 1e-7] (a pixel that is always 0 starts at logit(1e-7) = -16.1)
+        mean = data.train.flatten(1).double().mean(0).clamp(BIAS_CLIP, 1 - BIAS_CLIP)
         with torch.no_grad():
-            last.bias.copy_(torch.logit(mean).to(last.bias.device))
+            last.bias.copy_(torch.logit(mean).to(last.bias.device, last.bias.dtype))
     return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body), entry.point)
 
 
