@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import UserError
+from .config import TrainConfig, UserError
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
 NEEDED = ("G", "D", "opt_G", "opt_D", "step", "config")
@@ -156,7 +156,8 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
     if not cfg.resume:
         return cfg, None
     saved = load(find(cfg.resume))
-    before_cfg = OmegaConf.create(saved["config"])
+    # on the schema, so that a key added since the checkpoint was written takes its default
+    before_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved["config"])
     given = list(dict.fromkeys(_key(o) for o in overrides))
     for key in given:
         if key.startswith("hydra") or key in RESUMABLE:

@@ -75,7 +75,7 @@ def check(cfg) -> None:
     range of every knob (config.py), each group's choice (its builder), what fits with what."""
     validate(cfg)
     dataset = data.spec(cfg.dataset.name)
-    models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim)
+    models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim, pack=cfg.pack)
     losses.get(cfg.loss)
     optim.check(cfg.optimizer)
     evaluate.check(cfg)

@@ -56,8 +56,10 @@ class ArchConfig:
     g_hidden: int = 256  # units per hidden layer of G (mlp, maxout) / base channels (dcgan)
     d_hidden: int = 256  # units per hidden layer of D (mlp, maxout) / base channels (dcgan)
     pieces: int = 5  # maxout: linear pieces per unit
-    d_dropout_input: float = 0.0  # probability of dropping an input of D (maxout: 0.2 = keep 0.8)
-    d_dropout_hidden: float = 0.0  # probability of dropping a hidden unit of D (maxout: 0.5)
+    # probability of dropping an input / a hidden unit of D (maxout: 0.2 = keep 0.8 / 0.5); null (mlp's
+    # default): the paper's 0.2 / 0.5 on images, none on 1-D and 2-D points, whose only coordinates it would drop
+    d_dropout_input: Optional[float] = 0.0
+    d_dropout_hidden: Optional[float] = 0.0
     g_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.05); 0: PyTorch default
     d_init_range: float = 0.0  # > 0: weights ~ U(-r, r) (the paper: 0.005); 0: PyTorch default
     g_output_bias_from_data: bool = False  # image sets: G's output bias = logit of pixel means
@@ -114,7 +116,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     k: int = 1  # discriminator updates per generator update (Algorithm 1)
     steps: int = 5000  # iterations of Algorithm 1 (each: k D updates + 1 G update)
-    batch_size: int = 64  # m, the minibatch size of every update
+    batch_size: int = 64  # m, the minibatch size of every update (examples D sees per side)
+    pack: int = 1  # PacGAN: D reads pack samples side by side, so an update draws pack x batch_size of each
     z_dim: int = 100
     prior: str = "uniform"  # uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal
     updates: str = "alternating"  # alternating (Algorithm 1) or simultaneous (the authors' code)
@@ -155,7 +158,7 @@ def validate(cfg: Any) -> None:
 
     Names of group choices and what fits with what are checked by the builders (see cli.check).
     """
-    for key in ("k", "steps", "batch_size", "z_dim", "log_every", "sample_every", "ckpt_every", "eval_every", "n_samples"):
+    for key in ("k", "steps", "batch_size", "pack", "z_dim", "log_every", "sample_every", "ckpt_every", "eval_every", "n_samples"):
         value = cfg[key]
         _require(value >= 1, f"{key}={value} is not allowed: {key} must be an integer >= 1")
     _require(cfg.device in DEVICES, f"device={cfg.device} is not allowed: choose one of {', '.join(DEVICES)}")
@@ -178,7 +181,8 @@ def validate(cfg: Any) -> None:
     for key in ("g_hidden", "d_hidden", "pieces"):
         _require(arch[key] >= 1, f"arch.{key}={arch[key]} is not allowed: it must be an integer >= 1")
     for key in ("d_dropout_input", "d_dropout_hidden"):
-        _require(0 <= arch[key] < 1, f"arch.{key}={arch[key]} is not allowed: a dropout probability must be in [0, 1)")
+        _require(arch[key] is None or 0 <= arch[key] < 1,
+                 f"arch.{key}={arch[key]} is not allowed: a dropout probability must be in [0, 1) (or null: automatic)")
     for key in ("g_init_range", "d_init_range"):
         _require(arch[key] >= 0, f"arch.{key}={arch[key]} is not allowed: it must be >= 0 (0 = PyTorch's default init)")
     _require(cfg.loss.gp_weight >= 0, f"loss.gp_weight={cfg.loss.gp_weight} is not allowed: it must be >= 0")

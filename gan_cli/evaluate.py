@@ -37,13 +37,15 @@ class Evaluator:
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.cfg, self.data, self.device = cfg.eval, data, device
-        self.probability = losses.get(cfg.loss).probability  # D = sigma(a) estimates p_data / (p_data + p_g)
+        # D = sigma(a) estimates p_data / (p_data + p_g) at a point (not when it reads packed tuples)
+        self.probability = reads_points_as_probability(cfg)
         self.prior, self.z_dim, self.seed = cfg.prior, cfg.z_dim, cfg.seed
         self.families = families(cfg)
         self.generator = torch.Generator(device=device)
         self._classifier = None
         self.classifier_info: Dict[str, object] = {}
         self._floor: Dict[str, float] = {}
+        self._reference = None  # features.Reference of the real reference images (with the classifier)
         self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
         self.curves: Optional[Dict[str, torch.Tensor]] = None
         if data.has_density:
@@ -117,16 +119,22 @@ class Evaluator:
                 "eval/reverse_kl": report["reverse_kl"], "eval/mode_samples": self.cfg.mode_samples,
                 "eval/hq_threshold_std": 3.0}
 
+    def feature_sizes(self) -> Tuple[int, int, int]:
+        """(reference, size, sets) of the feature metrics on this dataset: see :func:`feature_sizes`."""
+        return feature_sizes(self.cfg.n_samples, len(self.data.train), len(self.data.test))
+
     def classifier(self):
-        """The dataset's cached feature classifier (trained on first use), and its real-vs-real floor."""
+        """The dataset's cached feature classifier (trained on first use), the real reference's features
+        and the real-vs-real floor: the reference against the held-out images, at the run's sizes."""
         from . import features
 
         if self._classifier is None:
-            d = self.data
+            d, (n_ref, size, _) = self.data, self.feature_sizes()
             self._classifier, self.classifier_info = features.get_classifier(
                 d.name, d.train, d.train_labels, d.test, d.test_labels, cache_dir=self.cfg.cache_dir,
                 device=self.device, steps=self.cfg.classifier_steps)
-            floor = features.real_floor(self._classifier, d.train, d.test, n=self.cfg.n_samples)
+            self._reference = features.reference(self._classifier, d.train[:n_ref])
+            floor = features.compare(self._reference, features.extract_features(self._classifier, d.test[:size]), size)
             self._floor = {f"eval/{k}_floor": v for k, v in floor.items() if k != "kid_std"}
         return self._classifier
 
@@ -141,9 +149,12 @@ class Evaluator:
         from . import features
 
         model = self.classifier()
-        quality = features.image_metrics(model, self.data.train[: self.cfg.n_samples], self._generated_images(nets.G))
+        n_ref, size, _ = self.feature_sizes()
+        fake = features.extract_features(model, self._generated_images(nets.G))
+        quality = features.compare(self._reference, fake, size)  # the floor's sizes
         return {**{f"eval/{k}": v for k, v in quality.items()}, **self._floor,
-                "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"])}
+                "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"]),
+                "eval/reference_samples": n_ref, "eval/feature_samples": size}
 
     # -- every metric that fits -----------------------------------------------------------------
     def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
@@ -190,9 +201,14 @@ def _parzen_protocol(ev: Evaluator) -> str:
 
 
 def _features_protocol(ev: Evaluator) -> str:
-    return (f"penultimate layer of a small CNN trained on the real training split (seed 0); FID/KID/precision/recall "
-            f"(k=3) of {ev.cfg.n_samples} samples vs up to {ev.cfg.n_samples} training images; *_floor = training vs "
-            "test images; not comparable with Inception FID")
+    n_ref, size, sets = ev.feature_sizes()
+    samples = (f"{size} samples" if sets == 1 else
+               f"{size} samples (the mean over {sets} disjoint sets of {size} of the {ev.cfg.n_samples} samples)")
+    return (f"penultimate layer of a small CNN trained on the real training split (seed 0); the first {n_ref} "
+            f"training images vs {samples}, *_floor the same {n_ref} vs the first {size} test images (same sizes: "
+            "FID and recall depend on them); FID and precision/recall (k=3) on the raw features, KID (cubic kernel, "
+            f"subsets of {min(1000, n_ref, size)}) on features standardised by the reference's per-dimension mean "
+            "and std; not comparable with Inception FID")
 
 
 # -- the table of metric facts -------------------------------------------------------------------
@@ -218,7 +234,8 @@ METRICS = (
     Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "eval/kid_std": None, "eval/precision": HIGHER,
                                  "eval/recall": HIGHER, "eval/fid_floor": None, "eval/kid_floor": None,
                                  "eval/precision_floor": None, "eval/recall_floor": None,
-                                 "eval/classifier_accuracy": None},
+                                 "eval/classifier_accuracy": None, "eval/reference_samples": None,
+                                 "eval/feature_samples": None},
            Evaluator.features, _features_protocol, auto="eval/fid", enabled=lambda cfg: cfg.features),
     Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
                                  "theory/value": LOWER, "theory/d_gap": None, "theory/d_star_mse": LOWER,
@@ -232,6 +249,15 @@ METRICS = (
 )
 
 
+def feature_sizes(n_samples: int, n_train: int, n_test: int) -> Tuple[int, int, int]:
+    """(reference, size, sets): the first ``reference`` training images are the real reference; the
+    floor compares them with ``size`` held-out images and a run with ``sets`` disjoint sets of ``size``
+    generated samples (averaged), so both are measured at the same sizes. Where the held-out split is
+    smaller than eval.n_samples (digits: 297), the run's samples are cut into sets of that size."""
+    reference, size = min(n_samples, n_train), min(n_samples, n_test)
+    return reference, size, n_samples // size
+
+
 def families(cfg) -> Tuple[str, ...]:
     """The metric families of a run: its dataset's, plus "point" when its architecture has one."""
     return datasets.spec(cfg.dataset.name).families + (("point",) if models.spec(cfg.arch.name).point else ())
@@ -239,6 +265,12 @@ def families(cfg) -> Tuple[str, ...]:
 
 def applicable(run_families: Iterable[str]) -> Tuple[Metric, ...]:
     return tuple(m for m in METRICS if m.applies in tuple(run_families))
+
+
+def reads_points_as_probability(cfg) -> bool:
+    """D(x) = sigma(a(x)) is a probability at each point x, so V-hat, d_gap and D* apply: a
+    cross-entropy loss, and a D that reads one sample at a time (pack = 1)."""
+    return losses.get(cfg.loss).probability and cfg.pack == 1
 
 
 def rankable(run_families: Iterable[str], probability: bool) -> Tuple[str, ...]:
@@ -266,7 +298,7 @@ def is_better(tag: str, new: float, old: Optional[float]) -> bool:
 
 def check(cfg) -> None:
     """eval.best_by names a figure that the run measures (UserError otherwise)."""
-    allowed = ("auto",) + rankable(families(cfg), losses.get(cfg.loss).probability)
+    allowed = ("auto",) + rankable(families(cfg), reads_points_as_probability(cfg))
     if cfg.eval.best_by not in allowed:
         raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "
                         f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")

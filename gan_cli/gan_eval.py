@@ -54,7 +54,7 @@ def run(argv) -> dict:
     datasets.check_available(cfg.dataset)
     device = resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, device)
-    nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
+    nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
     checkpoint.restore(saved, checkpoint.State(nets.G, nets.D), path=str(ckpt))
     evaluator = evaluate.Evaluator(cfg, data, device)
     scalars, curves = evaluator.run(nets)

@@ -10,7 +10,8 @@ D's loss is -V.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+import math
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -94,22 +95,59 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
+# "D has won": D separates real from fake so well that G's gradient vanishes or D stops learning. Each
+# test reads one log window's means (no extra host sync): D's real and fake scores as the D/ tags show
+# them (sigma(a) when D is a probability, a otherwise) and D's loss with d_scale undone. It returns what
+# it saw, for the console, or None.
+
+
+def won_cross_entropy(real: float, fake: float, loss: float) -> Optional[str]:
+    """D(x) > 0.99 and D(G(z)) < 0.01: log(1 - D(G(z))) has almost no gradient (minimax's G stalls)."""
+    if real > 0.99 and fake < 0.01:
+        return (f"D rejects nearly every fake (D(G(z)) = {fake:.4f}, D(x) = {real:.4f}): G's gradient may "
+                "vanish, watch grad/G")
+    return None
+
+
+def won_least_squares(real: float, fake: float, loss: float) -> Optional[str]:
+    """D's loss 1/2 E(a_real - 1)^2 + 1/2 E a_fake^2, the mean squared distance of its outputs to their
+    targets 1 (real) and 0 (fake), below 0.01 (4 % of its 0.25 at the equilibrium a = 1/2): an RMS
+    distance under 0.1, so D's gradient, a - target, has almost vanished (G's, a_fake - 1, has not)."""
+    if loss < 0.01:
+        return (f"D's outputs sit on their targets (D(x) = {real:.3f} ~ 1, D(G(z)) = {fake:.3f} ~ 0, RMS "
+                f"distance {math.sqrt(loss):.3f} < 0.1): D has almost stopped learning, watch grad/D")
+    return None
+
+
+def won_hinge(real: float, fake: float, loss: float) -> Optional[str]:
+    """D's hinge loss is 0 over the window: every real score >= 1 and every fake <= -1, both hinge
+    terms inactive, so D's gradient is exactly 0 and D no longer follows G."""
+    if loss == 0:
+        return (f"every hinge term of D is inactive (all D(x) >= 1, all D(G(z)) <= -1; means {real:.3f}, "
+                f"{fake:.3f}): D has stopped learning, watch grad/D")
+    return None
+
+
 class LossPair(NamedTuple):
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
-    probability: bool = False  # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g)
-    critic: bool = False  # D's output is a raw score, not a probability logit (the D/ tags show it as is)
+    probability: bool = False  # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g); the D/ tags show sigma(a), else a
+    critic: bool = False  # D's output is an unbounded score with no targets (WGAN): no "D has won" test (won is None)
+    won: Optional[Callable[[float, float, float], Optional[str]]] = None  # (D/real_mean, D/fake_mean, D's loss) -> why D has won
     gp_weight: float = 0.0  # > 0: D also minimizes gp_weight * the gradient penalty (WGAN-GP)
     d_scale: float = 1.0  # D minimizes d_scale * (d loss + penalty)
 
 
 # The choices of loss=: a new loss is a function pair here, one entry, and a YAML file in conf/loss/.
+# A WGAN critic is trained to separate real from fake as far as its penalty allows and its scores have no
+# scale to saturate at: G's gradient does not vanish when it does, so wasserstein_gp has no "D has won" test.
 PAIRS: Dict[str, Callable[[object], LossPair]] = {
-    "minimax": lambda cfg: LossPair(d_cross_entropy, g_minimax, probability=True),
-    "nonsaturating": lambda cfg: LossPair(d_cross_entropy, g_nonsaturating, probability=True),
-    "maximum_likelihood": lambda cfg: LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit), probability=True),
-    "least_squares": lambda cfg: LossPair(d_least_squares, g_least_squares),
-    "hinge": lambda cfg: LossPair(d_hinge, g_linear),
+    "minimax": lambda cfg: LossPair(d_cross_entropy, g_minimax, probability=True, won=won_cross_entropy),
+    "nonsaturating": lambda cfg: LossPair(d_cross_entropy, g_nonsaturating, probability=True, won=won_cross_entropy),
+    "maximum_likelihood": lambda cfg: LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit),
+                                               probability=True, won=won_cross_entropy),
+    "least_squares": lambda cfg: LossPair(d_least_squares, g_least_squares, won=won_least_squares),
+    "hinge": lambda cfg: LossPair(d_hinge, g_linear, won=won_hinge),
     "wasserstein_gp": lambda cfg: LossPair(d_wasserstein, g_linear, critic=True, gp_weight=float(cfg.gp_weight)),
 }
 

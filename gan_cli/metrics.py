@@ -324,7 +324,7 @@ def _inside_manifold(queries: Tensor, support: Tensor, radii: Tensor, batch_size
 
 
 def precision_recall_knn(
-    real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000
+    real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000, fake_sets: int = 1
 ) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
 
@@ -332,12 +332,18 @@ def precision_recall_knn(
     its k-th nearest neighbour in X (itself excluded; k = 3 in the paper):
       precision = fraction of fake samples inside the manifold of the real set,
       recall    = fraction of real samples inside the manifold of the fake set.
+    Recall depends on the number of fakes (their radii shrink as it grows): with ``fake_sets`` > 1
+    the fakes are that many disjoint sets of equal size (consecutive rows), each with its own
+    manifold, and recall is the mean of theirs; precision does not depend on that grouping.
     Pairwise distances are computed in float64 with ``torch.cdist``, ``batch_size`` rows at a time.
 
     Returns ``{"precision", "recall"}``.
     """
+    if len(fake_feats) % fake_sets:
+        raise ValueError(f"cannot split {len(fake_feats)} fakes into {fake_sets} sets of equal size")
     real, fake = real_feats.to(torch.float64), fake_feats.to(torch.float64)
     precision = _inside_manifold(fake, real, _knn_radii(real, k, batch_size), batch_size)
-    recall = _inside_manifold(real, fake, _knn_radii(fake, k, batch_size), batch_size)
+    recall = torch.cat([_inside_manifold(real, part, _knn_radii(part, k, batch_size), batch_size)
+                        for part in fake.chunk(fake_sets)])
     precision, recall = torch.stack([precision.double().mean(), recall.double().mean()]).tolist()
     return {"precision": precision, "recall": recall}

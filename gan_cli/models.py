@@ -8,7 +8,7 @@ A new architecture is a builder function, one entry in ARCHS and a YAML file in 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -45,36 +45,68 @@ def _uniform_init(module: nn.Module, r: float) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def _mlp(arch, data, z_dim: int):
+PAPER_DROPOUT = (0.2, 0.5)  # the paper's D: drop 0.2 of the inputs, 0.5 of the hidden units
+
+
+def dropout(arch, data) -> Tuple[float, float]:
+    """D's (input, hidden) dropout: the arch's values; where one is null (automatic), the paper's on
+    images and none on 1-D / 2-D points (dropping an input there drops the data's only coordinates, and
+    a D that cannot approach D* makes V-hat = -log 4 meaningless)."""
+    auto = PAPER_DROPOUT if data.is_image else (0.0, 0.0)
+    return tuple(a if p is None else p for p, a in zip((arch.d_dropout_input, arch.d_dropout_hidden), auto))
+
+
+def _mlp(arch, data, z_dim: int, pack: int = 1):
     d, h = data.dim, arch.g_hidden
     G = nn.Sequential(
         nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d),
     )
-    h = arch.d_hidden
+    h, (p_in, p_hid) = arch.d_hidden, dropout(arch, data)
     D = nn.Sequential(
-        nn.Flatten(), nn.Dropout(arch.d_dropout_input),
-        nn.Linear(d, h), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
-        nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Flatten(), nn.Dropout(p_in),
+        nn.Linear(d * pack, h), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
+        nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
         nn.Linear(h, 1),
     )
     return G, D
 
 
-def _maxout(arch, data, z_dim: int):
+def _maxout(arch, data, z_dim: int, pack: int = 1):
     """The paper's MNIST nets: G z -> 1200 ReLU -> 1200 ReLU -> out; D maxout 240x5 -> 240x5 -> 1."""
     d, h = data.dim, arch.g_hidden
     G = nn.Sequential(nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d))
-    u, p = arch.d_hidden, arch.pieces
+    u, p, (p_in, p_hid) = arch.d_hidden, arch.pieces, dropout(arch, data)
     D = nn.Sequential(
-        nn.Flatten(), nn.Dropout(arch.d_dropout_input),
-        Maxout(d, u, p), nn.Dropout(arch.d_dropout_hidden),
-        Maxout(u, u, p), nn.Dropout(arch.d_dropout_hidden),
+        nn.Flatten(), nn.Dropout(p_in),
+        Maxout(d * pack, u, p), nn.Dropout(p_hid),
+        Maxout(u, u, p), nn.Dropout(p_hid),
         nn.Linear(u, 1),
     )
     return G, D
 
 
-def _dcgan(arch, data, z_dim: int):
+def _pacgan(arch, data, z_dim: int, pack: int = 1):
+    """The 2-D networks of VEEGAN / PacGAN's mode-collapse benchmarks (PacGAN's code, fjxmlzn/PacGAN,
+    synthetic_data_experiments): G z -> 4 x [400 linear, batch norm, ReLU] -> out; D 3 x [maxout 200 x 5]
+    -> 1, its input the ``pack`` samples of a tuple side by side; weights ~ N(0, 0.02), biases 0."""
+    d, h = data.dim, arch.g_hidden
+    layers, width = [], z_dim
+    for _ in range(4):
+        layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, momentum=0.05), nn.ReLU()]
+        width = h
+    G = nn.Sequential(*layers, nn.Linear(h, d))
+    u, p = arch.d_hidden, arch.pieces
+    D = nn.Sequential(nn.Flatten(), Maxout(d * pack, u, p), Maxout(u, u, p), Maxout(u, u, p), nn.Linear(u, 1))
+    for net in (G, D):
+        for layer in net.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0.0, 0.02)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+    return G, D
+
+
+def _dcgan(arch, data, z_dim: int, pack: int = 1):
     """DCGAN-style (Radford et al. 2016): two stride-2 stages each way, sized from the image side.
 
     D has no batch norm, so it also serves as a WGAN-GP critic (the penalty is per sample).
@@ -82,15 +114,15 @@ def _dcgan(arch, data, z_dim: int):
     c, h, w = data.shape
     if h != w or h % 4:
         raise UserError(f"arch=dcgan needs square images with a side divisible by 4; dataset={data.name} has {h}x{w}")
-    s, g, f = h // 4, arch.g_hidden, arch.d_hidden
+    s, g, f, p_hid = h // 4, arch.g_hidden, arch.d_hidden, dropout(arch, data)[1]
     G = nn.Sequential(
         nn.Linear(z_dim, 2 * g * s * s), Reshape(2 * g, s, s), nn.BatchNorm2d(2 * g), nn.ReLU(),
         nn.ConvTranspose2d(2 * g, g, 4, 2, 1), nn.BatchNorm2d(g), nn.ReLU(),
         nn.ConvTranspose2d(g, c, 4, 2, 1), nn.Flatten(),
     )
     D = nn.Sequential(
-        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
-        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(arch.d_dropout_hidden),
+        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
+        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
         nn.Flatten(), nn.Linear(2 * f * s * s, 1),
     )
     return G, D
@@ -107,7 +139,7 @@ class Constant(nn.Module):
         return self.theta.expand(z.shape[0], 1)
 
 
-def _dirac(arch, data, z_dim: int):
+def _dirac(arch, data, z_dim: int, pack: int = 1):
     """The bilinear game: G(z) = theta, D(x) = psi * x (no bias); equilibrium (theta, psi) = (0, 0)."""
     D = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -123,8 +155,9 @@ def _dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
 class Arch(NamedTuple):
     """A choice of ``arch=``: its builder and the facts the other modules ask about."""
 
-    build: Callable  # (arch config node, data, z_dim) -> (G body, D body)
+    build: Callable  # (arch config node, data, z_dim, pack) -> (G body, D body)
     images_only: bool = False  # convolutional: needs (C, H, W) samples
+    packs: bool = True  # D reads flat vectors, so it can read pack samples side by side (PacGAN)
     dim: Optional[int] = None  # needs point samples of this dimension
     point: Optional[Callable[[nn.Module, nn.Module], torch.Tensor]] = None  # the game's state as a point, to draw
 
@@ -132,8 +165,9 @@ class Arch(NamedTuple):
 ARCHS = {
     "mlp": Arch(_mlp),
     "maxout": Arch(_maxout),
-    "dcgan": Arch(_dcgan, images_only=True),
-    "dirac": Arch(_dirac, dim=1, point=_dirac_point),
+    "pacgan": Arch(_pacgan),
+    "dcgan": Arch(_dcgan, images_only=True, packs=False),
+    "dirac": Arch(_dirac, dim=1, point=_dirac_point, packs=False),
 }
 
 
@@ -142,9 +176,12 @@ def spec(name: str) -> Arch:
     return choose(ARCHS, name, "arch", "an architecture")
 
 
-def check(arch_name: str, dataset_name: str, is_image: bool, dim: Optional[int]) -> None:
-    """The architecture exists and fits the dataset (images or points of dimension ``dim``)."""
+def check(arch_name: str, dataset_name: str, is_image: bool, dim: Optional[int], pack: int = 1) -> None:
+    """The architecture exists, fits the dataset (images or points of dimension ``dim``) and can pack."""
     arch = spec(arch_name)
+    if pack > 1 and not arch.packs:
+        packing = ", ".join(name for name, entry in ARCHS.items() if entry.packs)
+        raise UserError(f"pack={pack} needs a D that reads flat vectors ({packing}); arch={arch_name} does not: use pack=1")
     if arch.images_only and not is_image:
         raise UserError(f"arch={arch_name} is convolutional and needs an image dataset, but dataset={dataset_name} "
                         "holds points; use arch=mlp or arch=maxout")
@@ -168,13 +205,16 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Returns the logit a(x), shape (m,)."""
+    """Returns the logit a(x), shape (m,); with ``pack`` = p > 1 (PacGAN), one logit per p consecutive
+    samples, read side by side: shape (m / p,)."""
 
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module, pack: int = 1):
         super().__init__()
-        self.body = body
+        self.body, self.pack = body, pack
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pack > 1:
+            x = x.reshape(x.shape[0] // self.pack, -1)
         return self.body(x).squeeze(1)
 
 
@@ -203,10 +243,11 @@ class Nets:
 BIAS_CLIP = 1e-7  # pylearn2's clip of the pixel marginals in init_bias_target_marginals
 
 
-def build(arch, data, z_dim: int) -> Nets:
-    """G, D for ``arch`` on ``data``, initialised as the arch config says."""
+def build(arch, data, z_dim: int, pack: int = 1) -> Nets:
+    """G, D for ``arch`` on ``data`` (D reading ``pack`` samples at a time), initialised as the arch
+    config says."""
     entry = spec(arch.name)
-    G_body, D_body = entry.build(arch, data, z_dim)
+    G_body, D_body = entry.build(arch, data, z_dim, pack)
     if arch.g_init_range > 0:
         _uniform_init(G_body, arch.g_init_range)
     if arch.d_init_range > 0:
@@ -218,7 +259,7 @@ def build(arch, data, z_dim: int) -> Nets:
         mean = data.train.flatten(1).double().mean(0).clamp(BIAS_CLIP, 1 - BIAS_CLIP)
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias.device, last.bias.dtype))
-    return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body), entry.point)
+    return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body, pack), entry.point)
 
 
 @contextmanager

@@ -134,10 +134,12 @@ class Bookkeeping:
         if bad:
             raise self.diverged(it, ", ".join(bad))
         self.window = self.monitor.log_window(it, {**values, **self.schedule.values(it - 1)}, self.stats.histograms())
-        if not self.warned_dead and not self.gan.pair.critic and values["D/fake_mean"] < 0.01 and values["D/real_mean"] > 0.99:
-            self.warned_dead = True
-            self.monitor.warn(f"iteration {it}: D rejects nearly every fake (D(G(z)) = {values['D/fake_mean']:.4f}); "
-                              f"with loss={self.cfg.loss.name} G's gradient may vanish: watch grad/G")
+        pair = self.gan.pair
+        if not self.warned_dead and pair.won is not None:  # the loss's own "D has won" test, on the window's means
+            why = pair.won(values["D/real_mean"], values["D/fake_mean"], values["loss/D"] / pair.d_scale)
+            if why:
+                self.warned_dead = True
+                self.monitor.warn(f"iteration {it}: {why} (loss={self.cfg.loss.name})")
 
     def evaluate(self, it: int) -> None:
         self.monitor.phase("eval")

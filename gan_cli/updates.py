@@ -20,7 +20,7 @@ def _grad_norm(params) -> torch.Tensor:
 
 
 class DStep(NamedTuple):
-    """What one D update reports: loss, mean/std of D(x) and D(G(z)), grad norm; and the scores."""
+    """What one D update reports: loss, mean/std of D's scores (GAN.score) of x and G(z), grad norm; and the scores."""
 
     values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
     real: torch.Tensor  # D(x) of the minibatch (for the histograms)
@@ -32,20 +32,23 @@ class GAN:
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.data, self.device = data, device
-        self.nets = models.build(cfg.arch, data, cfg.z_dim).to(device)
+        self.nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
         self.G, self.D = self.nets
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
         self.pair = losses.get(cfg.loss)
         self.prior, self.z_dim = cfg.prior, cfg.z_dim
+        self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
 
     def noise(self, m: int) -> torch.Tensor:
         return datasets.noise(self.prior, m, self.z_dim, self.device)
 
     def score(self, a: torch.Tensor) -> torch.Tensor:
-        """What the D/ tags report: D = sigma(a), or the raw critic score for wasserstein_gp."""
+        """What the D/ tags report: D = sigma(a) where D is a probability (the cross-entropy losses), D's
+        raw output a otherwise (least_squares: the estimate itself, targets 1 / 0; hinge: the score,
+        margins +1 / -1; wasserstein_gp: the critic's score)."""
         a = a.detach()
-        return a if self.pair.critic else torch.sigmoid(a)
+        return torch.sigmoid(a) if self.pair.probability else a
 
     def _d_loss(self, x, fake, a_real, a_fake):
         loss = self.pair.d(a_real, a_fake)
@@ -62,7 +65,7 @@ class GAN:
 
     def d_step(self, m: int) -> DStep:
         """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
-        x, z = self.data.sample(m), self.noise(m)
+        x, z = self.data.sample(m * self.pack), self.noise(m * self.pack)
         with torch.no_grad():
             fake = self.G(z)
         a_real, a_fake = self.D(x), self.D(fake)
@@ -76,7 +79,7 @@ class GAN:
     def g_step(self, m: int) -> torch.Tensor:
         """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
         self.D.requires_grad_(False)
-        loss = self.pair.g(self.D(self.G(self.noise(m))))
+        loss = self.pair.g(self.D(self.G(self.noise(m * self.pack))))
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.G.parameters())
@@ -86,7 +89,7 @@ class GAN:
 
     def simultaneous_step(self, m: int):
         """The authors' code: both gradients at the same parameters on ONE minibatch, both stepped."""
-        x, z = self.data.sample(m), self.noise(m)
+        x, z = self.data.sample(m * self.pack), self.noise(m * self.pack)
         fake = self.G(z)
         a_real, a_fake = self.D(x), self.D(fake)
         loss_d = self._d_loss(x, fake, a_real, a_fake)

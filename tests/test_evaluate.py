@@ -210,3 +210,33 @@ def test_a_d_trained_against_a_fixed_g_stays_below_c_of_g(make_cfg):
     for s in (before, after):
         assert s["theory/value"] <= s["theory/c_of_g"] + 0.01 and s["theory/d_gap"] >= -0.01
     assert after["theory/d_gap"] < before["theory/d_gap"] and after["theory/d_star_mse"] < before["theory/d_star_mse"]
+
+
+class Replay(nn.Module):
+    """A generator that replays the given images in order, whatever z is."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.i = images, 0
+
+    def forward(self, z):
+        idx = (self.i + torch.arange(z.shape[0])) % len(self.images)
+        self.i += z.shape[0]
+        return self.images[idx]
+
+
+def test_the_floors_and_the_run_compare_the_same_sample_sizes(make_cfg, tmp_path):
+    """digits has 297 held-out images: the run's 1,000 samples are compared with the 1,000-image
+    reference as 3 sets of 297 (the floor's size), averaged; replaying the held-out images reads the floor."""
+    cfg = make_cfg("eval.n_samples=1000", "eval.classifier_steps=30", f"eval.cache_dir={tmp_path}", "device=cpu")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    ev = evaluate.Evaluator(cfg, data, torch.device("cpu"))
+    scalars = ev.features(Nets(Replay(data.test), ConstantD()))
+    assert scalars["eval/reference_samples"] == 1000 and scalars["eval/feature_samples"] == len(data.test) == 297
+    for key in ("fid", "precision", "recall"):
+        assert scalars[f"eval/{key}"] == pytest.approx(scalars[f"eval/{key}_floor"], rel=1e-9), key
+    assert abs(scalars["eval/kid"] - scalars["eval/kid_floor"]) < 3 * scalars["eval/kid_std"]
+    assert "1000 training images" in ev.protocol()["features"] and "3 disjoint sets of 297" in ev.protocol()["features"]
+    # MNIST-sized splits: 10,000 samples against 10,000 held-out images, one set
+    assert evaluate.feature_sizes(10000, 50000, 10000) == (10000, 10000, 1)
+    assert evaluate.feature_sizes(20000, 50000, 10000) == (20000, 10000, 2)

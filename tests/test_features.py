@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 from sklearn.datasets import load_digits
 
 from gan_cli.features import (
@@ -78,3 +79,68 @@ def test_real_floor_is_below_bad_generators(trained, digits):
     # collapse onto one real digit: perfect quality, no coverage
     assert one_digit["precision"] == 1.0 and one_digit["recall"] < 0.05
 
+
+
+class Passthrough(nn.Module):
+    """A 'classifier' whose features are its inputs: metrics on synthetic feature sets."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def features(self, x):
+        return x
+
+
+def unevenly_scaled(n, generator, shift=0.0):
+    """16 features, 4 of them uninformative and 30 times wider than the rest, all offset by 5
+    (classifier features are ReLU outputs of uneven scale, far from zero mean)."""
+    x = torch.randn(n, 16, generator=generator)
+    x[:, 4:] += shift
+    x[:, :4] *= 30
+    return x + 5
+
+
+def test_kid_of_two_real_slices_is_small_beside_a_different_law():
+    gen = torch.Generator().manual_seed(0)
+    reference = unevenly_scaled(2000, gen)
+    slices = [unevenly_scaled(1000, gen) for _ in range(5)]
+    different = unevenly_scaled(1000, gen, shift=0.25)  # a quarter std off in 12 of the 16 features
+    model = Passthrough()
+    same = torch.tensor([image_metrics(model, reference, s, kid_subsets=20)["kid"] for s in slices])
+    apart = image_metrics(model, reference, different, kid_subsets=20)["kid"]
+    # raw features: the wide uninformative ones swamp the cubic kernel (real vs real read up to 1.8x apart)
+    assert same.abs().max() < 0.1 * apart and same.std() < 0.05 * apart
+    assert same.std() < 0.01  # standardised features: the kernel's argument is of order one
+
+
+def test_kid_does_not_depend_on_the_scale_or_offset_of_each_feature():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(600, 8, generator=gen).double(), 0.2 + torch.randn(300, 8, generator=gen).double()
+    scale, offset = torch.logspace(-2, 2, 8).double(), torch.linspace(-50, 50, 8).double()
+    model = Passthrough()
+    plain = image_metrics(model, real, fake, kid_subsets=5)
+    rescaled = image_metrics(model, real * scale + offset, fake * scale + offset, kid_subsets=5)
+    assert rescaled["kid"] == pytest.approx(plain["kid"], rel=1e-6)
+    assert rescaled["kid_std"] == pytest.approx(plain["kid_std"], rel=1e-6)
+
+
+def test_the_metrics_at_a_sample_size_average_disjoint_sets_of_that_size():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(500, 6, generator=gen), 0.3 + torch.randn(650, 6, generator=gen)
+    model = Passthrough()
+    sized = image_metrics(model, real, fake, size=200, kid_subsets=10)  # 3 sets of 200; 50 fakes left out
+    sets = [image_metrics(model, real, part, kid_subsets=10) for part in fake[:600].split(200)]
+    for key in ("fid", "precision", "recall"):
+        assert sized[key] == pytest.approx(sum(s[key] for s in sets) / 3, rel=1e-9), key
+    assert image_metrics(model, real, fake)["fid"] < sized["fid"]  # FID's bias shrinks with the sample size
+
+
+def test_real_floor_compares_the_reference_with_as_many_held_out_images_as_the_run_with_fakes(trained, digits):
+    model, _, _ = trained
+    x, _, tx, _ = digits  # 1,500 training and 297 held-out digits
+    floor = real_floor(model, x, tx, n=1000, kid_subsets=10)
+    # a "generator" that replays the held-out digits: at the floor's sizes it reads exactly the floor
+    replay = image_metrics(model, x[:1000], tx.repeat(3, 1, 1, 1), size=len(tx), kid_subsets=10)
+    for key in ("fid", "precision", "recall"):
+        assert replay[key] == pytest.approx(floor[key], rel=1e-9), key

@@ -130,3 +130,35 @@ def test_what_each_pair_says_about_d():
 def test_an_unknown_loss_names_the_choices():
     with pytest.raises(UserError, match="loss=nope is not a loss; choose one of: minimax, nonsaturating"):
         pair("nope")
+
+
+# (D/real_mean, D/fake_mean, D's loss) of a window where D has won, and of one where it has not, per loss
+WON = {
+    "minimax": ((0.995, 0.004, 5.9), (0.9, 0.1, 0.2)),
+    "nonsaturating": ((0.995, 0.004, 5.9), (0.995, 0.02, 0.03)),
+    "maximum_likelihood": ((0.999, 0.001, 7.0), (0.98, 0.004, 0.03)),
+    # least squares: the window's D loss 1/2 E(a_real - 1)^2 + 1/2 E a_fake^2 below 0.01
+    "least_squares": ((0.98, 0.03, 0.008), (1.0, 0.0, 0.02)),
+    # hinge: every hinge term inactive, i.e. the window's D loss exactly 0 (means alone cannot say "every")
+    "hinge": ((1.6, -1.7, 0.0), (1.6, -1.7, 0.01)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_each_loss_says_when_d_has_won(name):
+    won = pair(name).won
+    if name == "wasserstein_gp":  # a critic's scores have no scale to saturate at: no criterion
+        assert won is None and pair(name).critic
+        return
+    fires, quiet = WON[name]
+    assert won(*fires) and won(*quiet) is None
+
+
+def test_least_squares_d_has_won_within_rms_0_1_of_its_targets_and_hinge_when_no_term_is_active():
+    a_real, a_fake = torch.full((100,), 1 - 0.09), torch.full((100,), 0.09)
+    assert pair("least_squares").won(0.91, 0.09, losses.d_least_squares(a_real, a_fake).item())
+    a_real, a_fake = torch.full((100,), 1 - 0.11), torch.full((100,), 0.11)
+    assert pair("least_squares").won(0.89, 0.11, losses.d_least_squares(a_real, a_fake).item()) is None
+    # hinge: one active term in the window is enough for D to keep learning
+    a_real = torch.tensor([1.5, 2.0, 0.999])
+    assert losses.d_hinge(a_real, -a_real.flip(0)).item() > 0

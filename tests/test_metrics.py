@@ -279,3 +279,14 @@ def test_jsd_knn_reads_low_with_few_samples_per_mode():
     real, other = data.sample(2000), data.sample(2000)
     half = data.centres[torch.multinomial(data.weights, 2000, replacement=True)] + data.std / 2 * torch.randn(2000, 2)
     assert jsd_knn_corrected(data.log_prob, real, half, other)[0].item() < 0.8 * radial_jsd(1.0, 0.5, 2)
+
+
+def test_recall_of_several_fake_sets_is_their_mean_and_precision_is_over_all():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 4, generator=gen), 0.5 + torch.randn(400, 4, generator=gen)
+    both = precision_recall_knn(real, fake, fake_sets=2)
+    halves = [precision_recall_knn(real, half) for half in fake.split(200)]
+    assert both["recall"] == pytest.approx((halves[0]["recall"] + halves[1]["recall"]) / 2, rel=1e-12)
+    assert both["precision"] == precision_recall_knn(real, fake)["precision"]
+    with pytest.raises(ValueError, match="401 fakes into 2"):
+        precision_recall_knn(real, torch.randn(401, 4), fake_sets=2)

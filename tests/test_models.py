@@ -11,7 +11,7 @@ from .conftest import choices_in_conf
 
 def test_dcgan_builds_for_cifar_sized_images():
     fake = datasets.Data(name="cifar10", train=torch.rand(10, 3, 32, 32), shape=(3, 32, 32))
-    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_hidden=0.0, g_init_range=0,
+    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_input=0.0, d_dropout_hidden=0.0, g_init_range=0,
                              d_init_range=0, g_output_bias_from_data=False))
     G, D = models.build(arch, fake, 16)
     x = G(torch.randn(4, 16))
@@ -73,3 +73,16 @@ def test_the_dirac_game_exposes_its_point_and_others_have_none(make_cfg):
     assert nets.point().tolist() == [0.25, 1.0]
     mlp = models.build(make_cfg().arch, datasets.load(make_cfg().dataset, torch.device("cpu")), 100)
     assert not mlp.has_point and mlp.point() is None
+
+
+@pytest.mark.parametrize("dataset, expected", [("digits", [0.2, 0.5, 0.5]), ("ring", [0.0, 0.0, 0.0]),
+                                               ("mixture1d", [0.0, 0.0, 0.0])])
+def test_mlp_dropout_is_the_papers_on_images_and_none_on_points(make_cfg, dataset, expected):
+    cfg = make_cfg(f"dataset={dataset}", "arch=mlp")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    _, D = models.build(cfg.arch, data, 2)
+    assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == expected
+    # a value the user sets is kept, on points too
+    cfg = make_cfg(f"dataset={dataset}", "arch=mlp", "arch.d_dropout_input=0.1", "arch.d_dropout_hidden=0.3")
+    _, D = models.build(cfg.arch, datasets.load(cfg.dataset, torch.device("cpu")), 2)
+    assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == [0.1, 0.3, 0.3]

@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from gan_cli import checkpoint, data as datasets, losses
+from gan_cli import checkpoint, data as datasets, losses, optim
 from gan_cli.config import UserError
 from gan_cli.train import Bookkeeping, Diverged, Interrupted, StopRequest, train
 from gan_cli.updates import GAN, DStep, Stats
@@ -293,3 +293,61 @@ def test_every_loss_trains_with_its_defaults(make_cfg, tmp_path, loss, dataset):
     metrics = train(make_cfg(f"loss={loss}", f"dataset={dataset}", "steps=300", "log_every=100", "eval_every=300",
                              "sample_every=300", "ckpt_every=300", "device=cpu", *QUICK_EVAL), tmp_path)
     assert metrics["status"] == "ok" and all(math.isfinite(v) for k, v in metrics.items() if k != "status")
+
+
+class _Window:
+    """A log window whose means are given (the stand-in for Stats in Bookkeeping.log)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def read(self, flush=True):
+        return dict(self.values)
+
+    def histograms(self):
+        return {}
+
+
+class _Monitor:
+    def __init__(self):
+        self.warnings = []
+
+    def log_window(self, it, scalars, hists):
+        return scalars
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+# (D/real_mean, D/fake_mean, loss/D) of a window where D has won, and of one where it has not (see test_losses.WON)
+DEAD_D = {
+    "minimax": ((0.995, 0.004, 5.9), (0.9, 0.1, 0.2)),
+    "nonsaturating": ((0.995, 0.004, 5.9), (0.995, 0.02, 0.03)),
+    "maximum_likelihood": ((0.999, 0.001, 7.0), (0.98, 0.004, 0.03)),
+    "least_squares": ((0.98, 0.03, 0.008), (1.0, 0.0, 0.02)),
+    "hinge": ((1.6, -1.7, 0.0), (1.6, -1.7, 0.01)),
+    # a critic has no such state: the warning never fires, however far apart its scores are
+    "wasserstein_gp": (None, (50.0, -50.0, -100.0)),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(DEAD_D))
+def test_the_d_has_won_warning_fires_by_each_losss_criterion(make_cfg, tmp_path, loss):
+    cfg = make_cfg("device=cpu", f"loss={loss}", "loss.d_scale=0.5")
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    dead, alive = DEAD_D[loss]
+
+    def warnings_after(*windows):
+        monitor = _Monitor()
+        book = Bookkeeping(cfg, gan, checkpoint.State(gan.G, gan.D), None, optim.Schedule(cfg.optimizer),
+                           type("Ev", (), {"families": ("image",)})(), monitor, tmp_path)
+        for it, (real, fake, loss_d) in enumerate(windows, 1):
+            # loss/D is what D minimised: d_scale (0.5 here) times the pair's loss
+            book.stats = _Window({"loss/D": 0.5 * loss_d, "D/real_mean": real, "D/fake_mean": fake, "loss/G": 1.0})
+            book.log(it * 100)
+        return monitor.warnings
+
+    assert warnings_after(alive, alive) == []
+    if dead is not None:
+        warned = warnings_after(alive, dead, dead)
+        assert len(warned) == 1 and warned[0].startswith("iteration 200: ") and f"loss={loss}" in warned[0]
