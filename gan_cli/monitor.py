@@ -24,6 +24,7 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger("gan_cli")
+HIST_LIMIT = 1e20  # TensorBoard's histogram buckets end here (torch.utils.tensorboard's 'tensorflow' bins)
 
 
 def console_handler() -> logging.Handler:
@@ -201,6 +202,7 @@ class Monitor:
             }})
         self.console = console or get_console()  # the console the log handler writes to
         self.total, self.start = total, start
+        self.unbinnable: set = set()  # histogram tags whose values went beyond HIST_LIMIT (warned once each)
         self.t_start = self.t_window = time.perf_counter()
         self.step_window = start
         self.aside_s = self.aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints
@@ -237,7 +239,14 @@ class Monitor:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
         for tag, values in hists.items():
-            self.writer.add_histogram(tag, values.detach().float().cpu(), step)
+            values = values.detach().float().cpu()
+            if values.abs().max() <= HIST_LIMIT:
+                self.writer.add_histogram(tag, values, step)
+            elif tag not in self.unbinnable:
+                self.unbinnable.add(tag)
+                log.warning("%s reaches %.3g at iteration %d: beyond the +-%.0e that TensorBoard's histograms bin, so "
+                            "its histograms are left out from here while the values stay that large (the scalars go on)",
+                            tag, values.abs().max().item(), step, HIST_LIMIT)
         dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
         rate = scalars["perf/steps_per_s"]
         if self.progress is not None:

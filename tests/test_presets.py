@@ -125,3 +125,14 @@ def test_pack_bad_values_are_one_line_errors(make_cfg, override, message):
 def test_every_preset_is_tested_here():
     assert choices_in_conf("experiment") == {"figure1", "saturation", "dirac", "ring", "grid", "ring_pack2",
                                              "grid_pack2", "paper_mnist"}
+
+
+def test_dirac_spiralling_past_what_histograms_bin_keeps_training(make_cfg, tmp_path, caplog):
+    """One job of the README's Dirac sweep (alternating, momentum 0.5, linear loss) grows past 1e20,
+    where TensorBoard cannot bin a histogram: the run goes on, warns once, logs its scalars."""
+    cfg = make_cfg("experiment=dirac", "device=cpu", "updates=alternating", "optimizer.momentum=0.5")
+    final = train(cfg, tmp_path)
+    assert final["theory/distance"] > 1e13 and final["steps"] == 1000
+    # once, for D/fake (D/real = psi * 0 stays 0)
+    assert [r.message.split()[0] for r in caplog.records if "TensorBoard's histograms bin" in r.message] == ["D/fake"]
+    assert max(e.step for e in events(tmp_path).Histograms("D/fake")) < 1000
