@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import sys
 import typing
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -166,6 +167,11 @@ def compose(conf_dir: str, overrides: Sequence[str]):
     return cfg
 
 
+class ComposeError(UserError):
+    """The command line cannot even be composed (an unknown choice, a value of the wrong type): no job
+    of a sweep with it can run, so the whole command is refused."""
+
+
 def _check_one(conf_dir: str, overrides: List[str]) -> None:
     """Compose one concrete command line and check everything that can be known before training."""
 
@@ -173,11 +179,11 @@ def _check_one(conf_dir: str, overrides: List[str]) -> None:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
         if key in GROUPS + ("experiment",) and value not in _choices(conf_dir, key):
-            raise UserError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(_choices(conf_dir, key))}")
+            raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(_choices(conf_dir, key))}")
     try:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
-        raise UserError(_explain(err, overrides)) from None
+        raise ComposeError(_explain(err, overrides)) from None
     cfg, _ = checkpoint.resume_config(cfg, overrides)
     check(cfg)
     data.check_available(cfg.dataset)
@@ -255,8 +261,10 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
 
 
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
-    """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.);
-    a sweep has every combination of its values checked before anything runs."""
+    """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.).
+    A sweep has every combination of its values checked before anything runs: one that cannot be
+    composed refuses the whole command; otherwise the invalid combinations are named on stderr and
+    the sweep runs, recording them as jobs with status invalid (refused if none is valid)."""
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
     _flags(argv)
@@ -279,12 +287,17 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     for combo in combos:  # every job of a sweep (one when there is no sweep)
         try:
             _check_one(conf_dir, fixed + combo)
+        except ComposeError:
+            raise
         except UserError as err:
             if not sweeps:
                 raise
             invalid.append(f"[{' '.join(combo)}] {err}")
+    if invalid and len(invalid) == len(combos):
+        raise UserError(f"all {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
     if invalid:
-        raise UserError(f"{len(invalid)} of the {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
+        print(f"gan-train: {len(invalid)} of the {len(combos)} combinations of this sweep are invalid and are recorded "
+              f"with status invalid; the others run: " + "; ".join(invalid), file=sys.stderr)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if run_dir and not multirun:
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)

@@ -279,6 +279,16 @@ def rankable(run_families: Iterable[str], probability: bool) -> Tuple[str, ...]:
                  if better is not None and (probability or tag not in m.probability))
 
 
+# figures every run logs: the first columns of the HPARAMS tab
+CORE_METRICS = ("loss/D", "loss/G", "D/real_mean", "D/fake_mean")
+
+
+def hparam_metrics(run_families: Iterable[str]) -> Tuple[str, ...]:
+    """The metric columns of the HPARAMS tab for runs of these families: the figures every run logs,
+    then every ranked figure that applies (the same list for every job of a sweep)."""
+    return CORE_METRICS + tuple(tag for m in applicable(run_families) for tag, better in m.tags.items() if better is not None)
+
+
 def direction(tag: str) -> Optional[str]:
     return next((m.tags[tag] for m in METRICS if tag in m.tags), None)
 

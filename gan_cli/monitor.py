@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import torch
 from rich import get_console
@@ -123,14 +123,36 @@ def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
         writer.add_figure("theory/figure1", figure_1(curves, f"iteration {step}"), step)
 
 
-def hparams(cfg) -> Dict[str, object]:
-    """A run's choices as the HPARAMS tab and the opening log line show them."""
-    return {
-        "dataset": cfg.dataset.name, "arch": cfg.arch.name, "loss": cfg.loss.name,
-        "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr, "k": cfg.k, "steps": cfg.steps,
-        "batch_size": cfg.batch_size, "z_dim": cfg.z_dim, "prior": cfg.prior, "updates": cfg.updates,
-        "seed": cfg.seed,
-    }
+# HPARAMS session status of each run status (TensorBoard's hparams dashboard filters by it)
+SESSION_STATUS = {"ok": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "diverged": "STATUS_FAILURE",
+                  "invalid": "STATUS_FAILURE", "failed": "STATUS_FAILURE"}
+
+
+def start_session(writer: SummaryWriter, choices: Dict[str, object], metrics: Sequence[str]) -> None:
+    """The HPARAMS experiment (hyperparameter and metric names) and this run's session start. The
+    metrics are the run's own tags: no ``hparam/...`` copies of final values in the Scalars tab."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
+    exp, ssi, _ = hparams_summaries(values, {tag: 0.0 for tag in metrics})
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(exp)
+    file_writer.add_summary(ssi)
+    writer.flush()
+
+
+def end_session(writer: SummaryWriter, status: str) -> None:
+    """The HPARAMS session's end, with the run's status."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+    info = SessionEndInfo(status=Status.Value(SESSION_STATUS.get(status, "STATUS_UNKNOWN")))
+    content = HParamsPluginData(session_end_info=info, version=PLUGIN_DATA_VERSION).SerializeToString()
+    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content))
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)]))
+    writer.flush()
 
 
 def _table(title: str, rows: Mapping[str, Any]) -> Table:
@@ -302,11 +324,16 @@ class Monitor:
         log.warning(message)
 
     # -- end of run -----------------------------------------------------------------------------
-    def finish(self, choices: Dict[str, object], counts: Dict[str, int], window: Dict[str, float],
-               evaluation: Dict[str, float], status: str = "ok") -> Dict[str, Any]:
-        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the hparams entry in
-        the SAME run directory and, for a finished run, the summary table and the tensorboard line;
-        returns the final figures."""
+    def start_session(self, choices: Dict[str, object], metrics: Sequence[str]) -> None:
+        """The HPARAMS entry, written as the run starts (so a run that fails shows too): its
+        hyperparameters and the metric tags its columns read (their last values in this run)."""
+        start_session(self.writer, choices, metrics)
+
+    def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
+               status: str = "ok", announce: bool = True) -> Dict[str, Any]:
+        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the end of the HPARAMS
+        session (its status) and, for a finished run that ``announce``s, the summary table and the
+        tensorboard line; returns the final figures."""
         elapsed = time.perf_counter() - self.t_start
         metrics: Dict[str, Any] = {
             "status": status, **counts, **{k: v for k, v in window.items() if k != "perf/steps_per_s"}, **evaluation,
@@ -316,12 +343,9 @@ class Monitor:
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if self.progress is not None:
             self.progress.stop()
-        final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in {**choices, "status": status}.items()}
-        self.writer.add_hparams(hp, {f"hparam/{k}": v for k, v in final.items() if "/" in k},
-                                run_name=".", global_step=int(metrics.get("steps", 0)))
+        end_session(self.writer, status)
         self.writer.flush()
-        if status == "ok":
+        if status == "ok" and announce:
             self.console.print(_table("gan-train: final figures", metrics))
             self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
         return metrics

@@ -19,6 +19,7 @@ that happens between iterations (logs, samples, evaluation, checkpoints) is :cla
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,44 +28,82 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, data as datasets, evaluate, models, optim
 from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place
 from .config import UserError, register_configs, resolve_device
-from .monitor import Monitor, hparams
+from . import sweep
+from .monitor import Monitor, end_session, start_session
 from .updates import GAN, Stats
 
 log = logging.getLogger("gan_cli")
 
 
 class Interrupted(Exception):
-    """SIGINT, SIGTERM or SIGUSR1 stopped the run after a checkpoint; the exit code is 128 + signal."""
+    """SIGINT, SIGTERM or SIGUSR1 stopped the run after a checkpoint; the exit code is 128 + signal.
+    Under a job manager that requeues (submitit's preemption signal), ``handoff`` gives the signal on
+    to it once the checkpoint is written: it requeues the job, which resumes from that checkpoint."""
 
-    def __init__(self, signum: int, it: int, run_dir: Path):
-        self.code = 128 + signum
-        super().__init__(f"interrupted ({signal.Signals(signum).name}) at iteration {it}; continue with: "
-                         f"gan-train resume={run_dir}")
+    def __init__(self, signum: int, it: int, run_dir: Path, handoff=None):
+        self.code, self.handoff = 128 + signum, handoff
+        then = "the job is requeued and resumes from it" if handoff else f"continue with: gan-train resume={run_dir}"
+        super().__init__(f"interrupted ({signal.Signals(signum).name}) at iteration {it}; {then}")
+
+
+class SweepInterrupted(BaseException):
+    """Ctrl-C (or SIGTERM) stopped a job of a sweep: the sweep stops too (BaseException: Hydra's
+    launchers record an Exception as a failed job and go on)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 class Diverged(UserError):
     """A loss, a statistic or a parameter is no longer finite."""
 
 
+def requeue_signal() -> Optional[Tuple[int, Any]]:
+    """In a job that submitit runs (hydra/launcher=slurm, submitit_local): its preemption / time-limit
+    signal and submitit's handler for it (which requeues the job); None elsewhere."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    try:
+        from submitit import JobEnvironment
+
+        signum = JobEnvironment._usr_sig()
+    except Exception:
+        return None
+    handler = signal.getsignal(signum)
+    return (signum, handler) if callable(handler) else None
+
+
 class StopRequest:
     """SIGINT (Ctrl-C), SIGTERM (what a cluster sends first) and SIGUSR1 ask the loop to stop after
-    the current iteration; a second SIGINT aborts at once (KeyboardInterrupt)."""
+    the current iteration; a second SIGINT aborts at once (KeyboardInterrupt). In a submitit job its
+    preemption signal (SIGUSR2) does the same, then goes on to submitit, which requeues the job;
+    SIGTERM is left to submitit there (it precedes that signal on preemption)."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
     def __init__(self):
         self.signum: Optional[int] = None
         self._before: Dict[int, Any] = {}
+        self.requeue: Optional[Tuple[int, Any]] = None
+
+    def handoff(self):
+        """What gives a stop by the job manager's signal back to the manager (None for other stops)."""
+        if self.requeue is None or self.signum != self.requeue[0]:
+            return None
+        signum, handler = self.requeue
+        return lambda: handler(signum, None)
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -73,7 +112,11 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._before = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            signals = list(self.SIGNALS)
+            self.requeue = requeue_signal()
+            if self.requeue is not None:
+                signals = [s for s in signals if s != signal.SIGTERM] + [self.requeue[0]]
+            self._before = {s: signal.signal(s, self._handle) for s in signals}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,6 +146,7 @@ class Bookkeeping:
         self.kept_at = state.step
         self.rng_devices = [gan.device] if gan.device.type == "cuda" else []
         self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
+        self.announce = True  # the final table and tensorboard line (a sweep prints its own summary instead)
 
     def after(self, it: int) -> None:
         last = it == self.steps
@@ -163,16 +207,16 @@ class Bookkeeping:
 
     def finish(self, status: str = "ok") -> Dict[str, float]:
         counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
-        return self.monitor.finish(hparams(self.cfg), counts, self.window, self.evaluation, status=status)
+        return self.monitor.finish(counts, self.window, self.evaluation, status=status, announce=self.announce)
 
-    def interrupt(self, it: int, signum: int) -> Interrupted:
+    def interrupt(self, it: int, signum: int, handoff=None) -> Interrupted:
         """Stop after iteration ``it``: its window, a checkpoint and metrics.json (status interrupted)."""
         if not self.stats.empty:
             self.log(it, flush=False)
         with self.aside():
             self.save("last.pt")
         self.finish("interrupted")
-        return Interrupted(signum, it, self.run_dir)
+        return Interrupted(signum, it, self.run_dir, handoff)
 
     def diverged(self, it: int, what: str) -> Diverged:
         """metrics.json (status diverged); the error names what went non-finite and the checkpoint kept."""
@@ -189,9 +233,47 @@ def new_state(cfg, gan: GAN) -> checkpoint.State:
                             fixed_noise=fixed)
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None) -> Dict[str, float]:
-    """Run Algorithm 1 as ``cfg`` says, writing everything into ``run_dir``; return the final figures."""
+def requeued(run_dir: Path) -> Optional[Path]:
+    """The checkpoint to continue from when submitit runs a requeued job again in its own directory:
+    the directory's last.pt, if the run there did not finish."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if "SUBMITIT_EXECUTOR" not in os.environ or not last.is_file():
+        return None
+    try:
+        status = json.loads((Path(run_dir) / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return last if status != "ok" else None
+
+
+def session(cfg, command: Sequence[str]) -> Tuple[Dict[str, object], Tuple[str, ...]]:
+    """The HPARAMS entry of a run: its hyperparameters (every group choice, the usual knobs, every key
+    of ``command``, the sweep's command line for a job of a sweep) and the metric list of ``command``'s
+    datasets (so every job of a sweep declares the same)."""
+    try:
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # not under Hydra (tests call train() directly)
+        choices = {}
+    hp = sweep.job_hparams(cfg, choices, sweep.command_keys(command))
+    try:
+        own = evaluate.families(cfg)
+    except Exception:
+        own = ()
+    families = tuple(dict.fromkeys(own + sweep.families(command, config_dir())))
+    return hp, evaluate.hparam_metrics(families)
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None,
+          command: Optional[Sequence[str]] = None, announce: bool = True) -> Dict[str, float]:
+    """Run Algorithm 1 as ``cfg`` says, writing everything into ``run_dir``; return the final figures.
+    ``command``: the sweep's command line for a job of a sweep (its HPARAMS columns); ``announce``:
+    print the final table and the tensorboard line."""
     run_dir = Path(run_dir)
+    overrides = list(overrides)
+    again = requeued(run_dir) if not cfg.resume else None
+    if again is not None:
+        cfg.resume = str(again)
+        log.info("requeued: continuing from %s", again)
     cfg, saved = checkpoint.resume_config(cfg, overrides)
     check(cfg)
     checkpoint.guard_run_dir(run_dir, cfg.resume)
@@ -206,12 +288,15 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     state.fixed_noise = state.fixed_noise.to(device)
     evaluator = evaluate.Evaluator(cfg, data, device)
     monitor = Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density)
-    monitor.describe(hparams(cfg), {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
+    hp, metrics = session(cfg, overrides if command is None else command)
+    monitor.start_session(hp, metrics)
+    monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
                      device, evaluator.protocol())
     schedule = optim.Schedule(cfg.optimizer)
     stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
     stats.restore(state.window)
     book = Bookkeeping(cfg, gan, state, stats, schedule, evaluator, monitor, run_dir)
+    book.announce = announce
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
     with monitor, StopRequest() as stop:
         for it in range(state.step + 1, cfg.steps + 1):
@@ -228,7 +313,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             stats.end_iteration()
             book.after(it)
             if stop.signum is not None and it < cfg.steps:
-                raise book.interrupt(it, stop.signum)
+                raise book.interrupt(it, stop.signum, stop.handoff())
         return book.finish()
 
 
@@ -247,10 +332,37 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
+def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str]) -> None:
+    """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
+    and its HPARAMS entry, so that the summary and TensorBoard show it with its status."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "metrics.json").is_file():
+        report = json.loads((run_dir / "metrics.json").read_text())
+        if report.get("status") != "ok":  # the run wrote its own (diverged, interrupted): keep it, add the cause
+            report["error"] = error
+            (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
+    (run_dir / "metrics.json").write_text(json.dumps({"status": status, "error": error, "wall_s": 0.0}, indent=2) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        try:
+            hp, metrics = session(cfg, command)
+        except Exception:
+            hp, metrics = {}, evaluate.CORE_METRICS
+        start_session(writer, hp, metrics)
+        end_session(writer, status)
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
+    """One run, or one job of a sweep. A job of a sweep never ends the sweep: what stops it is
+    recorded (metrics.json status: invalid, diverged, failed) and the next job runs; only Ctrl-C
+    (or SIGTERM) stops the whole sweep."""
     hc = HydraConfig.get()
     run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
+    command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
         recipe = apply_recipe(cfg, config_dir(), overrides)
         if recipe:  # .hydra/config.yaml shows what runs
@@ -258,13 +370,27 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
             if hc.output_subdir:
                 OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
-        return train(cfg, run_dir, overrides=overrides)
-    except UserError as err:
-        fail(err)
+        return train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
     except Interrupted as stop:
         print(f"gan-train: {stop}", file=sys.stderr)
+        if stop.handoff is not None:
+            stop.handoff()  # submitit requeues the job and exits
+        if multirun:
+            raise SweepInterrupted(stop.code) from None
         sys.exit(stop.code)
-    return None
+    except UserError as err:
+        if not multirun:
+            fail(err)
+        status = "diverged" if isinstance(err, Diverged) else "invalid"
+        print(f"gan-train: job {hc.job.num} ({status}): {err}", file=sys.stderr)
+        record_job(run_dir, cfg, status, str(err), command)
+        return {"status": status}
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
+        record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
+        return {"status": "failed"}
 
 
 def main() -> None:
@@ -278,12 +404,19 @@ def main() -> None:
             return
         precheck(sys.argv[1:], config_dir())
         _hydra_main()
+        if sweep.LAST is not None and sweep.LAST.failed:
+            print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
+            sys.exit(1)
     except UserError as err:
         fail(err)
+    except SweepInterrupted as stop:
+        sweep.finish_interrupted()
+        sys.exit(stop.code)
     except BrokenPipeError:  # `gan-train --help | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: stop at once, no traceback
+        sweep.finish_interrupted()
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
 

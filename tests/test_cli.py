@@ -84,12 +84,13 @@ BAD = [
     (["optimizer.momentum=1.5"], "optimizer.momentum=1.5"), (["loss=nonsense"], "loss=nonsense"),
     (["dataset=nonsense"], "dataset=nonsense"), (["dataset=mnist", "dataset.root=/nonexistent/where"], "/nonexistent/where"),
     (["resume=/nonexistent/last.pt"], "resume=/nonexistent/last.pt"), (["arch=dcgan", "dataset=ring"], "arch=dcgan"),
-    (["-m", "k=1,0"], "k=0"), (["nosuchkey=1"], "nosuchkey=1"),
+    (["-m", "k=0,-1"], "all 2 combinations of this sweep are invalid"), (["-m", "loss=minimax,nonsense"], "loss=nonsense"),
+    (["-m", "k=1,abc"], "k=abc"), (["nosuchkey=1"], "nosuchkey=1"),
     (["+los=minimax"], "did you mean loss=minimax"), (["los=minimax"], "did you mean loss=minimax"),
     (["lr=0.01"], "did you mean optimizer.lr=0.01"), (["+k=3"], "set it with k=3"), (["--steps", "10"], "use steps=10"),
     (["--steps=10"], "use steps=10"), (["--nonsense"], "--nonsense is not an option"),
-    (["-m", "updates=simultaneous,alternating", "k=5,1"], "1 of the 4 combinations of this sweep are invalid: "
-                                                          "[updates=simultaneous k=5] k=5 is not allowed"),
+    (["-m", "updates=simultaneous", "k=5,2"], "all 2 combinations of this sweep are invalid: "
+                                              "[k=5] k=5 is not allowed"),
 ]
 
 

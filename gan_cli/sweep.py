@@ -1,0 +1,316 @@
+"""Sweeps (``gan-train -m ...``): what every job of a sweep shares, and the sweep's summary.
+
+A job of a sweep never ends the sweep: whatever stops it (an invalid combination, divergence, an
+exception) is recorded in its ``metrics.json`` as its ``status`` and the next job runs. After each
+job and at the end, :class:`SweepSummary` (a Hydra callback, registered in conf/config.yaml) writes
+``summary.csv`` into the sweep directory: one row per job with its number, its value of every swept
+key, its status, wall time and final figures. At the end it prints the same as a table sorted by the
+sweep's main metric, and ``gan-train`` exits non-zero if any job did not finish ("ok").
+
+Every job of one sweep declares the same hyperparameters (every group choice, every key the sweep's
+command line sets) and the same metric list (those that apply to the sweep's datasets) to
+TensorBoard's HPARAMS tab, read from the sweep's ``multirun.yaml``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+STATUSES = ("ok", "diverged", "interrupted", "invalid", "failed")
+# settings that say where things are, not what runs: never hyperparameters, never summary columns
+NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
+GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment")
+BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
+                "updates", "seed")
+
+
+def _parse(overrides: Sequence[str]):
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return []
+
+
+def command_keys(overrides: Sequence[str]) -> List[str]:
+    """The settings a command line sets (hydra's own and path settings left out), in its order."""
+    keys = []
+    for o in _parse(overrides):
+        key = o.get_key_element().lstrip("+~")
+        if not key.startswith("hydra") and key not in NOT_HPARAMS and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def swept_keys(overrides: Sequence[str]) -> List[str]:
+    """The settings a sweep's command line gives several values (``k=1,5``)."""
+    return [o.get_key_element().lstrip("+~") for o in _parse(overrides) if o.is_sweep_override()]
+
+
+def values(overrides: Sequence[str], key: str) -> List[str]:
+    """Every value the command line gives ``key`` (one, or a sweep's several)."""
+    out = []
+    for o in _parse(overrides):
+        if o.get_key_element().lstrip("+~") == key:
+            out += [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [str(o.value())]
+    return out
+
+
+def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
+    """The sweep's command line, as Hydra recorded it in multirun.yaml (None where there is none)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    try:
+        task = OmegaConf.load(path).hydra.overrides.task
+    except Exception:  # an unreadable file: the job's own command line stands in
+        return None
+    return [str(o) for o in task]
+
+
+def families(overrides: Sequence[str], conf_dir: str) -> Tuple[str, ...]:
+    """The metric families of every dataset and architecture the command line names, presets included."""
+    from . import data, models
+
+    found: List[str] = []
+    datasets, archs = values(overrides, "dataset"), values(overrides, "arch")
+    for name in values(overrides, "experiment"):
+        preset = Path(conf_dir) / "experiment" / f"{name}.yaml"
+        if preset.is_file():
+            for entry in OmegaConf.to_container(OmegaConf.load(preset)).get("defaults", []):
+                if isinstance(entry, dict):
+                    for k, v in entry.items():
+                        group = k.split()[-1].strip("/")
+                        (datasets if group == "dataset" else archs if group == "arch" else []).append(str(v))
+    for name in datasets:
+        try:
+            found += [f for f in data.spec(name).families if f not in found]
+        except Exception:
+            pass
+    for name in archs:
+        try:
+            if models.spec(name).point and "point" not in found:
+                found.append("point")
+        except Exception:
+            pass
+    return tuple(found)
+
+
+@dataclass
+class Job:
+    num: int
+    dir: Path
+    overrides: Dict[str, str]
+    status: str
+    wall_s: float
+    metrics: Dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+def _job_num(job_dir: Path) -> Optional[int]:
+    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
+    if hydra_yaml.is_file():
+        try:
+            return int(OmegaConf.load(hydra_yaml).hydra.job.num)
+        except Exception:
+            pass
+    head = job_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def collect(sweep_dir: Path) -> List[Job]:
+    """Every job directory of a sweep, read back: a job without metrics.json did not end by itself
+    (killed, out of memory): its status is ``failed``."""
+    jobs = []
+    for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        if not overrides_file.is_file():
+            continue
+        num = _job_num(job_dir)
+        given = [str(o) for o in OmegaConf.load(overrides_file)]
+        chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
+        report: Dict[str, Any] = {}
+        if (job_dir / "metrics.json").is_file():
+            try:
+                report = json.loads((job_dir / "metrics.json").read_text())
+            except ValueError:
+                report = {}
+        status = report.get("status", "failed")
+        figures = {k: float(v) for k, v in report.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"}
+        jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, status,
+                        float(report.get("wall_s", math.nan)), figures, str(report.get("error", ""))))
+    return sorted(jobs, key=lambda j: j.num)
+
+
+def main_metric(jobs: Sequence[Job]) -> Optional[str]:
+    """The sweep's main metric: the one that picks best.pt (eval.best_by) in its first job that ran."""
+    from . import evaluate
+
+    for job in jobs:
+        config = job.dir / ".hydra" / "config.yaml"
+        if not config.is_file():
+            continue
+        try:
+            cfg = OmegaConf.load(config)
+            return evaluate.best_metric(cfg.eval.best_by, evaluate.families(cfg))
+        except Exception:
+            continue
+    return None
+
+
+def _order(jobs: Sequence[Job], metric: Optional[str]) -> List[Job]:
+    from . import evaluate
+
+    if metric is None:
+        return list(jobs)
+    sign = -1.0 if evaluate.direction(metric) == evaluate.HIGHER else 1.0
+
+    def key(job: Job):
+        value = job.metrics.get(metric, math.nan)
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0, job.num)
+
+    return sorted(jobs, key=key)
+
+
+@dataclass
+class Summary:
+    sweep_dir: Path
+    jobs: List[Job]
+    keys: List[str]
+    metric: Optional[str]
+
+    @property
+    def failed(self) -> List[Job]:
+        return [j for j in self.jobs if j.status != "ok"]
+
+    def describe_failures(self) -> str:
+        parts = []
+        for job in self.failed:
+            what = ",".join(f"{k}={job.overrides.get(k, '')}" for k in self.keys) or job.dir.name
+            parts.append(f"#{job.num} {what} ({job.status}{': ' + job.error if job.error else ''})")
+        return f"{len(self.failed)} of the {len(self.jobs)} jobs of the sweep did not finish: " + "; ".join(parts)
+
+
+def summarize(sweep_dir: Path) -> Summary:
+    """summary.csv in the sweep directory (written atomically: jobs running side by side each rewrite it)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = collect(sweep_dir)
+    overrides = sweep_overrides(sweep_dir) or []
+    keys = swept_keys(overrides) or [k for k in command_keys(overrides)]
+    metric = main_metric(jobs)
+    ordered = _order(jobs, metric)
+    names = sorted({k for j in jobs for k in j.metrics})
+    leading = [m for m in ("steps", metric) if m in names]
+    columns = ["job", *keys, "status", "wall_s", *leading, *[n for n in names if n not in leading], "error", "dir"]
+    tmp = sweep_dir / f".summary.csv.{os.getpid()}"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for job in ordered:
+            writer.writerow([job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
+                             *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]],
+                             job.error, job.dir.name])
+    os.replace(tmp, sweep_dir / "summary.csv")
+    return Summary(sweep_dir, ordered, keys, metric)
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"
+
+
+def print_summary(summary: Summary, console=None) -> None:
+    """The summary as a rich table (the main metric and the run's other ranked figures), then the
+    tensorboard line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import evaluate
+
+    console = console or Console()
+    ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
+              if evaluate.direction(m) is not None and m != summary.metric]
+    shown = ([summary.metric] if summary.metric else []) + ranked[:5]
+    title = f"gan-train: sweep of {len(summary.jobs)} jobs" + (f", best {summary.metric} first" if summary.metric else "")
+    table = Table(title=title)
+    for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
+        table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
+    for job in summary.jobs:
+        status = job.status if job.status == "ok" else f"[red]{job.status}[/red]"
+        table.add_row(str(job.num), *[job.overrides.get(k, "") for k in summary.keys], status, _fmt(round(job.wall_s, 1)),
+                      _fmt(job.metrics.get("steps", math.nan)), *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
+    console.print(table)
+    console.print(f"Summary: {summary.sweep_dir / 'summary.csv'}", soft_wrap=True, highlight=False)
+    console.print(f"Compare the jobs:  tensorboard --logdir {summary.sweep_dir}", soft_wrap=True, highlight=False)
+
+
+# the sweep of this process (set by the callback); gan-train's exit status reads LAST
+CURRENT: Optional[Path] = None
+LAST: Optional[Summary] = None
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summary.csv after every job and at the end of a multirun, and the table."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global CURRENT, LAST
+        CURRENT, LAST = Path(str(config.hydra.sweep.dir)), None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        try:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                summarize(Path(str(config.hydra.sweep.dir)))
+        except Exception:  # the summary never ends a job; the end of the sweep writes it again
+            pass
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global LAST
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir():
+            LAST = summarize(sweep_dir)
+            print_summary(LAST)
+
+
+def finish_interrupted() -> Optional[Summary]:
+    """A sweep stopped by Ctrl-C: its summary so far (the callback's end never came)."""
+    global LAST
+    if CURRENT is not None and CURRENT.is_dir():
+        try:
+            LAST = summarize(CURRENT)
+        except Exception:
+            return None
+        print_summary(LAST)
+    return LAST
+
+
+def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, object]:
+    """A job's hyperparameters: every group choice, the usual knobs, and ``keys`` (what the sweep sets)."""
+    from omegaconf import OmegaConf as OC
+
+    out: Dict[str, object] = {}
+    for key in [*BASE_HPARAMS, *[k for k in keys if k not in BASE_HPARAMS]]:
+        if key in GROUP_KEYS:
+            value = choices.get(key) if key in choices else (cfg[key].name if key in cfg else None)
+            if value is None and key == "experiment":
+                continue
+        else:
+            value = OC.select(cfg, key, default=None)
+            if OC.is_config(value):
+                value = OC.to_yaml(value).strip()
+        out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out

@@ -1,0 +1,108 @@
+"""Sweeps as users run them: a failing job does not end the sweep, summary.csv, HPARAMS that compare."""
+
+import csv
+import json
+import sys
+
+import pytest
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+import gan_cli.train as train_module
+from gan_cli.train import Interrupted, main
+
+from .conftest import QUICK_EVAL, events, run_cli
+
+
+def rows(sweep):
+    with (sweep / "summary.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def hparams_entry(run_dir):
+    """(experiment, session start, session end) as the HPARAMS plugin reads them from a run."""
+    content = events(run_dir).PluginTagToContent("hparams")
+    parsed = {tag: HParamsPluginData.FromString(blob) for tag, blob in content.items()}
+    return (parsed["_hparams_/experiment"].experiment, parsed["_hparams_/session_start_info"].session_start_info,
+            parsed.get("_hparams_/session_end_info"))
+
+
+def test_a_sweep_runs_every_valid_job_and_records_the_others(tmp_path):
+    """lr=10 diverges, k=0 is invalid: the ok job still runs, the sweep ends with exit 1 naming both."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "dataset=mixture1d", "loss=least_squares", "optimizer=sgd", "optimizer.lr=10,0.01", "k=1,0",
+                    "steps=300", "log_every=50", "eval_every=300", *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    table = rows(sweep)
+    status = {(r["optimizer.lr"], r["k"]): r["status"] for r in table}
+    assert status == {("10", "1"): "diverged", ("0.01", "1"): "ok", ("10", "0"): "invalid", ("0.01", "0"): "invalid"}
+    assert table[0]["status"] == "ok"  # the main metric's best (the only finished job) comes first
+    assert float(table[0]["steps"]) == 300 and table[0]["theory/jsd"] != ""
+    invalid = next(r for r in table if r["status"] == "invalid")
+    assert "k=0" in invalid["error"] and float(invalid["wall_s"]) == 0
+    assert "3 of the 4 jobs of the sweep did not finish" in proc.stderr and "#" in proc.stderr
+    assert "are recorded with status invalid; the others run" in proc.stderr
+    assert f"tensorboard --logdir {sweep}" in proc.stdout
+    assert proc.stdout.count("Inspect this run") == 0  # one summary for the sweep, not a table per job
+    for job in sweep.iterdir():
+        if job.is_dir() and not job.name.startswith("."):
+            assert json.loads((job / "metrics.json").read_text())["status"] in ("ok", "diverged", "invalid")
+
+
+def test_an_exception_in_one_job_is_recorded_and_a_ctrl_c_stops_the_sweep(tmp_path, monkeypatch, capsys):
+    real = train_module.train
+
+    def faulty(cfg, run_dir, **kwargs):
+        if cfg.k == 2:
+            raise RuntimeError("a fault in one job")
+        return real(cfg, run_dir, **kwargs)
+
+    sweep = tmp_path / "sweep"
+    monkeypatch.setattr(train_module, "train", faulty)
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "dataset=ring", "k=2,1", "steps=2", "log_every=1", *QUICK_EVAL,
+                                      f"hydra.sweep.dir={sweep}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    status = {r["k"]: (r["status"], r["error"]) for r in rows(sweep)}
+    assert status["1"] == ("ok", "") and status["2"] == ("failed", "RuntimeError: a fault in one job")
+    failed_dir = next(p for p in sweep.iterdir() if p.name.startswith("0_"))
+    assert "RuntimeError: a fault in one job" in (failed_dir / "train.log").read_text()  # its traceback, for a report
+    assert hparams_entry(failed_dir)[2].session_end_info.status == 2  # STATUS_FAILURE
+
+    def interrupted(cfg, run_dir, **kwargs):
+        (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "wall_s": 1.0}))
+        raise Interrupted(2, 1, run_dir)
+
+    second = tmp_path / "second"
+    monkeypatch.setattr(train_module, "train", interrupted)
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "dataset=ring", "k=2,1", "steps=2", f"hydra.sweep.dir={second}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130
+    assert [r["status"] for r in rows(second)] == ["interrupted"]  # the second job never started
+
+
+def test_every_job_declares_the_same_hparams_and_metrics_from_the_start(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "dataset=ring", "optimizer.momentum=0,0.5", "k=1,0", "steps=3", "log_every=3", *QUICK_EVAL,
+                    f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 1  # the k=0 jobs are invalid
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 4
+    entries = [hparams_entry(job) for job in jobs]
+    metric_lists = {tuple(m.name.tag for m in exp.metric_infos) for exp, _, _ in entries}
+    assert len(metric_lists) == 1  # the same columns for every job, failed ones included
+    metrics = metric_lists.pop()
+    assert {"loss/D", "D/fake_mean", "theory/jsd", "eval/modes_covered", "eval/reverse_kl"} <= set(metrics)
+    assert "eval/fid" not in metrics  # not measured on ring
+    for (exp, start, end), job in zip(entries, jobs):
+        names = [h.name for h in exp.hparam_infos]
+        assert {"dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.momentum", "k", "seed"} <= set(names)
+        momentum = start.hparams["optimizer.momentum"].number_value
+        assert momentum == (0.5 if "optimizer.momentum=0.5" in job.name else 0.0)
+        ok = json.loads((job / "metrics.json").read_text())["status"] == "ok"
+        assert end.session_end_info.status == (1 if ok else 2)  # STATUS_SUCCESS / STATUS_FAILURE
+        scalars = events(job).Tags()["scalars"]
+        assert not [t for t in scalars if t.startswith("hparam/")]  # no duplicates of final values
+        if ok:
+            assert set(metrics) <= set(scalars)  # every column has its value in the run
