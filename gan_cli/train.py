@@ -372,7 +372,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
                 OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
         return train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
     except Interrupted as stop:
-        print(f"gan-train: {stop}", file=sys.stderr)
+        if multirun:  # into the job's train.log (a cluster job's stderr is a file in .submitit/)
+            log.warning("gan-train: %s", stop)
+        else:
+            print(f"gan-train: {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff()  # submitit requeues the job and exits
         if multirun:

@@ -1,0 +1,81 @@
+"""The cluster path through hydra-submitit-launcher's local executor: the same code as on SLURM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import QUICK_EVAL, REPO, events, run_cli
+
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+RUN = ("dataset=ring", "steps=3000", "log_every=100", "ckpt_every=100000", "sample_every=100000", "eval_every=100000",
+       *QUICK_EVAL)
+
+
+def submitit_task(sweep: Path):
+    """The pid of the process submitit runs the job in (what SLURM signals), or None."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmd and any(str(sweep).encode() in part for part in cmd):
+            return int(proc.name)
+    return None
+
+
+def last_step(log: Path) -> int:
+    lines = [line for line in log.read_text().splitlines() if "step " in line and "/3000" in line] if log.exists() else []
+    return int(lines[-1].split("step ")[1].split("/")[0]) if lines else 0
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp_path):
+    sweep = tmp_path / "sweep"
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([exe, "-m", "hydra/launcher=submitit_local", *RUN, f"hydra.sweep.dir={sweep}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, log = time.time() + 240, None
+        while time.time() < deadline:  # wait until the job is well into its run
+            logs = list(sweep.glob("0_*/train.log"))
+            log = logs[0] if logs else None
+            if log is not None and last_step(log) >= 500:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        task = submitit_task(sweep)
+        assert task is not None and last_step(log) < 3000
+        os.kill(task, signal.SIGUSR2)  # what submitit's executors send on preemption and before a time limit
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    job = log.parent
+    assert [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")] == [job.name]
+    text = log.read_text()
+    stopped = int(text.split("interrupted (SIGUSR2) at iteration ")[1].split(";")[0])
+    assert 500 <= stopped < 3000 and "the job is requeued and resumes from it" in text
+    assert f"requeued: continuing from {job / 'checkpoints' / 'last.pt'}" in text
+    assert f"at iteration {stopped}" in text.split("resumed from")[1].splitlines()[0]
+    requeued = json.loads((job / "metrics.json").read_text())
+    assert requeued["status"] == "ok" and requeued["steps"] == 3000
+    # each window once; the stop wrote the window it cut (continued after the requeue)
+    assert [e.step for e in events(job).Scalars("loss/D")] == sorted({*range(100, 3001, 100), stopped})
+
+    # the same run, never interrupted: the same final figures, bit for bit
+    whole = tmp_path / "whole"
+    done = run_cli([*RUN, f"hydra.run.dir={whole}"])
+    assert done.returncode == 0, done.stderr
+    reference = json.loads((whole / "metrics.json").read_text())
+    for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/G", "eval/reverse_kl", "theory/jsd"):
+        assert requeued[key] == reference[key], key
