@@ -91,7 +91,7 @@ def _known_keys() -> List[str]:
             keys += [prefix + f.name] + (walk(nested, f"{prefix}{f.name}.") if nested else [])
         return keys
 
-    return walk(TrainConfig, "") + ["experiment"]
+    return walk(TrainConfig, "") + ["experiment", "hparams_search"]
 
 
 def unknown_key(override: str) -> str:
@@ -178,7 +178,7 @@ def _check_one(conf_dir: str, overrides: List[str]) -> None:
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if key in GROUPS + ("experiment",) and value not in _choices(conf_dir, key):
+        if key in GROUPS + ("experiment", "hparams_search") and value not in _choices(conf_dir, key):
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(_choices(conf_dir, key))}")
     try:
         cfg = compose(conf_dir, overrides)
@@ -260,6 +260,30 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
     return OmegaConf.to_yaml(cfg, resolve="--resolve" in argv)
 
 
+# what a choice needs installed: (module, the extra that brings it)
+PLUGINS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+           "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+           "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+           "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster")}
+
+
+def _plugins(overrides: Sequence[str]) -> None:
+    """A choice whose Hydra plugin is not installed: say which extra brings it."""
+    import importlib.util
+
+    for o in overrides:
+        key = next((k for k in PLUGINS if o == k or o.startswith(k + "=")), None)
+        if key is None:
+            continue
+        module, extra = PLUGINS[key]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise UserError(f"{o} needs {module.split('.')[-1].replace('_', '-')}: pip install 'gan-cli[{extra}]'")
+
+
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
     """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.).
     A sweep has every combination of its values checked before anything runs: one that cannot be
@@ -269,6 +293,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         return
     _flags(argv)
     everything = _overrides(argv)
+    _plugins(everything)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
     for o in overrides:
         if o.startswith("+"):  # the settings are a closed schema: nothing to add
@@ -281,7 +306,13 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     except HydraException as err:
         raise UserError(f"cannot read the command line: {_first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
+    sweeps = []
+    for o in parsed:
+        if o.is_sweep_override():
+            try:
+                sweeps.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+            except Exception:  # a range (interval(...)) that a search draws from: each job checks its value
+                continue
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid = []
     for combo in combos:  # every job of a sweep (one when there is no sweep)

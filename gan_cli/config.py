@@ -129,6 +129,9 @@ class TrainConfig:
     eval_every: int = 1000  # iterations between evaluations (theory/ and eval/ tags, best.pt)
     n_samples: int = 64  # images in the sample grid / points in the toy scatter (x16)
     resume: Optional[str] = None  # path of a checkpoint to continue from
+    # the figure a hyperparameter search (hparams_search=..., Optuna) minimises or maximises: the run
+    # returns its final value (None for a run that did not finish: Optuna records a failed trial)
+    optimized_metric: Optional[str] = None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -312,3 +312,6 @@ def check(cfg) -> None:
     if cfg.eval.best_by not in allowed:
         raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "
                         f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")
+    if cfg.get("optimized_metric") is not None and cfg.optimized_metric not in allowed[1:]:
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is not measured on dataset={cfg.dataset.name} "
+                        f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed[1:])}")

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 STATUSES = ("ok", "diverged", "interrupted", "invalid", "failed")
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
-GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment")
+GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
 BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
                 "updates", "seed")
 
@@ -206,8 +206,12 @@ def summarize(sweep_dir: Path) -> Summary:
     """summary.csv in the sweep directory (written atomically: jobs running side by side each rewrite it)."""
     sweep_dir = Path(sweep_dir)
     jobs = collect(sweep_dir)
-    overrides = sweep_overrides(sweep_dir) or []
-    keys = swept_keys(overrides) or [k for k in command_keys(overrides)]
+    overrides = sweep_overrides(sweep_dir)
+    if overrides is not None:
+        keys = swept_keys(overrides) or command_keys(overrides)
+    else:  # a sweeper that records no multirun.yaml (Optuna): the keys whose values differ between jobs
+        given = [k for j in jobs for k in j.overrides if not k.startswith("hydra") and k not in NOT_HPARAMS]
+        keys = [k for k in dict.fromkeys(given) if len({j.overrides.get(k) for j in jobs}) > 1]
     metric = main_metric(jobs)
     ordered = _order(jobs, metric)
     names = sorted({k for j in jobs for k in j.metrics})
@@ -239,10 +243,13 @@ def print_summary(summary: Summary, console=None) -> None:
 
     from . import evaluate
 
-    console = console or Console()
+    if console is None:  # not a terminal (a log file, a pipe): wide enough for the table, not 80 columns
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
     ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
               if evaluate.direction(m) is not None and m != summary.metric]
-    shown = ([summary.metric] if summary.metric else []) + ranked[:5]
+    shown = ([summary.metric] if summary.metric else []) + ranked[:3]
     title = f"gan-train: sweep of {len(summary.jobs)} jobs" + (f", best {summary.metric} first" if summary.metric else "")
     table = Table(title=title)
     for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
@@ -306,7 +313,7 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
     for key in [*BASE_HPARAMS, *[k for k in keys if k not in BASE_HPARAMS]]:
         if key in GROUP_KEYS:
             value = choices.get(key) if key in choices else (cfg[key].name if key in cfg else None)
-            if value is None and key == "experiment":
+            if value is None and key in ("experiment", "hparams_search"):
                 continue
         else:
             value = OC.select(cfg, key, default=None)

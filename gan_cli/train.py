@@ -354,6 +354,18 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
         end_session(writer, status)
 
 
+def searched(cfg, figures: Dict[str, Any]):
+    """What a job returns to the sweeper: for a search (optimized_metric set, e.g. by hparams_search),
+    that figure's final value as a float; None for a run that did not finish or has no finite value
+    (the Optuna sweeper records the trial as failed and the search goes on; NaN would end it); otherwise
+    the run's final figures."""
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return figures
+    value = figures.get(metric) if figures.get("status") == "ok" else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     """One run, or one job of a sweep. A job of a sweep never ends the sweep: what stops it is
@@ -370,7 +382,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
             if hc.output_subdir:
                 OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
-        return train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
+        figures = train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
+        return searched(cfg, figures)
     except Interrupted as stop:
         if multirun:  # into the job's train.log (a cluster job's stderr is a file in .submitit/)
             log.warning("gan-train: %s", stop)
@@ -387,13 +400,13 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         status = "diverged" if isinstance(err, Diverged) else "invalid"
         print(f"gan-train: job {hc.job.num} ({status}): {err}", file=sys.stderr)
         record_job(run_dir, cfg, status, str(err), command)
-        return {"status": status}
+        return searched(cfg, {"status": status})
     except Exception as err:
         if not multirun:
             raise
         log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
         record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
-        return {"status": "failed"}
+        return searched(cfg, {"status": "failed"})
 
 
 def main() -> None:

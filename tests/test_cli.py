@@ -86,6 +86,8 @@ BAD = [
     (["resume=/nonexistent/last.pt"], "resume=/nonexistent/last.pt"), (["arch=dcgan", "dataset=ring"], "arch=dcgan"),
     (["-m", "k=0,-1"], "all 2 combinations of this sweep are invalid"), (["-m", "loss=minimax,nonsense"], "loss=nonsense"),
     (["-m", "k=1,abc"], "k=abc"), (["nosuchkey=1"], "nosuchkey=1"),
+    (["-m", "hparams_search=nonsense"], "hparams_search=nonsense"),
+    (["dataset=ring", "optimized_metric=eval/fid"], "optimized_metric=eval/fid is not measured on dataset=ring"),
     (["+los=minimax"], "did you mean loss=minimax"), (["los=minimax"], "did you mean loss=minimax"),
     (["lr=0.01"], "did you mean optimizer.lr=0.01"), (["+k=3"], "set it with k=3"), (["--steps", "10"], "use steps=10"),
     (["--steps=10"], "use steps=10"), (["--nonsense"], "--nonsense is not an option"),
