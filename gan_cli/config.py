@@ -149,6 +149,10 @@ def register_configs() -> None:
     cs.store(name="schema", node=TrainConfig)
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{s}" if s else "", replace=True)
+    # run-dir times: Hydra's ${now:} unless torchrun's ranks agreed on rank 0's start (distributed.init)
+    from .distributed import start_time
+
+    OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern), use_cache=True, replace=True)
 
 
 def _require(ok: bool, message: str) -> None:

@@ -354,3 +354,31 @@ class Monitor:
         if self.progress is not None and self.progress.live.is_started:
             self.progress.stop()
         self.writer.close()
+
+
+class Quiet:
+    """What a rank other than 0 has instead of a Monitor under torchrun: it writes nothing (rank 0
+    writes the run directory) and reports the figures it is given."""
+
+    def __init__(self, total: int, start: int):
+        self.total, self.start, self.t_start = total, start, time.perf_counter()
+
+    def __enter__(self) -> "Quiet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        yield
+
+    def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        return dict(scalars)
+
+    def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
+               status: str = "ok", announce: bool = True) -> Dict[str, Any]:
+        return {"status": status, **counts, **window, **evaluation, "wall_s": time.perf_counter() - self.t_start}
+
+    def __getattr__(self, name: str):  # describe, start_session, advance, phase, samples, log_eval, warn, close
+        return lambda *args, **kwargs: None

@@ -36,11 +36,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, data as datasets, evaluate, models, optim
+from . import checkpoint, data as datasets, distributed, evaluate, models, optim
 from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place
 from .config import UserError, register_configs, resolve_device
 from . import sweep
-from .monitor import Monitor, end_session, start_session
+from .monitor import Monitor, Quiet, end_session, start_session
 from .updates import GAN, Stats
 
 log = logging.getLogger("gan_cli")
@@ -147,13 +147,14 @@ class Bookkeeping:
         self.rng_devices = [gan.device] if gan.device.type == "cuda" else []
         self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
         self.announce = True  # the final table and tensorboard line (a sweep prints its own summary instead)
+        self.main = distributed.is_main()  # under torchrun only rank 0 samples, evaluates and saves
 
     def after(self, it: int) -> None:
         last = it == self.steps
         if it % self.log_every == 0 or last:
             self.log(it, flush=it % self.log_every == 0)
         sample, evaluation, save = (last or it % every == 0 for every in (self.sample_every, self.eval_every, self.ckpt_every))
-        if sample or evaluation or save:
+        if (sample or evaluation or save) and self.main:
             with self.aside():
                 if sample:
                     self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
@@ -207,14 +208,17 @@ class Bookkeeping:
 
     def finish(self, status: str = "ok") -> Dict[str, float]:
         counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
+        if distributed.active():  # one check at the end that DDP kept the ranks' networks equal
+            counts.update(world_size=distributed.world_size(), ranks_in_sync=distributed.in_sync(self.gan.nets, self.gan.device))
         return self.monitor.finish(counts, self.window, self.evaluation, status=status, announce=self.announce)
 
     def interrupt(self, it: int, signum: int, handoff=None) -> Interrupted:
         """Stop after iteration ``it``: its window, a checkpoint and metrics.json (status interrupted)."""
         if not self.stats.empty:
             self.log(it, flush=False)
-        with self.aside():
-            self.save("last.pt")
+        if self.main:
+            with self.aside():
+                self.save("last.pt")
         self.finish("interrupted")
         return Interrupted(signum, it, self.run_dir, handoff)
 
@@ -276,8 +280,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         log.info("requeued: continuing from %s", again)
     cfg, saved = checkpoint.resume_config(cfg, overrides)
     check(cfg)
-    checkpoint.guard_run_dir(run_dir, cfg.resume)
-    device = resolve_device(cfg.device)
+    main = distributed.is_main()
+    if main:
+        checkpoint.guard_run_dir(run_dir, cfg.resume)
+    device = distributed.device(cfg.device) or resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = datasets.load(cfg.dataset, device)
     gan = GAN(cfg, data, device)
@@ -285,9 +291,12 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     if saved is not None:
         checkpoint.restore(saved, state, path=cfg.resume)
         log.info("resumed from %s at iteration %d", cfg.resume, state.step)
+    if not main:  # every other rank draws minibatches of its own (rank 0 keeps the seed's stream)
+        torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank() + state.step)
     state.fixed_noise = state.fixed_noise.to(device)
     evaluator = evaluate.Evaluator(cfg, data, device)
-    monitor = Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density)
+    monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density) if main
+               else Quiet(total=cfg.steps, start=state.step))
     hp, metrics = session(cfg, overrides if command is None else command)
     monitor.start_session(hp, metrics)
     monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
@@ -298,6 +307,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     book = Bookkeeping(cfg, gan, state, stats, schedule, evaluator, monitor, run_dir)
     book.announce = announce
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
+    several = distributed.active()  # ranks agree on a stop at log windows (a collective, not per step)
+    log_every = cfg.log_every
     with monitor, StopRequest() as stop:
         for it in range(state.step + 1, cfg.steps + 1):
             schedule.apply(it - 1, gan.opt_G, gan.opt_D)  # lr and momentum of this iteration (the paper's schedule)
@@ -312,7 +323,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             state.count(d_updates=1 if simultaneous else k)
             stats.end_iteration()
             book.after(it)
-            if stop.signum is not None and it < cfg.steps:
+            if several and (it % log_every == 0 or it == cfg.steps):
+                if distributed.any_rank(stop.signum is not None, device) and stop.signum is None:
+                    stop.signum = signal.SIGTERM  # another rank was asked to stop: stop here with it
+            if stop.signum is not None and it < cfg.steps and (not several or it % log_every == 0):
                 raise book.interrupt(it, stop.signum, stop.handoff())
         return book.finish()
 
@@ -413,7 +427,10 @@ def main() -> None:
     """Console entry point: check the command line, then hand over to Hydra."""
     register_configs()
     try:
+        distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
         sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
+        if not distributed.is_main():  # rank 0 alone writes the run directory and the log
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         shown = job_config(sys.argv[1:], config_dir())
         if shown is not None:  # --cfg job: what will run, the loss's recipe included
             print(shown, end="")
@@ -435,6 +452,8 @@ def main() -> None:
         sweep.finish_interrupted()
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
+    finally:
+        distributed.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 
-from . import data as datasets, losses, models, optim
+from . import data as datasets, distributed, losses, models, optim
 
 
 def _grad_norm(params) -> torch.Tensor:
@@ -34,6 +34,9 @@ class GAN:
         self.data, self.device = data, device
         self.nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
         self.G, self.D = self.nets
+        # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP);
+        # G, D themselves sample, evaluate and are saved (the same parameters)
+        self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
         self.pair = losses.get(cfg.loss)
@@ -68,7 +71,7 @@ class GAN:
         x, z = self.data.sample(m * self.pack), self.noise(m * self.pack)
         with torch.no_grad():
             fake = self.G(z)
-        a_real, a_fake = self.D(x), self.D(fake)
+        a_real, a_fake = self.D_ddp(x), self.D_ddp(fake)
         loss = self._d_loss(x, fake, a_real, a_fake)
         self.opt_D.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,7 +82,7 @@ class GAN:
     def g_step(self, m: int) -> torch.Tensor:
         """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
         self.D.requires_grad_(False)
-        loss = self.pair.g(self.D(self.G(self.noise(m * self.pack))))
+        loss = self.pair.g(self.D(self.G_ddp(self.noise(m * self.pack))))
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.G.parameters())
@@ -99,6 +102,8 @@ class GAN:
         g_grads = torch.autograd.grad(loss_g, g_params)
         for p, g in zip(d_params + g_params, d_grads + g_grads):
             p.grad = g
+        distributed.average_gradients(d_params)  # autograd.grad bypasses DDP: average here (torchrun)
+        distributed.average_gradients(g_params)
         d_norm, g_norm = _grad_norm(d_params), _grad_norm(g_params)
         self.opt_D.step()
         self.opt_G.step()
@@ -169,7 +174,7 @@ class Stats:
         if self._path is not None:
             parts.append(self._path[self.i].norm().view(1))
             tags += ("theory/distance",)
-        values = torch.cat(parts).tolist()  # the one host sync per window
+        values = distributed.mean(torch.cat(parts)).tolist()  # the one host sync per window (all ranks' mean)
         if flush:
             self.d.zero_()
             self.g.zero_()

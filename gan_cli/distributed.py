@@ -1,0 +1,129 @@
+"""One run on several processes (``torchrun --nproc_per_node=N -m gan_cli ...``), data-parallel.
+
+Each rank draws its own minibatches of ``batch_size`` (the global minibatch is N x batch_size) and
+G's and D's gradients are averaged over the ranks by DistributedDataParallel, one wrapper per network,
+so the k:1 order of Algorithm 1 and the frozen D of G's step stay as they are (G's step runs D's own
+module: no DDP, no gradient). The authors' simultaneous step takes its gradients with autograd.grad,
+which DDP does not see: it averages them itself with one all-reduce per network. Rank 0 alone writes
+the run directory (events, checkpoints, metrics.json); the log window's figures are averaged over the
+ranks (one all-reduce per window), so every rank sees the same figures and stops at the same
+iteration on divergence; a stop signal is honoured at the next log window, by every rank at once.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Iterable, Optional
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main() -> bool:
+    return not active() or dist.get_rank() == 0
+
+
+def wants_cpu(argv: Iterable[str]) -> bool:
+    return any(a == "device=cpu" for a in argv)
+
+
+def init(argv: Iterable[str]) -> None:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs) and agree on the run's
+    start time, so every rank names the same run directory (the ``gan_now`` resolver)."""
+    if world_size() <= 1 or active():
+        return
+    gpu = torch.cuda.is_available() and not wants_cpu(argv)
+    if gpu:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend="nccl" if gpu else "gloo")
+    stamp = [datetime.now().timestamp()]
+    dist.broadcast_object_list(stamp, src=0)
+    os.environ["GAN_CLI_START"] = repr(stamp[0])
+
+
+def start_time() -> datetime:
+    """The run's start: rank 0's clock under torchrun, now otherwise."""
+    stamp = os.environ.get("GAN_CLI_START")
+    return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
+
+
+def device(name: str) -> Optional[torch.device]:
+    """This rank's GPU under torchrun with CUDA (None: the usual choice applies)."""
+    if active() and name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank())
+    return None
+
+
+def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in a DistributedDataParallel wrapper when the run has several ranks; else itself."""
+    if not active() or not any(p.requires_grad for p in module.parameters()):
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average ``.grad`` over the ranks (one flat all-reduce) where DDP's hooks do not run."""
+    if not active():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def mean(values: torch.Tensor) -> torch.Tensor:
+    """``values`` averaged over the ranks (itself with one process)."""
+    if active():
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any (one all-reduce)."""
+    if not active():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def in_sync(modules: Iterable[torch.nn.Module], device: torch.device) -> bool:
+    """Every rank holds the same parameters (compared as float64 sums, gathered once)."""
+    if not active():
+        return True
+    total = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()]).to(device)
+    gathered = [torch.empty_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, total)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def close() -> None:
+    if active():
+        dist.destroy_process_group()
