@@ -8,6 +8,8 @@ optim) checks its own choice names with :func:`choose`. Every failure surfaces a
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, TypeVar
 
@@ -149,10 +151,14 @@ def register_configs() -> None:
     cs.store(name="schema", node=TrainConfig)
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{s}" if s else "", replace=True)
-    # run-dir times: Hydra's ${now:} unless torchrun's ranks agreed on rank 0's start (distributed.init)
-    from .distributed import start_time
-
+    # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (distributed.init)
     OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern), use_cache=True, replace=True)
+
+
+def start_time() -> datetime:
+    """The run's start: rank 0's clock under torchrun (GAN_CLI_START, set by distributed.init), now otherwise."""
+    stamp = os.environ.get("GAN_CLI_START")
+    return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
 
 
 def _require(ok: bool, message: str) -> None:

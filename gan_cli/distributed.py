@@ -58,12 +58,6 @@ def init(argv: Iterable[str]) -> None:
     os.environ["GAN_CLI_START"] = repr(stamp[0])
 
 
-def start_time() -> datetime:
-    """The run's start: rank 0's clock under torchrun, now otherwise."""
-    stamp = os.environ.get("GAN_CLI_START")
-    return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
-
-
 def device(name: str) -> Optional[torch.device]:
     """This rank's GPU under torchrun with CUDA (None: the usual choice applies)."""
     if active() and name in ("auto", "cuda") and torch.cuda.is_available():

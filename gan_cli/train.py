@@ -401,7 +401,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     except Interrupted as stop:
         if multirun:  # into the job's train.log (a cluster job's stderr is a file in .submitit/)
             log.warning("gan-train: %s", stop)
-        else:
+        elif distributed.is_main():  # under torchrun one line, from rank 0
             print(f"gan-train: {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff()  # submitit requeues the job and exits

@@ -55,3 +55,31 @@ def test_two_ranks_keep_equal_networks_in_one_run_directory(tmp_path, args):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["ranks_in_sync"] is True
     assert [e.step for e in events(run).Scalars("loss/D")] == [10, 20, 30]
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_log_window(tmp_path):
+    import signal
+    import time
+
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "gan_cli", "device=cpu", "dataset=ring",
+           "steps=1000000", "log_every=50"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(tmp_path.glob("outputs/runs/*/train.log")):
+            time.sleep(0.2)
+        log = next(tmp_path.glob("outputs/runs/*/train.log"))
+        while time.time() < deadline and "step 100/" not in log.read_text():
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # torchrun passes it on to both ranks
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = only_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["ranks_in_sync"] is True
+    assert metrics["steps"] % 50 == 0 and metrics["steps"] >= 100
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == metrics["steps"]
+    assert err.count("gan-train: interrupted (SIGINT) at iteration") == 1  # one line, from rank 0

@@ -9,10 +9,10 @@ PACKAGE = Path(gan_cli.__file__).parent
 
 # Each module may import only from the layers below its own.
 LAYERS = (
-    ("config", "metrics"),  # schemas, range checks; pure estimators
+    ("config", "metrics", "distributed"),  # schemas, range checks; pure estimators; torchrun's process group
     ("data", "models", "losses", "optim", "features"),  # the builders, each with its choices
     ("checkpoint", "evaluate", "monitor", "updates"),
-    ("cli",),  # command-line checks
+    ("cli", "sweep"),  # command-line checks; what the jobs of a sweep share, its summary
     ("train", "gan_eval"),  # the entry points: gan-train (and the loop), gan-eval
     ("__main__",),  # python -m gan_cli
 )
