@@ -273,12 +273,19 @@ def modes(args) -> str:
 def paper(args) -> str:
     if not args.paper_run:
         raise SystemExit("reproduce: --only paper needs --paper-run DIR (a gan-train experiment=paper_mnist run)")
+    from omegaconf import OmegaConf
+
     d = Path(args.paper_run)
     ll, se = scalars(d, "eval/parzen_ll"), scalars(d, "eval/parzen_se")
-    sigma = scalars(d, "eval/parzen_sigma")
+    sigma, fid = scalars(d, "eval/parzen_sigma"), scalars(d, "eval/fid")
+    fake = scalars(d, "D/fake_mean")
     status = final(d) if (d / "metrics.json").exists() else {"status": "running", "steps": max(ll)}
-    rows = [f"| {s:,} | {ll[s]:.1f} ± {se[s]:.1f} | {sigma[s]:.3f} |" for s in sorted(ll)]
-    return "\n".join([
+    seed = OmegaConf.load(d / ".hydra" / "config.yaml").seed
+    rows = [f"| {s:,} | {ll[s]:.1f} ± {se[s]:.1f} | {sigma[s]:.3f} | {fid.get(s, float('nan')):.2f} | "
+            f"{fake.get(s, float('nan')):.3f} |" for s in sorted(ll)]
+    timing = (f" It took {minutes(status['wall_s'])} ({status['perf/steps_per_s']:.1f} iterations/s of training, "
+              f"one CPU thread)." if "wall_s" in status else "")
+    lines = [
         "## The paper's MNIST experiment: Parzen-window log-likelihood",
         "",
         "`gan-train experiment=paper_mnist dataset.root=...`: the authors' networks, SGD schedule and",
@@ -286,12 +293,22 @@ def paper(args) -> str:
         "σ chosen on 1,000 validation images, mean ± standard error over the 10,000 test images).",
         "Table 1 of the paper: **225 ± 2**; 10,000 real training digits score about 241 ± 2.",
         "",
-        f"Run `{d}`: status {status.get('status')}, {status.get('steps'):,} iterations of 125,000.",
+        f"Run `{d.name}` (seed {seed}): status {status.get('status')}, {status.get('steps'):,} iterations of 125,000."
+        + timing,
         "",
-        "| iteration | eval/parzen_ll | σ |",
-        "|---|---|---|",
+        "| iteration | eval/parzen_ll | σ | eval/fid | D(G(z)) |",
+        "|---|---|---|---|---|",
         *rows,
-    ])
+    ]
+    for other in args.paper_failed or []:  # earlier attempts, reported too
+        o = Path(other)
+        report = final(o)
+        o_seed = OmegaConf.load(o / ".hydra" / "config.yaml").seed
+        lines += ["", f"An earlier attempt with seed {o_seed} was stopped at iteration {report['steps']:,} "
+                      f"({report['status']}): D had won (D(x) {report['D/real_mean']:.4f}, D(G(z)) "
+                      f"{report['D/fake_mean']:.2g}, loss/G {report['loss/G']:.1f}) and the samples were a few "
+                      f"binary strokes. The preset is unchanged between the two runs; only the seed differs."]
+    return "\n".join(lines)
 
 
 def write_results() -> None:
@@ -313,6 +330,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mode-collapse runs at a time (> 1: one CPU thread each)")
     parser.add_argument("--saturation-window", type=int, default=300, help="iterations over which grad/G is compared")
     parser.add_argument("--paper-run", help="a gan-train experiment=paper_mnist run directory to report")
+    parser.add_argument("--paper-failed", nargs="*", help="earlier experiment=paper_mnist runs that were stopped, to report")
     args = parser.parse_args()
     FIGS.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

@@ -79,3 +79,13 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
     reference = json.loads((whole / "metrics.json").read_text())
     for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/G", "eval/reverse_kl", "theory/jsd"):
         assert requeued[key] == reference[key], key
+
+
+def test_the_slurm_launcher_config_composes_with_its_defaults():
+    proc = run_cli(["--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    assert proc.returncode == 0, proc.stderr
+    launcher = proc.stdout.split("\n  launcher:\n")[1].split("\n  sweeper:")[0]
+    for line in ("_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "gpus_per_node: 1",
+                 "partition: gpu", "signal_delay_s: 120", "max_num_timeout: 20", "timeout_min: 240",
+                 "submitit_folder: ${hydra.sweep.dir}/.submitit/%j"):
+        assert f"    {line}\n" in launcher + "\n", line

@@ -26,16 +26,18 @@ def test_time_aside_is_left_out_of_the_training_rate(tmp_path):
 def test_finish_writes_metrics_json_and_the_table(tmp_path):
     out = io.StringIO()
     with Monitor(tmp_path, total=8, start=4, console=Console(file=out, width=120)) as mon:
+        mon.start_session({"loss": "minimax", "k": 2}, ["loss/D", "eval/fid"])
         window = mon.log_window(8, {"loss/D": 1.25, "loss/G": 0.5}, {})
-        metrics = mon.finish({"loss": "minimax", "k": 2}, {"steps": 8, "d_updates": 16, "g_updates": 8}, window,
-                             {"eval/fid": 3.5})
+        metrics = mon.finish({"steps": 8, "d_updates": 16, "g_updates": 8}, window, {"eval/fid": 3.5})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
     assert list(saved)[:7] == ["status", "steps", "d_updates", "g_updates", "loss/D", "loss/G", "eval/fid"]
     assert saved["status"] == "ok"
     assert saved["perf/steps_per_s"] > 0 and saved["wall_s"] >= saved["perf/aside_s"] >= 0
     assert "gan-train: final figures" in out.getvalue() and f"tensorboard --logdir {tmp_path}" in out.getvalue()
-    assert events(tmp_path).PluginTagToContent("hparams")
+    assert set(events(tmp_path).PluginTagToContent("hparams")) == {
+        "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+    assert not [t for t in events(tmp_path).Tags()["scalars"] if t.startswith("hparam/")]
 
 
 def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
@@ -67,7 +69,7 @@ def test_sample_files_for_images_and_points(make_cfg, tmp_path):
 def test_a_run_that_did_not_finish_says_so_without_the_table(tmp_path):
     out = io.StringIO()
     with Monitor(tmp_path, total=8, start=0, console=Console(file=out)) as mon:
-        mon.finish({"loss": "minimax"}, {"steps": 3, "d_updates": 3, "g_updates": 3}, {}, {}, status="interrupted")
+        mon.finish({"steps": 3, "d_updates": 3, "g_updates": 3}, {}, {}, status="interrupted")
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     assert "final figures" not in out.getvalue()
 
