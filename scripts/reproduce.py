@@ -147,8 +147,8 @@ def saturation(args) -> str:
         "saturates and G gets almost no gradient; -log D(G(z)) does not saturate.",
         "`gan-train -m experiment=saturation` (digits, SGD lr 0.05, k = 5, same seed for both losses).",
         "",
-        f"| | minimax | nonsaturating |",
-        f"|---|---|---|",
+        "| | minimax | nonsaturating |",
+        "|---|---|---|",
         f"| mean grad/G, iterations 1-{steps[-1]} | {np.mean([grad['minimax'][s] for s in steps]):.4g} | "
         f"{np.mean([grad['nonsaturating'][s] for s in steps]):.4g} |",
         f"| D/fake_mean at iteration {steps[-1]} | {fake['minimax'][steps[-1]]:.4f} | {fake['nonsaturating'][steps[-1]]:.4f} |",
