@@ -6,6 +6,13 @@
 Composes the config exactly as gan-train does (same overrides), runs ``--warmup`` iterations of
 Algorithm 1, then times ``--iters`` more (synchronising the device before reading the clock), and
 prints JSON: iterations/s, samples/s (real + generated examples through D per second), peak memory.
+
+    python scripts/bench.py --vs-handwritten ../shared/data --iters 600 --rounds 5
+
+times whole processes instead, alternating: gan-train on the paper's MNIST networks (maxout, batch
+100, k = 1, alternating updates, SGD lr 0.1 momentum 0.5, no evaluation metrics) against
+scripts/handwritten.py (a tutorial's loop: torchvision DataLoader, nn.BCELoss, .item() every step)
+for the same number of iterations; prints each side's times, their medians and the ratio.
 """
 
 from __future__ import annotations
@@ -14,8 +21,12 @@ import argparse
 import json
 import platform
 import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -32,12 +43,43 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
+    """Whole processes, alternating: gan-train and the hand-written loop, ``rounds`` times each."""
+    here = Path(__file__).resolve().parent
+    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    times: dict = {"gan-train": [], "handwritten": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            ours = [gan_train, "dataset=mnist", f"dataset.root={root}", "arch=maxout", "loss=nonsaturating",
+                    "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.5", "k=1", "batch_size=100",
+                    "updates=alternating", "prior=uniform", f"steps={iters}", "log_every=100", f"sample_every={iters}",
+                    f"ckpt_every={iters}", f"eval_every={iters}", "eval.parzen=false", "eval.features=false",
+                    f"hydra.run.dir={tmp}/run{r}"]
+            theirs = [sys.executable, str(here / "handwritten.py"), "--root", root, "--iters", str(iters)]
+            for name, cmd in (("gan-train", ours), ("handwritten", theirs)):
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                times[name].append(round(time.perf_counter() - start, 2))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"iters": iters, "rounds": rounds, "seconds": times, "median_s": median,
+            "speedup": round(median["handwritten"] / median["gan-train"], 3), "torch": torch.__version__,
+            "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=200, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
+    parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of --vs-handwritten")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
+    if args.vs_handwritten:
+        json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds), sys.stdout, indent=2)
+        print()
+        return
 
     register_configs()
     cfg = compose(config_dir(), args.overrides)
