@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gan_cli.metrics import frechet_distance, kid, precision_recall_knn
+from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_radii, precision_recall_knn
 
 
 class Classifier(nn.Module):
@@ -181,11 +181,19 @@ def extract_features(model: Classifier, images: Tensor, batch_size: int = 1000) 
 
 class Reference(NamedTuple):
     """The real reference set in feature space, computed once: the features, and the per-dimension mean
-    and std that standardise every set for KID (std 1 where the reference is constant: a dead unit)."""
+    and std that standardise every set for KID (std 1 where the reference is constant: a dead unit).
+    ``cache`` keeps what every comparison with it would recompute: its Gaussian statistics (FID),
+    its standardised features and the kernel sums of its KID subsets, its k-NN radii (precision)."""
 
     features: Tensor
     mean: Tensor
     std: Tensor
+    cache: dict
+
+    def cached(self, key, compute):
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
 
     def standardise(self, feats: Tensor) -> Tensor:
         """(feats - mean) / std, float64."""
@@ -196,7 +204,7 @@ def reference(model: Classifier, images: Tensor, batch_size: int = 1000) -> Refe
     """The :class:`Reference` of real ``images``."""
     feats = extract_features(model, images, batch_size)
     std = feats.to(torch.float64).std(0)
-    return Reference(feats, feats.to(torch.float64).mean(0), torch.where(std > 0, std, torch.ones_like(std)))
+    return Reference(feats, feats.to(torch.float64).mean(0), torch.where(std > 0, std, torch.ones_like(std)), {})
 
 
 def compare(
@@ -225,11 +233,14 @@ def compare(
     if sets < 1:
         raise ValueError(f"{len(feats)} samples cannot make a set of {size}")
     feats = feats[: sets * size]
-    fid = torch.stack([frechet_distance(ref.features, part) for part in feats.split(size)]).mean()
+    stats = ref.cached("gaussian", lambda: gaussian_stats(ref.features))
+    fid = torch.stack([frechet_distance(ref.features, part, stats) for part in feats.split(size)]).mean()
+    standardised = ref.cached("standardised", lambda: ref.standardise(ref.features))
+    radii = ref.cached(("radii", k), lambda: knn_radii(ref.features.to(torch.float64), k, batch_size))
     return {
         "fid": fid.item(),
-        **kid(ref.standardise(ref.features), ref.standardise(feats), kid_subsets, min(kid_subset_size, size)),
-        **precision_recall_knn(ref.features, feats, k, batch_size, fake_sets=sets),
+        **kid(standardised, ref.standardise(feats), kid_subsets, min(kid_subset_size, size), cache=ref.cache),
+        **precision_recall_knn(ref.features, feats, k, batch_size, fake_sets=sets, real_radii=radii),
     }
 
 

@@ -254,7 +254,15 @@ def _psd_sqrt(matrix: Tensor) -> Tensor:
     return (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
 
 
-def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> Tensor:
+def gaussian_stats(feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, unbiased covariance, its PSD square root) of an (n, d) feature set, float64: the
+    reference side of :func:`frechet_distance`, computed once per reference set."""
+    a = feats.to(torch.float64)
+    cov = torch.cov(a.T)
+    return a.mean(0), cov, _psd_sqrt(cov)
+
+
+def frechet_distance(feat_a: Tensor, feat_b: Tensor, stats_a: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Fréchet distance between Gaussians fitted to two feature sets (FID, Heusel et al. 2017).
 
     d² = ‖μ_a - μ_b‖² + Tr(C_a + C_b - 2(C_a^½ C_b C_a^½)^½),
@@ -268,17 +276,18 @@ def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> Tensor:
     tensors is used rather than that metric object so that one feature pass serves FID, KID and
     precision/recall alike.
     """
-    a, b = feat_a.to(torch.float64), feat_b.to(torch.float64)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    sqrt_a = _psd_sqrt(cov_a)
+    mean_a, cov_a, sqrt_a = stats_a if stats_a is not None else gaussian_stats(feat_a)
+    b = feat_b.to(torch.float64)
+    cov_b = torch.cov(b.T)
     middle = sqrt_a @ cov_b @ sqrt_a
     trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    mean_term = (mean_a - b.mean(0)).square().sum()
     return mean_term + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
 
 
 def kid(
-    feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+    cache: dict | None = None,
 ) -> dict[str, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with a cubic kernel.
 
@@ -294,19 +303,32 @@ def kid(
     a, b = feat_a.to(torch.float64), feat_b.to(torch.float64)
     m = min(subset_size, len(a), len(b))
     generator = torch.Generator().manual_seed(seed)
-    estimates = []
-    for _ in range(subsets):
-        x = a[torch.randperm(len(a), generator=generator)[:m].to(a.device)]
+    # the a-side sums depend only on a and the subsets drawn: with ``cache`` (kept with a fixed
+    # ``feat_a``, e.g. a run's real reference) they are computed once for each (len(b), m, ...)
+    key = ("kid_within_a", len(b), m, subsets, seed)
+    within_a = cache.get(key) if cache is not None else None
+    first, estimates = within_a is None, []
+    within_a = [] if first else within_a
+    for i in range(subsets):
+        x_rows = torch.randperm(len(a), generator=generator)[:m].to(a.device)
         y = b[torch.randperm(len(b), generator=generator)[:m].to(b.device)]
-        k_xx, k_yy, k_xy = ((u @ v.T / a.shape[1] + 1) ** 3 for u, v in ((x, x), (y, y), (x, y)))
-        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
+        if first:
+            x = a[x_rows]
+            k_xx = (x @ x.T / a.shape[1] + 1) ** 3
+            within_a.append(k_xx.sum() - k_xx.trace())
+        else:
+            x = a[x_rows]
+        k_yy, k_xy = ((u @ v.T / a.shape[1] + 1) ** 3 for u, v in ((y, y), (x, y)))
+        within = (within_a[i] + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
         estimates.append(within - 2 * k_xy.mean())
+    if first and cache is not None:
+        cache[key] = within_a
     estimates = torch.stack(estimates)
     mean, std = torch.stack([estimates.mean(), estimates.std(correction=0)]).tolist()
     return {"kid": mean, "kid_std": std}
 
 
-def _knn_radii(feats: Tensor, k: int, batch_size: int) -> Tensor:
+def knn_radii(feats: Tensor, k: int = 3, batch_size: int = 1000) -> Tensor:
     """Distance from each row to its k-th nearest other row (the row itself is the 0-th)."""
     return torch.cat(
         [
@@ -324,7 +346,8 @@ def _inside_manifold(queries: Tensor, support: Tensor, radii: Tensor, batch_size
 
 
 def precision_recall_knn(
-    real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000, fake_sets: int = 1
+    real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000, fake_sets: int = 1,
+    real_radii: Tensor | None = None,
 ) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
 
@@ -342,8 +365,10 @@ def precision_recall_knn(
     if len(fake_feats) % fake_sets:
         raise ValueError(f"cannot split {len(fake_feats)} fakes into {fake_sets} sets of equal size")
     real, fake = real_feats.to(torch.float64), fake_feats.to(torch.float64)
-    precision = _inside_manifold(fake, real, _knn_radii(real, k, batch_size), batch_size)
-    recall = torch.cat([_inside_manifold(real, part, _knn_radii(part, k, batch_size), batch_size)
+    if real_radii is None:  # a fixed real set's radii can be passed in, computed once (knn_radii)
+        real_radii = knn_radii(real, k, batch_size)
+    precision = _inside_manifold(fake, real, real_radii, batch_size)
+    recall = torch.cat([_inside_manifold(real, part, knn_radii(part, k, batch_size), batch_size)
                         for part in fake.chunk(fake_sets)])
     precision, recall = torch.stack([precision.double().mean(), recall.double().mean()]).tolist()
     return {"precision": precision, "recall": recall}

@@ -144,3 +144,26 @@ def test_real_floor_compares_the_reference_with_as_many_held_out_images_as_the_r
     replay = image_metrics(model, x[:1000], tx.repeat(3, 1, 1, 1), size=len(tx), kid_subsets=10)
     for key in ("fid", "precision", "recall"):
         assert replay[key] == pytest.approx(floor[key], rel=1e-9), key
+
+
+def test_the_reference_side_computed_once_gives_the_same_figures():
+    """compare() keeps the reference's FID statistics, standardised features, KID subset sums and k-NN
+    radii between evaluations: the figures are bit for bit those computed from scratch."""
+    from gan_cli.features import compare, Reference
+    from gan_cli.metrics import frechet_distance, kid, precision_recall_knn
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(600, 16).relu(), torch.randn(600, 16).relu() * 1.2
+    std = real.double().std(0)
+    ref = Reference(real, real.double().mean(0), torch.where(std > 0, std, torch.ones_like(std)), {})
+    scratch = {"fid": torch.stack([frechet_distance(real, p) for p in fake.split(200)]).mean().item(),
+               **kid(ref.standardise(real), ref.standardise(fake), 100, 200),
+               **precision_recall_knn(real, fake, 3, 1000, fake_sets=3)}
+    first = compare(ref, fake, 200)
+    assert ref.cache  # something was kept
+    assert first == scratch and compare(ref, fake, 200) == scratch
+    other = fake.flip(0) * 0.9  # a second evaluation, other samples: still the from-scratch figures
+    assert compare(ref, other, 200) == {
+        "fid": torch.stack([frechet_distance(real, p) for p in other.split(200)]).mean().item(),
+        **kid(ref.standardise(real), ref.standardise(other), 100, 200),
+        **precision_recall_knn(real, other, 3, 1000, fake_sets=3)}
