@@ -44,6 +44,7 @@ class Evaluator:
         self.generator = torch.Generator(device=device)
         self._classifier = None
         self.classifier_info: Dict[str, object] = {}
+        self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         self._floor: Dict[str, float] = {}
         self._reference = None  # features.Reference of the real reference images (with the classifier)
         self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
@@ -132,7 +133,7 @@ class Evaluator:
             d, (n_ref, size, _) = self.data, self.feature_sizes()
             self._classifier, self.classifier_info = features.get_classifier(
                 d.name, d.train, d.train_labels, d.test, d.test_labels, cache_dir=self.cfg.cache_dir,
-                device=self.device, steps=self.cfg.classifier_steps)
+                device=self.device, steps=self.cfg.classifier_steps, progress=self.progress)
             self._reference = features.reference(self._classifier, d.train[:n_ref])
             floor = features.compare(self._reference, features.extract_features(self._classifier, d.test[:size]), size)
             self._floor = {f"eval/{k}_floor": v for k, v in floor.items() if k != "kid_std"}

@@ -9,6 +9,7 @@ sits beside (:func:`compare`). These values are not comparable with published In
 """
 
 import hashlib
+import logging
 import math
 import os
 import time
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_radii, precision_recall_knn
+
+log = logging.getLogger("gan_cli")
 
 
 class Classifier(nn.Module):
@@ -75,8 +78,9 @@ def _cache_key(model: nn.Module, *parts) -> str:
     return hashlib.sha256(repr((repr(model), *parts)).encode()).hexdigest()[:16]
 
 
-def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float) -> None:
-    """Adam with a cosine-decayed learning rate; minibatches from seeded per-epoch permutations."""
+def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float, progress=None) -> None:
+    """Adam with a cosine-decayed learning rate; minibatches from seeded per-epoch permutations;
+    ``progress(done, steps)`` twenty times along the way."""
     generator = torch.Generator().manual_seed(seed)
     epochs = math.ceil(steps * batch_size / len(x))
     order = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(epochs)])
@@ -84,12 +88,15 @@ def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float) -> No
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     model.train()
-    for idx in batches:
+    every = max(1, steps // 20)
+    for i, idx in enumerate(batches):
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        if progress is not None and ((i + 1) % every == 0 or i + 1 == steps):
+            progress(i + 1, steps)
     model.eval()
 
 
@@ -112,6 +119,7 @@ def get_classifier(
     steps: int = 1000,
     batch_size: int = 128,
     lr: float = 2e-3,
+    progress=None,
 ) -> tuple[Classifier, dict]:
     """The classifier of a dataset, trained on first use and loaded from the cache afterwards.
 
@@ -125,6 +133,7 @@ def get_classifier(
     Returns the model (eval mode, frozen, on ``device``, default that of ``train_x``) and
     ``{"name", "test_accuracy", "train_seconds", "cached", "path"}``; ``cached`` tells whether the
     weights were loaded rather than trained, ``train_seconds`` is the time the training took.
+    Training (once) is announced in the log, and ``progress(done, steps)`` follows it.
     """
     if train_x.dim() != 4 or train_x.shape[-1] != train_x.shape[-2] or train_x.shape[-1] % 4:
         shape = tuple(train_x.shape)
@@ -150,8 +159,9 @@ def get_classifier(
         model.load_state_dict(saved["state_dict"])
         model.eval()
     else:
+        log.info("training the feature classifier for %s (once, cached in %s)", name, path.parent)
         start = time.perf_counter()
-        _train(model, train_x.to(device), train_y.to(device), seed, steps, batch_size, lr)
+        _train(model, train_x.to(device), train_y.to(device), seed, steps, batch_size, lr, progress)
         train_seconds = time.perf_counter() - start
         saved = {
             "test_accuracy": _accuracy(model, test_x.to(device), test_y.to(device)),
@@ -162,6 +172,8 @@ def get_classifier(
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(saved, partial)
         os.replace(partial, path)
+        log.info("feature classifier for %s: test accuracy %.4f, trained in %.0f s", name, saved["test_accuracy"],
+                 train_seconds)
     info = {
         "name": name,
         "test_accuracy": saved["test_accuracy"],

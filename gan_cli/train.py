@@ -297,6 +297,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     evaluator = evaluate.Evaluator(cfg, data, device)
     monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density) if main
                else Quiet(total=cfg.steps, start=state.step))
+    # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
+    evaluator.progress = lambda done, total: monitor.phase("eval" if done == total else f"classifier {done}/{total}")
     hp, metrics = session(cfg, overrides if command is None else command)
     monitor.start_session(hp, metrics)
     monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},

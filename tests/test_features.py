@@ -167,3 +167,23 @@ def test_the_reference_side_computed_once_gives_the_same_figures():
         "fid": torch.stack([frechet_distance(real, p) for p in other.split(200)]).mean().item(),
         **kid(ref.standardise(real), ref.standardise(other), 100, 200),
         **precision_recall_knn(real, other, 3, 1000, fake_sets=3)}
+
+
+def test_training_the_classifier_is_announced_and_reports_progress(tmp_path, caplog):
+    import logging
+
+    from gan_cli.features import get_classifier
+
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 1, 8, 8), torch.arange(64) % 4
+    seen = []
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        _, info = get_classifier("tiny", x, y, x, y, cache_dir=tmp_path, steps=40, batch_size=16,
+                                 progress=lambda done, total: seen.append((done, total)))
+    assert not info["cached"] and seen[-1] == (40, 40) and len(seen) == 20
+    assert f"training the feature classifier for tiny (once, cached in {tmp_path})" in caplog.text
+    assert "feature classifier for tiny: test accuracy" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gan_cli"):
+        _, again = get_classifier("tiny", x, y, x, y, cache_dir=tmp_path, steps=40, batch_size=16)
+    assert again["cached"] and "training the feature classifier" not in caplog.text
