@@ -283,8 +283,9 @@ def paper(args) -> str:
     seed = OmegaConf.load(d / ".hydra" / "config.yaml").seed
     rows = [f"| {s:,} | {ll[s]:.1f} ± {se[s]:.1f} | {sigma[s]:.3f} | {fid.get(s, float('nan')):.2f} | "
             f"{fake.get(s, float('nan')):.3f} |" for s in sorted(ll)]
-    timing = (f" It took {minutes(status['wall_s'])} ({status['perf/steps_per_s']:.1f} iterations/s of training, "
-              f"one CPU thread)." if "wall_s" in status else "")
+    threads = f", {args.paper_threads} CPU thread{'s' if args.paper_threads > 1 else ''}" if args.paper_threads else ""
+    timing = (f" It took {minutes(status['wall_s'])} ({status['perf/steps_per_s']:.1f} iterations/s of training"
+              f"{threads})." if "wall_s" in status else "")
     lines = [
         "## The paper's MNIST experiment: Parzen-window log-likelihood",
         "",
@@ -300,6 +301,21 @@ def paper(args) -> str:
         "|---|---|---|---|---|",
         *rows,
     ]
+    if (d / "metrics.json").exists():
+        last = max(ll)
+        gap = 225.0 - ll[last]
+        verdict = ("within the paper's figure" if abs(gap) <= 2 * (se[last] + 2.0) else
+                   f"{abs(gap):.0f} nats {'below' if gap > 0 else 'above'} the paper's 225 ± 2: not reproduced")
+        trend = ll[last] - ll[sorted(ll)[-3]] if len(ll) >= 3 else float("nan")
+        lines += ["", f"**Parzen at the end: {ll[last]:.1f} ± {se[last]:.1f}**, {verdict} (it rose "
+                      f"{trend:+.1f} nats over the last {sorted(ll)[-1] - sorted(ll)[-3]:,} iterations; the authors' "
+                      "code ran with no stopping rule)."]
+        floor = status.get("eval/fid_floor")
+        lines += ["", f"At the end: FID {status['eval/fid']:.2f} (real-vs-real floor {floor:.2f}), precision "
+                      f"{status['eval/precision']:.3f}, recall {status['eval/recall']:.3f} (floors "
+                      f"{status['eval/precision_floor']:.3f} / {status['eval/recall_floor']:.3f}), in the offline "
+                      "classifier's feature space (not comparable with Inception FID)."]
+        lines += ["", f"![samples of G at iteration {status['steps']:,}](results/{last_image(d, 'samples', FIGS / 'paper_mnist.png')})"]
     for other in args.paper_failed or []:  # earlier attempts, reported too
         o = Path(other)
         report = final(o)
@@ -331,6 +347,7 @@ def main() -> int:
     parser.add_argument("--saturation-window", type=int, default=300, help="iterations over which grad/G is compared")
     parser.add_argument("--paper-run", help="a gan-train experiment=paper_mnist run directory to report")
     parser.add_argument("--paper-failed", nargs="*", help="earlier experiment=paper_mnist runs that were stopped, to report")
+    parser.add_argument("--paper-threads", type=int, help="CPU threads the paper run had (for its time)")
     args = parser.parse_args()
     FIGS.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
