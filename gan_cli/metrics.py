@@ -310,14 +310,11 @@ def kid(
     first, estimates = within_a is None, []
     within_a = [] if first else within_a
     for i in range(subsets):
-        x_rows = torch.randperm(len(a), generator=generator)[:m].to(a.device)
+        x = a[torch.randperm(len(a), generator=generator)[:m].to(a.device)]
         y = b[torch.randperm(len(b), generator=generator)[:m].to(b.device)]
         if first:
-            x = a[x_rows]
             k_xx = (x @ x.T / a.shape[1] + 1) ** 3
             within_a.append(k_xx.sum() - k_xx.trace())
-        else:
-            x = a[x_rows]
         k_yy, k_xy = ((u @ v.T / a.shape[1] + 1) ** 3 for u, v in ((y, y), (x, y)))
         within = (within_a[i] + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
         estimates.append(within - 2 * k_xy.mean())

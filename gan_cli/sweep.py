@@ -307,8 +307,6 @@ def finish_interrupted() -> Optional[Summary]:
 
 def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, object]:
     """A job's hyperparameters: every group choice, the usual knobs, and ``keys`` (what the sweep sets)."""
-    from omegaconf import OmegaConf as OC
-
     out: Dict[str, object] = {}
     for key in [*BASE_HPARAMS, *[k for k in keys if k not in BASE_HPARAMS]]:
         if key in GROUP_KEYS:
@@ -316,8 +314,8 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
             if value is None and key in ("experiment", "hparams_search"):
                 continue
         else:
-            value = OC.select(cfg, key, default=None)
-            if OC.is_config(value):
-                value = OC.to_yaml(value).strip()
+            value = OmegaConf.select(cfg, key, default=None)
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_yaml(value).strip()
         out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return out
