@@ -181,14 +181,18 @@ def get_classifier(
         "cached": cached,
         "path": str(path),
     }
-    return model.requires_grad_(False), info
+    # channels-last convolutions and pooling: the same features (to float32 rounding), several times faster
+    return model.requires_grad_(False).to(memory_format=torch.channels_last), info
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(model: Classifier, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """``model.features`` of (N, C, S, S) images in [0, 1], computed on the model's device."""
+    """``model.features`` of (N, C, S, S) images in [0, 1], computed on the model's device in
+    channels-last layout."""
     device = next(model.parameters()).device
-    return torch.cat([model.features(batch.to(device)) for batch in images.split(batch_size)])
+    layout = torch.channels_last if images.dim() == 4 else torch.contiguous_format
+    return torch.cat([model.features(batch.to(device).contiguous(memory_format=layout))
+                      for batch in images.split(batch_size)]).clone()  # clone: an ordinary tensor
 
 
 class Reference(NamedTuple):

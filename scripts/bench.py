@@ -68,14 +68,57 @@ def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
             "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
 
 
+def evaluation(overrides, checkpoint_path, rounds: int) -> dict:
+    """One evaluation's wall time: every metric of the dataset, after a first untimed evaluation (which
+    trains or loads the feature classifier and computes the real reference's features and statistics)."""
+    from gan_cli import checkpoint, evaluate, gan_eval, models
+
+    if checkpoint_path:
+        saved = checkpoint.load(checkpoint.find(checkpoint_path, best=False, label=""), label="")
+        cfg = gan_eval.load_config(saved, overrides)
+    else:
+        register_configs()
+        cfg = compose(config_dir(), overrides)
+        check(cfg)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = datasets.load(cfg.dataset, device)
+    nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
+    if checkpoint_path:
+        checkpoint.restore(saved, checkpoint.State(nets.G, nets.D), path=checkpoint_path)
+    evaluator = evaluate.Evaluator(cfg, data, device)
+    start = time.perf_counter()
+    scalars, _ = evaluator.run(nets)
+    first = time.perf_counter() - start
+    totals, parts = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        again, _ = evaluator.run(nets)
+        totals.append(round(time.perf_counter() - start, 3))
+        parts.append(evaluator.seconds)
+        if again != scalars:
+            raise SystemExit("bench: two evaluations of the same generator differ")
+    return {"dataset": cfg.dataset.name, "n_samples": cfg.eval.n_samples, "device": str(device),
+            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "first_s": round(first, 3),
+            "seconds": totals, "median_s": statistics.median(totals),
+            "median_by_family_s": {k: round(statistics.median(p[k] for p in parts), 3) for k in parts[0]},
+            "metrics": scalars}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=200, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of --vs-handwritten")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten and --eval")
+    parser.add_argument("--eval", action="store_true", help="time one evaluation (every metric) instead of training")
+    parser.add_argument("--checkpoint", help="with --eval: the run directory or checkpoint whose G is evaluated")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
+    if args.eval:
+        json.dump(evaluation(args.overrides, args.checkpoint, args.rounds), sys.stdout, indent=2)
+        print()
+        return
     if args.vs_handwritten:
         json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds), sys.stdout, indent=2)
         print()

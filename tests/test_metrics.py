@@ -39,7 +39,31 @@ def test_parzen_log_density_matches_direct_mixture_formula():
     sigmas = torch.tensor([0.3, 1.0], dtype=torch.float64)
     kernels = torch.distributions.Normal(centres.double()[None, None], sigmas[:, None, None, None])
     direct = kernels.log_prob(x.double()[None, :, None]).sum(-1).logsumexp(-1) - math.log(50)
-    torch.testing.assert_close(parzen_log_density(x, centres, sigmas, batch_size=3), direct)
+    # float32 squared distances: agreement to float32 rounding
+    torch.testing.assert_close(parzen_log_density(x, centres, sigmas, batch_size=3), direct, rtol=1e-6, atol=1e-5)
+
+
+def test_parzen_log_likelihood_matches_float64_on_images():
+    # MNIST-like: 784 pixels in [0, 1], a narrow bandwidth (where the rounding of the squared
+    # distances weighs most); the reference is the all-float64 formula, with torch's logsumexp
+    gen = torch.Generator().manual_seed(0)
+    protos = (torch.rand(20, 784, generator=gen) < 0.2).float()
+    def images(n):
+        noisy = protos[torch.randint(20, (n,), generator=gen)] + 0.15 * torch.randn(n, 784, generator=gen)
+        return noisy.clamp(0, 1)
+    samples, val, test = images(3000), images(300), images(1000)
+    sigmas = parzen_sigma_grid()
+    def float64_density(x, sigma_values):
+        sq = torch.cdist(x.double(), samples.double()).square()
+        return torch.stack([torch.logsumexp(sq / (-2 * s**2), 1) - math.log(len(samples))
+                            - 784 * math.log(s * math.sqrt(2 * math.pi)) for s in sigma_values.tolist()])
+    sigma = sigmas[float64_density(val, sigmas).mean(1).argmax()]
+    exact = float64_density(test, sigma[None])[0]
+    result = parzen_log_likelihood(samples, val, test)
+    assert result["sigma"] == pytest.approx(sigma.item())
+    assert result["ll"] == pytest.approx(exact.mean().item(), abs=1e-3)
+    assert result["se"] == pytest.approx(exact.std(correction=0).item() / math.sqrt(len(test)), rel=1e-5)
+    torch.testing.assert_close(parzen_log_density(test, samples, sigma[None])[0], exact, rtol=0, atol=5e-3)
 
 
 def test_parzen_sigma_grid_is_the_papers():
@@ -185,7 +209,8 @@ def test_frechet_distance_and_kid_agree_with_torchmetrics():
     assert frechet_distance(a, b).item() == pytest.approx(fid.compute().item(), rel=1e-4)
     # One subset holding every row: the subset draw does not matter.
     expected = poly_mmd(a[:300].double(), b.double()).item()
-    assert kid(a[:300], b, subsets=1, subset_size=300)["kid"] == pytest.approx(expected, rel=1e-9)
+    # its dot products are float32: agreement to 1e-7 (the figures are printed to 4 digits)
+    assert kid(a[:300], b, subsets=1, subset_size=300)["kid"] == pytest.approx(expected, rel=1e-7)
 
 
 def test_kid_is_zero_for_one_law_and_positive_for_two():
