@@ -1,5 +1,5 @@
 """``python -m gan_cli [overrides]`` is ``gan-train [overrides]``."""
 
-from .train import main
+from .train import cli
 
-main()
+cli()

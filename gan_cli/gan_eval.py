@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import checkpoint, data as datasets, evaluate, models, monitor
-from .cli import check
+from .cli import check, run_and_exit
 from .config import TrainConfig, UserError, resolve_device
 
 
@@ -81,5 +81,10 @@ def main() -> None:
         sys.exit(130)
 
 
+def cli() -> None:
+    """The gan-eval command: :func:`main`, then a quick exit (cli.run_and_exit)."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +39,32 @@ def console_handler() -> logging.Handler:
     return handler
 
 
+_WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
+
+
+def _import_matplotlib() -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except Exception:  # reported where a figure is drawn (the import is tried again there)
+        pass
+
+
+def warm_figures() -> None:
+    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
+    does not wait for it at its first figure: the import overlaps the run's start and the work of its
+    first evaluation (whose numerical work releases the interpreter lock)."""
+    global _WARMING
+    if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
+        _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
+        _WARMING.start()
+
+
 def _pyplot():
+    if _WARMING is not None:
+        _WARMING.join()  # never import matplotlib from two threads at once
     import matplotlib
 
     matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
@@ -212,8 +238,11 @@ class Monitor:
     ``perf/steps_per_s``. Use it as a context manager: leaving closes the writer and the bar.
     """
 
-    def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False):
+    def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False,
+                 figures: bool = False):
         self.run_dir = Path(run_dir)
+        if figures:  # the run draws matplotlib figures (toy data): import it in the background meanwhile
+            warm_figures()
         # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
         if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor

@@ -7,6 +7,7 @@ YAML file in conf/optimizer/.
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 from typing import Dict
 
@@ -16,12 +17,35 @@ from omegaconf import OmegaConf
 from .config import choose
 
 
+def eager(cls: type) -> type:
+    """``cls`` (a torch optimizer) with the same method bodies, minus torch's compiler guards.
+
+    torch wraps step, zero_grad, add_param_group, state_dict and load_state_dict in guards that keep
+    torch.compile from tracing them, and those import its compiler stack (torch._dynamo: about 2 s
+    on first use, paid by every process). A run that compiles nothing needs none of it. The subclass
+    calls the unwrapped bodies (``step`` under torch.no_grad, as the guard runs a non-differentiable
+    optimizer); its updates, state and state_dict are the same (tests/test_optim.py checks).
+    """
+    raw_step = inspect.unwrap(cls.step)
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            return raw_step(self, closure)
+
+    methods = {name: inspect.unwrap(getattr(cls, name))
+               for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
+    return type(cls.__name__, (cls,), {**methods, "step": step, "__module__": __name__, "__doc__": cls.__doc__})
+
+
+SGD, Adam = eager(torch.optim.SGD), eager(torch.optim.Adam)
+
+
 def _sgd(cfg, params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 
 
 def _adam(cfg, params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
 OPTIMIZERS = {"sgd": _sgd, "adam": _adam}  # the choices of optimizer=

@@ -37,7 +37,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, data as datasets, distributed, evaluate, models, optim
-from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place
+from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
 from .config import UserError, register_configs, resolve_device
 from . import sweep
 from .monitor import Monitor, Quiet, end_session, start_session
@@ -295,7 +295,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank() + state.step)
     state.fixed_noise = state.fixed_noise.to(device)
     evaluator = evaluate.Evaluator(cfg, data, device)
-    monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density) if main
+    monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density,
+                       figures=not data.is_image) if main
                else Quiet(total=cfg.steps, start=state.step))
     # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
     evaluator.progress = lambda done, total: monitor.phase("eval" if done == total else f"classifier {done}/{total}")
@@ -458,5 +459,10 @@ def main() -> None:
         distributed.close()
 
 
+def cli() -> None:
+    """The gan-train command: :func:`main`, then a quick exit (cli.run_and_exit)."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

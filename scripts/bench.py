@@ -68,6 +68,25 @@ def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
             "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
 
 
+def startup(rounds: int, overrides) -> dict:
+    """Whole processes, alternating: a bare ``import torch`` against a 1-iteration gan-train run (its
+    data, networks, one update, the end-of-run evaluation, samples and checkpoint) with ``overrides``."""
+    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    times: dict = {"import torch": [], "gan-train steps=1": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, cmd in (("import torch", [sys.executable, "-c", "import torch"]),
+                              ("gan-train steps=1", [gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                times[name].append(round(time.perf_counter() - start, 2))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"overrides": overrides, "rounds": rounds, "seconds": times, "median_s": median,
+            "ratio": round(median["gan-train steps=1"] / median["import torch"], 2), "torch": torch.__version__}
+
+
 def evaluation(overrides, checkpoint_path, rounds: int) -> dict:
     """One evaluation's wall time: every metric of the dataset, after a first untimed evaluation (which
     trains or loads the feature classifier and computes the real reference's features and statistics)."""
@@ -110,11 +129,16 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten and --eval")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten, --startup and --eval")
+    parser.add_argument("--startup", action="store_true", help="time a 1-iteration run against a bare import torch")
     parser.add_argument("--eval", action="store_true", help="time one evaluation (every metric) instead of training")
     parser.add_argument("--checkpoint", help="with --eval: the run directory or checkpoint whose G is evaluated")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
+    if args.startup:
+        json.dump(startup(args.rounds, args.overrides), sys.stdout, indent=2)
+        print()
+        return
     if args.eval:
         json.dump(evaluation(args.overrides, args.checkpoint, args.rounds), sys.stdout, indent=2)
         print()

@@ -44,3 +44,27 @@ def test_schedule_sets_and_reports_the_iterations_values(make_cfg):
     assert paper.active and opt.param_groups[0]["lr"] == pytest.approx(0.1 / 1.000004**62500)
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.6)
     assert paper.values(62500) == {"optim/lr": opt.param_groups[0]["lr"], "optim/momentum": opt.param_groups[0]["momentum"]}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_eager_optimizers_update_and_save_exactly_as_torchs(name):
+    # gan-cli's SGD/Adam skip torch's compiler guards: same updates, same state, interchangeable state_dicts
+    ours_cls, theirs_cls = {"sgd": (optim.SGD, torch.optim.SGD), "adam": (optim.Adam, torch.optim.Adam)}[name]
+    kwargs = {"sgd": dict(lr=0.1, momentum=0.5, weight_decay=1e-3), "adam": dict(lr=1e-2, betas=(0.5, 0.9))}[name]
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 1)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [ours_cls(nets[0].parameters(), **kwargs), theirs_cls(nets[1].parameters(), **kwargs)]
+    x = torch.randn(32, 5)
+    for _ in range(5):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad(set_to_none=True)
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    saved = opts[0].state_dict()
+    torch.testing.assert_close(saved, opts[1].state_dict(), rtol=0, atol=0)
+    fresh = theirs_cls(nets[1].parameters(), **kwargs)
+    fresh.load_state_dict(saved)  # a checkpoint of ours loads into torch's class, and back
+    ours_cls(nets[0].parameters(), **kwargs).load_state_dict(fresh.state_dict())
