@@ -22,6 +22,7 @@ GROUPS = ("dataset", "arch", "loss", "optimizer")  # config groups; their choice
 DEVICES = ("auto", "cpu", "cuda")
 PRIORS = ("uniform", "normal")
 UPDATES = ("alternating", "simultaneous")
+PRECISIONS = ("fp32", "bf16")
 
 
 class UserError(Exception):
@@ -125,6 +126,10 @@ class TrainConfig:
     updates: str = "alternating"  # alternating (Algorithm 1) or simultaneous (the authors' code)
     seed: int = 0
     device: str = "auto"
+    # bf16: the forward passes under bfloat16 autocast (parameters, optimizer state and losses stay float32)
+    precision: str = "fp32"
+    # torch.compile G and D (on a GPU with CUDA graphs: mode reduce-overhead); the first iterations compile
+    compile: bool = False
     log_every: int = 100
     sample_every: int = 500
     ckpt_every: int = 1000
@@ -177,6 +182,7 @@ def validate(cfg: Any) -> None:
     _require(cfg.device in DEVICES, f"device={cfg.device} is not allowed: choose one of {', '.join(DEVICES)}")
     _require(cfg.prior in PRIORS, f"prior={cfg.prior} is not allowed: choose one of {', '.join(PRIORS)}")
     _require(cfg.updates in UPDATES, f"updates={cfg.updates} is not allowed: choose one of {', '.join(UPDATES)}")
+    _require(cfg.precision in PRECISIONS, f"precision={cfg.precision} is not allowed: choose one of {', '.join(PRECISIONS)}")
     _require(cfg.updates == "alternating" or cfg.k == 1,
              f"k={cfg.k} is not allowed with updates=simultaneous: it makes one D and one G update per step, so k must be 1")
     opt = cfg.optimizer

@@ -62,21 +62,23 @@ def warm_figures() -> None:
         _WARMING.start()
 
 
-def _pyplot():
+def _figure(figsize):
+    """A new matplotlib figure and its axes, outside pyplot's registry of open figures (nothing global
+    keeps it once TensorBoard or a PNG has it)."""
     if _WARMING is not None:
         _WARMING.join()  # never import matplotlib from two threads at once
     import matplotlib
 
     matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize, dpi=100)
+    return fig, fig.subplots()
 
 
 def figure_toy(samples: torch.Tensor, data, title: str):
     """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5), dpi=100)
+    fig, ax = _figure((4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5))
     s = samples.detach().float().cpu()
     c = data.centres.cpu()
     if s.shape[1] == 2:
@@ -106,8 +108,7 @@ def figure_toy(samples: torch.Tensor, data, title: str):
 
 def figure_1(curves: Dict[str, torch.Tensor], title: str):
     """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = _figure((6, 3.5))
     x = curves["x"].cpu()
     ax.plot(x, curves["p_data"].cpu(), c="black", label="p_data")
     ax.plot(x, curves["p_g"].cpu(), c="tab:green", label="p_g (histogram)")
@@ -125,9 +126,8 @@ def figure_1(curves: Dict[str, torch.Tensor], title: str):
 
 
 def _figure_trajectory(points: torch.Tensor, start: int, step: int):
-    plt = _pyplot()
     p = points.detach().float().cpu()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    fig, ax = _figure((4.5, 4.5))
     ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
     ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
     ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")

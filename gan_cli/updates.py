@@ -7,6 +7,7 @@ the device, until the log window is read (one host sync). The loop that calls th
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Dict, NamedTuple, Optional
 
 import torch
@@ -17,6 +18,12 @@ from . import data as datasets, distributed, losses, models, optim
 def _grad_norm(params) -> torch.Tensor:
     """Global L2 norm of the gradients (on the device: no sync)."""
     return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+def reads_jointly(D: torch.nn.Module) -> bool:
+    """Whether a D update reads real and generated examples in one call of D (one pass of larger matrix
+    products): unless D's output for one example depends on the others of its batch (batch norm)."""
+    return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in D.modules())
 
 
 class DStep(NamedTuple):
@@ -34,14 +41,49 @@ class GAN:
         self.data, self.device = data, device
         self.nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
         self.G, self.D = self.nets
+        # convolutions on a GPU: channels-last layout (the tensor cores' own)
+        self.channels_last = device.type == "cuda" and any(
+            isinstance(m, torch.nn.modules.conv._ConvNd) for net in self.nets for m in net.modules())
+        if self.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP);
         # G, D themselves sample, evaluate and are saved (the same parameters)
         self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
-        self.opt_G = optim.build(cfg.optimizer, self.G.parameters())
-        self.opt_D = optim.build(cfg.optimizer, self.D.parameters())
+        self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device)
+        self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device)
         self.pair = losses.get(cfg.loss)
         self.prior, self.z_dim = cfg.prior, cfg.z_dim
         self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
+        self.joint = reads_jointly(self.D)
+        self.bf16 = cfg.precision == "bf16"
+        # the modules the updates call: G_train / D_train learn (DDP under torchrun), G / D as plain
+        # functions (D's samples, G's loss through a frozen D); with compile=true, their compiled forms
+        self.G_train, self.D_train, self.G_plain, self.D_plain = self.G_ddp, self.D_ddp, self.G, self.D
+        self.graphs = bool(cfg.compile) and device.type == "cuda"  # CUDA graphs: replayed fixed-shape steps
+        if cfg.compile:
+            compiled = {}  # one compiled form per module object
+
+            def compile_(module):
+                if id(module) not in compiled:
+                    compiled[id(module)] = torch.compile(module, mode="reduce-overhead" if self.graphs else None)
+                return compiled[id(module)]
+
+            self.G_train, self.D_train = compile_(self.G_ddp), compile_(self.D_ddp)
+            self.G_plain, self.D_plain = compile_(self.G), compile_(self.D)
+
+    def autocast(self):
+        """The forward passes' precision: bfloat16 autocast with precision=bf16, none with fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def _begin(self) -> None:
+        """A new update: with CUDA graphs, the previous replay's outputs may be reused."""
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _real(self, n: int) -> torch.Tensor:
+        x = self.data.sample(n)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def noise(self, m: int) -> torch.Tensor:
         return datasets.noise(self.prior, m, self.z_dim, self.device)
@@ -50,8 +92,8 @@ class GAN:
         """What the D/ tags report: D = sigma(a) where D is a probability (the cross-entropy losses), D's
         raw output a otherwise (least_squares: the estimate itself, targets 1 / 0; hinge: the score,
         margins +1 / -1; wasserstein_gp: the critic's score)."""
-        a = a.detach()
-        return torch.sigmoid(a) if self.pair.probability else a
+        a = a.detach().float()
+        return torch.sigmoid(a) if self.pair.probability else a.clone()  # a copy: CUDA graphs reuse their outputs
 
     def _d_loss(self, x, fake, a_real, a_fake):
         loss = self.pair.d(a_real, a_fake)
@@ -68,10 +110,16 @@ class GAN:
 
     def d_step(self, m: int) -> DStep:
         """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
-        x, z = self.data.sample(m * self.pack), self.noise(m * self.pack)
-        with torch.no_grad():
-            fake = self.G(z)
-        a_real, a_fake = self.D_ddp(x), self.D_ddp(fake)
+        self._begin()
+        x, z = self._real(m * self.pack), self.noise(m * self.pack)
+        with torch.no_grad(), self.autocast():
+            fake = self.G_plain(z).to(x.dtype)
+        with self.autocast():
+            if self.joint:
+                a_real, a_fake = self.D_train(torch.cat([x, fake])).split([len(x) // self.pack, len(fake) // self.pack])
+            else:
+                a_real, a_fake = self.D_train(x), self.D_train(fake)
+        a_real, a_fake = a_real.float(), a_fake.float()
         loss = self._d_loss(x, fake, a_real, a_fake)
         self.opt_D.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,8 +129,11 @@ class GAN:
 
     def g_step(self, m: int) -> torch.Tensor:
         """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
+        self._begin()
         self.D.requires_grad_(False)
-        loss = self.pair.g(self.D(self.G_ddp(self.noise(m * self.pack))))
+        with self.autocast():
+            a_fake = self.D_plain(self.G_train(self.noise(m * self.pack)))
+        loss = self.pair.g(a_fake.float())
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.G.parameters())
@@ -92,9 +143,12 @@ class GAN:
 
     def simultaneous_step(self, m: int):
         """The authors' code: both gradients at the same parameters on ONE minibatch, both stepped."""
-        x, z = self.data.sample(m * self.pack), self.noise(m * self.pack)
-        fake = self.G(z)
-        a_real, a_fake = self.D(x), self.D(fake)
+        self._begin()
+        x, z = self._real(m * self.pack), self.noise(m * self.pack)
+        with self.autocast():
+            fake = self.G_plain(z)
+            a_real, a_fake = self.D_plain(x), self.D_plain(fake)
+        fake, a_real, a_fake = fake.to(x.dtype), a_real.float(), a_fake.float()
         loss_d = self._d_loss(x, fake, a_real, a_fake)
         loss_g = self.pair.g(a_fake)
         d_params, g_params = list(self.D.parameters()), list(self.G.parameters())

@@ -43,8 +43,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
-    """Whole processes, alternating: gan-train and the hand-written loop, ``rounds`` times each."""
+def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", overrides=()) -> dict:
+    """Whole processes, alternating: gan-train (with ``overrides``, e.g. precision=bf16) and the
+    hand-written loop, ``rounds`` times each, on ``device``."""
     here = Path(__file__).resolve().parent
     gan_train = str(Path(sys.executable).with_name("gan-train"))
     times: dict = {"gan-train": [], "handwritten": []}
@@ -54,8 +55,8 @@ def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
                     "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.5", "k=1", "batch_size=100",
                     "updates=alternating", "prior=uniform", f"steps={iters}", "log_every=100", f"sample_every={iters}",
                     f"ckpt_every={iters}", f"eval_every={iters}", "eval.parzen=false", "eval.features=false",
-                    f"hydra.run.dir={tmp}/run{r}"]
-            theirs = [sys.executable, str(here / "handwritten.py"), "--root", root, "--iters", str(iters)]
+                    f"device={device}", *overrides, f"hydra.run.dir={tmp}/run{r}"]
+            theirs = [sys.executable, str(here / "handwritten.py"), "--root", root, "--iters", str(iters), "--device", device]
             for name, cmd in (("gan-train", ours), ("handwritten", theirs)):
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -63,9 +64,32 @@ def vs_handwritten(root: str, iters: int, rounds: int) -> dict:
                     raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 times[name].append(round(time.perf_counter() - start, 2))
     median = {name: statistics.median(t) for name, t in times.items()}
-    return {"iters": iters, "rounds": rounds, "seconds": times, "median_s": median,
-            "speedup": round(median["handwritten"] / median["gan-train"], 3), "torch": torch.__version__,
-            "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+    return {"iters": iters, "rounds": rounds, "device": device_name(device), "overrides": list(overrides),
+            "seconds": times, "median_s": median, "speedup": round(median["handwritten"] / median["gan-train"], 3),
+            "torch": torch.__version__, "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+
+
+def memory(lengths, overrides) -> dict:
+    """Peak memory of whole gan-train runs of each length in ``lengths`` (iterations), same settings:
+    the process's max RSS. Flat across lengths: nothing grows with the iterations."""
+    import os
+
+    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for steps in lengths:
+            cmd = [gan_train, f"steps={steps}", *overrides, f"hydra.run.dir={tmp}/run{steps}"]
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status != 0:
+                raise SystemExit(f"bench: gan-train steps={steps} failed: {proc.stderr.read().decode().strip().splitlines()[-1:]}")
+            out[steps] = {"max_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.perf_counter() - start, 1)}
+    return {"overrides": list(overrides), "runs": out, "torch": torch.__version__}
 
 
 def startup(rounds: int, overrides) -> dict:
@@ -129,12 +153,19 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
+    parser.add_argument("--device", default="cpu", help="with --vs-handwritten: cpu or cuda")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten, --startup and --eval")
+    parser.add_argument("--memory", metavar="N", type=int, nargs="+",
+                        help="peak memory of whole runs of these lengths (iterations), e.g. --memory 1000 10000")
     parser.add_argument("--startup", action="store_true", help="time a 1-iteration run against a bare import torch")
     parser.add_argument("--eval", action="store_true", help="time one evaluation (every metric) instead of training")
     parser.add_argument("--checkpoint", help="with --eval: the run directory or checkpoint whose G is evaluated")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
+    if args.memory:
+        json.dump(memory(args.memory, args.overrides), sys.stdout, indent=2)
+        print()
+        return
     if args.startup:
         json.dump(startup(args.rounds, args.overrides), sys.stdout, indent=2)
         print()
@@ -144,7 +175,8 @@ def main() -> None:
         print()
         return
     if args.vs_handwritten:
-        json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds), sys.stdout, indent=2)
+        json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds, args.device, args.overrides),
+                  sys.stdout, indent=2)
         print()
         return
 

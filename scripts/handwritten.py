@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="folder holding MNIST/raw/*-ubyte")
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (minibatches moved there each step)")
     args = parser.parse_args()
 
     from torchvision import datasets, transforms
@@ -39,18 +40,20 @@ def main() -> None:
     torch.manual_seed(0)
     train = datasets.MNIST(args.root, train=True, download=False, transform=transforms.ToTensor())
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    device = torch.device(args.device)
     G = nn.Sequential(nn.Linear(100, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(), nn.Linear(1200, 784), nn.Sigmoid())
     D = nn.Sequential(nn.Dropout(0.2), Maxout(784, 240, 5), nn.Dropout(0.5), Maxout(240, 240, 5), nn.Dropout(0.5),
                       nn.Linear(240, 1), nn.Sigmoid())
+    G, D = G.to(device), D.to(device)
     opt_G = torch.optim.SGD(G.parameters(), lr=0.1, momentum=0.5)
     opt_D = torch.optim.SGD(D.parameters(), lr=0.1, momentum=0.5)
     bce = nn.BCELoss()
     done, losses = 0, []
     while done < args.iters:
         for x, _ in loader:
-            x = x.view(len(x), -1)
-            ones, zeros = torch.ones(len(x), 1), torch.zeros(len(x), 1)
-            z = torch.rand(len(x), 100) * 2 * 3 ** 0.5 - 3 ** 0.5
+            x = x.view(len(x), -1).to(device)
+            ones, zeros = torch.ones(len(x), 1, device=device), torch.zeros(len(x), 1, device=device)
+            z = torch.rand(len(x), 100, device=device) * 2 * 3 ** 0.5 - 3 ** 0.5
             fake = G(z)
             loss_d = bce(D(x), ones) + bce(D(fake.detach()), zeros)
             opt_D.zero_grad()

@@ -19,6 +19,7 @@ def test_choose_names_the_choices():
     ("eval.theory_samples=0", "eval.theory_samples=0 is not allowed"),
     ("dataset.std=0", "dataset.std=0.0 is not allowed"),
     ("prior=cauchy", "prior=cauchy is not allowed: choose one of uniform, normal"),
+    ("precision=fp16", "precision=fp16 is not allowed: choose one of fp32, bf16"),
 ])
 def test_validate_names_the_value_and_the_range(make_cfg, override, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
