@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_radii, precision_recall_knn
+from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_sq_radii, precision_recall_knn
 
 log = logging.getLogger("gan_cli")
 
@@ -252,11 +252,11 @@ def compare(
     stats = ref.cached("gaussian", lambda: gaussian_stats(ref.features))
     fid = torch.stack([frechet_distance(ref.features, part, stats) for part in feats.split(size)]).mean()
     standardised = ref.cached("standardised", lambda: ref.standardise(ref.features))
-    radii = ref.cached(("radii", k), lambda: knn_radii(ref.features.to(torch.float64), k, batch_size))
+    sq_radii = ref.cached(("sq_radii", k), lambda: knn_sq_radii(ref.features.to(torch.float64), k, batch_size))
     return {
         "fid": fid.item(),
         **kid(standardised, ref.standardise(feats), kid_subsets, min(kid_subset_size, size), cache=ref.cache),
-        **precision_recall_knn(ref.features, feats, k, batch_size, fake_sets=sets, real_radii=radii),
+        **precision_recall_knn(ref.features, feats, k, batch_size, fake_sets=sets, real_sq_radii=sq_radii),
     }
 
 

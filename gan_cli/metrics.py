@@ -309,19 +309,19 @@ def kid(
     averaged over ``subsets`` pairs of random subsets of m = ``subset_size`` rows (clipped to the
     smaller set), drawn without replacement. The draw uses its own generator seeded with
     ``seed`` (torchmetrics' KernelInceptionDistance draws from the global one), so repeated
-    evaluations are reproducible and leave the caller's random state alone. The dot products in
-    float32, the kernel values and their sums in float64.
+    evaluations are reproducible and leave the caller's random state alone. The kernel values in
+    float32, their sums in float64.
 
     Returns ``{"kid": mean, "kid_std": std over subsets}``.
     """
-    # the dot products in float32 (features standardised to order one: relative rounding ~1e-7, far
-    # below the figures' printed precision), the kernel and its sums in float64
+    # the kernel in float32 (features standardised to order one: relative rounding ~1e-7 per entry, far
+    # below the figures' printed precision), its sums in float64
     a, b = feat_a.to(torch.float32), feat_b.to(torch.float32)
     m = min(subset_size, len(a), len(b))
     one = torch.ones((), dtype=torch.float32, device=a.device)
 
     def kernel(u: Tensor, v: Tensor) -> Tensor:
-        return torch.addmm(one, u, v.T, alpha=1 / a.shape[1]).double().pow_(3)
+        return torch.addmm(one, u, v.T, alpha=1 / a.shape[1]).pow_(3)
 
     generator = torch.Generator().manual_seed(seed)
     # the a-side sums depend only on a and the subsets drawn: with ``cache`` (kept with a fixed
@@ -335,10 +335,10 @@ def kid(
         y = b[torch.randperm(len(b), generator=generator)[:m].to(b.device)]
         if first:
             k_xx = kernel(x, x)
-            within_a.append(k_xx.sum() - k_xx.trace())
+            within_a.append(k_xx.sum(dtype=torch.float64) - k_xx.diagonal().sum(dtype=torch.float64))
         k_yy, k_xy = kernel(y, y), kernel(x, y)
-        within = (within_a[i] + k_yy.sum() - k_yy.trace()) / (m * (m - 1))
-        estimates.append(within - 2 * k_xy.mean())
+        within = (within_a[i] + k_yy.sum(dtype=torch.float64) - k_yy.diagonal().sum(dtype=torch.float64)) / (m * (m - 1))
+        estimates.append(within - 2 * k_xy.sum(dtype=torch.float64) / m**2)
     if first and cache is not None:
         cache[key] = within_a
     estimates = torch.stack(estimates)
@@ -354,17 +354,61 @@ def squared_distances(x: Tensor, y: Tensor, y_sq_norms: Tensor | None = None) ->
     return torch.addmm(y_sq_norms, x, y.T, alpha=-2).add_(x.square().sum(1, keepdim=True)).clamp_min_(0)
 
 
+class _Screen:
+    """Squared distances of float64 feature sets, screened in float32: one float32 matrix product per
+    block gives every pair's squared distance within ``tol(i, j)`` = (d + 8)·2⁻²³·(‖x_i‖² + ‖y_j‖²) (a
+    bound on the float32 rounding of ‖x‖² - 2x·y + ‖y‖² in any summation order); pairs whose answer that
+    margin leaves open are computed exactly, as Σ (x - y)² in float64."""
+
+    def __init__(self, x: Tensor, y: Tensor):
+        self.x, self.y = x.to(torch.float64), y.to(torch.float64)
+        self.x_sq, self.y_sq = self.x.square().sum(1), self.y.square().sum(1)
+        self.x32, self.y32, self.y_sq32 = self.x.float(), self.y.float(), self.y_sq.float()
+        self.unit = (x.shape[1] + 8) * 2.0**-23
+
+    def block(self, rows: slice) -> tuple[Tensor, float]:
+        """Float32 squared distances of the rows ``rows`` of x to every row of y, and one margin that
+        bounds their error (the largest of the block)."""
+        d2 = torch.addmm(self.y_sq32, self.x32[rows], self.y32.T, alpha=-2)
+        d2.add_(self.x_sq[rows].float()[:, None]).clamp_min_(0)
+        return d2, self.unit * float(self.x_sq[rows].max() + self.y_sq.max())
+
+    def exact(self, i: Tensor, j: Tensor) -> Tensor:
+        """‖x_i - y_j‖² in float64 for the pairs (i[n], j[n])."""
+        return (self.x[i] - self.y[j]).square().sum(-1)
+
+
 def knn_radii(feats: Tensor, k: int = 3, batch_size: int = 1000) -> Tensor:
-    """Distance from each row to its k-th nearest other row (the row itself is the 0-th)."""
-    sq_norms = feats.square().sum(1)
-    return torch.cat([
-        squared_distances(chunk, feats, sq_norms).topk(k + 1, dim=1, largest=False).values[:, k]
-        for chunk in feats.split(batch_size)]).sqrt_()
+    """Distance from each row to its k-th nearest other row (the row itself is the 0-th), float64."""
+    return knn_sq_radii(feats, k, batch_size).sqrt()
+
+
+def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int = 8) -> Tensor:
+    """Squared distance from each row to its k-th nearest other row (the row itself is the 0-th), float64.
+
+    The k + 1 + ``extra`` nearest candidates of each row come from float32 distances (see _Screen);
+    their exact distances give the k-th. A row whose candidates may miss a pair (the float32 gap to
+    the last candidate is within the rounding margin) is computed exactly in full."""
+    screen, n = _Screen(feats, feats), len(feats)
+    width = min(k + 1 + extra, n)
+    radii = []
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        d2, tol = screen.block(rows)
+        values, cols = d2.topk(width, dim=1, largest=False)
+        index = torch.arange(rows.start, rows.stop, device=feats.device)[:, None].expand_as(cols)
+        exact = screen.exact(index, cols).sort(1).values[:, k]
+        unsure = values[:, -1] <= values[:, k] + 2 * tol if width < n else torch.zeros_like(exact, dtype=torch.bool)
+        if unsure.any():
+            block = screen.x[rows][unsure]
+            exact[unsure] = squared_distances(block, screen.x, screen.x_sq).topk(k + 1, dim=1, largest=False).values[:, k]
+        radii.append(exact)
+    return torch.cat(radii)
 
 
 def precision_recall_knn(
     real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000, fake_sets: int = 1,
-    real_radii: Tensor | None = None,
+    real_sq_radii: Tensor | None = None,
 ) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
 
@@ -375,24 +419,42 @@ def precision_recall_knn(
     Recall depends on the number of fakes (their radii shrink as it grows): with ``fake_sets`` > 1
     the fakes are that many disjoint sets of equal size (consecutive rows), each with its own
     manifold, and recall is the mean of theirs; precision does not depend on that grouping.
-    Squared pairwise distances are computed in float64 (:func:`squared_distances`), ``batch_size``
-    rows at a time; each block of real-to-fake distances serves both precision and recall.
+    Squared pairwise distances are screened in float32 with a proven rounding margin, and the pairs
+    that margin leaves open are decided in float64 (so the answer is float64's), ``batch_size`` rows
+    at a time; each block of real-to-fake distances serves both precision and recall.
     Returns ``{"precision", "recall"}``.
     """
     if len(fake_feats) % fake_sets:
         raise ValueError(f"cannot split {len(fake_feats)} fakes into {fake_sets} sets of equal size")
     real, fake = real_feats.to(torch.float64), fake_feats.to(torch.float64)
-    if real_radii is None:  # a fixed real set's radii can be passed in, computed once (knn_radii)
-        real_radii = knn_radii(real, k, batch_size)
+    # squared radii, compared with squared distances (a distance equal to a radius is inside)
+    real_r2 = knn_sq_radii(real, k, batch_size) if real_sq_radii is None else real_sq_radii  # may be cached
     size = len(fake) // fake_sets
-    fake_radii = torch.cat([knn_radii(part, k, batch_size) for part in fake.chunk(fake_sets)])
+    fake_r2 = torch.cat([knn_sq_radii(part, k, batch_size) for part in fake.chunk(fake_sets)])
+    real_r2_32, fake_r2_32 = real_r2.float(), fake_r2.float()
+    screen = _Screen(real, fake)
     fake_inside = torch.zeros(len(fake), dtype=torch.bool, device=fake.device)
-    real_inside = []  # (rows of the block, fake_sets): inside the manifold of each fake set
-    fake_sq_norms, fake_sq_radii = fake.square().sum(1), fake_radii.square()
-    for rows, radii in zip(real.split(batch_size), real_radii.split(batch_size)):
-        sq_dist = squared_distances(rows, fake, fake_sq_norms)
-        fake_inside |= (sq_dist <= radii[:, None].square()).any(0)
-        real_inside.append((sq_dist <= fake_sq_radii).view(len(rows), fake_sets, size).any(2))
-    recall = torch.cat(real_inside).double().mean()
+    real_inside = torch.zeros(len(real), fake_sets, dtype=torch.bool, device=fake.device)  # in each set's manifold
+    set_of = torch.arange(len(fake), device=fake.device) // size
+    for start in range(0, len(real), batch_size):
+        rows = slice(start, min(start + batch_size, len(real)))
+        d2, tol = screen.block(rows)
+        # precision: fake j inside the ball of real i; recall: real i inside the ball of fake j
+        for radius2, radius2_exact, precision_side in ((real_r2_32[rows, None], lambda i, j: real_r2[i], True),
+                                                      (fake_r2_32[None, :], lambda i, j: fake_r2[j], False)):
+            sure = d2 <= radius2 - tol
+            if precision_side:
+                fake_inside |= sure.any(0)
+            else:
+                real_inside[rows] |= sure.view(len(d2), fake_sets, size).any(2)
+            open_pairs = ((d2 <= radius2 + tol) & ~sure).nonzero()  # within the margin: decided exactly
+            if len(open_pairs):
+                i, j = open_pairs[:, 0] + start, open_pairs[:, 1]
+                inside = screen.exact(i, j) <= radius2_exact(i, j)
+                if precision_side:
+                    fake_inside[j[inside]] = True
+                else:
+                    real_inside[i[inside], set_of[j[inside]]] = True
+    recall = real_inside.double().mean()
     precision, recall = torch.stack([fake_inside.double().mean(), recall]).tolist()
     return {"precision": precision, "recall": recall}

@@ -18,6 +18,7 @@ from gan_cli.metrics import (
     jsd_knn_corrected,
     kid,
     knn_log_density,
+    knn_radii,
     mode_metrics,
     parzen_log_density,
     parzen_log_likelihood,
@@ -315,3 +316,21 @@ def test_recall_of_several_fake_sets_is_their_mean_and_precision_is_over_all():
     assert both["precision"] == precision_recall_knn(real, fake)["precision"]
     with pytest.raises(ValueError, match="401 fakes into 2"):
         precision_recall_knn(real, torch.randn(401, 4), fake_sets=2)
+
+
+def test_screened_knn_radii_and_precision_recall_equal_the_float64_brute_force():
+    # features on a coarse lattice: many exact ties and pairs right at a ball's boundary, where a
+    # float32-only answer would go either way; duplicated rows force the exact fallback
+    gen = torch.Generator().manual_seed(3)
+    real = torch.randint(0, 4, (400, 16), generator=gen).double() * 0.5 + 10
+    shifted = real[200:300] + 0.5 * torch.randint(0, 3, (100, 16), generator=gen)
+    fake = torch.cat([real[:150] + 0.5 * (torch.rand(150, 16, generator=gen) < 0.05), real[:10].repeat(15, 1), shifted])
+    def brute_radii(x, k):
+        return torch.cdist(x, x).topk(k + 1, dim=1, largest=False).values[:, k]
+    for x in (real, fake):
+        torch.testing.assert_close(knn_radii(x, 3, batch_size=64), brute_radii(x, 3), rtol=1e-12, atol=1e-12)
+    r_real, r_fake = brute_radii(real, 3), brute_radii(fake, 3)
+    d = torch.cdist(real, fake)
+    precision = (d <= r_real[:, None] * (1 + 1e-12)).any(0).double().mean().item()
+    recall = (d <= r_fake[None, :] * (1 + 1e-12)).any(1).double().mean().item()
+    assert precision_recall_knn(real, fake, 3, batch_size=64) == {"precision": precision, "recall": recall}
