@@ -40,7 +40,7 @@ from . import checkpoint, data as datasets, distributed, evaluate, models, optim
 from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
 from .config import UserError, register_configs, resolve_device
 from . import sweep
-from .monitor import Monitor, Quiet, end_session, start_session
+from .monitor import Monitor, Quiet, end_session, release_memory, start_session
 from .updates import GAN, Stats
 
 log = logging.getLogger("gan_cli")
@@ -156,10 +156,10 @@ class Bookkeeping:
         sample, evaluation, save = (last or it % every == 0 for every in (self.sample_every, self.eval_every, self.ckpt_every))
         if (sample or evaluation or save) and self.main:
             with self.aside():
+                if evaluation:  # first: its numerical work overlaps matplotlib's import (Monitor's figures=)
+                    self.evaluate(it)
                 if sample:
                     self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
-                if evaluation:
-                    self.evaluate(it)
                 if save:
                     self.save("last.pt")
         self.monitor.advance(it)
@@ -171,6 +171,7 @@ class Bookkeeping:
         self.rng = checkpoint.rng_state()
         with self.monitor.aside(), torch.random.fork_rng(devices=self.rng_devices):
             yield
+        release_memory()  # what the evaluation and figures freed goes back to the system
 
     def log(self, it: int, flush: bool = True) -> None:
         """One log window; a window that is not finite ends the run before anything of it is written."""

@@ -74,8 +74,10 @@ def device_name(device: str) -> str:
 
 
 def memory(lengths, overrides) -> dict:
-    """Peak memory of whole gan-train runs of each length in ``lengths`` (iterations), same settings:
-    the process's max RSS. Flat across lengths: nothing grows with the iterations."""
+    """Memory of whole gan-train runs of each length in ``lengths`` (iterations), same settings: the
+    resident memory at the last log window (``perf/rss_mb`` in metrics.json; on a GPU also the CUDA
+    memory allocated, ``perf/cuda_mb``) and the process's peak (max RSS, which includes the peaks of
+    the evaluations). Flat across lengths: nothing grows with the iterations."""
     import os
 
     gan_train = str(Path(sys.executable).with_name("gan-train"))
@@ -88,7 +90,10 @@ def memory(lengths, overrides) -> dict:
             _, status, usage = os.wait4(proc.pid, 0)
             if status != 0:
                 raise SystemExit(f"bench: gan-train steps={steps} failed: {proc.stderr.read().decode().strip().splitlines()[-1:]}")
-            out[steps] = {"max_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.perf_counter() - start, 1)}
+            final = json.loads(Path(tmp, f"run{steps}", "metrics.json").read_text())
+            out[steps] = {"rss_mb_last_window": round(final["perf/rss_mb"], 1), "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                          **({"cuda_mb_last_window": round(final["perf/cuda_mb"], 1)} if "perf/cuda_mb" in final else {}),
+                          "seconds": round(time.perf_counter() - start, 1)}
     return {"overrides": list(overrides), "runs": out, "torch": torch.__version__}
 
 

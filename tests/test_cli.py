@@ -16,7 +16,7 @@ from gan_cli.train import main
 from .conftest import QUICK_EVAL, REPO, events, run_cli
 
 SCALARS = {"loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/G", "grad/D",
-           "perf/steps_per_s"}
+           "perf/steps_per_s", "perf/rss_mb"}
 
 
 def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
@@ -33,6 +33,7 @@ def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["d_updates"] == 6 and metrics["g_updates"] == 6
     assert metrics["perf/steps_per_s"] > 0 and 0 < metrics["D/real_mean"] < 1
+    assert 100 < metrics["perf/rss_mb"] < 64000  # torch alone takes a few hundred MB
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
     assert (run / ".hydra" / "config.yaml").exists()
     log = (run / "train.log").read_text()
