@@ -403,8 +403,9 @@ class Monitor:
         tensorboard line; returns the final figures."""
         elapsed = time.perf_counter() - self.t_start
         metrics: Dict[str, Any] = {
-            "status": status, **counts, **{k: v for k, v in window.items() if k != "perf/steps_per_s"}, **evaluation,
+            "status": status, **counts, **{k: v for k, v in window.items() if not k.startswith("perf/")}, **evaluation,
             "perf/steps_per_s": (counts["steps"] - self.start) / max(elapsed - self.aside_s, 1e-9),
+            **{k: v for k, v in window.items() if k.startswith("perf/") and k != "perf/steps_per_s"},
             "perf/aside_s": self.aside_s, "wall_s": elapsed,
         }
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
