@@ -43,6 +43,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(name: str, cmd) -> float:
+    """Wall seconds of one whole process (its failure ends the benchmark with its last line)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return round(time.perf_counter() - start, 2)
+
+
 def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", overrides=()) -> dict:
     """Whole processes, alternating: gan-train (with ``overrides``, e.g. precision=bf16) and the
     hand-written loop, ``rounds`` times each, on ``device``."""
@@ -58,11 +67,7 @@ def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", over
                     f"device={device}", *overrides, f"hydra.run.dir={tmp}/run{r}"]
             theirs = [sys.executable, str(here / "handwritten.py"), "--root", root, "--iters", str(iters), "--device", device]
             for name, cmd in (("gan-train", ours), ("handwritten", theirs)):
-                start = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
-                times[name].append(round(time.perf_counter() - start, 2))
+                times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"iters": iters, "rounds": rounds, "device": device_name(device), "overrides": list(overrides),
             "seconds": times, "median_s": median, "speedup": round(median["handwritten"] / median["gan-train"], 3),
@@ -106,11 +111,7 @@ def startup(rounds: int, overrides) -> dict:
         for r in range(rounds):
             for name, cmd in (("import torch", [sys.executable, "-c", "import torch"]),
                               ("gan-train steps=1", [gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
-                start = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise SystemExit(f"bench: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
-                times[name].append(round(time.perf_counter() - start, 2))
+                times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"overrides": overrides, "rounds": rounds, "seconds": times, "median_s": median,
             "ratio": round(median["gan-train steps=1"] / median["import torch"], 2), "torch": torch.__version__}
