@@ -41,6 +41,7 @@ class State:
     d_updates: int = 0  # D updates done (k per iteration, or 1 with updates=simultaneous)
     g_updates: int = 0
     best_value: Optional[float] = None  # of eval.best_by so far (best.pt keeps the run's best)
+    G_ema: Optional[torch.nn.Module] = None  # the moving average of G (ema.decay set): an AveragedModel
     window: Optional[Dict[str, Any]] = None  # the statistics of the log window not yet logged (train.Stats)
 
     def count(self, d_updates: int) -> None:
@@ -75,6 +76,8 @@ def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None
         "best_value": state.best_value,
         "window": state.window,
     }
+    if state.G_ema is not None:
+        saved["G_ema"] = state.G_ema.state_dict()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -120,8 +123,10 @@ def load(path: Path, label: str = "resume") -> Dict[str, Any]:
 def restore(saved: Dict[str, Any], state: State, path: str) -> None:
     """Put a loaded checkpoint into ``state``: weights, optimizer states (when it has optimizers),
     counters, fixed noise, best value and the RNG states. Other networks are a UserError."""
+    if state.G_ema is not None and "G_ema" not in saved:
+        raise UserError(f"checkpoint {path} has no G_ema (the moving average of G): its run had ema.decay=null")
     try:
-        for name in ("G", "D", "opt_G", "opt_D"):
+        for name in ("G", "D", "opt_G", "opt_D", "G_ema"):
             if getattr(state, name) is not None:
                 getattr(state, name).load_state_dict(saved[name])
     except (RuntimeError, ValueError, KeyError) as err:
@@ -140,7 +145,7 @@ def restore(saved: Dict[str, Any], state: State, path: str) -> None:
 
 # What a resumed run may change; everything else is the checkpoint's config.
 RESUMABLE = ("steps", "device", "log_every", "sample_every", "ckpt_every", "n_samples", "resume",
-             "dataset.root", "dataset.download")
+             "dataset.root", "dataset.download", "dataset.workers", "dataset.in_memory")
 
 
 def _key(override: str) -> str:

@@ -42,8 +42,13 @@ def choose(table: Mapping[str, T], name: str, group: str, what: str) -> T:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    root: str = "data"  # image sets: folder that holds MNIST/, FashionMNIST/, cifar-10-batches-py/
+    root: str = "data"  # image sets: folder that holds MNIST/, FashionMNIST/, cifar-10-batches-py/ (folder: the images)
     download: bool = False  # image sets: let torchvision fetch the files (needs the network)
+    # folder: images resized (shorter side) and center-cropped to resolution x resolution
+    resolution: int = 32
+    channels: Optional[int] = None  # folder: 1 (grayscale) or 3 (RGB); null: RGB unless every file is grayscale
+    in_memory: str = "auto"  # folder: true (whole on the device), false (streamed from disk), auto (in memory if it fits)
+    workers: Optional[int] = None  # folder: DataLoader worker processes; null: one per CPU core but one (at most 8)
     # toy sets (ring, grid, mixture1d): component centres are fixed by the name, these shape them
     n_modes: int = 8  # ring: number of Gaussians on the circle
     radius: float = 1.0  # ring: circle radius
@@ -84,6 +89,9 @@ class LossConfig:
 class OptimizerConfig:
     name: str = MISSING
     lr: float = 0.1
+    # TTUR (Heusel et al. 2017): D's and G's own learning rates; null: optimizer.lr
+    d_lr: Optional[float] = None
+    g_lr: Optional[float] = None
     momentum: float = 0.5  # sgd: initial momentum
     final_momentum: Optional[float] = None  # sgd: ramp momentum linearly to this value ...
     momentum_ramp_steps: int = 0  # ... over this many iterations (0 = no ramp)
@@ -108,6 +116,17 @@ class EvalConfig:
     knn: int = 10  # known-density data: neighbours of the k-NN density of p_g in the JSD
     knn_d_star: int = 200  # the same for D* = p_data / (p_data + p_g) (larger: less noise in D*)
     bins_1d: int = 200  # 1-D data: histogram cells of p_g in the Figure 1 curves
+    # RGB sets (cifar10, folder): Inception FID / KID from this LOCAL weights file (torch-fidelity's
+    # pt_inception-2015-12-05-6726825d.pth); null: off
+    inception_weights: Optional[str] = None
+
+
+@dataclass
+class EmaConfig:
+    # an exponential moving average of G's weights for samples and evaluation (e.g. 0.999); null: off
+    decay: Optional[float] = None
+    start: int = 0  # the average starts after this iteration (before it, samples and evaluation read G)
+    also_raw: bool = False  # also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/samples)
 
 
 @dataclass
@@ -117,6 +136,7 @@ class TrainConfig:
     loss: LossConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     k: int = 1  # discriminator updates per generator update (Algorithm 1)
     steps: int = 5000  # iterations of Algorithm 1 (each: k D updates + 1 G update)
     batch_size: int = 64  # m, the minibatch size of every update (examples D sees per side)
@@ -187,6 +207,9 @@ def validate(cfg: Any) -> None:
              f"k={cfg.k} is not allowed with updates=simultaneous: it makes one D and one G update per step, so k must be 1")
     opt = cfg.optimizer
     _require(opt.lr > 0, f"optimizer.lr={opt.lr} is not allowed: the learning rate must be > 0")
+    for key in ("d_lr", "g_lr"):
+        _require(opt[key] is None or opt[key] > 0,
+                 f"optimizer.{key}={opt[key]} is not allowed: a learning rate must be > 0 (or null: optimizer.lr)")
     for key in ("momentum", "final_momentum"):
         value = opt[key]
         _require(value is None or 0 <= value < 1, f"optimizer.{key}={value} is not allowed: momentum must be in [0, 1)")
@@ -196,6 +219,10 @@ def validate(cfg: Any) -> None:
     for key in ("beta1", "beta2"):
         _require(0 <= opt[key] < 1, f"optimizer.{key}={opt[key]} is not allowed: it must be in [0, 1)")
     _require(opt.weight_decay >= 0, f"optimizer.weight_decay={opt.weight_decay} is not allowed: it must be >= 0")
+    ema = cfg.ema
+    _require(ema.decay is None or 0 < ema.decay < 1,
+             f"ema.decay={ema.decay} is not allowed: it must be in (0, 1), e.g. 0.999 (or null: no average)")
+    _require(ema.start >= 0, f"ema.start={ema.start} is not allowed: it must be an integer >= 0")
     arch = cfg.arch
     for key in ("g_hidden", "d_hidden", "pieces"):
         _require(arch[key] >= 1, f"arch.{key}={arch[key]} is not allowed: it must be an integer >= 1")
@@ -214,6 +241,13 @@ def validate(cfg: Any) -> None:
         _require(1 <= ev[key] < ev.theory_samples, f"eval.{key}={ev[key]} is not allowed: it must be an integer in "
                                                    f"[1, eval.theory_samples) = [1, {ev.theory_samples})")
     ds = cfg.dataset
+    _require(ds.resolution >= 1, f"dataset.resolution={ds.resolution} is not allowed: it must be an integer >= 1")
+    _require(ds.channels in (None, 1, 3), f"dataset.channels={ds.channels} is not allowed: choose 1 (grayscale), 3 (RGB) "
+                                          "or null (detected)")
+    _require(str(ds.in_memory).lower() in ("auto", "true", "false"),
+             f"dataset.in_memory={ds.in_memory} is not allowed: choose one of auto, true, false")
+    _require(ds.workers is None or ds.workers >= 0, f"dataset.workers={ds.workers} is not allowed: it must be an integer "
+                                                    ">= 0 (0: read in the training process) or null (automatic)")
     _require(ds.std > 0, f"dataset.std={ds.std} is not allowed: it must be > 0")
     _require(ds.n_modes >= 1, f"dataset.n_modes={ds.n_modes} is not allowed: it must be >= 1")
     _require(len(ds.means) == len(ds.weights) and len(ds.means) >= 1 and all(w > 0 for w in ds.weights),

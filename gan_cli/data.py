@@ -1,22 +1,28 @@
 """Datasets as tensors on the training device, and minibatch sampling there.
 
 Image sets are held whole on the device as float pixels in [0, 1], shape (N, C, H, W); a minibatch
-is ``x[torch.randint(...)]`` (uniform sampling with replacement, no Python per sample). Toy sets have
-a known density: minibatches are drawn fresh from the mixture, and ``log_prob`` gives log p_data.
+is ``x[torch.randint(...)]`` (uniform sampling with replacement, no Python per sample). A folder of
+images too large for that streams from disk instead (:class:`Stream`). Toy sets have a known
+density: minibatches are drawn fresh from the mixture, and ``log_prob`` gives log p_data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 
 from .config import UserError, choose
+
+log = logging.getLogger("gan_cli")
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Data:
     centres: Optional[torch.Tensor] = None  # toy sets: (modes, d)
     weights: Optional[torch.Tensor] = None  # toy sets: mixing weights (modes,)
     std: float = 0.0  # toy sets: std of every component
+    stream: Optional["Stream"] = None  # a folder streamed from disk (train is None then)
 
     def to(self, device) -> "Data":
         """The same dataset with every tensor on ``device`` (a tensor shared by two splits stays shared)."""
@@ -46,7 +53,19 @@ class Data:
 
     @property
     def is_image(self) -> bool:
-        return self.train is not None
+        return self.train is not None or self.stream is not None
+
+    def reference(self, n: int) -> torch.Tensor:
+        """``n`` real training images (a fixed choice, the same every call), float pixels on the device."""
+        if self.stream is not None:
+            return self.stream.reference(n)
+        pick = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))[:n]
+        return self.train[pick.to(self.train.device)]
+
+    def pixel_mean(self) -> torch.Tensor:
+        """Each pixel's mean over the training images (a streamed set: over up to 10,000 of them)."""
+        x = self.train if self.stream is None else self.stream.reference(10000)
+        return x.flatten(1).double().mean(0)
 
     @property
     def dim(self) -> int:
@@ -54,6 +73,8 @@ class Data:
 
     def sample(self, m: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """A fresh minibatch of m real examples, drawn on the device."""
+        if self.stream is not None:
+            return self.stream.batch(m)
         if self.is_image:
             return self.train[torch.randint(self.train.shape[0], (m,), device=self.train.device, generator=generator)]
         comp = torch.multinomial(self.weights, m, replacement=True, generator=generator)
@@ -170,16 +191,187 @@ def _torchvision(files: Files, cfg) -> Data:
     return _images(cfg.name, x[:-hold], y[:-hold], x[-hold:], x_test, y_test)
 
 
+# -- a folder of images -------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of one-channel images
+BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
+
+
+def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
+    """One image file as uint8 (channels, resolution, resolution): converted to grayscale or RGB, its
+    shorter side resized to ``resolution`` (antialiased), then center-cropped."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as im:
+        x = TF.pil_to_tensor(im.convert("L" if channels == 1 else "RGB"))
+    x = TF.resize(x, resolution, antialias=True)
+    return TF.center_crop(x, resolution)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """The image files of a folder as uint8 tensors. A file that fails to decode is reported (with
+    ``substitute``: replaced by the next readable file, so a streamed minibatch keeps its size)."""
+
+    def __init__(self, files, channels: int, resolution: int, substitute: bool):
+        self.files, self.channels, self.resolution, self.substitute = list(files), channels, resolution, substitute
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        for j in range(len(self.files)):
+            path = self.files[(i + j) % len(self.files)]
+            try:
+                x = read_image(path, self.channels, self.resolution)
+            except Exception as err:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError ...
+                if not self.substitute:
+                    return torch.zeros(self.channels, self.resolution, self.resolution, dtype=torch.uint8), False
+                import warnings
+
+                warnings.warn(f"dataset=folder: skipped {path}, which does not decode ({type(err).__name__})")
+                continue
+            return (x, True) if not self.substitute else x
+        raise RuntimeError("dataset=folder: no file of the folder decodes any more")
+
+
+def _workers(cfg) -> int:
+    """DataLoader workers: dataset.workers, or (null) one per core but one, at most 8."""
+    if cfg.workers is not None:
+        return int(cfg.workers)
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now (the GPU's free memory; the system's MemAvailable for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def fits_in_memory(n: int, shape: tuple, device: torch.device) -> bool:
+    """dataset.in_memory=auto: whether n images of ``shape`` as float32 take at most a quarter of the
+    training device's free memory (the rest is for the networks, the evaluation and everything else)."""
+    return 4 * n * math.prod(shape) <= _free_memory(device) // 4
+
+
+class Stream:
+    """Minibatches of a folder read from disk as training goes: a DataLoader with ``workers``
+    processes (uniform sampling with replacement, as the in-memory sets), pinned memory and
+    prefetching on a GPU, uint8 pixels to the device and float there."""
+
+    PREFETCH = 4  # minibatches each worker keeps ready
+
+    def __init__(self, files: "ImageFiles", device: torch.device, workers: int):
+        self.files, self.device, self.workers = files, device, workers
+        self._batches: Optional[Iterator] = None
+        self._size = 0
+        self._reference: Optional[torch.Tensor] = None
+
+    def _loader(self, m: int, generator: torch.Generator, **kwargs) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.files, batch_size=m, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
+            generator=generator, **kwargs)
+
+    def batch(self, m: int) -> torch.Tensor:
+        """The next minibatch of m images, float pixels in [0, 1] on the device."""
+        if self._batches is None or m != self._size:
+            # the draw order: seeded from the training's random stream (so a seed gives one run)
+            seed = int(torch.randint(2**62, (1,)))
+            gen = torch.Generator().manual_seed(seed)
+            sampler = torch.utils.data.RandomSampler(self.files, replacement=True, num_samples=sys.maxsize // 2,
+                                                     generator=gen)
+            self._batches, self._size = iter(self._loader(m, gen, sampler=sampler, drop_last=True)), m
+        x = next(self._batches)
+        return x.to(self.device, non_blocking=True).float().div_(255)
+
+    def reference(self, n: int) -> torch.Tensor:
+        """n images of the folder (a fixed random choice, read once), float pixels on the device."""
+        if self._reference is None or len(self._reference) < min(n, len(self.files)):
+            pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
+            subset = torch.utils.data.Subset(self.files, pick)
+            loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers)
+            self._reference = torch.cat(list(loader)).to(self.device)
+        return self._reference[:n].float().div(255)
+
+
+def _scan(cfg) -> Tuple[list, int, int]:
+    """The folder's readable image files (by their headers), their channels (1 or 3) and how many
+    files were skipped. Raises UserError when the folder holds none."""
+    from PIL import Image
+
+    root = Path(cfg.root).expanduser()
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"dataset.root={cfg.root} holds no image files ({', '.join(IMAGE_SUFFIXES)}, in it or its "
+                        "subfolders); pass dataset.root=<folder of images>")
+    readable, unreadable, gray = [], [], True
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                gray = gray and im.mode in GRAY_MODES
+            readable.append(str(path))
+        except Exception:
+            unreadable.append(str(path))
+    if not readable:
+        raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files can be read (e.g. {files[0]})")
+    channels = cfg.channels if cfg.channels is not None else (1 if gray else 3)
+    return readable, channels, unreadable
+
+
+def _folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
+    """A folder of .png / .jpg images (flat, or torchvision's ImageFolder layout: one subfolder per
+    class, the labels unused), at dataset.resolution, grayscale or RGB (dataset.channels, or detected:
+    RGB unless every file is grayscale). Whole on the device when dataset.in_memory says so (auto: when
+    it fits, see fits_in_memory), else streamed."""
+    files, channels, unreadable = _scan(cfg)
+    r = int(cfg.resolution)
+    shape = (channels, r, r)
+    in_memory = BOOLEAN[str(cfg.in_memory).lower()]
+    if in_memory is None:
+        in_memory = fits_in_memory(len(files), shape, device)
+    workers = _workers(cfg)
+    bad = list(unreadable)
+    if in_memory:
+        images = ImageFiles(files, channels, r, substitute=False)
+        loader = torch.utils.data.DataLoader(images, batch_size=256, num_workers=workers)
+        parts, oks = zip(*loader)
+        ok = torch.cat(oks)
+        bad += [files[i] for i in (~ok).nonzero().flatten().tolist()]
+        if not bool(ok.any()):
+            raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files decodes (e.g. {files[0]})")
+        x = torch.cat(parts)[ok]
+    if bad:
+        log.warning("dataset.root=%s: skipped %d of %d image files that cannot be read (e.g. %s)", cfg.root, len(bad),
+                    len(files) + len(unreadable), bad[0])
+    if in_memory:
+        x = x.float().div_(255)
+        log.info("dataset=folder: %d images of %s held in memory", len(x), "x".join(map(str, shape)))
+        return Data(name=cfg.name, train=x, shape=shape)
+    log.info("dataset=folder: %d images of %s streamed from disk by %d workers", len(files),
+             "x".join(map(str, shape)), workers)
+    stream = Stream(ImageFiles(files, channels, r, substitute=True), device, workers)
+    return Data(name=cfg.name, train=None, shape=shape, stream=stream)
+
+
 # -- the choices of dataset= --------------------------------------------------------------------
 
 
 class Dataset(NamedTuple):
     """A choice of ``dataset=``: how to load it and what it is (a new dataset: a loader, an entry, a YAML)."""
 
-    load: Callable[[Any], Data]  # the dataset config node -> Data on the CPU
+    load: Callable[..., Data]  # the dataset config node -> Data on the CPU (streams=True: and the device)
     families: Tuple[str, ...]  # metric families that fit it: image, density (known p_data), modes (ring, grid)
     dim: Optional[int] = None  # point sets: the dimension of a sample (None: images)
     files: Optional[Files] = None  # torchvision sets: what must be under dataset.root
+    streams: bool = False  # may stream from disk: its loader also takes the training device
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
@@ -191,7 +383,8 @@ DATASETS = {
     "digits": Dataset(_digits, ("image",)),
     "mnist": Dataset(partial(_torchvision, _MNIST), ("image",), files=_MNIST),
     "fashion_mnist": Dataset(partial(_torchvision, _FASHION), ("image",), files=_FASHION),
-    "cifar10": Dataset(partial(_torchvision, _CIFAR10), ("image",), files=_CIFAR10),
+    "cifar10": Dataset(partial(_torchvision, _CIFAR10), ("image", "rgb"), files=_CIFAR10),
+    "folder": Dataset(_folder, ("rgb",), streams=True),
     "ring": Dataset(_ring, ("density", "modes"), dim=2),
     "grid": Dataset(_grid, ("density", "modes"), dim=2),
     "mixture1d": Dataset(_mixture1d, ("density",), dim=1),
@@ -206,6 +399,10 @@ def spec(name: str) -> Dataset:
 
 def check_available(cfg) -> None:
     """Fail early, naming the folder, when an image set's files are not where cfg says."""
+    if spec(cfg.name).streams:
+        if not Path(cfg.root).expanduser().is_dir():
+            raise UserError(f"dataset.root={cfg.root} is not a folder; pass dataset.root=<folder of .png/.jpg images>")
+        return
     files = spec(cfg.name).files
     if files is None or cfg.download:
         return
@@ -221,7 +418,11 @@ def check_available(cfg) -> None:
 def load(cfg, device: torch.device) -> Data:
     """Build the dataset named by ``cfg`` (the dataset config node) on ``device``."""
     check_available(cfg)
-    return spec(cfg.name).load(cfg).to(device)
+    entry = spec(cfg.name)
+    if entry.streams:
+        data = entry.load(cfg, device)
+        return data if data.stream is not None else data.to(device)
+    return entry.load(cfg).to(device)
 
 
 def noise(kind: str, m: int, z_dim: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -48,6 +48,7 @@ class Evaluator:
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         self._floor: Dict[str, float] = {}
         self._reference = None  # features.Reference of the real reference images (with the classifier)
+        self._inception = None  # inception.InceptionMetrics against the real images (eval.inception_weights)
         self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
         self.curves: Optional[Dict[str, torch.Tensor]] = None
         self.seconds: Dict[str, float] = {}  # the last evaluation's time per metric family (wall clock)
@@ -159,6 +160,14 @@ class Evaluator:
                 "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"]),
                 "eval/reference_samples": n_ref, "eval/feature_samples": size}
 
+    def inception(self, nets) -> Dict[str, float]:
+        from . import inception
+
+        if self._inception is None:  # the real images' features: once per run
+            self._inception = inception.metrics_for(self.cfg.inception_weights, self.data.reference(self.cfg.n_samples),
+                                                    self.device)
+        return self._inception.compare(self._generated_images(nets.G))
+
     # -- every metric that fits -----------------------------------------------------------------
     def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
         """Every metric that fits the run: (scalars by tag, Figure 1 curves or None)."""
@@ -181,7 +190,8 @@ class Evaluator:
 
     def protocol(self) -> Dict[str, str]:
         """How each figure was measured, in words (for eval.json and the log)."""
-        return {m.name: m.protocol(self) for m in applicable(self.families) if m.protocol is not None}
+        return {m.name: m.protocol(self) for m in applicable(self.families)
+                if m.protocol is not None and m.enabled(self.cfg)}
 
 
 # -- protocol texts ------------------------------------------------------------------------------
@@ -217,6 +227,13 @@ def _features_protocol(ev: Evaluator) -> str:
             "and std; not comparable with Inception FID")
 
 
+def _inception_protocol(ev: Evaluator) -> str:
+    return (f"Inception-v3 pool features (torch-fidelity's FID network, weights {ev.cfg.inception_weights}), images "
+            f"as uint8 RGB resized to 299x299; {ev.cfg.n_samples} samples vs up to {ev.cfg.n_samples} training images "
+            "(a fixed random choice); torchmetrics FID, and KID over 100 subsets of min(1000, N); comparable with "
+            "published figures at the same sample sizes (CIFAR-10 papers: 50,000 each, eval.n_samples=50000)")
+
+
 # -- the table of metric facts -------------------------------------------------------------------
 
 
@@ -243,6 +260,10 @@ METRICS = (
                                  "eval/classifier_accuracy": None, "eval/reference_samples": None,
                                  "eval/feature_samples": None},
            Evaluator.features, _features_protocol, auto="eval/fid", enabled=lambda cfg: cfg.features),
+    Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER, "eval/inception_kid_std": None,
+                                "eval/inception_samples": None},
+           Evaluator.inception, _inception_protocol, auto="eval/inception_fid",
+           enabled=lambda cfg: cfg.inception_weights is not None),
     Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
                                  "theory/value": LOWER, "theory/d_gap": None, "theory/d_star_mse": LOWER,
                                  "theory/optimum": None},
@@ -306,6 +327,12 @@ def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:
     return choice
 
 
+def raw_figures(scalars: Dict[str, float]) -> Dict[str, float]:
+    """G's own figures beside its moving average's (ema.also_raw): the ranked ones, under raw/ (the
+    floors, sizes and constants are the average's)."""
+    return {f"raw/{tag}": value for tag, value in scalars.items() if direction(tag) is not None}
+
+
 def is_better(tag: str, new: float, old: Optional[float]) -> bool:
     if old is None:
         return math.isfinite(new)
@@ -313,7 +340,16 @@ def is_better(tag: str, new: float, old: Optional[float]) -> bool:
 
 
 def check(cfg) -> None:
-    """eval.best_by names a figure that the run measures (UserError otherwise)."""
+    """eval.best_by names a figure that the run measures; eval.inception_weights is a file, on an RGB set
+    (UserError otherwise)."""
+    if cfg.eval.inception_weights is not None:
+        rgb = [name for name, entry in datasets.DATASETS.items() if "rgb" in entry.families]
+        if "rgb" not in datasets.spec(cfg.dataset.name).families:
+            raise UserError(f"eval.inception_weights is for RGB image sets ({', '.join(rgb)}); dataset={cfg.dataset.name} "
+                            "is not one: leave it unset")
+        from . import inception
+
+        inception.load(cfg.eval.inception_weights)  # a missing or foreign file, or no torchmetrics: one line now
     allowed = ("auto",) + rankable(families(cfg), reads_points_as_probability(cfg))
     if cfg.eval.best_by not in allowed:
         raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "

@@ -18,7 +18,7 @@ import sys
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import checkpoint, data as datasets, evaluate, models, monitor
+from . import checkpoint, data as datasets, ema as averaging, evaluate, models, monitor
 from .cli import check, run_and_exit
 from .config import TrainConfig, UserError, resolve_device
 
@@ -55,9 +55,14 @@ def run(argv) -> dict:
     device = resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, device)
     nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
-    checkpoint.restore(saved, checkpoint.State(nets.G, nets.D), path=str(ckpt))
+    average = averaging.build(cfg.ema, nets.G)  # a run with ema.decay: its moving average of G is measured
+    checkpoint.restore(saved, checkpoint.State(nets.G, nets.D, G_ema=None if average is None else average.model), path=str(ckpt))
     evaluator = evaluate.Evaluator(cfg, data, device)
-    scalars, curves = evaluator.run(nets)
+    shown = nets if average is None else nets.with_G(average.generator())
+    scalars, curves = evaluator.run(shown)
+    if average is not None and cfg.ema.also_raw:  # G itself too, tagged apart
+        raw, _ = evaluator.run(nets)
+        scalars.update(evaluate.raw_figures(raw))
 
     report = {"checkpoint": str(ckpt), "step": int(saved["step"]), "dataset": cfg.dataset.name, "metrics": scalars,
               "protocol": evaluator.protocol()}
@@ -65,7 +70,7 @@ def run(argv) -> dict:
         report["classifier"] = {k: v for k, v in evaluator.classifier_info.items() if k != "path"}
     samples_png = ckpt.parent / "samples.png" if args.samples else None
     if samples_png:
-        monitor.save_samples(samples_png, evaluator.generate(nets.G, args.samples), data)
+        monitor.save_samples(samples_png, evaluator.generate(shown.G, args.samples), data)
     monitor.report_eval(ckpt, report, curves, samples_png=samples_png)
     return report
 

@@ -239,6 +239,10 @@ class Nets:
     def to(self, device) -> "Nets":
         return Nets(self.G.to(device), self.D.to(device), self._point)
 
+    def with_G(self, G: Generator) -> "Nets":
+        """The same D (and point) with another generator (the moving average of G)."""
+        return Nets(G, self.D, self._point)
+
 
 BIAS_CLIP = 1e-7  # pylearn2's clip of the pixel marginals in init_bias_target_marginals
 
@@ -256,7 +260,7 @@ def build(arch, data, z_dim: int, pack: int = 1) -> Nets:
     if arch.g_output_bias_from_data and data.is_image and last is not None:
         # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data,
         # the means clipped to [1e-7, 1 - 1e-7] (a pixel that is always 0 starts at logit(1e-7) = -16.1)
-        mean = data.train.flatten(1).double().mean(0).clamp(BIAS_CLIP, 1 - BIAS_CLIP)
+        mean = data.pixel_mean().clamp(BIAS_CLIP, 1 - BIAS_CLIP)
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias.device, last.bias.dtype))
     return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body, pack), entry.point)

@@ -178,12 +178,12 @@ def _figure_trajectory(points: torch.Tensor, start: int, step: int):
 
 
 def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
-               curves: Optional[Dict[str, torch.Tensor]]) -> None:
+               curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "theory/figure1") -> None:
     """theory/ and eval/ scalars; for 1-D data the paper's Figure 1 as ``theory/figure1``."""
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
     if curves is not None:
-        writer.add_figure("theory/figure1", figure_1(curves, f"iteration {step}"), step)
+        writer.add_figure(figure_tag, figure_1(curves, f"iteration {step}"), step)
 
 
 # HPARAMS session status of each run status (TensorBoard's hparams dashboard filters by it)
@@ -365,7 +365,8 @@ class Monitor:
         if self.progress is not None:
             self.progress.update(self.task, description=name)
 
-    def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None) -> None:
+    def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None,
+                tag: str = "samples") -> None:
         """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``; for a
         game whose state is a point, its ``path`` since iteration ``start`` as ``theory/trajectory``."""
         if data.is_image:
@@ -376,14 +377,17 @@ class Monitor:
             if images.shape[-1] < 32:  # enlarge small images (8x8 digits) so the grid is readable
                 images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
             grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)
-            self.writer.add_image("samples", grid, step)
+            self.writer.add_image(tag, grid, step)
         else:
-            self.writer.add_figure("samples", figure_toy(samples, data, f"step {step}"), step)
+            self.writer.add_figure(tag, figure_toy(samples, data, f"step {step}"), step)
         if path is not None:
             self.writer.add_figure("theory/trajectory", _figure_trajectory(path, self.start, step), step)
 
-    def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]]) -> None:
-        write_eval(self.writer, step, scalars, curves)
+    def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]],
+                 figure_tag: str = "theory/figure1") -> None:
+        write_eval(self.writer, step, scalars, curves, figure_tag)
+        if not scalars:
+            return
         shown = {k: v for k, v in scalars.items() if not k.endswith(("_floor", "_samples", "_std", "optimum"))}
         log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 

@@ -1,5 +1,8 @@
 """One optimizer per network, and the paper's schedules (lr decay, momentum ramp).
 
+Each network has its own learning rate when ``optimizer.d_lr`` / ``optimizer.g_lr`` are set (the
+two time-scale update rule of Heusel et al. 2017, TTUR); unset, both take ``optimizer.lr``.
+
 Schedules are pure functions of the iteration, so a resumed run sets exactly the values an
 uninterrupted one would have had. A new optimizer is a builder here, one entry in OPTIMIZERS and a
 YAML file in conf/optimizer/.
@@ -40,13 +43,13 @@ def eager(cls: type) -> type:
 SGD, Adam = eager(torch.optim.SGD), eager(torch.optim.Adam)
 
 
-def _sgd(cfg, params, fused) -> torch.optim.Optimizer:
-    return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+def _sgd(cfg, params, fused, lr) -> torch.optim.Optimizer:
+    return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
                fused=fused)
 
 
-def _adam(cfg, params, fused) -> torch.optim.Optimizer:
-    return Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused)
+def _adam(cfg, params, fused, lr) -> torch.optim.Optimizer:
+    return Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused)
 
 
 OPTIMIZERS = {"sgd": _sgd, "adam": _adam}  # the choices of optimizer=
@@ -63,16 +66,31 @@ def fused(device: torch.device) -> bool | None:
     return True if device.type == "cuda" else None
 
 
-def build(cfg, params, device: torch.device = torch.device("cpu")) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or Adam, from the optimizer config node, fused on a GPU."""
-    return choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")(cfg, params, fused(device))
+NETS = ("D", "G")
 
 
-def lr_at(cfg, step: int) -> float:
-    """lr / decay^step, floored at min_lr (the paper: 0.1 / 1.000004^t, floor 1e-6)."""
+def base_lr(cfg, net: str) -> float:
+    """The learning rate of network ``net`` ("D" or "G"): optimizer.d_lr / g_lr, or optimizer.lr when unset."""
+    own = cfg.d_lr if net == "D" else cfg.g_lr
+    return cfg.lr if own is None else own
+
+
+def two_rates(cfg) -> bool:
+    """Whether D and G learn at different rates (TTUR)."""
+    return base_lr(cfg, "D") != base_lr(cfg, "G")
+
+
+def build(cfg, params, device: torch.device = torch.device("cpu"), net: str = "D") -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or Adam for network ``net``, from the optimizer config node, fused on a GPU."""
+    return choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")(cfg, params, fused(device), base_lr(cfg, net))
+
+
+def lr_at(cfg, step: int, net: str = "D") -> float:
+    """The lr of network ``net`` / decay^step, floored at min_lr (the paper: 0.1 / 1.000004^t, floor 1e-6)."""
+    lr = base_lr(cfg, net)
     if cfg.lr_decay == 1.0:
-        return cfg.lr
-    return max(cfg.lr / cfg.lr_decay**step, cfg.min_lr)
+        return lr
+    return max(lr / cfg.lr_decay**step, cfg.min_lr)
 
 
 def momentum_at(cfg, step: int) -> float:
@@ -83,11 +101,11 @@ def momentum_at(cfg, step: int) -> float:
     return cfg.momentum + frac * (cfg.final_momentum - cfg.momentum)
 
 
-def apply_schedule(cfg, step: int, *optimizers: torch.optim.Optimizer) -> None:
+def apply_schedule(cfg, step: int, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer) -> None:
     """Set the lr (and SGD momentum) that iteration ``step`` uses; host-side floats, no sync."""
-    lr = lr_at(cfg, step)
     momentum = momentum_at(cfg, step) if cfg.name == "sgd" else None
-    for opt in optimizers:
+    for net, opt in (("G", opt_G), ("D", opt_D)):
+        lr = lr_at(cfg, step, net)
         for group in opt.param_groups:
             group["lr"] = lr
             if momentum is not None:
@@ -105,12 +123,15 @@ class Schedule:
         self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg))
         self.active = has_schedule(self.cfg)
 
-    def apply(self, step: int, *optimizers: torch.optim.Optimizer) -> None:
+    def apply(self, step: int, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer) -> None:
         if self.active:
-            apply_schedule(self.cfg, step, *optimizers)
+            apply_schedule(self.cfg, step, opt_G, opt_D)
 
     def values(self, step: int) -> Dict[str, float]:
-        """The optim/ tags at iteration ``step`` (none when no schedule is on)."""
+        """The optim/ tags at iteration ``step`` (none when no schedule is on): optim/lr, or optim/lr_D and
+        optim/lr_G when they differ (TTUR); optim/momentum."""
         if not self.active:
             return {}
-        return {"optim/lr": lr_at(self.cfg, step), "optim/momentum": momentum_at(self.cfg, step)}
+        rates = ({f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in NETS} if two_rates(self.cfg)
+                 else {"optim/lr": lr_at(self.cfg, step)})
+        return {**rates, "optim/momentum": momentum_at(self.cfg, step)}

@@ -31,7 +31,7 @@ STATUSES = ("ok", "diverged", "interrupted", "invalid", "failed")
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
 GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
-BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
+BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr", "k", "steps", "batch_size", "z_dim", "prior",
                 "updates", "seed")
 
 
@@ -315,6 +315,8 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
                 continue
         else:
             value = OmegaConf.select(cfg, key, default=None)
+            if value is None and key in ("optimizer.d_lr", "optimizer.g_lr"):  # unset: the rate in use
+                value = OmegaConf.select(cfg, "optimizer.lr", default=None)
             if OmegaConf.is_config(value):
                 value = OmegaConf.to_yaml(value).strip()
         out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)

@@ -148,6 +148,7 @@ class Bookkeeping:
         self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
         self.announce = True  # the final table and tensorboard line (a sweep prints its own summary instead)
         self.main = distributed.is_main()  # under torchrun only rank 0 samples, evaluates and saves
+        self.also_raw = gan.ema is not None and cfg.ema.also_raw  # G evaluated beside its average (raw/ tags)
 
     def after(self, it: int) -> None:
         last = it == self.steps
@@ -160,6 +161,9 @@ class Bookkeeping:
                     self.evaluate(it)
                 if sample:
                     self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
+                    if self.also_raw:  # G itself beside its moving average
+                        self.monitor.samples(it, self.gan.sample(self.state.fixed_noise, raw=True), self.gan.data,
+                                             tag="raw/samples")
                 if save:
                     self.save("last.pt")
         self.monitor.advance(it)
@@ -189,7 +193,11 @@ class Bookkeeping:
 
     def evaluate(self, it: int) -> None:
         self.monitor.phase("eval")
-        self.evaluation, curves = self.evaluator.run(self.gan.nets)
+        self.evaluation, curves = self.evaluator.run(self.gan.shown())
+        if self.also_raw:  # the same evaluation (same noise) of G itself, tagged apart
+            raw, raw_curves = self.evaluator.run(self.gan.nets)
+            self.evaluation.update(evaluate.raw_figures(raw))
+            self.monitor.log_eval(it, {}, raw_curves, figure_tag="raw/theory/figure1")
         self.monitor.log_eval(it, self.evaluation, curves)
         self.monitor.phase("train")
         value = self.evaluation.get(self.best_tag)
@@ -235,7 +243,7 @@ def new_state(cfg, gan: GAN) -> checkpoint.State:
     fixed = datasets.noise(cfg.prior, cfg.n_samples * (1 if gan.data.is_image else 16), cfg.z_dim, "cpu",
                            generator=torch.Generator().manual_seed(cfg.seed))
     return checkpoint.State(gan.G, gan.D, gan.opt_G, gan.opt_D, config=OmegaConf.to_container(cfg, resolve=True),
-                            fixed_noise=fixed)
+                            fixed_noise=fixed, G_ema=None if gan.ema is None else gan.ema.model)
 
 
 def requeued(run_dir: Path) -> Optional[Path]:
@@ -323,6 +331,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 for _ in range(k):  # for k steps: x ~ p_data, z ~ p_z; ascend D's stochastic gradient of V
                     stats.add_d(gan.d_step(m))
                 stats.add_g(gan.g_step(m))  # z ~ p_z; descend G's stochastic gradient (its loss of the pair)
+            gan.average(it)  # with ema.decay: the moving average of G
             # ---- bookkeeping: counters, then logs / samples / evaluation / checkpoints when due ------------
             state.count(d_updates=1 if simultaneous else k)
             stats.end_iteration()

@@ -12,7 +12,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 
-from . import data as datasets, distributed, losses, models, optim
+from . import data as datasets, distributed, ema as averaging, losses, models, optim
 
 
 def _grad_norm(params) -> torch.Tensor:
@@ -50,9 +50,10 @@ class GAN:
         # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP);
         # G, D themselves sample, evaluate and are saved (the same parameters)
         self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
-        self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device)
-        self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device)
+        self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device, net="G")
+        self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device, net="D")
         self.pair = losses.get(cfg.loss)
+        self.ema = averaging.build(cfg.ema, self.G)  # the moving average of G (None: ema.decay=null)
         self.prior, self.z_dim = cfg.prior, cfg.z_dim
         self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
         self.joint = reads_jointly(self.D)
@@ -169,11 +170,24 @@ class GAN:
         params = [p for net in self.nets for p in net.parameters()]
         return bool(torch.stack([p.isfinite().all() for p in params]).all())
 
+    def average(self, it: int) -> None:
+        """After iteration ``it``: the moving average of G takes it in (with ema.decay set)."""
+        if self.ema is not None:
+            self.ema.update(it)
+
+    def shown(self, raw: bool = False) -> models.Nets:
+        """The networks that samples and evaluation read: with ema.decay set, the moving average of G
+        (once it has started) beside D; G itself otherwise or with ``raw``."""
+        if self.ema is None or raw:
+            return self.nets
+        return self.nets.with_G(self.ema.generator())
+
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) in eval mode (batch norm uses its running statistics)."""
-        with models.evaluating(self.G):
-            return self.G(z)
+    def sample(self, z: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """G(z) in eval mode (batch norm uses its running statistics); the moving average unless ``raw``."""
+        G = self.shown(raw).G
+        with models.evaluating(G):
+            return G(z)
 
 
 class Stats:

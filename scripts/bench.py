@@ -13,6 +13,11 @@ times whole processes instead, alternating: gan-train on the paper's MNIST netwo
 100, k = 1, alternating updates, SGD lr 0.1 momentum 0.5, no evaluation metrics) against
 scripts/handwritten.py (a tutorial's loop: torchvision DataLoader, nn.BCELoss, .item() every step)
 for the same number of iterations; prints each side's times, their medians and the ratio.
+
+    python scripts/bench.py --stream FOLDER --iters 1000 --rounds 3 -- dataset.resolution=28 arch=dcgan
+
+trains on an image folder (scripts/export_images.py writes MNIST as one) held in memory and streamed
+from disk, alternating whole runs, and prints each side's iterations/s and their ratio.
 """
 
 from __future__ import annotations
@@ -72,6 +77,26 @@ def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", over
     return {"iters": iters, "rounds": rounds, "device": device_name(device), "overrides": list(overrides),
             "seconds": times, "median_s": median, "speedup": round(median["handwritten"] / median["gan-train"], 3),
             "torch": torch.__version__, "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+
+
+def streaming(folder: str, iters: int, rounds: int, overrides) -> dict:
+    """Whole gan-train processes on one image folder, alternating: held in memory (dataset.in_memory=true)
+    and streamed from disk (false); each side's training iterations/s (perf/steps_per_s: the loop's own
+    time, the streamed side's start of its workers included) and their medians."""
+    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    rates: dict = {"in_memory": [], "streamed": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, flag in (("in_memory", "true"), ("streamed", "false")):
+                run = f"{tmp}/{name}{r}"
+                timed(name, [gan_train, "dataset=folder", f"dataset.root={folder}", f"dataset.in_memory={flag}",
+                             f"steps={iters}", f"log_every={iters}", f"sample_every={iters}", f"ckpt_every={iters}",
+                             f"eval_every={iters}", *overrides, f"hydra.run.dir={run}"])
+                rates[name].append(round(json.loads(Path(run, "metrics.json").read_text())["perf/steps_per_s"], 1))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    return {"folder": folder, "iters": iters, "rounds": rounds, "overrides": list(overrides), "steps_per_s": rates,
+            "median_steps_per_s": median, "streamed_vs_in_memory": round(median["streamed"] / median["in_memory"], 3),
+            "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
 
 
 def device_name(device: str) -> str:
@@ -166,8 +191,14 @@ def main() -> None:
     parser.add_argument("--startup", action="store_true", help="time a 1-iteration run against a bare import torch")
     parser.add_argument("--eval", action="store_true", help="time one evaluation (every metric) instead of training")
     parser.add_argument("--checkpoint", help="with --eval: the run directory or checkpoint whose G is evaluated")
+    parser.add_argument("--stream", metavar="FOLDER",
+                        help="iterations/s on an image folder streamed from disk vs held in memory (whole runs)")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
+    if args.stream:
+        json.dump(streaming(args.stream, args.iters, args.rounds, args.overrides), sys.stdout, indent=2)
+        print()
+        return
     if args.memory:
         json.dump(memory(args.memory, args.overrides), sys.stdout, indent=2)
         print()

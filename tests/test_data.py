@@ -47,11 +47,18 @@ def test_an_unknown_dataset_names_the_choices():
 def test_registry_facts_match_the_loaded_data(make_cfg, tiny_mnist, name):
     entry = datasets.DATASETS[name]
     if name == "cifar10":  # torchvision checks CIFAR's md5 sums: no tiny stand-in files
-        assert entry.files is not None and entry.dim is None and entry.families == ("image",)
+        assert entry.files is not None and entry.dim is None and entry.families == ("image", "rgb")
         return
-    data = datasets.load(make_cfg(f"dataset={name}", f"dataset.root={tiny_mnist}").dataset, torch.device("cpu"))
+    root = tiny_mnist
+    if name == "folder":  # a folder of images (tests/test_folder.py has the rest)
+        from .test_folder import write_folder
+
+        root = write_folder(tiny_mnist / "images", n=4)
+    data = datasets.load(make_cfg(f"dataset={name}", f"dataset.root={root}").dataset, torch.device("cpu"))
     assert data.name == name and data.is_image == (entry.dim is None)
-    assert ("image" in entry.families) == data.is_image and ("density" in entry.families) == data.has_density
+    # image: the classifier metrics and Parzen (labels, splits); rgb: the Inception metrics
+    assert bool({"image", "rgb"} & set(entry.families)) == data.is_image
+    assert ("density" in entry.families) == data.has_density
     if entry.dim is not None:
         assert data.dim == entry.dim and data.sample(5).shape == (5, entry.dim)
         assert math.isclose(data.weights.sum().item(), 1.0, rel_tol=1e-6)

@@ -36,11 +36,11 @@ def test_schedule_sets_and_reports_the_iterations_values(make_cfg):
     params = [torch.nn.Parameter(torch.zeros(1))]
     plain = optim.Schedule(make_cfg().optimizer)
     opt = optim.build(make_cfg().optimizer, params)
-    plain.apply(500, opt)
+    plain.apply(500, opt, opt)
     assert not plain.active and plain.values(500) == {} and opt.param_groups[0]["lr"] == 0.1
     cfg = make_cfg("experiment=paper_mnist").optimizer
     paper, opt = optim.Schedule(cfg), optim.build(cfg, params)
-    paper.apply(62500, opt)
+    paper.apply(62500, opt, opt)
     assert paper.active and opt.param_groups[0]["lr"] == pytest.approx(0.1 / 1.000004**62500)
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.6)
     assert paper.values(62500) == {"optim/lr": opt.param_groups[0]["lr"], "optim/momentum": opt.param_groups[0]["momentum"]}
@@ -68,3 +68,30 @@ def test_the_eager_optimizers_update_and_save_exactly_as_torchs(name):
     fresh = theirs_cls(nets[1].parameters(), **kwargs)
     fresh.load_state_dict(saved)  # a checkpoint of ours loads into torch's class, and back
     ours_cls(nets[0].parameters(), **kwargs).load_state_dict(fresh.state_dict())
+
+
+def test_ttur_gives_each_network_its_own_rate_and_the_schedule_decays_both(make_cfg):
+    # optimizer.d_lr / g_lr: separate rates; unset, both take optimizer.lr (today's commands unchanged)
+    params = lambda: [torch.nn.Parameter(torch.zeros(1))]  # noqa: E731
+    same = make_cfg("optimizer=adam").optimizer
+    assert optim.base_lr(same, "D") == optim.base_lr(same, "G") == 0.0002 and not optim.two_rates(same)
+    cfg = make_cfg("optimizer=adam", "optimizer.d_lr=0.0004", "optimizer.g_lr=0.0001", "optimizer.lr_decay=1.001").optimizer
+    opt_G, opt_D = optim.build(cfg, params(), net="G"), optim.build(cfg, params(), net="D")
+    assert opt_G.param_groups[0]["lr"] == 0.0001 and opt_D.param_groups[0]["lr"] == 0.0004
+    schedule = optim.Schedule(cfg)
+    schedule.apply(1000, opt_G, opt_D)
+    assert opt_G.param_groups[0]["lr"] == pytest.approx(0.0001 / 1.001**1000)
+    assert opt_D.param_groups[0]["lr"] == pytest.approx(0.0004 / 1.001**1000)
+    assert set(schedule.values(1000)) == {"optim/lr_D", "optim/lr_G", "optim/momentum"}
+    assert schedule.values(1000)["optim/lr_D"] == opt_D.param_groups[0]["lr"]
+    only_d = make_cfg("optimizer.d_lr=0.3").optimizer  # sgd: G keeps optimizer.lr
+    assert (optim.base_lr(only_d, "D"), optim.base_lr(only_d, "G")) == (0.3, 0.1)
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3"])
+def test_a_learning_rate_out_of_range_is_one_line(make_cfg, value):
+    from gan_cli.config import validate
+
+    for key in ("d_lr", "g_lr"):
+        with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: a learning rate must be > 0"):
+            validate(make_cfg(f"optimizer.{key}={value}"))

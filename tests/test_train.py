@@ -221,6 +221,10 @@ def stop_at(monkeypatch, iteration, signum=signal.SIGUSR1):
     (("experiment=dirac",), "final"),
     (("dataset=grid", "optimizer=adam", "eval_every=4"), "interrupt"),
     (("k=2",), "interrupt"),
+    # the moving average of G (batch norm's statistics too), begun after iteration 3, G evaluated beside it
+    (("dataset=ring", "arch=pacgan", "arch.g_hidden=16", "arch.d_hidden=8", "ema.decay=0.9", "ema.start=3",
+      "ema.also_raw=true", "eval_every=3", "sample_every=3"), "interrupt"),
+    (("ema.decay=0.5", "eval_every=6"), "final"),
 ])
 def test_resume_is_exact_from_any_checkpoint(make_cfg, tmp_path, monkeypatch, extra, stop):
     """Every logged statistic after the checkpoint's iteration is bit-identical to an uninterrupted
@@ -242,9 +246,10 @@ def test_resume_is_exact_from_any_checkpoint(make_cfg, tmp_path, monkeypatch, ex
     assert [s for s, _ in logged_after(tmp_path / "full", 6)["loss/D"]] == [10, 12]
     for key in ("loss/D", "loss/G", "d_updates", "g_updates"):
         assert resumed[key] == full[key], key
-    g_full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["G"]
-    g_res = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")["G"]
-    assert all(torch.equal(g_full[k], g_res[k]) for k in g_full)
+    for net in ("G", "G_ema"):
+        g_full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt").get(net, {})
+        g_res = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt").get(net, {})
+        assert g_full.keys() == g_res.keys() and all(torch.equal(g_full[k], g_res[k]) for k in g_full), net
 
 
 def test_a_stop_request_waits_for_the_iteration_and_a_second_ctrl_c_aborts():

@@ -1,0 +1,133 @@
+"""Inception FID and KID: the feature space of published GAN numbers, from a LOCAL weights file.
+
+    eval.inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
+
+The network is torch-fidelity's port of the TensorFlow Inception-v3 that the FID paper used
+(``torchmetrics.image.fid.NoTrainInceptionV3``, 2048-d pool features of 299x299 inputs, bilinear
+resizing as TensorFlow 1.x), loaded from that file: nothing is downloaded at run time. Its features
+of each image are computed once and handed to torchmetrics' FrechetInceptionDistance and
+KernelInceptionDistance (their feature extractor is then the identity), which keep the real
+images' features between evaluations. Needs ``pip install 'gan-cli[inception]'``.
+
+Images are the run's pixels in [0, 1], rounded to uint8 as image files would be; grayscale images
+have their channel repeated three times.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .config import UserError
+
+WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's release file of the FID Inception
+SOURCE = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS
+FEATURES = 2048
+
+
+def check_weights(path: str) -> Path:
+    """The weights file, or a UserError naming what to give."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"eval.inception_weights={path}: no such file; give the path of {WEIGHTS} (torch-fidelity's "
+                        f"FID Inception weights, fetched beforehand from {SOURCE}: nothing is downloaded at run time)")
+    return p
+
+
+def _libraries():
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+    except ImportError:
+        _TORCH_FIDELITY_AVAILABLE = False
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise UserError("eval.inception_weights needs torchmetrics and torch-fidelity: pip install 'gan-cli[inception]'")
+    return FrechetInceptionDistance, KernelInceptionDistance
+
+
+def network(path: str) -> nn.Module:
+    """torch-fidelity's FID Inception-v3 with the weights of ``path``: uint8 (N, 3, H, W) -> (N, 2048)."""
+    p = check_weights(path)
+    _libraries()
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    try:
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(FEATURES)],
+                                  feature_extractor_weights_path=str(p))
+    except Exception as err:  # not a state dict, or another network's
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"eval.inception_weights={path} does not hold the FID Inception's weights ({detail})") from None
+
+
+def as_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] as uint8 RGB images (grayscale repeated), as the network reads image files."""
+    x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+class _Features(nn.Module):
+    """The metrics' feature extractor when they are handed features: the identity."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.num_features = n
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class InceptionMetrics:
+    """FID and KID against one set of real images, whose features are computed once."""
+
+    def __init__(self, net: nn.Module, real: torch.Tensor, device: torch.device, batch: int = 200):
+        FID, KID = _libraries()
+        self.net, self.device, self.batch = net.to(device).eval(), device, batch
+        self.real = self.features(real)
+        identity = _Features(self.real.shape[1])
+        self.fid = FID(feature=identity, reset_real_features=False).to(device)
+        self.kid_metric = lambda subset: KID(feature=identity, reset_real_features=False, subset_size=subset).to(device)
+        self.fid.update(self.real, real=True)
+        self.n_real = len(real)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's features of images in [0, 1], (N, features), float64, on the device."""
+        out = [self.net(as_uint8_rgb(b.to(self.device))).reshape(len(b), -1) for b in images.split(self.batch)]
+        return torch.cat(out).double()
+
+    def compare(self, fake: torch.Tensor) -> Dict[str, float]:
+        """eval/inception_fid, eval/inception_kid (mean and std over subsets of min(1000, N) images)."""
+        feats = self.features(fake)
+        self.fid.reset()  # the real features stay (reset_real_features=False)
+        self.fid.update(feats, real=False)
+        subset = min(1000, self.n_real, len(feats))
+        with warnings.catch_warnings():  # "will save all extracted features": it is handed N x 2048 features
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            kid = self.kid_metric(subset)
+        kid.update(self.real, real=True)
+        kid.update(feats, real=False)
+        with torch.random.fork_rng(devices=[]):  # its subsets: the same at every evaluation, no other draw changed
+            torch.manual_seed(0)
+            kid_mean, kid_std = kid.compute()
+        return {"eval/inception_fid": float(self.fid.compute()), "eval/inception_kid": float(kid_mean),
+                "eval/inception_kid_std": float(kid_std), "eval/inception_samples": len(feats)}
+
+
+_NETWORKS: Dict[str, nn.Module] = {}
+
+
+def load(path: str) -> nn.Module:
+    """:func:`network`, loaded once per process (the run's check loads it before training starts)."""
+    if path not in _NETWORKS:
+        _NETWORKS[path] = network(path)
+    return _NETWORKS[path]
+
+
+def metrics_for(path: str, real: torch.Tensor, device: torch.device, net: Optional[nn.Module] = None) -> InceptionMetrics:
+    """The metrics against ``real`` with the network of ``path`` (or ``net``)."""
+    return InceptionMetrics(load(path) if net is None else net, real, device)

@@ -1,0 +1,201 @@
+"""dataset=folder: any folder of images, held in memory or streamed from disk; and the Inception metrics."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan_cli import data as datasets, evaluate, inception, metrics
+from gan_cli.config import UserError, validate
+from gan_cli.train import train
+
+from .conftest import FAST, run_cli
+
+
+def write_folder(root, n=24, gray=False, layout="classes", size=(40, 36), corrupt=0, seed=0):
+    """A folder of images made on the fly: png and jpg, of another size than the training resolution."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        where = root / (f"class{i % 2}" if layout == "classes" else "")
+        where.mkdir(parents=True, exist_ok=True)
+        pixels = (rng.random((size[0] + i % 3, size[1]) + (() if gray else (3,))) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(where / f"{i}.{'png' if i % 2 else 'jpg'}")
+    for j in range(corrupt):
+        (root / f"broken{j}.png").write_bytes(b"\x89PNG but not really")
+    (root / "README.txt").write_text("not an image")
+    return root
+
+
+def folder_cfg(make_cfg, root, *extra):
+    return make_cfg("dataset=folder", f"dataset.root={root}", "dataset.resolution=16", "dataset.workers=0", *extra)
+
+
+@pytest.mark.parametrize("layout", ["classes", "flat"])
+def test_a_folder_in_memory_has_the_resolution_and_the_detected_channels(make_cfg, tmp_path, layout):
+    rgb = write_folder(tmp_path / "rgb", layout=layout)
+    gray = write_folder(tmp_path / "gray", gray=True, layout=layout)
+    x = datasets.load(folder_cfg(make_cfg, rgb).dataset, torch.device("cpu"))
+    assert x.train.shape == (24, 3, 16, 16) and x.shape == (3, 16, 16) and x.is_image and x.stream is None
+    assert 0 <= float(x.train.min()) and float(x.train.max()) <= 1 and float(x.train.std()) > 0.02
+    g = datasets.load(folder_cfg(make_cfg, gray).dataset, torch.device("cpu"))
+    assert g.shape == (1, 16, 16)
+    forced = datasets.load(folder_cfg(make_cfg, gray, "dataset.channels=3").dataset, torch.device("cpu"))
+    assert forced.shape == (3, 16, 16)
+    # the pixels are the file's, resized (shorter side) and center-cropped
+    first = sorted(p for p in rgb.rglob("*") if p.suffix in (".png", ".jpg"))[0]
+    expected = datasets.read_image(str(first), 3, 16).float() / 255
+    assert any(torch.equal(expected, img) for img in x.train)
+
+
+def test_corrupt_files_are_skipped_and_counted_and_nothing_readable_is_one_line(make_cfg, tmp_path, caplog):
+    root = write_folder(tmp_path / "some", corrupt=2)
+    with caplog.at_level(logging.WARNING, logger="gan_cli"):
+        x = datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu"))
+    assert len(x.train) == 24
+    assert "skipped 2 of 26 image files that cannot be read (e.g. " in caplog.text
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for j in range(3):
+        (bad / f"{j}.jpg").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="none of its 3 image files can be read"):
+        datasets.load(folder_cfg(make_cfg, bad).dataset, torch.device("cpu"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="holds no image files"):
+        datasets.load(folder_cfg(make_cfg, empty).dataset, torch.device("cpu"))
+
+
+def test_a_file_whose_body_is_broken_is_skipped_in_memory_and_replaced_when_streaming(make_cfg, tmp_path, caplog):
+    root = write_folder(tmp_path / "imgs", n=6, layout="flat")
+    good = (root / "1.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])  # a valid header, a cut body
+    with caplog.at_level(logging.WARNING, logger="gan_cli"):
+        x = datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu"))
+    assert len(x.train) == 6 and "skipped 1 of 7" in caplog.text and "truncated.png" in caplog.text
+    streamed = datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=false").dataset, torch.device("cpu"))
+    with pytest.warns(UserWarning, match="skipped .*truncated.png, which does not decode"):
+        batches = [streamed.sample(7) for _ in range(6)]
+    assert all(b.shape == (7, 3, 16, 16) for b in batches)
+
+
+def test_a_streamed_folder_draws_uniform_minibatches_of_the_files(make_cfg, tmp_path):
+    root = write_folder(tmp_path / "imgs", n=10, layout="flat")
+    cfg = folder_cfg(make_cfg, root)
+    whole = datasets.load(cfg.dataset, torch.device("cpu")).train
+    streamed = datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=false").dataset, torch.device("cpu"))
+    assert streamed.train is None and streamed.stream is not None and streamed.is_image
+    torch.manual_seed(0)
+    batches = torch.cat([streamed.sample(50) for _ in range(20)])  # 1,000 draws with replacement
+    assert batches.shape == (1000, 3, 16, 16)
+    hits = torch.stack([(batches == img).flatten(1).all(1) for img in whole]).sum(1)
+    assert int(hits.sum()) == 1000  # every drawn image is one of the folder's
+    assert int(hits.min()) > 50 and int(hits.max()) < 150  # each about 100 times (uniform)
+    # the reference images of the evaluation: a fixed choice, the same pixels as in memory
+    ref = streamed.reference(4)
+    assert torch.equal(ref, streamed.reference(4))
+    assert all(any(torch.equal(r, img) for img in whole) for r in ref)
+
+
+def test_in_memory_auto_streams_what_does_not_fit(make_cfg, tmp_path, monkeypatch):
+    root = write_folder(tmp_path / "imgs", n=8, layout="flat")
+    monkeypatch.setattr(datasets, "_free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4)  # exactly a quarter
+    assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is None
+    monkeypatch.setattr(datasets, "_free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4 - 1)
+    assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is not None
+    assert datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=true").dataset, torch.device("cpu")).stream is None
+
+
+@pytest.mark.parametrize("extra", [("dataset.in_memory=true",), ("dataset.in_memory=false", "dataset.workers=1"),
+                                   ("dataset.in_memory=false", "arch=mlp", "arch.g_output_bias_from_data=true")])
+def test_gan_train_on_a_folder_held_or_streamed(make_cfg, tmp_path, extra):
+    root = write_folder(tmp_path / "imgs", n=12)
+    cfg = folder_cfg(make_cfg, root, *FAST, "arch=dcgan", "arch.g_hidden=8", "arch.d_hidden=8", *extra)
+    out = train(cfg, tmp_path / "run")
+    assert out["status"] == "ok" and out["g_updates"] == 4 and math.isfinite(out["loss/D"])
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["dataset.root=/no/such/folder"], "dataset.root=/no/such/folder is not a folder"),
+    (["dataset.in_memory=maybe"], "dataset.in_memory=maybe is not allowed: choose one of auto, true, false"),
+    (["dataset.channels=2"], "dataset.channels=2 is not allowed"),
+    (["eval.inception_weights=/no/such.pth"], "eval.inception_weights=/no/such.pth: no such file"),
+])
+def test_folder_mistakes_are_one_line(tmp_path, args, message):
+    root = write_folder(tmp_path / "imgs", n=4)
+    given = [f"dataset.root={root}"] if not any(a.startswith("dataset.root") for a in args) else []
+    result = run_cli(["dataset=folder", *given, *args, "steps=1", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_inception_weights_are_refused_on_a_set_that_is_not_rgb(make_cfg, tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    with pytest.raises(UserError, match="eval.inception_weights is for RGB image sets \\(cifar10, folder\\)"):
+        evaluate.check(make_cfg(f"eval.inception_weights={weights}"))
+    pytest.importorskip("torch_fidelity")
+    root = write_folder(tmp_path / "imgs", n=4)
+    with pytest.raises(UserError, match="w.pth does not hold the FID Inception's weights"):  # before any training
+        evaluate.check(folder_cfg(make_cfg, root, f"eval.inception_weights={weights}"))
+
+
+class StandIn(torch.nn.Module):
+    """A small network in the Inception's place: uint8 (N, 3, H, W) -> (N, 8)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.shape[1] == 3  # what the real network reads
+        return self.conv(x.float() / 255).mean((2, 3))
+
+
+def test_inception_fid_and_kid_run_through_torchmetrics_with_a_stand_in_network(make_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("torch_fidelity")
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"stand-in")
+    loaded = []
+    monkeypatch.setattr(inception, "network", lambda path: loaded.append(path) or StandIn())
+    monkeypatch.setattr(inception, "_NETWORKS", {})
+    root = write_folder(tmp_path / "imgs", n=40)
+    cfg = folder_cfg(make_cfg, root, *FAST, "arch=dcgan", "arch.g_hidden=8", "arch.d_hidden=8", "eval_every=2",
+                     f"eval.inception_weights={weights}", "eval.n_samples=60")
+    out = train(cfg, tmp_path / "run")
+    assert loaded == [str(weights)]  # loaded once; the real images' features kept between evaluations
+    assert out["eval/inception_fid"] > 0 and math.isfinite(out["eval/inception_kid"])
+    assert out["eval/inception_samples"] == 60 and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+    # the same figure from gan-cli's own Frechet distance on the stand-in's features of the same images
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    real = data.reference(60)
+    measure = inception.metrics_for(str(weights), real, torch.device("cpu"), net=StandIn())
+    fake = torch.rand(60, 3, 16, 16)
+    ours = measure.compare(fake)
+    expected = metrics.frechet_distance(measure.features(real), measure.features(fake))
+    assert ours["eval/inception_fid"] == pytest.approx(float(expected), rel=1e-6)
+    assert ours["eval/inception_fid"] == pytest.approx(measure.compare(fake)["eval/inception_fid"], rel=1e-12)
+    gray = inception.as_uint8_rgb(torch.full((2, 1, 4, 4), 0.5))
+    assert gray.shape == (2, 3, 4, 4) and int(gray[0, 2, 0, 0]) == 128
+
+
+def test_the_real_inception_network_loads_from_a_local_file(tmp_path, monkeypatch):
+    """torch-fidelity's FID Inception, with weights from a file (random ones here: the real file is
+    downloaded by the user beforehand), reads uint8 images of any size and gives 2048 features."""
+    fe = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    with monkeypatch.context() as m:  # build the architecture without its weights, to write a weights file
+        m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(random_net.state_dict(), tmp_path / inception.WEIGHTS)
+    net = inception.network(str(tmp_path / inception.WEIGHTS))
+    feats = net(inception.as_uint8_rgb(torch.rand(2, 1, 16, 16)))
+    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    (tmp_path / "other.pth").write_bytes(b"not a state dict")
+    with pytest.raises(UserError, match="other.pth does not hold the FID Inception's weights"):
+        inception.network(str(tmp_path / "other.pth"))
