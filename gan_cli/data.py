@@ -200,14 +200,28 @@ BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
 
 def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
     """One image file as uint8 (channels, resolution, resolution): converted to grayscale or RGB, its
-    shorter side resized to ``resolution`` (antialiased), then center-cropped."""
+    shorter side resized to ``resolution`` (PIL's bicubic filter, antialiased when it shrinks; not at
+    all when it already fits), then center-cropped."""
+    import numpy as np
     from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
 
     with Image.open(path) as im:
-        x = TF.pil_to_tensor(im.convert("L" if channels == 1 else "RGB"))
-    x = TF.resize(x, resolution, antialias=True)
-    return TF.center_crop(x, resolution)
+        im = im.convert("L" if channels == 1 else "RGB")
+    w, h = im.size
+    if min(w, h) != resolution:
+        scale = resolution / min(w, h)
+        w, h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        im = im.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    if (w, h) != (resolution, resolution):
+        im = im.crop((left, top, left + resolution, top + resolution))
+    x = torch.from_numpy(np.array(im, dtype=np.uint8))
+    return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
+
+
+def _batch(items):
+    """A DataLoader's collate for ImageFiles.__getitems__, which already returns whole minibatches."""
+    return items
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -234,6 +248,11 @@ class ImageFiles(torch.utils.data.Dataset):
                 continue
             return (x, True) if not self.substitute else x
         raise RuntimeError("dataset=folder: no file of the folder decodes any more")
+
+    def __getitems__(self, indices):
+        """A streamed minibatch as one uint8 tensor (one transfer from a worker, not one per image)."""
+        items = [self[i] for i in indices]
+        return torch.stack(items) if self.substitute else items
 
 
 def _workers(cfg) -> int:
@@ -288,7 +307,7 @@ class Stream:
             gen = torch.Generator().manual_seed(seed)
             sampler = torch.utils.data.RandomSampler(self.files, replacement=True, num_samples=sys.maxsize // 2,
                                                      generator=gen)
-            self._batches, self._size = iter(self._loader(m, gen, sampler=sampler, drop_last=True)), m
+            self._batches, self._size = iter(self._loader(m, gen, sampler=sampler, drop_last=True, collate_fn=_batch)), m
         x = next(self._batches)
         return x.to(self.device, non_blocking=True).float().div_(255)
 
@@ -297,7 +316,7 @@ class Stream:
         if self._reference is None or len(self._reference) < min(n, len(self.files)):
             pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
             subset = torch.utils.data.Subset(self.files, pick)
-            loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers)
+            loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers, collate_fn=_batch)
             self._reference = torch.cat(list(loader)).to(self.device)
         return self._reference[:n].float().div(255)
 
@@ -355,8 +374,14 @@ def _folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
         x = x.float().div_(255)
         log.info("dataset=folder: %d images of %s held in memory", len(x), "x".join(map(str, shape)))
         return Data(name=cfg.name, train=x, shape=shape)
-    log.info("dataset=folder: %d images of %s streamed from disk by %d workers", len(files),
-             "x".join(map(str, shape)), workers)
+    threads = ""
+    # on the CPU the workers decode on cores of their own and training keeps the rest (OMP_NUM_THREADS, when
+    # set, is the user's choice and stays: a heavy network whose decoding is light may want every core)
+    if device.type == "cpu" and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+        threads = f"; training uses {torch.get_num_threads()} CPU threads"
+    log.info("dataset=folder: %d images of %s streamed from disk by %d workers%s", len(files),
+             "x".join(map(str, shape)), workers, threads)
     stream = Stream(ImageFiles(files, channels, r, substitute=True), device, workers)
     return Data(name=cfg.name, train=None, shape=shape, stream=stream)
 

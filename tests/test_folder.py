@@ -15,6 +15,14 @@ from gan_cli.train import train
 from .conftest import FAST, run_cli
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """A streamed run on the CPU gives its workers cores of their own (torch.set_num_threads): restored after."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def write_folder(root, n=24, gray=False, layout="classes", size=(40, 36), corrupt=0, seed=0):
     """A folder of images made on the fly: png and jpg, of another size than the training resolution."""
     rng = np.random.default_rng(seed)
@@ -199,3 +207,17 @@ def test_the_real_inception_network_loads_from_a_local_file(tmp_path, monkeypatc
     (tmp_path / "other.pth").write_bytes(b"not a state dict")
     with pytest.raises(UserError, match="other.pth does not hold the FID Inception's weights"):
         inception.network(str(tmp_path / "other.pth"))
+
+
+def test_a_streamed_cpu_run_leaves_the_workers_their_cores_unless_omp_num_threads_is_set(make_cfg, tmp_path,
+                                                                                         monkeypatch):
+    root = write_folder(tmp_path / "imgs", n=4)
+    monkeypatch.setattr(datasets.os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cfg = folder_cfg(make_cfg, root, "dataset.in_memory=false", "dataset.workers=1").dataset
+    datasets.load(cfg, torch.device("cpu"))
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    datasets.load(cfg, torch.device("cpu"))
+    assert torch.get_num_threads() == 2
