@@ -19,10 +19,11 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import rundir
 from .config import TrainConfig, UserError
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
-NEEDED = ("G", "D", "opt_G", "opt_D", "step", "config")
+NEEDED = ("G", "D", "opt_G", "opt_D", "step", "rng", "config")
 
 
 @dataclass
@@ -79,10 +80,34 @@ def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None
     if state.G_ema is not None:
         saved["G_ema"] = state.G_ema.state_dict()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(saved, tmp)
-    os.replace(tmp, path)
+    tmp = rundir.temporary(path)  # of this process alone: another never writes or renames it
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(saved, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full disk, a read-only place (torch's writer: RuntimeError)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(err, RuntimeError):
+            err = _as_os_error(err, path)
+        raise rundir.write_error(err, path) from None
+
+
+def _as_os_error(err: RuntimeError, path: Path) -> OSError:
+    """torch.save's writer reports a failed write as a RuntimeError (``basic_ios::clear``, ``unexpected
+    pos``): name the likely cause by looking at the disk (full) or say what torch said."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return OSError(errno.ENOSPC, "no space left", str(path))
+    return OSError(errno.EIO, f"torch.save failed ({str(err).strip().splitlines()[0][:120]})", str(path))
 
 
 def find(path: str, best: bool = False, label: str = "resume") -> Path:
@@ -114,10 +139,26 @@ def load(path: Path, label: str = "resume") -> Dict[str, Any]:
     if not isinstance(saved, dict) or not set(NEEDED) <= saved.keys():
         missing = sorted(set(NEEDED) - set(saved if isinstance(saved, dict) else ()))
         raise UserError(f"{given} is not a gan-cli checkpoint: it lacks {', '.join(missing)}")
+    if isinstance(saved.get("format"), int) and saved["format"] > FORMAT:
+        raise UserError(f"{given} has checkpoint format {saved['format']}, newer than this gan-cli reads ({FORMAT}): "
+                        "upgrade gan-cli to read it")
     if saved.get("format") != FORMAT:
         raise UserError(f"{given} has checkpoint format {saved.get('format')}; this gan-cli reads format {FORMAT} "
                         "(use the gan-cli version that wrote it)")
+    kinds = {"step": int, "config": dict, "rng": dict, "G": dict, "D": dict, "opt_G": dict, "opt_D": dict}
+    wrong = [k for k, kind in kinds.items() if not isinstance(saved[k], kind)]
+    if wrong or "torch" not in saved["rng"] or "name" not in saved["config"].get("dataset", {}):
+        raise UserError(f"{given} is not a gan-cli checkpoint: its {', '.join(wrong) or 'rng / config'} entry is not what "
+                        "gan-train writes")
     return saved
+
+
+def check_steps(cfg, saved: Dict[str, Any]) -> None:
+    """A resumed run must have iterations left: steps above the checkpoint's iteration."""
+    done = int(saved["step"])
+    if cfg.steps <= done:
+        raise UserError(f"steps={cfg.steps} is not above the checkpoint's iteration {done} ({cfg.resume}): nothing is left "
+                        f"to train; pass steps=N with N > {done} to continue the run")
 
 
 def restore(saved: Dict[str, Any], state: State, path: str) -> None:

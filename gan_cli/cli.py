@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from . import checkpoint, data, evaluate, losses, models, optim
-from .config import GROUPS, TrainConfig, UserError, resolve_device, validate
+from .config import GROUPS, TrainConfig, UserError, domains, inapplicable, resolve_device, validate
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -70,7 +70,11 @@ def _explain(err: Exception, overrides: List[str]) -> str:
         return unknown_key(bad)
     if isinstance(cause, ValidationError) and given:
         return f"{given} is not allowed: {_first_line(cause)}"
-    return _first_line(cause or err)
+    message = _first_line(cause or err)
+    if key and key in message:
+        return message
+    culprit = given or (" ".join(overrides) if len(overrides) <= 3 else "the command line")
+    return f"{culprit}: {message}"
 
 
 def check(cfg) -> None:
@@ -174,9 +178,25 @@ class ComposeError(UserError):
     of a sweep with it can run, so the whole command is refused."""
 
 
-def _check_one(conf_dir: str, overrides: List[str]) -> None:
-    """Compose one concrete command line and check everything that can be known before training."""
+def _typed(overrides: List[str]) -> None:
+    """A flag or an integer given as another type, which OmegaConf would convert (``eval.features=1e12``
+    reads as true, ``k=2.0`` as 2): refused, naming the key and its domain."""
+    table = dict(domains())
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.get_key_element().lstrip("+~")
+        domain, value = table.get(key), o.value()
+        if domain is None or o.is_delete() or o.is_sweep_override() or (isinstance(value, str) and "${" in value):
+            continue
+        if (domain.kind == "flag" and not isinstance(value, bool)) or \
+                (domain.kind == "int" and value is not None and (isinstance(value, bool) or not isinstance(value, int))):
+            raise ComposeError(f"{o.input_line} is not allowed: {key} must be {domain.describe()}")
 
+
+def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
+    """Compose one concrete command line and check everything that can be known before training;
+    returns the warnings (settings given that have no effect with the chosen options)."""
+
+    _typed(overrides)
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
@@ -186,10 +206,13 @@ def _check_one(conf_dir: str, overrides: List[str]) -> None:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
         raise ComposeError(_explain(err, overrides)) from None
-    cfg, _ = checkpoint.resume_config(cfg, overrides)
+    cfg, saved = checkpoint.resume_config(cfg, overrides)
     check(cfg)
+    if saved is not None:
+        checkpoint.check_steps(cfg, saved)
     data.check_available(cfg.dataset)
     resolve_device(cfg.device)
+    return inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
 
 
 def _flags(argv: Sequence[str]) -> None:
@@ -298,6 +321,12 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     _plugins(everything)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
     for o in overrides:
+        key = o.lstrip("+~").partition("=")[0]
+        if not key.strip():
+            raise UserError(f"{o or repr(o)}: no setting named before '='; write key=value (e.g. steps=100)")
+        if o.startswith("~"):  # the schema is closed: a setting cannot be removed, only set
+            raise UserError(f"{o}: settings cannot be removed; set {key} with {key}=VALUE "
+                            "(`gan-train --cfg job` lists the settings and their values)")
         if o.startswith("+"):  # the settings are a closed schema: nothing to add
             key = o.lstrip("+").partition("=")[0]
             raise UserError(unknown_key(o) if key not in _known_keys() else f"{o}: {key} exists; set it with {o.lstrip('+')}")
@@ -316,10 +345,10 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
             except Exception:  # a range (interval(...)) that a search draws from: each job checks its value
                 continue
     combos = [list(c) for c in itertools.product(*sweeps)]
-    invalid = []
+    invalid, warnings = [], {}
     for combo in combos:  # every job of a sweep (one when there is no sweep)
         try:
-            _check_one(conf_dir, fixed + combo)
+            warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo)))
         except ComposeError:
             raise
         except UserError as err:
@@ -331,6 +360,8 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     if invalid:
         print(f"gan-train: {len(invalid)} of the {len(combos)} combinations of this sweep are invalid and are recorded "
               f"with status invalid; the others run: " + "; ".join(invalid), file=sys.stderr)
+    for line in warnings:
+        print(f"gan-train: warning: {line}", file=sys.stderr)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if run_dir and not multirun:
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)

@@ -168,11 +168,71 @@ class Files(NamedTuple):
     hold_out: int  # the last training examples that validate instead
 
 
+IDX_FILES = {"train-images-idx3-ubyte": 3, "train-labels-idx1-ubyte": 1, "t10k-images-idx3-ubyte": 3,
+             "t10k-labels-idx1-ubyte": 1}  # MNIST's files and their number of dimensions
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def check_idx(path: Path, ndim: int) -> int:
+    """An IDX file (MNIST's format) whole: magic number 0x0000080N (unsigned bytes, N dimensions),
+    N big-endian sizes, then exactly their product of bytes. Returns the number of items; a broken
+    file is a UserError naming it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * ndim)
+    what = f"dataset file {path}"
+    if size == 0:
+        raise UserError(f"{what} is empty (0 bytes); download it again")
+    if len(head) < 4 + 4 * ndim:
+        raise UserError(f"{what} is truncated ({size} bytes, shorter than its header); download it again")
+    magic = int.from_bytes(head[:4], "big")
+    if magic != 0x0800 | ndim:
+        raise UserError(f"{what} is not an MNIST-format (IDX) file: magic number {magic:#010x}, expected "
+                        f"{0x0800 | ndim:#010x}; download it again")
+    dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        raise UserError(f"{what} has {size} bytes but its header ({' x '.join(map(str, dims))}) says {expected}: "
+                        "truncated or corrupt; download it again")
+    return dims[0]
+
+
+def check_files(files: Files, root: Path) -> None:
+    """Every file of an MNIST-format or CIFAR set readable as its format says (UserError naming one that is not)."""
+    where = root / files.folder
+    if files.cls in ("MNIST", "FashionMNIST"):
+        for split in ("train", "t10k"):
+            present = {kind: where / f"{split}-{kind}-idx{n}-ubyte" for kind, n in (("images", 3), ("labels", 1))}
+            if not all(p.is_file() for p in present.values()):
+                continue  # torchvision names a missing file itself
+            counts = {kind: check_idx(p, 3 if kind == "images" else 1) for kind, p in present.items()}
+            if counts["images"] != counts["labels"]:
+                raise UserError(f"dataset files {present['images']} and {present['labels']} disagree: {counts['images']} "
+                                f"images but {counts['labels']} labels; download them again")
+    else:
+        import pickle
+
+        for name in CIFAR_FILES:
+            path = where / name
+            if not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as f:
+                    batch = pickle.load(f, encoding="latin1")
+                ok = isinstance(batch, dict) and "data" in batch and ("labels" in batch or "fine_labels" in batch)
+            except Exception as err:  # unpickling a broken file raises almost anything
+                raise UserError(f"dataset file {path} is not a CIFAR batch ({type(err).__name__}); download it again") from None
+            if not ok:
+                raise UserError(f"dataset file {path} is not a CIFAR batch (no data / labels); download it again")
+
+
 def _torchvision(files: Files, cfg) -> Data:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, files.cls)
     root = str(Path(cfg.root).expanduser())
+    if not cfg.download:
+        check_files(files, Path(root))
     try:
         train = cls(root, train=True, download=cfg.download)
         test = cls(root, train=False, download=cfg.download)

@@ -18,9 +18,12 @@ import sys
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import checkpoint, data as datasets, ema as averaging, evaluate, models, monitor
+from . import checkpoint, data as datasets, ema as averaging, evaluate, memory, models, monitor
 from .cli import check, run_and_exit
 from .config import TrainConfig, UserError, resolve_device
+
+
+MAX_SAMPLES = 10_000  # --samples: images in one samples.png (or points in its scatter)
 
 
 def load_config(saved, overrides):
@@ -45,8 +48,8 @@ def run(argv) -> dict:
     parser.add_argument("--samples", type=int, default=0, metavar="N", help="also write N samples to samples.png")
     parser.add_argument("--best", action="store_true", help="evaluate checkpoints/best.pt instead of last.pt")
     args = parser.parse_intermixed_args(argv)
-    if args.samples < 0:
-        raise UserError(f"--samples {args.samples} is not allowed: give a number of samples >= 1")
+    if not 0 <= args.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples {args.samples} is not allowed: give a number of samples in [1, {MAX_SAMPLES:,}]")
 
     ckpt = checkpoint.find(args.path, best=args.best, label="")
     saved = checkpoint.load(ckpt, label="")
@@ -59,6 +62,8 @@ def run(argv) -> dict:
     checkpoint.restore(saved, checkpoint.State(nets.G, nets.D, G_ema=None if average is None else average.model), path=str(ckpt))
     evaluator = evaluate.Evaluator(cfg, data, device)
     shown = nets if average is None else nets.with_G(average.generator())
+    print(f"gan-eval: evaluating {ckpt} (iteration {int(saved['step'])}) on {device.type}: "
+          f"{', '.join(evaluator.protocol()) or 'no metrics'}", flush=True)
     scalars, curves = evaluator.run(shown)
     if average is not None and cfg.ema.also_raw:  # G itself too, tagged apart
         raw, _ = evaluator.run(nets)
@@ -84,6 +89,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("gan-eval: aborted", file=sys.stderr)
         sys.exit(130)
+    except (OSError, RuntimeError, MemoryError) as err:  # a full disk, out of memory: one line
+        known = memory.as_user_error(err)
+        if known is None or isinstance(err, BrokenPipeError):
+            raise
+        print(f"gan-eval: error: {known}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cli() -> None:

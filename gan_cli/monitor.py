@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+from . import rundir
+
 log = logging.getLogger("gan_cli")
 HIST_LIMIT = 1e20  # TensorBoard's histogram buckets end here (torch.utils.tensorboard's 'tensorflow' bins)
 
@@ -253,7 +255,7 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
     """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their
     own (``<run>/gan-eval/<checkpoint>_<time>``, at the checkpoint's iteration: the run's own history is
     never touched), and a table of the figures with their protocols. Returns that TensorBoard folder."""
-    (ckpt.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    rundir.write_text(ckpt.parent / "eval.json", json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     log_dir = _new_dir(run_dir / "gan-eval", f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     writer = SummaryWriter(log_dir=str(log_dir))
@@ -412,7 +414,7 @@ class Monitor:
             **{k: v for k, v in window.items() if k.startswith("perf/") and k != "perf/steps_per_s"},
             "perf/aside_s": self.aside_s, "wall_s": elapsed,
         }
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        rundir.write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         if self.progress is not None:
             self.progress.stop()
         end_session(self.writer, status)

@@ -34,9 +34,11 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from . import checkpoint, data as datasets, distributed, evaluate, models, optim
+from . import checkpoint, data as datasets, distributed, evaluate, memory, models, optim, rundir
 from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
 from .config import UserError, register_configs, resolve_device
 from . import sweep
@@ -289,12 +291,17 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         log.info("requeued: continuing from %s", again)
     cfg, saved = checkpoint.resume_config(cfg, overrides)
     check(cfg)
+    if saved is not None and again is None:
+        checkpoint.check_steps(cfg, saved)
     main = distributed.is_main()
     if main:
+        rundir.hold(run_dir)  # one process per run directory (a single run holds it already: Hydra's callback)
+        rundir.clean(run_dir)
         checkpoint.guard_run_dir(run_dir, cfg.resume)
     device = distributed.device(cfg.device) or resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = datasets.load(cfg.dataset, device)
+    memory.check(cfg, data, device)  # before the networks are allocated
     gan = GAN(cfg, data, device)
     state = new_state(cfg, gan)
     if saved is not None:
@@ -367,9 +374,9 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
         report = json.loads((run_dir / "metrics.json").read_text())
         if report.get("status") != "ok":  # the run wrote its own (diverged, interrupted): keep it, add the cause
             report["error"] = error
-            (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+            rundir.write_text(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
         return
-    (run_dir / "metrics.json").write_text(json.dumps({"status": status, "error": error, "wall_s": 0.0}, indent=2) + "\n")
+    rundir.write_text(run_dir / "metrics.json", json.dumps({"status": status, "error": error, "wall_s": 0.0}, indent=2) + "\n")
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(run_dir)) as writer:
@@ -429,16 +436,32 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         record_job(run_dir, cfg, status, str(err), command)
         return searched(cfg, {"status": status})
     except Exception as err:
+        known = memory.as_user_error(err)  # a full disk, a read-only place, out of memory: one line
+        if known is not None and not multirun:
+            fail(known)
+        if known is not None:
+            print(f"gan-train: job {hc.job.num} (failed): {known}", file=sys.stderr)
+            record_job(run_dir, cfg, "failed", str(known), command)
+            return searched(cfg, {"status": "failed"})
         if not multirun:
             raise
         log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
         record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
         return searched(cfg, {"status": "failed"})
+    finally:
+        if multirun:  # the job's own lock (train() took it); the sweep's stays until the sweep ends
+            rundir.release(run_dir)
+
+
+def _reraise(err: BaseException):
+    raise err
 
 
 def main() -> None:
     """Console entry point: check the command line, then hand over to Hydra."""
     register_configs()
+    # Hydra's own report of an exception is a traceback; let them reach the handlers below instead
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
         sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
@@ -455,6 +478,11 @@ def main() -> None:
             sys.exit(1)
     except UserError as err:
         fail(err)
+    except rundir.Refused as refused:  # a directory locked by another gan-train, or not writable
+        fail(refused.error)
+    except (HydraException, OmegaConfBaseException) as err:  # Hydra's own settings (hydra.*), which it checks itself
+        text = str(err).strip()
+        fail(UserError(text.splitlines()[0] if text else type(err).__name__))
     except SweepInterrupted as stop:
         sweep.finish_interrupted()
         sys.exit(stop.code)
@@ -465,6 +493,8 @@ def main() -> None:
         sweep.finish_interrupted()
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
+    except (OSError, RuntimeError, MemoryError) as err:  # a full disk, a read-only place, out of memory: one line
+        fail(memory.as_user_error(err) or _reraise(err))
     finally:
         distributed.close()
 

@@ -128,7 +128,7 @@ def test_gan_train_on_a_folder_held_or_streamed(make_cfg, tmp_path, extra):
 
 @pytest.mark.parametrize("args,message", [
     (["dataset.root=/no/such/folder"], "dataset.root=/no/such/folder is not a folder"),
-    (["dataset.in_memory=maybe"], "dataset.in_memory=maybe is not allowed: choose one of auto, true, false"),
+    (["dataset.in_memory=maybe"], "dataset.in_memory=maybe is not allowed: dataset.in_memory must be one of: auto, true, false"),
     (["dataset.channels=2"], "dataset.channels=2 is not allowed"),
     (["eval.inception_weights=/no/such.pth"], "eval.inception_weights=/no/such.pth: no such file"),
 ])

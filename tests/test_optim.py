@@ -93,5 +93,5 @@ def test_a_learning_rate_out_of_range_is_one_line(make_cfg, value):
     from gan_cli.config import validate
 
     for key in ("d_lr", "g_lr"):
-        with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: a learning rate must be > 0"):
+        with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: optimizer.{key} must be a finite number in \(0, 10\]"):
             validate(make_cfg(f"optimizer.{key}={value}"))

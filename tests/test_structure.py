@@ -10,9 +10,10 @@ PACKAGE = Path(gan_cli.__file__).parent
 # Each module may import only from the layers below its own.
 LAYERS = (
     ("config", "metrics", "distributed"),  # schemas, range checks; pure estimators; torchrun's process group
-    # the builders, each with its choices; the moving average of G; the Inception metrics
-    ("data", "models", "losses", "optim", "features", "ema", "inception"),
-    ("checkpoint", "evaluate", "monitor", "updates"),
+    # the builders, each with its choices; the moving average of G; the Inception metrics; the run
+    # directory's lock, temporary files and write errors
+    ("data", "models", "losses", "optim", "features", "ema", "inception", "rundir"),
+    ("checkpoint", "evaluate", "memory", "monitor", "updates"),
     ("cli", "sweep"),  # command-line checks; what the jobs of a sweep share, its summary
     ("train", "gan_eval"),  # the entry points: gan-train (and the loop), gan-eval
     ("__main__",),  # python -m gan_cli

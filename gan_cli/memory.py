@@ -1,0 +1,126 @@
+"""Memory: refuse a run that cannot fit before allocating it, and name the setting to lower when an
+allocation fails anyway.
+
+:func:`estimate` builds G and D on PyTorch's ``meta`` device (shapes only, no storage), so the
+parameter count comes from the real networks of the config, whatever the architecture; the
+activations are bounded by the layers' widths (and, before a run is refused, measured by a forward
+pass of a minibatch on the meta device). A training step needs, in float32:
+
+    parameters x 5 (weights, gradients, up to two optimizer moments, the moving average of G)
+    + activations x 2 (kept for the backward pass, and their gradients): G on m x pack noise vectors,
+      D on m x pack real and m x pack generated examples
+    + the evaluation's generated samples (image sets: eval.n_samples images, made in chunks)
+
+:func:`check` refuses (UserError) a run whose estimate exceeds the memory free on its device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional
+
+import torch
+
+from . import data as datasets, models, rundir
+from .config import UserError
+
+GIB = 2**30
+
+
+@dataclasses.dataclass
+class Estimate:
+    parameters: int  # bytes
+    activations: int
+    evaluation: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations + self.evaluation
+
+    def largest(self) -> str:
+        """The settings to lower for the largest part."""
+        parts = {"arch.g_hidden / arch.d_hidden (or z_dim)": self.parameters,
+                 "batch_size (or pack, arch.g_hidden / arch.d_hidden)": self.activations,
+                 "eval.n_samples": self.evaluation}
+        return max(parts, key=parts.get)
+
+
+def _bound(net: torch.nn.Module, spatial: int) -> int:
+    """An upper bound of one sample's activations in ``net`` without running it: each leaf module's
+    output is its width (a linear layer's out_features, a convolution's channels x the image's pixels,
+    no feature map being larger than the image) or, for element-wise modules, the previous width."""
+    total, last = 0, 0
+    for mod in net.modules():
+        if list(mod.children()):
+            continue
+        if hasattr(mod, "out_features"):
+            last = mod.out_features
+        elif hasattr(mod, "out_channels"):
+            last = mod.out_channels * spatial
+        total += last
+    return total
+
+
+def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
+    """Bytes one training step and the evaluation need for ``cfg`` on ``data`` (see the module's text).
+    The activations are an upper bound read from the layers' widths; ``exact``: measured by a forward
+    pass on the meta device instead (which makes torch import its compiler stack: seconds)."""
+    m = cfg.batch_size * cfg.pack
+    probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None, data.shape)
+    with torch.device("meta"):
+        nets = models.build(cfg.arch, probe, cfg.z_dim, cfg.pack)
+    params = sum(p.numel() for p in nets.G.parameters()) + sum(p.numel() for p in nets.D.parameters())
+    spatial = math.prod(data.shape[1:]) if data.is_image else 1
+    per_g, per_d = _bound(nets.G, spatial), _bound(nets.D, spatial) / cfg.pack
+    if exact:
+        sizes: Dict[str, int] = {"G": 0, "D": 0}
+
+        def counter(name):
+            def count(module, inputs, output):
+                if isinstance(output, torch.Tensor) and not list(module.children()):
+                    sizes[name] += output.numel()
+            return count
+
+        hooks = [mod.register_forward_hook(counter(name)) for name, net in (("G", nets.G), ("D", nets.D))
+                 for mod in net.modules()]
+        with torch.device("meta"):
+            nets.D(nets.G(torch.empty(m, cfg.z_dim)))
+        for hook in hooks:
+            hook.remove()
+        per_g, per_d = sizes["G"] / m, sizes["D"] / m
+    # G on m x pack noise vectors, D on as many real and generated examples, and the noise itself
+    activations = int(m * (per_g + 2 * per_d + cfg.z_dim))
+    n_eval = cfg.eval.n_samples if data.is_image else max(cfg.eval.theory_samples, cfg.eval.mode_samples)
+    # samples (and D's statistics, the density's arrays: 4 x for points); noise for one chunk of 5,000
+    # samples and the fixed noise of the sample grids, with G's activations for that chunk
+    chunk = min(5000, n_eval)
+    fixed = cfg.n_samples * (1 if data.is_image else 16)
+    evaluation = n_eval * data.dim * (1 if data.is_image else 4) + (chunk + fixed) * cfg.z_dim + int(per_g * chunk)
+    return Estimate(parameters=4 * 5 * params, activations=4 * 2 * activations, evaluation=4 * 2 * evaluation)
+
+
+def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
+    """Refuse (UserError) a config whose estimate does not fit in the memory free on ``device``."""
+    need = estimate(cfg, data)
+    free = datasets._free_memory(device)
+    if need.total > free:  # the bound says no: measure before refusing
+        need = estimate(cfg, data, exact=True)
+    if need.total > free:
+        raise UserError(f"this run needs about {need.total / GIB:,.1f} GiB for a training step and the evaluation but "
+                        f"{free / GIB:,.1f} GiB is free on {device.type}: lower {need.largest()}")
+    return need
+
+
+def as_user_error(err: BaseException) -> Optional[UserError]:
+    """The one line for an error the user can act on: a write that failed (full disk, read-only) or an
+    allocation that failed (out of memory, CPU or CUDA); None for anything else."""
+    if isinstance(err, OSError) and err.errno in rundir.REASONS:
+        return rundir.write_error(err, err.filename)
+    text = str(err).strip()
+    oom = isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text.lower()
+    if oom:
+        first = text.splitlines()[0][:160] if text else type(err).__name__
+        return UserError(f"out of memory ({first}): lower batch_size, arch.g_hidden / arch.d_hidden, z_dim or eval.n_samples")
+    return None

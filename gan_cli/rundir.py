@@ -1,0 +1,219 @@
+"""What a run may do to the directories it writes: one process per run directory, names within the
+file system's limits, temporary files of its own, and write failures as one line.
+
+    with_lock = hold(run_dir)      # the exclusive lock, held until the process ends (or release())
+    tmp = temporary(path)          # checkpoints/last.pt -> checkpoints/last.pt.tmp-<pid>
+    clean(run_dir)                 # leftovers of processes that died mid-write
+    raise write_error(err, path)   # OSError (full disk, read-only) -> UserError naming path and reason
+
+The lock is ``fcntl.flock`` on ``<dir>/.gan-cli.lock``: the kernel drops it when its holder ends,
+however it ends, so a lock left by a killed process is taken over (with a warning naming it). The
+file says who holds it (PID, host, start time) for the message a second process prints.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from .config import UserError
+
+log = logging.getLogger("gan_cli")
+
+LOCK_NAME = ".gan-cli.lock"
+_HELD: Dict[Path, "Lock"] = {}
+
+
+class Lock:
+    """An exclusive lock on a directory (see the module's text); :meth:`acquire` or a UserError."""
+
+    def __init__(self, directory: Path, what: str = "run directory"):
+        self.directory, self.what = Path(directory), what
+        self.path = self.directory / LOCK_NAME
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "Lock":
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(err, self.directory) from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as err:
+                raise write_error(err, self.path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _describe(_read(fd))
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise write_error(err, self.path) from None
+                raise UserError(f"{self.what} {self.directory} is in use by another gan-train ({holder}); "
+                                "wait for it to end, or choose another directory") from None
+            try:  # the file may have been removed by a holder that ended just now: lock the new one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        before = _read(fd)
+        if before:
+            log.warning("%s %s: taking over the lock of a gan-train that is no longer running (%s)",
+                        self.what, self.directory, _describe(before))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still held, so that no one locks a file on its way out
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _read(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "PID unknown"
+    return f"PID {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+
+
+def hold(directory: Path, what: str = "run directory") -> Lock:
+    """Lock ``directory`` for this process (again: the lock it already holds); released at exit.
+    Under torchrun only rank 0 writes the run directory, so only it locks."""
+    key = Path(os.path.abspath(directory))
+    if key in _HELD:
+        return _HELD[key]
+    lock = Lock(key, what)
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock.acquire()
+    _HELD[key] = lock
+    return lock
+
+
+def release(directory: Path) -> None:
+    lock = _HELD.pop(Path(os.path.abspath(directory)), None)
+    if lock is not None:
+        lock.release()
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_HELD):
+        release(key)
+
+
+def temporary(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process uses (renamed over ``path`` when done)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def clean(run_dir: Path) -> int:
+    """Remove the temporary files that processes which died mid-write left in the run directory's
+    checkpoints/ (the lock is held, so no other process is writing them); returns how many."""
+    removed = 0
+    for leftover in Path(run_dir).glob("checkpoints/*.pt.tmp*"):
+        try:
+            leftover.unlink()
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.warning("removed %d unfinished checkpoint file(s) left in %s by an earlier run", removed, Path(run_dir) / "checkpoints")
+    return removed
+
+
+REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.ENAMETOOLONG: "the name is too long"}
+
+
+def write_error(err: OSError, path: Path) -> UserError:
+    """One line for a write that failed: the path and the reason in words."""
+    reason = REASONS.get(err.errno) or err.strerror or type(err).__name__
+    return UserError(f"cannot write {err.filename or path}: {reason}")
+
+
+class Refused(BaseException):
+    """A directory cannot be used (locked by another process, not writable): raised from a Hydra
+    callback as a BaseException so that Hydra passes it on untouched; gan-train prints ``error``."""
+
+    def __init__(self, error: UserError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _hold_or_refuse(directory, what: str) -> None:
+    try:
+        hold(Path(str(directory)), what)
+    except UserError as err:
+        raise Refused(err) from None
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra is a dependency; this keeps the module importable alone
+    Callback = object
+
+
+class LockCallback(Callback):
+    """Hydra callback: a single run locks its run directory, a sweep its sweep directory, before
+    Hydra writes anything there (.hydra/, train.log); each job of a sweep locks its own in train()."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        _hold_or_refuse(OmegaConf.select(config, "hydra.run.dir"), "run directory")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        _hold_or_refuse(OmegaConf.select(config, "hydra.sweep.dir"), "sweep directory")
+
+    def on_run_end(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        release(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        release(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small file atomically (a temporary of this process, then a rename): a full disk leaves
+    the previous file whole and no partial one; the failure is one line (UserError)."""
+    path = Path(path)
+    tmp = temporary(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise write_error(err, path) from None

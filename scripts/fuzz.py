@@ -1,0 +1,301 @@
+"""Fuzz gan-train's command line with overrides drawn from the config schema itself.
+
+    python scripts/fuzz.py --n 1000            # counts of each outcome, and every bad case
+    python scripts/fuzz.py --n 200 --tree DIR  # the same cases against another checkout's gan_cli
+
+Each case is ``gan-train dataset=ring steps=1 <small evaluation> <fuzzed overrides>``; the overrides
+come from every key of the schema (gan_cli.config.domains, so a key added later is covered without
+editing this file) with wrong types, out-of-range, zero, negative, non-finite, huge, tiny, empty and
+very long values, interpolations, and the override grammar's forms (~key, =value, +key, ++key, a key
+twice, unknown keys and group choices). An outcome is one of:
+
+    ok         exit 0, metrics.json says status ok, every value of the saved config in its domain
+    error      exit 2, stderr is one 'gan-train: error: ...' line (after any 'warning' lines) that
+               names the key it is about
+    nonsense   exit 0 although a value is outside its domain (or a flag/integer given as another type)
+    unnamed    exit 2 with one line that does not name the key
+    traceback  a Python traceback, or an exit status other than 0 and 2, or several error lines
+    hang       still running after --timeout seconds (killed)
+
+Cases run in forked children of a server process that has imported gan_cli once (a case costs its
+own work, not Python's start-up); each child has a directory of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# a quick run: one iteration on the ring, a small evaluation
+BASE = ("dataset=ring", "steps=1", "device=cpu", "n_samples=4", "eval.theory_samples=2000", "eval.mode_samples=500")
+GROUPS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
+GENERIC = ("0", "-0", "-1", "1", "2", "0.5", "2.5", "1e12", "1000000000000", "-1e12", "inf", "-inf", "nan", "1e-300",
+           "abc", "''", "' '", "x" * 300, "true", "false", "null", "[1,2]", "[]", "{a:1}", "${oc.env:GAN_CLI_NO_SUCH_VAR}",
+           "${no.such.key}", "${optimizer.lr}", "/", "../..", "1_000")
+UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz")
+
+
+# ------------------------------------------------------------------------------------------------
+# drawing cases (hypothesis strategies)
+
+
+def keys() -> Dict[str, object]:
+    from gan_cli.config import domains
+
+    return dict(domains())
+
+
+def values_for(domain) -> List[str]:
+    """Values worth trying for a setting: its edges and just past them, its choices, and the generic set."""
+    out = list(GENERIC)
+    if domain.kind in ("int", "real", "reals"):
+        for edge in (domain.lo, domain.hi):
+            if edge is not None:
+                out += [repr(edge), repr(edge * 10 + 1), repr(edge - 1), repr(edge + 1)]
+        if domain.kind == "reals":
+            out += ["[0.5]", "[1,2,3]", "[-1e12,1]", "[nan]", "[0,0]"]
+    out += ["null" if c is None else str(c) for c in domain.choices]
+    return out
+
+
+def strategy():
+    """A hypothesis strategy of fuzzed override lists (1 to 3 overrides)."""
+    from hypothesis import strategies as st
+
+    table = keys()
+    names = sorted(table)
+
+    def one(key_and_value):
+        key, value, form, other = key_and_value
+        return {
+            "set": [f"{key}={value}"],
+            "delete": [f"~{key}"],
+            "delete_value": [f"~{key}={value}"],
+            "add": [f"+{key}={value}"],
+            "force": [f"++{key}={value}"],
+            "twice": [f"{key}={value}", f"{key}={other}"],
+            "no_key": [f"={value}"],
+            "bare": [key],
+        }[form]
+
+    def for_key(key):
+        vals = values_for(table[key])
+        return st.tuples(st.just(key), st.sampled_from(vals), st.sampled_from(
+            ("set", "set", "set", "set", "delete", "delete_value", "add", "force", "twice", "no_key", "bare")),
+            st.sampled_from(vals)).map(one)
+
+    settings = st.sampled_from(names).flatmap(for_key)
+    groups = st.tuples(st.sampled_from(GROUPS), st.sampled_from(("nope", "", "ring", "grid", "mlp", "maxout", "dcgan",
+                                                                   "hinge", "adam", "figure1", "dirac", "x" * 300))
+                       ).map(lambda kv: [f"{kv[0]}={kv[1]}"])
+    unknown = st.tuples(st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
+    one_override = st.one_of(settings, settings, settings, groups, unknown)
+    return st.lists(one_override, min_size=1, max_size=3).map(lambda parts: [o for part in parts for o in part])
+
+
+def command(overrides: Sequence[str]) -> List[str]:
+    """The case's whole command line: the base minus any key the overrides set, then the overrides."""
+    given = {o.lstrip("~+").partition("=")[0] for o in overrides}
+    return [b for b in BASE if b.partition("=")[0] not in given] + list(overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# running cases: a server that imported gan_cli forks one child per case
+
+
+SERVER = r"""
+import json, os, signal, sys, time, traceback
+import gan_cli.train  # the imports every case would pay for
+for line in sys.stdin:
+    case = json.loads(line)
+    out = os.open(os.path.join(case["cwd"], "stdout"), os.O_WRONLY | os.O_CREAT, 0o644)
+    err = os.open(os.path.join(case["cwd"], "stderr"), os.O_WRONLY | os.O_CREAT, 0o644)
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.chdir(case["cwd"])
+            os.dup2(out, 1); os.dup2(err, 2)
+            sys.argv = ["gan-train", *case["argv"]]
+            gan_cli.train.cli()
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(70)
+    os.close(out); os.close(err)
+    rc = None
+    while time.monotonic() - start < case["timeout"]:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            rc = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.02)
+    if rc is None:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    print(json.dumps({"rc": rc, "seconds": time.monotonic() - start}), flush=True)
+"""
+
+
+class Server:
+    """``run(argv)`` runs gan-train with argv in a fresh directory; one server per checkout (``tree``)."""
+
+    def __init__(self, tree: Path = REPO, timeout: float = 120.0):
+        self.timeout, self.root = timeout, Path(tempfile.mkdtemp(prefix="gan-fuzz-"))
+        env = {**os.environ, "PYTHONPATH": str(tree), "GAN_CLI_CACHE": str(self.root / "cache"), "PYTHONUNBUFFERED": "1"}
+        env.pop("GAN_CLI_NO_SUCH_VAR", None)
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=self.root)
+        self.count = 0
+
+    def run(self, argv: Sequence[str]) -> dict:
+        self.count += 1
+        cwd = self.root / f"case{self.count:05d}"
+        cwd.mkdir()
+        self.proc.stdin.write(json.dumps({"argv": list(argv), "cwd": str(cwd), "timeout": self.timeout}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout + 60)
+        reply = json.loads(self.proc.stdout.readline()) if ready else {"rc": None, "seconds": self.timeout}
+        return {"argv": list(argv), "cwd": str(cwd), **reply, "stderr": (cwd / "stderr").read_text(errors="replace")}
+
+    def close(self, keep: bool = False) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# judging an outcome
+
+
+def _parsed(override: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0]
+    except Exception:
+        return None
+
+
+def out_of_domain(result: dict, table: Dict[str, object]) -> Optional[str]:
+    """For a run that exited 0: the first value that makes no sense (None when all do): a value of the
+    saved config outside its domain, or a flag / integer that the command line gave as another type."""
+    from omegaconf import OmegaConf
+
+    from gan_cli.config import TrainConfig
+
+    for o in result["argv"]:
+        p = _parsed(o)
+        if p is None or o.startswith("~") or "${" in o:
+            continue
+        key, domain = p.get_key_element().lstrip("+"), table.get(p.get_key_element().lstrip("+"))
+        value = p.value()
+        if domain is None or p.is_sweep_override():
+            continue
+        if domain.kind == "flag" and not isinstance(value, bool):
+            return f"{o} (a flag given as {type(value).__name__})"
+        if domain.kind == "int" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{o} (an integer given as {type(value).__name__})"
+    runs = list(Path(result["cwd"]).glob("outputs/runs/*/.hydra/config.yaml"))
+    if len(runs) != 1:
+        return f"{len(runs)} run directories"
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(runs[0]))
+        for key, domain in table.items():
+            value = OmegaConf.select(cfg, key)
+            value = OmegaConf.to_container(value) if hasattr(value, "_content") else value
+            if not domain.allows(value):
+                return f"{key}={value!r} in the run's config"
+    except Exception as err:
+        return f"the run's config cannot be read: {type(err).__name__}"
+    return None
+
+
+def judge(result: dict, table: Dict[str, object]) -> str:
+    rc, err = result["rc"], result["stderr"]
+    lines = [line for line in err.splitlines() if line.strip()]
+    if rc is None:
+        return "hang"
+    if "Traceback (most recent call last)" in err or rc not in (0, 2):
+        return "traceback"
+    if rc == 0:
+        runs = list(Path(result["cwd"]).glob("outputs/runs/*/metrics.json"))
+        status = json.loads(runs[0].read_text()).get("status") if len(runs) == 1 else None
+        if status != "ok":
+            return "traceback"
+        result["why"] = out_of_domain(result, table)
+        return "nonsense" if result["why"] else "ok"
+    errors = [line for line in lines if not line.startswith("gan-train: warning:")]
+    if len(errors) != 1 or not errors[0].startswith("gan-train: error:"):
+        return "traceback"
+    given = [o for o in result["argv"] if o not in BASE]
+    about = set()  # what may name the problem: an override as typed, its key, the key's last part, its group
+    for o in given:
+        key = o.lstrip("~+").partition("=")[0]
+        about |= {o, key, key.rpartition(".")[2], key.removesuffix(".name")} if key else {o}
+    named = any(a and a in errors[0] for a in about)
+    return "error" if named or not given else "unnamed"
+
+
+BAD = ("nonsense", "unnamed", "traceback", "hang")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="cases to run")
+    parser.add_argument("--seed", type=int, default=0, help="hypothesis' seed (the same cases for the same seed)")
+    parser.add_argument("--tree", type=Path, default=REPO, help="the checkout whose gan_cli runs the cases")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a case counts as a hang")
+    parser.add_argument("--json", type=Path, help="also write every case and its outcome here")
+    parser.add_argument("--keep", action="store_true", help="keep the cases' directories (printed at the end)")
+    args = parser.parse_args()
+
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    table, server, counts, cases = keys(), Server(args.tree, args.timeout), collections.Counter(), []
+    started = time.monotonic()
+
+    @seed(args.seed)
+    @settings(max_examples=args.n, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy())
+    def one(overrides):
+        result = server.run(command(overrides))
+        outcome = judge(result, table)
+        counts[outcome] += 1
+        cases.append({**result, "outcome": outcome})
+        if outcome in BAD:
+            detail = result.get("why") or (result["stderr"].strip().splitlines() or ["(no output)"])[-1]
+            print(f"{outcome:9s} rc={result['rc']} gan-train {' '.join(result['argv'])}\n          {detail[:300]}", flush=True)
+
+    try:
+        one()
+    finally:
+        server.close(keep=args.keep)
+        if args.keep:
+            print(f"cases kept in {server.root}")
+    total = sum(counts.values())
+    print(f"{total} cases in {time.monotonic() - started:.0f} s: " +
+          ", ".join(f"{name} {counts[name]}" for name in ("ok", "error") + BAD))
+    if args.json:
+        args.json.write_text(json.dumps(cases, indent=1))
+    sys.exit(1 if any(counts[b] for b in BAD) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The config fuzzer (scripts/fuzz.py), short and deterministic: overrides drawn from the schema itself
+must end in a run that makes sense or in one line naming the key; never a traceback or a hang.
+``python scripts/fuzz.py --n 1000`` is the long profile."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from .conftest import REPO
+
+spec = importlib.util.spec_from_file_location("gan_fuzz", REPO / "scripts" / "fuzz.py")
+fuzz = importlib.util.module_from_spec(spec)
+sys.modules["gan_fuzz"] = fuzz
+spec.loader.exec_module(fuzz)
+
+TABLE = fuzz.keys()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = fuzz.Server(REPO, timeout=120)
+    yield s
+    s.close()
+
+
+@settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(overrides=fuzz.strategy())
+def test_fuzzed_overrides_end_cleanly(server, overrides):
+    result = server.run(fuzz.command(overrides))
+    outcome = fuzz.judge(result, TABLE)
+    assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
+
+
+def test_the_fuzzer_draws_from_every_key_of_the_schema():
+    from gan_cli.config import domains
+
+    assert set(TABLE) == {k for k, _ in domains()}
+    assert len(TABLE) > 60
+
+
+@pytest.mark.parametrize("argv, outcome", [
+    (["dataset=ring", "steps=1", "device=cpu", "eval.theory_samples=2000", "k=0"], "error"),
+    (["dataset=ring", "steps=1", "device=cpu", "eval.theory_samples=2000", "eval.mode_samples=500"], "ok"),
+])
+def test_the_judge_tells_outcomes_apart(server, argv, outcome):
+    assert fuzz.judge(server.run(argv), TABLE) == outcome

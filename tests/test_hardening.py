@@ -1,0 +1,342 @@
+"""Hostile conditions: one process per run directory, full disks and read-only places, broken data
+files, memory limits, resume edge cases, long run names, every value's domain."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gan_cli import checkpoint, data, memory, rundir
+from gan_cli.config import NAME_BYTES, UserError, domains, short_name
+from gan_cli.train import train
+
+from .conftest import FAST, _write_idx, run_cli, run_eval
+
+RING = ("dataset=ring", "device=cpu", "eval.theory_samples=2000", "eval.mode_samples=500", "n_samples=4")
+
+
+def one_error_line(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(("gan-train: error:", "gan-eval: error:")), lines
+    return lines[0]
+
+
+# -- the schema: every value's domain ------------------------------------------------------------
+
+
+def test_every_setting_states_its_domain():
+    table = dict(domains())
+    assert {"k", "optimizer.lr", "dataset.radius", "eval.features", "ema.decay", "dataset.workers"} <= set(table)
+    for key, domain in table.items():
+        assert domain.describe(), key
+    assert not table["dataset.radius"].allows(0.0) and not table["dataset.radius"].allows(-0.0)
+    assert not table["optimizer.lr"].allows(float("nan")) and not table["optimizer.lr"].allows(float("inf"))
+    assert not table["eval.features"].allows(1) and table["eval.features"].allows(True)
+    assert not table["k"].allows(2.0) and not table["k"].allows(True) and table["k"].allows(5)
+    assert table["ema.decay"].allows(None) and not table["k"].allows(None)
+    assert table["dataset.in_memory"].allows("True") and not table["dataset.in_memory"].allows("maybe")
+
+
+@pytest.mark.parametrize("override, named", [
+    ("dataset.radius=-0", "dataset.radius=0.0 is not allowed"),
+    ("dataset.radius=-inf", "dataset.radius=-inf is not allowed"),
+    ("loss.d_scale=1e12", "loss.d_scale"),
+    ("eval.features=1000000000000", "eval.features=1000000000000 is not allowed"),
+    ("k=100000", "k=100000 is not allowed"),
+    ("optimizer.lr=${oc.env:GAN_CLI_TEST_UNSET_VARIABLE}", "optimizer.lr cannot be read"),
+])
+def test_values_outside_their_domain_are_one_line(override, named, tmp_path):
+    proc = run_cli([*RING, "steps=1", override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert named in one_error_line(proc)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_setting_without_effect_is_warned_about(tmp_path):
+    proc = run_cli([*RING, "steps=1", "optimizer.beta1=0.9", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gan-train: warning: optimizer.beta1 has no effect with optimizer=sgd" in proc.stderr
+
+
+# -- one process per run directory -----------------------------------------------------------------
+
+
+def test_a_locked_run_directory_is_refused_and_left_alone(tmp_path):
+    run = tmp_path / "run"
+    lock = rundir.Lock(run).acquire()
+    try:
+        proc = run_cli([*RING, "steps=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+        line = one_error_line(proc)
+    finally:
+        lock.release()
+    assert "is in use by another gan-train" in line and f"PID {os.getpid()}" in line
+    assert sorted(p.name for p in run.iterdir()) == []  # nothing written, .hydra included
+
+
+def test_two_processes_on_one_run_directory(tmp_path):
+    run = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("gan-train")), *RING, "steps=400", "log_every=100", f"hydra.run.dir={run}"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "in use by another gan-train" in refused or "already holds a run" in refused
+    assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
+    assert not (run / rundir.LOCK_NAME).exists()  # released at the end
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+
+
+def test_a_dead_holders_lock_is_taken_over_with_a_warning(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": "elsewhere", "since": "yesterday"}))
+    proc = run_cli([*RING, "steps=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "taking over the lock" in proc.stderr + proc.stdout and "PID 999999" in proc.stderr + proc.stdout
+
+
+def test_leftover_temporary_checkpoints_are_removed(make_cfg, tmp_path):
+    cfg = make_cfg(*FAST, "dataset=ring")
+    train(cfg, tmp_path / "run")
+    rundir.release(tmp_path / "run")
+    for name in ("last.pt.tmp", "last.pt.tmp-12345"):
+        (tmp_path / "run" / "checkpoints" / name).write_bytes(b"partial")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    train(make_cfg(f"resume={ckpt}", "steps=6"), tmp_path / "run", overrides=[f"resume={ckpt}", "steps=6"])
+    rundir.release(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+# -- full disks and read-only places ---------------------------------------------------------------
+
+
+def _saved_state(make_cfg):
+    from gan_cli.data import load
+    from gan_cli.train import new_state
+    from gan_cli.updates import GAN
+
+    cfg = make_cfg(*FAST, "dataset=ring")
+    d = load(cfg.dataset, torch.device("cpu"))
+    return new_state(cfg, GAN(cfg, d, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("failure", ["enospc", "erofs", "torch_writer"])
+def test_a_failed_checkpoint_write_keeps_the_last_good_one(make_cfg, tmp_path, monkeypatch, failure):
+    state = _saved_state(make_cfg)
+    path = tmp_path / "checkpoints" / "last.pt"
+    checkpoint.save(path, state)
+    good = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")  # what a full disk leaves: the start of the file
+        if failure == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        if failure == "erofs":
+            raise OSError(errno.EROFS, "Read-only file system", str(f))
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file: unexpected pos")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    if failure == "torch_writer":  # torch's writer does not say why: the disk is looked at
+        monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1024})())
+    with pytest.raises(UserError) as err:
+        checkpoint.save(path, state)
+    reason = {"enospc": "the disk is full", "erofs": "the file system is read-only", "torch_writer": "the disk is full"}[failure]
+    assert f"cannot write" in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == good
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_full_disk_during_a_run_is_one_line(tmp_path):
+    """A real full disk: a 3 MB tmpfs as the run directory (skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        proc = run_cli([*RING, "steps=50", "ckpt_every=10", "arch.g_hidden=512", "arch.d_hidden=512",
+                        f"hydra.run.dir={mnt / 'run'}"], cwd=tmp_path)
+        line = one_error_line(proc)
+        assert "cannot write" in line and "the disk is full" in line
+        leftovers = [p.name for p in (mnt / "run").rglob("*.tmp*")]
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_an_unwritable_run_directory_is_one_line(tmp_path):
+    proc = run_cli([*RING, "steps=1", "hydra.run.dir=/proc/gan-cli-run"], cwd=tmp_path)
+    assert "cannot write /proc/gan-cli-run" in one_error_line(proc)
+
+
+def test_write_errors_name_path_and_reason():
+    err = rundir.write_error(OSError(errno.EROFS, "Read-only file system", "/x/metrics.json"), Path("/x"))
+    assert str(err) == "cannot write /x/metrics.json: the file system is read-only"
+    assert memory.as_user_error(OSError(errno.ENOSPC, "No space", "/y")) is not None
+    assert memory.as_user_error(ValueError("other")) is None
+
+
+# -- broken data files ---------------------------------------------------------------------------
+
+
+def _mnist(root: Path, n: int = 12) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (n,)))
+    return raw
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_bytes(os.urandom(5000)), "magic number"),
+    (lambda p: p.write_bytes(p.read_bytes()[:6]), "truncated"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated or corrupt"),
+    (lambda p: p.write_bytes(b"\x00\x00\x08\x01" + p.read_bytes()[4:]), "magic number"),
+])
+def test_broken_mnist_files_are_named(tmp_path, damage, says):
+    raw = _mnist(tmp_path)
+    bad = raw / "train-images-idx3-ubyte"
+    damage(bad)
+    proc = run_cli(["dataset=mnist", f"dataset.root={tmp_path}", "steps=1", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    line = one_error_line(proc)
+    assert str(bad) in line and says in line
+
+
+def test_labels_that_disagree_with_images_are_named(tmp_path):
+    raw = _mnist(tmp_path)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5))
+    with pytest.raises(UserError, match="12 images but 5 labels"):
+        data.check_files(data._MNIST, tmp_path)
+
+
+def test_broken_cifar_batches_are_named(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(os.urandom(300))
+    with pytest.raises(UserError, match="data_batch_1 is not a CIFAR batch"):
+        data.check_files(data._CIFAR10, tmp_path)
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocation(tmp_path):
+    proc = run_cli([*RING, "steps=1", "arch.g_hidden=65536", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    line = one_error_line(proc)
+    assert "GiB" in line and "lower arch.g_hidden" in line
+
+
+def test_the_estimate_grows_with_each_size(make_cfg, monkeypatch):
+    d = data.load(make_cfg("dataset=ring").dataset, torch.device("cpu"))
+    base = memory.estimate(make_cfg("dataset=ring"), d)
+    assert memory.estimate(make_cfg("dataset=ring", "batch_size=6400"), d).activations > 50 * base.activations
+    assert memory.estimate(make_cfg("dataset=ring", "arch.g_hidden=2560"), d).parameters > 10 * base.parameters
+    monkeypatch.setattr(data, "_free_memory", lambda device: 10 * 2**20)
+    with pytest.raises(UserError, match="lower batch_size"):
+        memory.check(make_cfg("dataset=ring", "batch_size=1000000"), d, torch.device("cpu"))
+
+
+def test_out_of_memory_during_a_run_names_the_settings():
+    err = memory.as_user_error(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                                            "you tried to allocate 400000000000 bytes"))
+    assert err is not None and "out of memory" in str(err) and "batch_size" in str(err)
+    assert memory.as_user_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")) is not None
+
+
+# -- resume edge cases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    proc = run_cli([*RING, "steps=6", "log_every=2", f"hydra.run.dir={run}"], cwd=run.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
+
+
+@pytest.mark.parametrize("steps", [6, 3])
+def test_resume_with_no_iterations_left_is_one_line(finished_run, steps):
+    before = (finished_run / "metrics.json").read_text()
+    proc = run_cli([f"resume={finished_run}", f"steps={steps}"], cwd=finished_run.parent)
+    line = one_error_line(proc)
+    assert f"steps={steps}" in line and "iteration 6" in line
+    assert (finished_run / "metrics.json").read_text() == before
+
+
+@pytest.mark.parametrize("entry", ["rng", "opt_D", "config"])
+def test_a_checkpoint_missing_an_entry_is_one_line(finished_run, tmp_path, entry):
+    saved = torch.load(finished_run / "checkpoints" / "last.pt", weights_only=True)
+    del saved[entry]
+    ckpt = tmp_path / "broken.pt"
+    torch.save(saved, ckpt)
+    line = one_error_line(run_cli([f"resume={ckpt}", "steps=10"], cwd=tmp_path))
+    assert entry in line and str(ckpt) in line
+    line = one_error_line(run_eval([str(ckpt)]))
+    assert entry in line and "resume=" not in line
+
+
+def test_a_checkpoint_of_a_newer_format_is_one_line(finished_run, tmp_path):
+    saved = torch.load(finished_run / "checkpoints" / "last.pt", weights_only=True)
+    saved["format"] = checkpoint.FORMAT + 1
+    torch.save(saved, tmp_path / "newer.pt")
+    line = one_error_line(run_eval([str(tmp_path / "newer.pt")]))
+    assert "newer than this gan-cli" in line and "resume=" not in line
+
+
+def test_gan_eval_speaks_of_its_own_arguments(tmp_path):
+    line = one_error_line(run_eval([str(tmp_path / "nothing-here")]))
+    assert "resume=" not in line and "nothing-here" in line
+
+
+# -- run directory names ---------------------------------------------------------------------------
+
+
+def test_long_overrides_give_a_short_stable_name():
+    long = "optimizer.lr=0." + "1" * 400
+    name = short_name(long)
+    assert len(name.encode()) <= NAME_BYTES and name == short_name(long) and name != short_name(long + "2")
+    assert short_name("k=1,loss=minimax") == "k=1,loss=minimax"
+    assert "/" not in short_name("eval.best_by=../..")
+
+
+def test_a_run_with_very_long_overrides_runs(tmp_path):
+    value = "0." + "1" * 300
+    proc = run_cli([*RING, "steps=1", f"optimizer.lr={value}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert len(run.name.encode()) <= 255
+    assert value in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_locked_sweep_directory_is_refused_and_left_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    lock = rundir.Lock(sweep, "sweep directory").acquire()
+    try:
+        proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+        line = one_error_line(proc)
+    finally:
+        lock.release()
+    assert f"sweep directory {sweep} is in use by another gan-train" in line
+    assert list(sweep.iterdir()) == []
+
+
+def test_a_sweep_locks_each_job_and_releases_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(jobs) == 2 and all(json.loads((j / "metrics.json").read_text())["status"] == "ok" for j in jobs)
+    assert not list(sweep.rglob(rundir.LOCK_NAME))
