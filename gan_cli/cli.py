@@ -178,11 +178,15 @@ class ComposeError(UserError):
     of a sweep with it can run, so the whole command is refused."""
 
 
-def _typed(overrides: List[str]) -> None:
+def typed(overrides: List[str]) -> None:
     """A flag or an integer given as another type, which OmegaConf would convert (``eval.features=1e12``
     reads as true, ``k=2.0`` as 2): refused, naming the key and its domain."""
     table = dict(domains())
-    for o in OverridesParser.create().parse_overrides(overrides):
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # not key=value: the caller names that
+    for o in parsed:
         key = o.get_key_element().lstrip("+~")
         domain, value = table.get(key), o.value()
         if domain is None or o.is_delete() or o.is_sweep_override() or (isinstance(value, str) and "${" in value):
@@ -196,7 +200,7 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     """Compose one concrete command line and check everything that can be known before training;
     returns the warnings (settings given that have no effect with the chosen options)."""
 
-    _typed(overrides)
+    typed(overrides)
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")

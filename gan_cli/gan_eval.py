@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import checkpoint, data as datasets, ema as averaging, evaluate, memory, models, monitor
-from .cli import check, run_and_exit
+from .cli import check, run_and_exit, typed
 from .config import TrainConfig, UserError, resolve_device
 
 
@@ -28,6 +28,7 @@ MAX_SAMPLES = 10_000  # --samples: images in one samples.png (or points in its s
 
 def load_config(saved, overrides):
     """The saved config, typed by the schema, with the command line's dotted overrides."""
+    typed(list(overrides))  # a flag or an integer given as another type: refused, as gan-train does
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved["config"])
         for item in overrides:

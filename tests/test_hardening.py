@@ -340,3 +340,8 @@ def test_a_sweep_locks_each_job_and_releases_it(tmp_path):
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(jobs) == 2 and all(json.loads((j / "metrics.json").read_text())["status"] == "ok" for j in jobs)
     assert not list(sweep.rglob(rundir.LOCK_NAME))
+
+
+def test_gan_eval_refuses_a_flag_given_as_a_number(finished_run):
+    line = one_error_line(run_eval([str(finished_run), "eval.features=1000000000000"]))
+    assert "eval.features=1000000000000 is not allowed: eval.features must be true or false" in line
