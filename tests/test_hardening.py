@@ -345,3 +345,18 @@ def test_a_sweep_locks_each_job_and_releases_it(tmp_path):
 def test_gan_eval_refuses_a_flag_given_as_a_number(finished_run):
     line = one_error_line(run_eval([str(finished_run), "eval.features=1000000000000"]))
     assert "eval.features=1000000000000 is not allowed: eval.features must be true or false" in line
+
+
+def test_out_of_memory_in_a_real_run_is_one_line(tmp_path):
+    """An address-space limit of 7 GiB makes a minibatch of 500,000 fail to allocate during the run
+    (the estimate before it sees the machine's free memory, not the limit)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (7 * 2**30, 7 * 2**30))
+
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    proc = subprocess.run([exe, *RING, "steps=2", "batch_size=500000", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    line = one_error_line(proc)
+    assert ("out of memory" in line or "GiB" in line) and "lower batch_size" in line
