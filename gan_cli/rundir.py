@@ -113,6 +113,11 @@ def hold(directory: Path, what: str = "run directory") -> Lock:
     return lock
 
 
+def holds(directory: Path) -> bool:
+    """Whether this process holds ``directory``'s lock."""
+    return Path(os.path.abspath(directory)) in _HELD
+
+
 def release(directory: Path) -> None:
     lock = _HELD.pop(Path(os.path.abspath(directory)), None)
     if lock is not None:

@@ -282,9 +282,19 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
           command: Optional[Sequence[str]] = None, announce: bool = True) -> Dict[str, float]:
     """Run Algorithm 1 as ``cfg`` says, writing everything into ``run_dir``; return the final figures.
     ``command``: the sweep's command line for a job of a sweep (its HPARAMS columns); ``announce``:
-    print the final table and the tensorboard line."""
+    print the final table and the tensorboard line. The run directory is locked for the run (a lock
+    that Hydra's callback took stays with it)."""
     run_dir = Path(run_dir)
-    overrides = list(overrides)
+    held = rundir.holds(run_dir)
+    try:
+        return _train(cfg, run_dir, list(overrides), console, command, announce)
+    finally:
+        if not held:
+            rundir.release(run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path, overrides: list, console, command: Optional[Sequence[str]],
+           announce: bool) -> Dict[str, float]:
     again = requeued(run_dir) if not cfg.resume else None
     if again is not None:
         cfg.resume = str(again)
@@ -448,9 +458,6 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
         record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
         return searched(cfg, {"status": "failed"})
-    finally:
-        if multirun:  # the job's own lock (train() took it); the sweep's stays until the sweep ends
-            rundir.release(run_dir)
 
 
 def _reraise(err: BaseException):

@@ -360,3 +360,12 @@ def test_out_of_memory_in_a_real_run_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300, preexec_fn=limit)
     line = one_error_line(proc)
     assert ("out of memory" in line or "GiB" in line) and "lower batch_size" in line
+
+
+def test_train_releases_the_lock_it_took(make_cfg, tmp_path):
+    train(make_cfg(*FAST, "dataset=ring"), tmp_path / "run")
+    assert not rundir.holds(tmp_path / "run") and not (tmp_path / "run" / rundir.LOCK_NAME).exists()
+    lock = rundir.hold(tmp_path / "other")  # a lock held before (as Hydra's callback does) stays
+    train(make_cfg(*FAST, "dataset=ring"), tmp_path / "other")
+    assert rundir.holds(tmp_path / "other") and lock.fd is not None
+    rundir.release(tmp_path / "other")
