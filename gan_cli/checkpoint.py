@@ -115,13 +115,15 @@ def find(path: str, best: bool = False, label: str = "resume") -> Path:
     (best.pt with ``best``). ``label`` names the argument in error messages (``resume=PATH``)."""
     given = f"{label}={path}" if label else str(path)
     p = Path(path).expanduser()
-    if p.is_file():
-        return p
     name = "best.pt" if best else "last.pt"
-    for candidate in (p / "checkpoints" / name, p / name):
-        if candidate.is_file():
-            return candidate
-    if not p.exists():
+    try:
+        for candidate in (p, p / "checkpoints" / name, p / name):
+            if candidate.is_file():
+                return candidate
+        exists = p.exists()
+    except OSError as err:  # a name too long for the file system, a folder that cannot be read
+        raise UserError(f"{given}: cannot be read ({rundir.REASONS.get(err.errno) or err.strerror})") from None
+    if not exists:
         raise UserError(f"{given}: no such checkpoint file or run directory (give a .pt file or a run directory "
                         "with checkpoints/last.pt)")
     raise UserError(f"{given} holds no checkpoint (looked for {p / 'checkpoints' / name}); give a run directory of "

@@ -369,3 +369,8 @@ def test_train_releases_the_lock_it_took(make_cfg, tmp_path):
     train(make_cfg(*FAST, "dataset=ring"), tmp_path / "other")
     assert rundir.holds(tmp_path / "other") and lock.fd is not None
     rundir.release(tmp_path / "other")
+
+
+def test_a_resume_path_too_long_for_the_file_system_is_one_line(tmp_path):
+    line = one_error_line(run_cli(["dataset=ring", "steps=1", "resume=" + "x" * 300], cwd=tmp_path))
+    assert line.startswith("gan-train: error: resume=xxx") and "the name is too long" in line
