@@ -11,7 +11,6 @@ Checkpoints hold only tensors and plain containers, and are always read with
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -80,19 +79,11 @@ def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None
     if state.G_ema is not None:
         saved["G_ema"] = state.G_ema.state_dict()
     path = Path(path)
-    tmp = rundir.temporary(path)  # of this process alone: another never writes or renames it
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(saved, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # a full disk, a read-only place (torch's writer: RuntimeError)
+    with rundir.replacing(path) as tmp:  # a temporary of this process alone, renamed when written
         try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(err, RuntimeError):
-            err = _as_os_error(err, path)
-        raise rundir.write_error(err, path) from None
+            torch.save(saved, tmp)
+        except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+            raise _as_os_error(err, path) from None
 
 
 def _as_os_error(err: RuntimeError, path: Path) -> OSError:

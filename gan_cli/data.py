@@ -322,7 +322,7 @@ def _workers(cfg) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _free_memory(device: torch.device) -> int:
+def free_memory(device: torch.device) -> int:
     """Bytes free on ``device`` now (the GPU's free memory; the system's MemAvailable for the CPU)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -337,7 +337,7 @@ def _free_memory(device: torch.device) -> int:
 def fits_in_memory(n: int, shape: tuple, device: torch.device) -> bool:
     """dataset.in_memory=auto: whether n images of ``shape`` as float32 take at most a quarter of the
     training device's free memory (the rest is for the networks, the evaluation and everything else)."""
-    return 4 * n * math.prod(shape) <= _free_memory(device) // 4
+    return 4 * n * math.prod(shape) <= free_memory(device) // 4
 
 
 class Stream:

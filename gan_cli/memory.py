@@ -103,7 +103,7 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
 def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
     """Refuse (UserError) a config whose estimate does not fit in the memory free on ``device``."""
     need = estimate(cfg, data)
-    free = datasets._free_memory(device)
+    free = datasets.free_memory(device)
     if need.total > free:  # the bound says no: measure before refusing
         need = estimate(cfg, data, exact=True)
     if need.total > free:

@@ -21,8 +21,9 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 from .config import UserError
 
@@ -208,17 +209,28 @@ class LockCallback(Callback):
         release(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write a small file atomically (a temporary of this process, then a rename): a full disk leaves
-    the previous file whole and no partial one; the failure is one line (UserError)."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary of this process, renamed over ``path`` when the
+    block ends. On failure the temporary is removed and the previous file stays whole; an OSError
+    (a full disk, a read-only place) becomes one line (UserError)."""
     path = Path(path)
     tmp = temporary(path)
     try:
-        tmp.write_text(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise write_error(err, path) from None
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """A small file written atomically (see :func:`replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)

@@ -460,10 +460,6 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         return searched(cfg, {"status": "failed"})
 
 
-def _reraise(err: BaseException):
-    raise err
-
-
 def main() -> None:
     """Console entry point: check the command line, then hand over to Hydra."""
     register_configs()
@@ -501,7 +497,10 @@ def main() -> None:
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
     except (OSError, RuntimeError, MemoryError) as err:  # a full disk, a read-only place, out of memory: one line
-        fail(memory.as_user_error(err) or _reraise(err))
+        known = memory.as_user_error(err)
+        if known is None:
+            raise
+        fail(known)
     finally:
         distributed.close()
 

@@ -109,9 +109,9 @@ def test_a_streamed_folder_draws_uniform_minibatches_of_the_files(make_cfg, tmp_
 
 def test_in_memory_auto_streams_what_does_not_fit(make_cfg, tmp_path, monkeypatch):
     root = write_folder(tmp_path / "imgs", n=8, layout="flat")
-    monkeypatch.setattr(datasets, "_free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4)  # exactly a quarter
+    monkeypatch.setattr(datasets, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4)  # exactly a quarter
     assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is None
-    monkeypatch.setattr(datasets, "_free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4 - 1)
+    monkeypatch.setattr(datasets, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4 - 1)
     assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is not None
     assert datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=true").dataset, torch.device("cpu")).stream is None
 

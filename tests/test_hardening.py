@@ -244,7 +244,7 @@ def test_the_estimate_grows_with_each_size(make_cfg, monkeypatch):
     base = memory.estimate(make_cfg("dataset=ring"), d)
     assert memory.estimate(make_cfg("dataset=ring", "batch_size=6400"), d).activations > 50 * base.activations
     assert memory.estimate(make_cfg("dataset=ring", "arch.g_hidden=2560"), d).parameters > 10 * base.parameters
-    monkeypatch.setattr(data, "_free_memory", lambda device: 10 * 2**20)
+    monkeypatch.setattr(data, "free_memory", lambda device: 10 * 2**20)
     with pytest.raises(UserError, match="lower batch_size"):
         memory.check(make_cfg("dataset=ring", "batch_size=1000000"), d, torch.device("cpu"))
 
