@@ -28,6 +28,28 @@ class Maxout(nn.Module):
         return self.linear(x).view(-1, self.units, self.pieces).amax(dim=2)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout, with a faster mask on the CPU (elsewhere nn.Dropout itself).
+
+    torch's CPU dropout draws one Bernoulli variate per element, which costs as much as a tenth of a
+    maxout D's update. Here each element takes 32 random bits instead (two per 64-bit draw of the
+    same generator, so ``torch.manual_seed`` and a checkpoint's RNG state govern it as before) and is
+    kept when they fall below round((1 - p) * 2^32): the drop rate is p to within 2^-33, and the kept
+    elements are scaled by the exact inverse of their keep rate, so the expected output is x.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        kept = round((1.0 - self.p) * 2 ** 32)  # of the 2^32 values of 32 random bits
+        if not 0 < kept < 2 ** 32:  # p within 2^-33 of 0 or 1
+            return super().forward(x)
+        n = x.numel()
+        bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits uniform
+        mask = bits.view(torch.int32)[:n].view(x.shape) < kept - 2 ** 31
+        return x * mask.to(x.dtype).mul_(2 ** 32 / kept)
+
+
 class Reshape(nn.Module):
     def __init__(self, *shape: int):
         super().__init__()
@@ -63,9 +85,9 @@ def _mlp(arch, data, z_dim: int, pack: int = 1):
     )
     h, (p_in, p_hid) = arch.d_hidden, dropout(arch, data)
     D = nn.Sequential(
-        nn.Flatten(), nn.Dropout(p_in),
-        nn.Linear(d * pack, h), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
-        nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
+        nn.Flatten(), Dropout(p_in),
+        nn.Linear(d * pack, h), nn.LeakyReLU(0.2), Dropout(p_hid),
+        nn.Linear(h, h), nn.LeakyReLU(0.2), Dropout(p_hid),
         nn.Linear(h, 1),
     )
     return G, D
@@ -77,9 +99,9 @@ def _maxout(arch, data, z_dim: int, pack: int = 1):
     G = nn.Sequential(nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d))
     u, p, (p_in, p_hid) = arch.d_hidden, arch.pieces, dropout(arch, data)
     D = nn.Sequential(
-        nn.Flatten(), nn.Dropout(p_in),
-        Maxout(d * pack, u, p), nn.Dropout(p_hid),
-        Maxout(u, u, p), nn.Dropout(p_hid),
+        nn.Flatten(), Dropout(p_in),
+        Maxout(d * pack, u, p), Dropout(p_hid),
+        Maxout(u, u, p), Dropout(p_hid),
         nn.Linear(u, 1),
     )
     return G, D
@@ -121,8 +143,8 @@ def _dcgan(arch, data, z_dim: int, pack: int = 1):
         nn.ConvTranspose2d(g, c, 4, 2, 1), nn.Flatten(),
     )
     D = nn.Sequential(
-        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
-        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(p_hid),
+        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
+        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
         nn.Flatten(), nn.Linear(2 * f * s * s, 1),
     )
     return G, D

@@ -81,7 +81,12 @@ def console_handler() -> logging.Handler:
 _WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
 
 
-def _import_matplotlib() -> None:
+def _import_matplotlib(knn: bool = False) -> None:
+    if knn:  # the theory/ estimators' k-d tree (about 0.4 s), needed before the first figure
+        try:
+            import scipy.spatial  # noqa: F401  (imports are thread-safe: a second importer waits for this one)
+        except Exception:
+            pass
     try:
         import matplotlib
 
@@ -91,13 +96,14 @@ def _import_matplotlib() -> None:
         pass
 
 
-def warm_figures() -> None:
+def warm_figures(knn: bool = False) -> None:
     """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
     does not wait for it at its first figure: the import overlaps the run's start and the work of its
-    first evaluation (whose numerical work releases the interpreter lock)."""
+    first evaluation (whose numerical work releases the interpreter lock). With ``knn`` (a run that
+    logs theory/ scalars), scipy's k-d tree is imported first, for that evaluation."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
-        _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
+        _WARMING = threading.Thread(target=_import_matplotlib, args=(knn,), name="import-matplotlib", daemon=True)
         _WARMING.start()
 
 
@@ -281,7 +287,7 @@ class Monitor:
                  figures: bool = False):
         self.run_dir = Path(run_dir)
         if figures:  # the run draws matplotlib figures (toy data): import it in the background meanwhile
-            warm_figures()
+            warm_figures(knn=theory)
         # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
         if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor

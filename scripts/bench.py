@@ -12,7 +12,11 @@ prints JSON: iterations/s, samples/s (real + generated examples through D per se
 times whole processes instead, alternating: gan-train on the paper's MNIST networks (maxout, batch
 100, k = 1, alternating updates, SGD lr 0.1 momentum 0.5, no evaluation metrics) against
 scripts/handwritten.py (a tutorial's loop: torchvision DataLoader, nn.BCELoss, .item() every step)
-for the same number of iterations; prints each side's times, their medians and the ratio.
+for the same number of iterations; prints each side's times, their medians and the ratio. With
+``--arch dcgan`` both sides train arch=dcgan on an image folder instead (SGD lr 0.01):
+
+    python scripts/export_images.py /tmp/cifar_shaped --dataset noise --n 5000
+    python scripts/bench.py --vs-handwritten /tmp/cifar_shaped --arch dcgan --iters 200 --rounds 3 [--device cuda]
 
     python scripts/bench.py --stream FOLDER --iters 1000 --rounds 3 -- dataset.resolution=28 arch=dcgan
 
@@ -57,24 +61,29 @@ def timed(name: str, cmd) -> float:
     return round(time.perf_counter() - start, 2)
 
 
-def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", overrides=()) -> dict:
+def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", overrides=(), arch: str = "maxout") -> dict:
     """Whole processes, alternating: gan-train (with ``overrides``, e.g. precision=bf16) and the
-    hand-written loop, ``rounds`` times each, on ``device``."""
+    hand-written loop, ``rounds`` times each, on ``device``. ``arch`` maxout: the paper's MNIST networks
+    (``root`` holds MNIST/raw); dcgan: arch=dcgan on an image folder (``root``, e.g. CIFAR-shaped)."""
     here = Path(__file__).resolve().parent
     gan_train = str(Path(sys.executable).with_name("gan-train"))
     times: dict = {"gan-train": [], "handwritten": []}
+    lr = 0.1 if arch == "maxout" else 0.01
+    data = ([f"dataset=mnist", f"dataset.root={root}", "arch=maxout"] if arch == "maxout" else
+            ["dataset=folder", f"dataset.root={root}", "dataset.in_memory=true", "arch=dcgan"])
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            ours = [gan_train, "dataset=mnist", f"dataset.root={root}", "arch=maxout", "loss=nonsaturating",
-                    "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.5", "k=1", "batch_size=100",
+            ours = [gan_train, *data, "loss=nonsaturating",
+                    "optimizer=sgd", f"optimizer.lr={lr}", "optimizer.momentum=0.5", "k=1", "batch_size=100",
                     "updates=alternating", "prior=uniform", f"steps={iters}", "log_every=100", f"sample_every={iters}",
                     f"ckpt_every={iters}", f"eval_every={iters}", "eval.parzen=false", "eval.features=false",
                     f"device={device}", *overrides, f"hydra.run.dir={tmp}/run{r}"]
-            theirs = [sys.executable, str(here / "handwritten.py"), "--root", root, "--iters", str(iters), "--device", device]
+            theirs = [sys.executable, str(here / "handwritten.py"), "--arch", arch, "--root", root, "--iters", str(iters),
+                      "--lr", str(lr), "--device", device]
             for name, cmd in (("gan-train", ours), ("handwritten", theirs)):
                 times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
-    return {"iters": iters, "rounds": rounds, "device": device_name(device), "overrides": list(overrides),
+    return {"arch": arch, "iters": iters, "rounds": rounds, "device": device_name(device), "overrides": list(overrides),
             "seconds": times, "median_s": median, "speedup": round(median["handwritten"] / median["gan-train"], 3),
             "torch": torch.__version__, "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
 
@@ -185,6 +194,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
     parser.add_argument("--device", default="cpu", help="with --vs-handwritten: cpu or cuda")
+    parser.add_argument("--arch", choices=("maxout", "dcgan"), default="maxout",
+                        help="with --vs-handwritten: the paper's MNIST networks (MNIST_ROOT holds MNIST/raw) or arch=dcgan "
+                             "(MNIST_ROOT is then an image folder: scripts/export_images.py OUT --dataset noise writes a "
+                             "CIFAR-shaped one)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten, --startup and --eval")
     parser.add_argument("--memory", metavar="N", type=int, nargs="+",
                         help="peak memory of whole runs of these lengths (iterations), e.g. --memory 1000 10000")
@@ -212,7 +225,7 @@ def main() -> None:
         print()
         return
     if args.vs_handwritten:
-        json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds, args.device, args.overrides),
+        json.dump(vs_handwritten(args.vs_handwritten, args.iters, args.rounds, args.device, args.overrides, args.arch),
                   sys.stdout, indent=2)
         print()
         return

@@ -4,6 +4,7 @@ class), to try ``dataset=folder`` on known data or to benchmark streaming agains
 
     python scripts/export_images.py OUT --dataset mnist --root ../shared/data [--n 60000]
     python scripts/export_images.py OUT --dataset digits
+    python scripts/export_images.py OUT --dataset noise --n 5000   # CIFAR-shaped: 32x32 RGB, uniform noise
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import numpy as np
 from PIL import Image
 
 
-def images(dataset: str, root: str):
-    """(uint8 images (N, H, W), labels (N,)) of MNIST's training split or scikit-learn's digits."""
+def images(dataset: str, root: str, n=None):
+    """(uint8 images (N, H, W) or (N, H, W, 3), labels (N,)) of MNIST's training split, scikit-learn's
+    digits, or ``n`` CIFAR-shaped images of uniform noise (for benchmarks: only their shape matters)."""
+    if dataset == "noise":
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (n or 5000, 32, 32, 3), dtype=np.uint8), np.zeros(n or 5000, dtype=np.int64)
     if dataset == "digits":
         from sklearn.datasets import load_digits
 
@@ -31,11 +36,11 @@ def images(dataset: str, root: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="the folder to write (created)")
-    parser.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
+    parser.add_argument("--dataset", choices=("mnist", "digits", "noise"), default="mnist")
     parser.add_argument("--root", default="data", help="mnist: the folder that holds MNIST/raw")
     parser.add_argument("--n", type=int, default=None, help="only the first N images")
     args = parser.parse_args()
-    x, y = images(args.dataset, args.root)
+    x, y = images(args.dataset, args.root, args.n)
     n = len(x) if args.n is None else min(args.n, len(x))
     out = Path(args.out)
     for i in range(n):

@@ -86,3 +86,44 @@ def test_mlp_dropout_is_the_papers_on_images_and_none_on_points(make_cfg, datase
     cfg = make_cfg(f"dataset={dataset}", "arch=mlp", "arch.d_dropout_input=0.1", "arch.d_dropout_hidden=0.3")
     _, D = models.build(cfg.arch, datasets.load(cfg.dataset, torch.device("cpu")), 2)
     assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == [0.1, 0.3, 0.3]
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("shape", [(1000, 1000), (250, 4, 10, 100)])
+def test_cpu_dropout_drops_p_of_the_elements_and_keeps_the_mean(p, shape):
+    torch.manual_seed(0)
+    drop = models.Dropout(p).train()
+    x = torch.ones(shape)
+    y = drop(x)
+    n = x.numel()
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / n) ** 0.5  # a Bernoulli(p) rate, within 5 sd
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)), rtol=1e-6)  # scaled by 1 / keep rate
+    assert abs(y.double().mean().item() - 1) < 5 * (p / (1 - p) / n) ** 0.5  # E[y] = x
+    # the rate is the same in every part of the tensor (each element its own 32 bits, no stripes)
+    per_row = (y.reshape(shape[0], -1) == 0).double().mean(1)
+    sd = (p * (1 - p) / (n // shape[0])) ** 0.5  # of one row's rate
+    assert 0.8 * sd < per_row.std().item() < 1.2 * sd
+    assert (per_row - p).abs().max().item() < 6 * sd
+
+
+def test_cpu_dropout_follows_the_seed_and_passes_gradients_through_the_mask():
+    drop = models.Dropout(0.5).train()
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(1)
+    y1 = drop(x)
+    torch.manual_seed(1)
+    y2 = drop(x)
+    assert torch.equal(y1, y2)  # the global generator (torch.manual_seed, a checkpoint's RNG state) governs it
+    assert not torch.equal(y1, drop(x))  # a fresh mask per call
+    y1.sum().backward()
+    mask = (y1 != 0).float()
+    assert torch.allclose(x.grad, 2 * mask)
+    assert torch.equal(drop.eval()(x), x)  # eval mode: identity
+    # the bits are uniform: drop rate of p for p near the ends, and p = 0 / 1 fall back to nn.Dropout
+    torch.manual_seed(2)
+    z = torch.ones(2_000_000)
+    assert (models.Dropout(0.001).train()(z) == 0).double().mean().item() == pytest.approx(0.001, abs=1.2e-4)
+    assert torch.equal(models.Dropout(0.0).train()(z), z)
+    assert (models.Dropout(1.0).train()(z) == 0).all()

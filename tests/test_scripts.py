@@ -1,0 +1,39 @@
+"""The benchmark helpers in scripts/ run: a CIFAR-shaped noise folder, the hand-written dcgan loop, and
+bench.py's whole-process comparison against it (a few iterations; the timings themselves are not tested)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_noise_folder_and_the_handwritten_dcgan_loop_against_gan_train(tmp_path):
+    folder = tmp_path / "cifar_shaped"
+    out = run(SCRIPTS / "export_images.py", folder, "--dataset", "noise", "--n", "120")
+    assert out.returncode == 0, out.stderr
+    files = sorted(folder.rglob("*.png"))
+    assert len(files) == 120
+    image = Image.open(files[0])
+    assert image.size == (32, 32) and image.mode == "RGB"
+
+    out = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2", "--lr", "0.01")
+    assert out.returncode == 0, out.stderr
+    assert "handwritten: 2 iterations" in out.stdout
+
+    too_few = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2", "--batch-size", "500")
+    assert too_few.returncode != 0 and "fewer than --batch-size 500" in too_few.stderr
+
+    out = run(SCRIPTS / "bench.py", "--vs-handwritten", folder, "--arch", "dcgan", "--iters", "2", "--rounds", "1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["arch"] == "dcgan" and result["iters"] == 2
+    assert len(result["seconds"]["gan-train"]) == len(result["seconds"]["handwritten"]) == 1
+    assert result["speedup"] > 0
