@@ -47,6 +47,7 @@ class Evaluator:
         self.classifier_info: Dict[str, object] = {}
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         self._floor: Dict[str, float] = {}
+        self._real: Optional[Dict[str, torch.Tensor]] = None  # theory: the real samples and what depends on them alone
         self._reference = None  # features.Reference of the real reference images (with the classifier)
         self._inception = None  # inception.InceptionMetrics against the real images (eval.inception_weights)
         self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
@@ -86,8 +87,14 @@ class Evaluator:
         fake = self.generate(G, n)
         real = data.sample(n, generator=self.generator)
         other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
+        # the real samples are the same at every evaluation (the generator is seeded afresh, G's noise is
+        # drawn first, always as much): what depends on them alone is computed at the first and kept
+        if self._real is None or not (torch.equal(self._real["real"], real) and torch.equal(self._real["other"], other)):
+            self._real = {"real": real, "other": other}
+        cache = self._real
         # p_g by its k-NN density; the floor (the estimator's bias at this size) subtracted
-        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, self.cfg.knn)
+        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, self.cfg.knn, floor=cache.get("floor"))
+        cache["floor"] = floor
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if self.probability:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
@@ -98,8 +105,10 @@ class Evaluator:
             # sample), so their smoothing cancels where p_g = p_data; the mean over 10,000 of each suffices
             knn, k_star, m = metrics.knn_log_density, self.cfg.knn_d_star, min(n, 10000)
             r, f = real[:m], fake[:m]
+            if "r_other" not in cache:
+                cache["r_other"] = knn(r, other, k_star)
             out["theory/d_star_mse"] = metrics.d_star_mse_samples(
-                torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), knn(r, other, k_star), knn(r, fake, k_star),
+                torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], knn(r, fake, k_star),
                 knn(f, other, k_star), knn(f, fake, k_star, exclude_self=True))
             if data.dim == 1:
                 grid = metrics.grid_centres(self.lo, self.hi, self.bins, data.dim, device=self.device).float()

@@ -16,6 +16,7 @@ References:
 
 import math
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -189,13 +190,15 @@ def jsd_knn(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
 
 
 def jsd_knn_corrected(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, other: Tensor,
-                      k: int = 10) -> tuple[Tensor, Tensor]:
+                      k: int = 10, floor: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """(JSD estimate, floor): :func:`jsd_knn` minus its value for ``other``, an independent real
     sample of the same size (what a perfect generator would read: the estimator's bias at this size),
     clamped to [0, log 2]. With 50,000 samples and k = 10 a half-std generator reads 0.094 on
     mixture1d (quadrature: 0.0927), 0.172 on ring and 0.166 on grid (0.1733), and one collapsed onto
-    the centres 0.688-0.693 (log 2); with few samples per mode it reads low (grid, 2,000: 0.082)."""
-    floor = jsd_knn(log_density, real, other, k)
+    the centres 0.688-0.693 (log 2); with few samples per mode it reads low (grid, 2,000: 0.082).
+    ``floor``: the floor for these ``real`` and ``other`` samples, computed before (it does not depend on G)."""
+    if floor is None:
+        floor = jsd_knn(log_density, real, other, k)
     return (jsd_knn(log_density, real, fake, k) - floor).clamp(0, math.log(2)), floor
 
 

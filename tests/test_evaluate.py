@@ -240,3 +240,40 @@ def test_the_floors_and_the_run_compare_the_same_sample_sizes(make_cfg, tmp_path
     # MNIST-sized splits: 10,000 samples against 10,000 held-out images, one set
     assert evaluate.feature_sizes(10000, 50000, 10000) == (10000, 10000, 1)
     assert evaluate.feature_sizes(20000, 50000, 10000) == (20000, 10000, 2)
+
+
+@pytest.mark.parametrize("dataset", ["mixture1d", "ring"])
+def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypatch, dataset):
+    """The JSD floor and p_data's k-NN density at the real points are computed at the first evaluation
+    and reused; every figure equals a fresh evaluator's, for the same G and after G changes."""
+    from gan_cli import metrics
+
+    cfg = make_cfg(f"dataset={dataset}", "eval.theory_samples=20000", "eval.mode_samples=500")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    torch.manual_seed(0)
+    nets = GAN(cfg, data, torch.device("cpu")).nets
+    calls = {"jsd_knn": 0}
+    jsd_knn = metrics.jsd_knn
+
+    def counted(*a, **k):
+        calls["jsd_knn"] += 1
+        return jsd_knn(*a, **k)
+
+    monkeypatch.setattr(metrics, "jsd_knn", counted)
+    ev = evaluate.Evaluator(cfg, data, torch.device("cpu"))
+    first, _ = ev.run(nets)
+    assert calls["jsd_knn"] == 2  # the floor and G's estimate
+    again, _ = ev.run(nets)
+    assert calls["jsd_knn"] == 3 and again == first  # the floor kept
+    with torch.no_grad():
+        for p in nets.G.parameters():
+            p.mul_(0.5)
+    moved, _ = ev.run(nets)
+    fresh, _ = evaluate.Evaluator(cfg, data, torch.device("cpu")).run(nets)
+    assert moved == fresh and moved["theory/value"] != first["theory/value"]
+    # other real samples (another seed): the kept values are not used for them
+    ev.seed = 1
+    reseeded, _ = ev.run(nets)
+    ev1 = evaluate.Evaluator(cfg, data, torch.device("cpu"))
+    ev1.seed = 1
+    assert reseeded == ev1.run(nets)[0] and reseeded["theory/jsd_floor"] != first["theory/jsd_floor"]
