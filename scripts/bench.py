@@ -47,6 +47,13 @@ from gan_cli.train import config_dir
 from gan_cli.updates import GAN, Stats
 
 
+def gan_train_command() -> list:
+    """How to start gan-train: the installed command beside this Python, or ``python -m gan_cli`` where
+    the package is importable without being installed (PYTHONPATH, as scripts/gpu_check.sh runs it)."""
+    installed = Path(sys.executable).with_name("gan-train")
+    return [str(installed)] if installed.exists() else [sys.executable, "-m", "gan_cli"]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -66,14 +73,14 @@ def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", over
     hand-written loop, ``rounds`` times each, on ``device``. ``arch`` maxout: the paper's MNIST networks
     (``root`` holds MNIST/raw); dcgan: arch=dcgan on an image folder (``root``, e.g. CIFAR-shaped)."""
     here = Path(__file__).resolve().parent
-    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    gan_train = gan_train_command()
     times: dict = {"gan-train": [], "handwritten": []}
     lr = 0.1 if arch == "maxout" else 0.01
     data = ([f"dataset=mnist", f"dataset.root={root}", "arch=maxout"] if arch == "maxout" else
             ["dataset=folder", f"dataset.root={root}", "dataset.in_memory=true", "arch=dcgan"])
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            ours = [gan_train, *data, "loss=nonsaturating",
+            ours = [*gan_train, *data, "loss=nonsaturating",
                     "optimizer=sgd", f"optimizer.lr={lr}", "optimizer.momentum=0.5", "k=1", "batch_size=100",
                     "updates=alternating", "prior=uniform", f"steps={iters}", "log_every=100", f"sample_every={iters}",
                     f"ckpt_every={iters}", f"eval_every={iters}", "eval.parzen=false", "eval.features=false",
@@ -92,13 +99,13 @@ def streaming(folder: str, iters: int, rounds: int, overrides) -> dict:
     """Whole gan-train processes on one image folder, alternating: held in memory (dataset.in_memory=true)
     and streamed from disk (false); each side's training iterations/s (perf/steps_per_s: the loop's own
     time, the streamed side's start of its workers included) and their medians."""
-    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    gan_train = gan_train_command()
     rates: dict = {"in_memory": [], "streamed": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name, flag in (("in_memory", "true"), ("streamed", "false")):
                 run = f"{tmp}/{name}{r}"
-                timed(name, [gan_train, "dataset=folder", f"dataset.root={folder}", f"dataset.in_memory={flag}",
+                timed(name, [*gan_train, "dataset=folder", f"dataset.root={folder}", f"dataset.in_memory={flag}",
                              f"steps={iters}", f"log_every={iters}", f"sample_every={iters}", f"ckpt_every={iters}",
                              f"eval_every={iters}", *overrides, f"hydra.run.dir={run}"])
                 rates[name].append(round(json.loads(Path(run, "metrics.json").read_text())["perf/steps_per_s"], 1))
@@ -119,11 +126,11 @@ def memory(lengths, overrides) -> dict:
     the evaluations). Flat across lengths: nothing grows with the iterations."""
     import os
 
-    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    gan_train = gan_train_command()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for steps in lengths:
-            cmd = [gan_train, f"steps={steps}", *overrides, f"hydra.run.dir={tmp}/run{steps}"]
+            cmd = [*gan_train, f"steps={steps}", *overrides, f"hydra.run.dir={tmp}/run{steps}"]
             start = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -139,12 +146,12 @@ def memory(lengths, overrides) -> dict:
 def startup(rounds: int, overrides) -> dict:
     """Whole processes, alternating: a bare ``import torch`` against a 1-iteration gan-train run (its
     data, networks, one update, the end-of-run evaluation, samples and checkpoint) with ``overrides``."""
-    gan_train = str(Path(sys.executable).with_name("gan-train"))
+    gan_train = gan_train_command()
     times: dict = {"import torch": [], "gan-train steps=1": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name, cmd in (("import torch", [sys.executable, "-c", "import torch"]),
-                              ("gan-train steps=1", [gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
+                              ("gan-train steps=1", [*gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
                 times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"overrides": overrides, "rounds": rounds, "seconds": times, "median_s": median,

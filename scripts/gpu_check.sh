@@ -32,6 +32,7 @@ if [ "${1:-}" = "--prepare" ]; then
 fi
 
 mkdir -p "$OUT"
+rm -f "$OUT/summary.txt"
 step() {  # step NAME SECONDS COMMAND...: its output into $OUT/NAME.txt, its exit status on one line
     local name=$1 limit=$2
     shift 2
@@ -41,7 +42,10 @@ step() {  # step NAME SECONDS COMMAND...: its output into $OUT/NAME.txt, its exi
 }
 
 export PYTHONUNBUFFERED=1
-"$PY" -m pip install -q --no-index --no-deps .whl/*.whl && "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+# Hydra's wheels into a folder of their own, gan_cli from this checkout (no build backend needed):
+# bench.py then starts gan-train as `python -m gan_cli`
+"$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gan-site .whl/*.whl || exit 1
+export PYTHONPATH="/tmp/gan-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi -L > "$OUT/device.txt" 2>&1
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" >> "$OUT/device.txt"
 
@@ -54,4 +58,3 @@ step vs_maxout 240 "$PY" scripts/bench.py --vs-handwritten .mnist --iters 5000 -
 step vs_maxout_graphs 300 "$PY" scripts/bench.py --vs-handwritten .mnist --iters 5000 --rounds 3 --device cuda compile=true
 "$PY" scripts/export_images.py /tmp/cifar_shaped --dataset noise --n 5000 > /dev/null
 step vs_dcgan 240 "$PY" scripts/bench.py --vs-handwritten /tmp/cifar_shaped --arch dcgan --iters 1000 --rounds 3 --device cuda
-cat "$OUT/summary.txt"

@@ -37,3 +37,16 @@ def test_noise_folder_and_the_handwritten_dcgan_loop_against_gan_train(tmp_path)
     assert result["arch"] == "dcgan" and result["iters"] == 2
     assert len(result["seconds"]["gan-train"]) == len(result["seconds"]["handwritten"]) == 1
     assert result["speedup"] > 0
+
+
+def test_bench_starts_gan_train_without_an_installed_command(monkeypatch, tmp_path):
+    """Where the package is importable but not installed (a GPU machine with PYTHONPATH), bench.py
+    starts gan-train as ``python -m gan_cli``."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    assert bench.gan_train_command()[0].endswith("gan-train")  # this environment has the command
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    assert bench.gan_train_command() == [str(tmp_path / "python3"), "-m", "gan_cli"]
