@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from gan_cli import data as datasets
 from gan_cli.cli import check, compose
-from gan_cli.config import register_configs, resolve_device
+from gan_cli.config import UserError, register_configs, resolve_device
 from gan_cli.train import config_dir
 from gan_cli.updates import GAN, Stats
 
@@ -238,11 +238,14 @@ def main() -> None:
         return
 
     register_configs()
-    cfg = compose(config_dir(), args.overrides)
-    check(cfg)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    data = datasets.load(cfg.dataset, device)
+    try:  # a bad override, no GPU for device=cuda, a missing dataset: one line, as gan-train says it
+        cfg = compose(config_dir(), args.overrides)
+        check(cfg)
+        device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        data = datasets.load(cfg.dataset, device)
+    except UserError as err:
+        raise SystemExit(f"bench: {err}") from None
     gan = GAN(cfg, data, device)
     m, k = cfg.batch_size, cfg.k
     stats = Stats(gan.nets, device, iterations=args.warmup + args.iters)
