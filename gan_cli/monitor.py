@@ -78,10 +78,10 @@ def console_handler() -> logging.Handler:
     return handler
 
 
-_WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
+_WARMING: Optional[threading.Thread] = None  # the background imports (matplotlib, and SciPy for theory runs)
 
 
-def _import_matplotlib(knn: bool = False) -> None:
+def _warm_imports(knn: bool = False) -> None:
     if knn:  # the theory/ estimators' k-d tree (about 0.4 s), needed before the first figure
         try:
             import scipy.spatial  # noqa: F401  (imports are thread-safe: a second importer waits for this one)
@@ -103,7 +103,7 @@ def warm_figures(knn: bool = False) -> None:
     logs theory/ scalars), scipy's k-d tree is imported first, for that evaluation."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
-        _WARMING = threading.Thread(target=_import_matplotlib, args=(knn,), name="import-matplotlib", daemon=True)
+        _WARMING = threading.Thread(target=_warm_imports, args=(knn,), name="warm-imports", daemon=True)
         _WARMING.start()
 
 

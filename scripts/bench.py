@@ -76,7 +76,7 @@ def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", over
     gan_train = gan_train_command()
     times: dict = {"gan-train": [], "handwritten": []}
     lr = 0.1 if arch == "maxout" else 0.01
-    data = ([f"dataset=mnist", f"dataset.root={root}", "arch=maxout"] if arch == "maxout" else
+    data = (["dataset=mnist", f"dataset.root={root}", "arch=maxout"] if arch == "maxout" else
             ["dataset=folder", f"dataset.root={root}", "dataset.in_memory=true", "arch=dcgan"])
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
