@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_sq_radii, precision_recall_knn
+from gan_cli.optim import Adam
 
 log = logging.getLogger("gan_cli")
 
@@ -85,7 +86,7 @@ def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float, progr
     epochs = math.ceil(steps * batch_size / len(x))
     order = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(epochs)])
     batches = order[: steps * batch_size].view(steps, batch_size).to(x.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = Adam(model.parameters(), lr=lr)  # torch's Adam without its compiler guards (gan_cli.optim.eager)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     model.train()
     every = max(1, steps // 20)

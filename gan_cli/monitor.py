@@ -235,13 +235,37 @@ def _table(title: str, rows: Mapping[str, Any]) -> Table:
     return table
 
 
+def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """The images (N, C, H, W) tiled ``nrow`` to a row, as ``torchvision.utils.make_grid`` tiles them
+    (the same tensor, checked in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of
+    ``pad_value`` around each, a lone image as itself. Importing torchvision costs 1.5-2 s, most of it
+    torch's compiler stack (torchvision.ops imports torch._dynamo), which a run that only draws a
+    grid does not need."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, c, h, w = images.shape
+    if n == 1:
+        return images[0]
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
+    cells[:n, :, padding:, padding:] = images  # each image at the top left of its cell, after the padding
+    grid = cells.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)  # the last row's and column's
+
+
 def save_samples(path: Path, samples: torch.Tensor, data) -> None:
     """A PNG of samples: an image grid, or a scatter / density figure for point data."""
-    from torchvision.utils import save_image
-
     n = samples.shape[0]
     if data.is_image:
-        save_image(samples.cpu().clamp(0, 1), path, nrow=max(1, int(math.sqrt(n))), padding=2, pad_value=0.5)
+        from PIL import Image
+
+        # torchvision.utils.save_image's pixels: the grid, each value v as the byte floor(255 v + 0.5)
+        grid = image_grid(samples.detach().float().cpu().clamp(0, 1), nrow=max(1, int(math.sqrt(n))), padding=2,
+                          pad_value=0.5)
+        pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(path)  # RGB: image_grid shows gray images as RGB, as torchvision does
     else:
         figure_toy(samples.cpu(), data, f"{n} samples").savefig(path)
 
@@ -378,13 +402,11 @@ class Monitor:
         """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``; for a
         game whose state is a point, its ``path`` since iteration ``start`` as ``theory/trajectory``."""
         if data.is_image:
-            from torchvision.utils import make_grid
-
             nrow = max(1, int(math.sqrt(samples.shape[0])))
             images = samples.detach().float().cpu().clamp(0, 1)
             if images.shape[-1] < 32:  # enlarge small images (8x8 digits) so the grid is readable
                 images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
-            grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)
+            grid = image_grid(images, nrow=nrow, padding=2, pad_value=0.5)
             self.writer.add_image(tag, grid, step)
         else:
             self.writer.add_figure(tag, figure_toy(samples, data, f"step {step}"), step)

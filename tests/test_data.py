@@ -75,3 +75,20 @@ def test_a_missing_image_folder_names_the_file_to_put_there(make_cfg, tmp_path):
     with pytest.raises(UserError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
         datasets.check_available(make_cfg("dataset=fashion_mnist", f"dataset.root={tmp_path}").dataset)
     datasets.check_available(make_cfg("dataset=ring").dataset)  # nothing to look for
+
+
+def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
+    # the bundled file read directly (scikit-learn's import costs ~1.5 s): the same arrays as
+    # load_digits, and load_digits itself where the file is not found
+    from sklearn.datasets import load_digits
+
+    import numpy as np
+
+    reference = load_digits()
+    assert datasets.digits_file() is not None
+    images, labels = datasets.load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, reference.images)
+    assert np.array_equal(labels, reference.target) and labels.dtype == reference.target.dtype
+    monkeypatch.setattr(datasets, "digits_file", lambda: None)
+    images, labels = datasets.load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)

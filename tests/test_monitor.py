@@ -64,6 +64,17 @@ def test_sample_files_for_images_and_points(make_cfg, tmp_path):
     monitor.save_samples(tmp_path / "ring.png", ring.sample(200), ring)
     for name in ("grid.png", "ring.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the grid's pixels are torchvision's save_image's
+    import numpy as np
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    for shape in [(16, 1, 8, 8), (10, 3, 32, 32), (1, 1, 28, 28)]:
+        x = torch.rand(shape)
+        monitor.save_samples(tmp_path / "ours.png", x, digits)
+        save_image(x, tmp_path / "torchvision.png", nrow=max(1, int(shape[0] ** 0.5)), padding=2, pad_value=0.5)
+        ours, theirs = (np.asarray(Image.open(tmp_path / f)) for f in ("ours.png", "torchvision.png"))
+        assert ours.shape == theirs.shape and np.array_equal(ours, theirs), shape
 
 
 def test_a_run_that_did_not_finish_says_so_without_the_table(tmp_path):
@@ -82,3 +93,16 @@ def test_a_resumed_run_supersedes_what_was_logged_after_its_checkpoint(tmp_path)
         for step in (6, 8, 10):
             mon.log_window(step, {"loss/D": -float(step)}, {})
     assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/D")] == [(2, 2), (4, 4), (6, -6), (8, -8), (10, -10)]
+
+
+def test_image_grid_is_torchvisions_make_grid():
+    from torchvision.utils import make_grid
+
+    torch.manual_seed(0)
+    for shape in [(1, 1, 8, 8), (1, 3, 5, 7), (2, 1, 8, 8), (7, 1, 28, 28), (64, 3, 32, 32), (10, 3, 4, 6), (5, 2, 3, 3)]:
+        x = torch.rand(shape)
+        for nrow in (1, 3, 8, 20):
+            for padding in (0, 2, 3):
+                expected = make_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
+                got = monitor.image_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
+                assert got.shape == expected.shape and torch.equal(got, expected), (shape, nrow, padding)
