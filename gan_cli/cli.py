@@ -16,8 +16,9 @@ import itertools
 import os
 import sys
 import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
 
 from hydra import compose as compose_hydra, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -370,6 +371,27 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     if run_dir and not multirun:
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
+
+
+@contextmanager
+def mode_unset(argv: Sequence[str]) -> Iterator[None]:
+    """Hydra composes a command's whole config once only to read ``hydra.mode`` from it, and then
+    again for the run (about 0.2 s each on a small machine). gan-train's configs leave hydra.mode
+    unset (tests/test_config.py checks), so where the command line neither sets it nor points Hydra
+    at other configs, that first composition's answer is known: unset, and Hydra runs or sweeps as
+    ``-m`` says. Within the block Hydra is given that answer instead of composing for it."""
+    from hydra._internal.hydra import Hydra
+
+    other = any(a.split("=", 1)[0] in _INFO_FLAGS or "hydra.mode" in a or "hydra.searchpath" in a for a in argv)
+    if other or not callable(getattr(Hydra, "get_mode", None)):
+        yield
+        return
+    probe = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        Hydra.get_mode = probe
 
 
 def run_and_exit(main: Callable[[], None]) -> NoReturn:

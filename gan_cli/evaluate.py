@@ -46,6 +46,8 @@ class Evaluator:
         self._classifier = None
         self.classifier_info: Dict[str, object] = {}
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
+        # called as theory/'s neighbour searches start (they release the interpreter lock): work to overlap them
+        self.searching: Optional[Callable[[], None]] = None
         self._floor: Dict[str, float] = {}
         self._real: Optional[Dict[str, torch.Tensor]] = None  # theory: the real samples and what depends on them alone
         self._reference = None  # features.Reference of the real reference images (with the classifier)
@@ -92,24 +94,34 @@ class Evaluator:
         if self._real is None or not (torch.equal(self._real["real"], real) and torch.equal(self._real["other"], other)):
             self._real = {"real": real, "other": other}
         cache = self._real
-        # p_g by its k-NN density; the floor (the estimator's bias at this size) subtracted
-        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, self.cfg.knn, floor=cache.get("floor"))
-        cache["floor"] = floor
+        # p_g by its k-NN density (k for the JSD at every point; k* for D* at the first m, found by the
+        # same search); the floor (the estimator's bias at this size) subtracted
+        k, k_star, m = self.cfg.knn, self.cfg.knn_d_star, min(n, 10000)
+        d_star = self.probability  # D* (and V-hat) only where D reads single points as a probability
+        log_p = {"real": data.log_prob(real).double(), "fake": data.log_prob(fake).double()}
+        fakes = metrics.NeighbourTree(fake)
+        if self.searching is not None:
+            self.searching()
+        q_real, q_r = _knn_head(fakes, real, k, k_star if d_star else None, m)
+        q_fake, q_f = _knn_head(fakes, fake, k, k_star if d_star else None, m, exclude_self=True)
+        if "floor" not in cache:  # the JSD of a second real sample: what a perfect G would read
+            cache["others"] = others = metrics.NeighbourTree(other)
+            o_real, cache["r_other"] = _knn_head(others, real, k, k_star if d_star else None, m)
+            o_other = others.log_density(other, [k], exclude_self=True)[0]
+            cache["floor"] = metrics.jsd_from_log_densities(log_p["real"], o_real, data.log_prob(other).double(), o_other)
+        floor = cache["floor"]
+        jsd = (metrics.jsd_from_log_densities(log_p["real"], q_real, log_p["fake"], q_fake) - floor).clamp(0, math.log(2))
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
-        if self.probability:
+        if d_star:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
             out["theory/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
             out["theory/d_gap"] = out["theory/c_of_g"] - out["theory/value"]  # C(G) - V-hat >= 0: D's distance from D*
             # D* from k*-NN densities of BOTH laws from samples of equal size (p_data's: the second real
-            # sample), so their smoothing cancels where p_g = p_data; the mean over 10,000 of each suffices
-            knn, k_star, m = metrics.knn_log_density, self.cfg.knn_d_star, min(n, 10000)
-            r, f = real[:m], fake[:m]
-            if "r_other" not in cache:
-                cache["r_other"] = knn(r, other, k_star)
+            # sample), so their smoothing cancels where p_g = p_data; the mean over m = 10,000 of each suffices
+            p_f = cache["others"].log_density(fake[:m], [k_star])[0]
             out["theory/d_star_mse"] = metrics.d_star_mse_samples(
-                torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], knn(r, fake, k_star),
-                knn(f, other, k_star), knn(f, fake, k_star, exclude_self=True))
+                torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], q_r, p_f, q_f)
             if data.dim == 1:
                 grid = metrics.grid_centres(self.lo, self.hi, self.bins, data.dim, device=self.device).float()
                 p_data = data.log_prob(grid).double().exp()
@@ -204,6 +216,18 @@ class Evaluator:
 
 
 # -- protocol texts ------------------------------------------------------------------------------
+
+
+def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Optional[int], m: int,
+              exclude_self: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(log q-hat at every point of x with k neighbours, and at its first m with k_star), the first m
+    found by one search for both k (metrics.knn_log_density's values; no k_star: None)."""
+    if k_star is None:
+        return tree.log_density(x, [k], exclude_self)[0], None
+    head, head_star = tree.log_density(x[:m], [k, k_star], exclude_self)
+    if len(x) > m:
+        head = torch.cat([head, tree.log_density(x[m:], [k], exclude_self)[0]])
+    return head, head_star
 
 
 def _theory_protocol(ev: Evaluator) -> str:

@@ -15,7 +15,7 @@ References:
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import torch
@@ -143,6 +143,32 @@ def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
     return torch.where(total > 0, p_data / torch.where(total > 0, total, 1), 0.5)
 
 
+class NeighbourTree:
+    """A k-d tree of ``samples`` (scipy's, built once) for the k-nearest-neighbour density of their law:
+    :meth:`log_density` at any queries, for several k in one search."""
+
+    def __init__(self, samples: Tensor):
+        from scipy.spatial import cKDTree
+
+        data = samples.detach().reshape(len(samples), -1).double().cpu().numpy()
+        self.n, self.d = data.shape
+        self.tree = cKDTree(data)
+
+    def log_density(self, queries: Tensor, ks: Sequence[int], exclude_self: bool = False) -> list:
+        """[:func:`knn_log_density` (queries, samples, k, exclude_self) for k in ``ks``]: the same
+        values, from one neighbour search (up to the largest k) for all of them."""
+        n = self.n - int(exclude_self)
+        for k in ks:
+            if not 1 <= k <= n:
+                raise ValueError(f"k={k} needs 1 <= k <= {n} samples")
+        points = queries.detach().reshape(len(queries), -1).double().cpu().numpy()
+        dist, _ = self.tree.query(points, k=[k + int(exclude_self) for k in ks], workers=-1)
+        r = torch.as_tensor(dist, dtype=torch.float64, device=queries.device).reshape(len(points), len(ks))
+        log_unit_ball = self.d / 2 * math.log(math.pi) - math.lgamma(self.d / 2 + 1)
+        return [torch.special.digamma(torch.tensor(float(k), dtype=torch.float64)).item() - math.log(n) - log_unit_ball
+                - self.d * torch.log(r[:, i]) for i, k in enumerate(ks)]
+
+
 def knn_log_density(queries: Tensor, samples: Tensor, k: int, exclude_self: bool = False) -> Tensor:
     """log q̂(x), the k-nearest-neighbour density of the law of ``samples`` at each query.
 
@@ -152,19 +178,9 @@ def knn_log_density(queries: Tensor, samples: Tensor, k: int, exclude_self: bool
     narrow mixture (ring: std 0.01) is resolved as finely as its mass is dense. With
     ``exclude_self`` the queries are among the samples and each one's own point is skipped. A
     point mass gives r_k = 0 and log q̂ = +inf there. Returns (m,) float64 on the queries' device;
-    the neighbour search is scipy's k-d tree on the CPU (all cores).
+    the neighbour search is scipy's k-d tree (:class:`NeighbourTree`) on the CPU (all cores).
     """
-    from scipy.spatial import cKDTree
-
-    data = samples.detach().reshape(len(samples), -1).double().cpu().numpy()
-    points = queries.detach().reshape(len(queries), -1).double().cpu().numpy()
-    n, d = data.shape[0] - int(exclude_self), data.shape[1]
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} needs 1 <= k <= {n} samples")
-    dist, _ = cKDTree(data).query(points, k=[k + int(exclude_self)], workers=-1)
-    r = torch.as_tensor(dist[:, 0], dtype=torch.float64, device=queries.device)
-    log_unit_ball = d / 2 * math.log(math.pi) - math.lgamma(d / 2 + 1)
-    return torch.special.digamma(torch.tensor(float(k), dtype=torch.float64)).item() - math.log(n) - log_unit_ball - d * torch.log(r)
+    return NeighbourTree(samples).log_density(queries, [k], exclude_self)[0]
 
 
 def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:

@@ -78,15 +78,10 @@ def console_handler() -> logging.Handler:
     return handler
 
 
-_WARMING: Optional[threading.Thread] = None  # the background imports (matplotlib, and SciPy for theory runs)
+_WARMING: Optional[threading.Thread] = None  # the background import of matplotlib
 
 
-def _warm_imports(knn: bool = False) -> None:
-    if knn:  # the theory/ estimators' k-d tree (about 0.4 s), needed before the first figure
-        try:
-            import scipy.spatial  # noqa: F401  (imports are thread-safe: a second importer waits for this one)
-        except Exception:
-            pass
+def _warm_imports() -> None:
     try:
         import matplotlib
 
@@ -96,14 +91,16 @@ def _warm_imports(knn: bool = False) -> None:
         pass
 
 
-def warm_figures(knn: bool = False) -> None:
+def warm_figures() -> None:
     """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
-    does not wait for it at its first figure: the import overlaps the run's start and the work of its
-    first evaluation (whose numerical work releases the interpreter lock). With ``knn`` (a run that
-    logs theory/ scalars), scipy's k-d tree is imported first, for that evaluation."""
+    does not wait for it at its first figure. The import holds the interpreter lock; it overlaps well
+    with work that releases it on cores that are free. On a small machine torch's own operations use
+    every core, so a theory/ run starts it as its first evaluation's neighbour searches start
+    (Evaluator.searching) and not while torch computes; other runs that draw figures start it with
+    the Monitor."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
-        _WARMING = threading.Thread(target=_warm_imports, args=(knn,), name="warm-imports", daemon=True)
+        _WARMING = threading.Thread(target=_warm_imports, name="warm-imports", daemon=True)
         _WARMING.start()
 
 
@@ -310,8 +307,8 @@ class Monitor:
     def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False,
                  figures: bool = False):
         self.run_dir = Path(run_dir)
-        if figures:  # the run draws matplotlib figures (toy data): import it in the background meanwhile
-            warm_figures(knn=theory)
+        if figures and not theory:  # the run draws matplotlib figures (toy data): import it in the background
+            warm_figures()  # (a theory/ run: at its first neighbour search, see warm_figures)
         # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
         if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor

@@ -39,10 +39,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import checkpoint, data as datasets, distributed, evaluate, memory, models, optim, rundir
-from .cli import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
+from .cli import apply_recipe, check, job_config, mode_unset, precheck, quote_paths, resume_in_place, run_and_exit
 from .config import UserError, register_configs, resolve_device
 from . import sweep
-from .monitor import Monitor, Quiet, end_session, release_memory, start_session
+from .monitor import Monitor, Quiet, end_session, release_memory, start_session, warm_figures
 from .updates import GAN, Stats
 
 log = logging.getLogger("gan_cli")
@@ -324,6 +324,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list, console, command: Op
     monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density,
                        figures=not data.is_image) if main
                else Quiet(total=cfg.steps, start=state.step))
+    if main and data.has_density:  # matplotlib (for the figures) imported while the k-d tree searches run
+        evaluator.searching = warm_figures
     # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
     evaluator.progress = lambda done, total: monitor.phase("eval" if done == total else f"classifier {done}/{total}")
     hp, metrics = session(cfg, overrides if command is None else command)
@@ -475,7 +477,8 @@ def main() -> None:
             print(shown, end="")
             return
         precheck(sys.argv[1:], config_dir())
-        _hydra_main()
+        with mode_unset(sys.argv[1:]):
+            _hydra_main()
         if sweep.LAST is not None and sweep.LAST.failed:
             print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
             sys.exit(1)

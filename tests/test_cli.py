@@ -247,3 +247,11 @@ def test_cfg_job_shows_the_config_that_will_run():
     assert "hydra:" not in proc.stdout
     proc = run_cli(["--cfg", "job", "los=x"])
     assert proc.returncode == 2 and "did you mean loss=x" in proc.stderr
+
+
+def test_hydra_mode_on_the_command_line_still_sweeps(tmp_path):
+    # gan-train skips Hydra's hydra.mode probe only where the command line does not set it
+    proc = run_cli(["hydra.mode=MULTIRUN", "dataset=ring", "steps=1", *QUICK_EVAL, f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert proc.returncode == 0, proc.stderr
+    (job,) = (tmp_path / "sweep").glob("0_*")  # the sweep's job 0, named by its settings
+    assert json.loads((job / "metrics.json").read_text())["status"] == "ok"

@@ -39,3 +39,31 @@ def test_device_auto_is_the_gpu_when_there_is_one():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="device=cuda but no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_no_config_sets_hydra_mode():
+    # gan-train answers Hydra's hydra.mode probe itself (cli.mode_unset: one composition fewer); that is
+    # right only while no config sets it. Hydra's own probe, for every experiment and search preset:
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from gan_cli.config import register_configs
+    from gan_cli.train import config_dir
+
+    from .conftest import choices_in_conf
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(config_dir()))
+    try:
+        presets = [[]] + [[f"{group}={choice}"] for group in ("experiment", "hparams_search")
+                          for choice in sorted(choices_in_conf(group))]
+        assert len(presets) > 5
+        for overrides in presets:
+            assert hydra.get_mode(config_name="config", overrides=overrides) is None, overrides
+            # the probe composes these overrides (it answers None for any it cannot compose, too)
+            assert hydra.get_mode(config_name="config", overrides=[*overrides, "hydra.mode=MULTIRUN"]) == RunMode.MULTIRUN
+    finally:
+        GlobalHydra.instance().clear()

@@ -252,19 +252,19 @@ def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypat
     data = datasets.load(cfg.dataset, torch.device("cpu"))
     torch.manual_seed(0)
     nets = GAN(cfg, data, torch.device("cpu")).nets
-    calls = {"jsd_knn": 0}
-    jsd_knn = metrics.jsd_knn
+    trees = []
+    tree = metrics.NeighbourTree
 
-    def counted(*a, **k):
-        calls["jsd_knn"] += 1
-        return jsd_knn(*a, **k)
+    def counted(samples):
+        trees.append(len(samples))
+        return tree(samples)
 
-    monkeypatch.setattr(metrics, "jsd_knn", counted)
+    monkeypatch.setattr(metrics, "NeighbourTree", counted)
     ev = evaluate.Evaluator(cfg, data, torch.device("cpu"))
     first, _ = ev.run(nets)
-    assert calls["jsd_knn"] == 2  # the floor and G's estimate
+    assert len(trees) == 2  # G's samples' k-d tree and the second real sample's (the floor, p_data for D*)
     again, _ = ev.run(nets)
-    assert calls["jsd_knn"] == 3 and again == first  # the floor kept
+    assert len(trees) == 3 and again == first  # the floor and the real samples' tree kept
     with torch.no_grad():
         for p in nets.G.parameters():
             p.mul_(0.5)
@@ -277,3 +277,40 @@ def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypat
     ev1 = evaluate.Evaluator(cfg, data, torch.device("cpu"))
     ev1.seed = 1
     assert reseeded == ev1.run(nets)[0] and reseeded["theory/jsd_floor"] != first["theory/jsd_floor"]
+
+
+@pytest.mark.parametrize("dataset, n", [("mixture1d", 20000), ("ring", 20000), ("grid", 6000)])
+def test_theory_is_the_estimators_of_metrics(make_cfg, dataset, n):
+    """Evaluator.theory shares neighbour searches between the JSD (k) and D* (k*) and keeps the real
+    samples' tree; its figures are exactly those of metrics' functions (the ones tested against
+    quadrature), for a G near p_data (the JSD not clamped) and more or fewer than 10,000 samples."""
+    from gan_cli import metrics
+
+    cfg = make_cfg(f"dataset={dataset}", f"eval.theory_samples={n}")
+    data = datasets.load(cfg.dataset, torch.device("cpu"))
+    torch.manual_seed(0)
+    nets = GAN(cfg, data, torch.device("cpu")).nets
+
+    class Wider(torch.nn.Module):  # p_data's modes, each twice as wide (its mode chosen by z's first coordinate)
+        def forward(self, z):
+            pick = (z[:, 0].abs() * 1000).long() % len(data.centres)
+            return data.centres[pick] + 2 * data.std * z[:, 1:1 + data.dim]
+
+    nets = nets.with_G(Wider())
+    ev = evaluate.Evaluator(cfg, data, torch.device("cpu"))
+    for _ in range(2):  # the first evaluation and one with the kept values
+        ev.generator.manual_seed(ev.seed)
+        fake = ev.generate(nets.G, n)
+        real, other = data.sample(n, generator=ev.generator), data.sample(n, generator=ev.generator)
+        ev.generator.manual_seed(ev.seed)
+        got = ev.theory(nets)
+        k, K, m = cfg.eval.knn, cfg.eval.knn_d_star, min(n, 10000)
+        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, k)
+        assert 0.01 < got["theory/jsd"] < 0.6
+        assert got["theory/jsd"] == jsd.item() and got["theory/jsd_floor"] == floor.item()
+        with torch.no_grad():
+            d_real, d_fake = torch.sigmoid(nets.D(real[:m])), torch.sigmoid(nets.D(fake[:m]))
+        knn = metrics.knn_log_density
+        d_star = metrics.d_star_mse_samples(d_real, d_fake, knn(real[:m], other, K), knn(real[:m], fake, K),
+                                            knn(fake[:m], other, K), knn(fake[:m], fake, K, exclude_self=True))
+        assert got["theory/d_star_mse"] == pytest.approx(d_star.item(), rel=1e-12)

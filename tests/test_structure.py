@@ -12,7 +12,8 @@ LAYERS = (
     ("config", "metrics", "distributed"),  # schemas, range checks; pure estimators; torchrun's process group
     # the builders, each with its choices; the moving average of G; the Inception metrics; the run
     # directory's lock, temporary files and write errors
-    ("data", "models", "losses", "optim", "features", "ema", "inception", "rundir"),
+    ("data", "models", "losses", "optim", "ema", "inception", "rundir"),
+    ("features",),  # the feature classifier (trained with optim's Adam) and the metrics on its features
     ("checkpoint", "evaluate", "memory", "monitor", "updates"),
     ("cli", "sweep"),  # command-line checks; what the jobs of a sweep share, its summary
     ("train", "gan_eval"),  # the entry points: gan-train (and the loop), gan-eval
