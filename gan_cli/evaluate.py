@@ -98,7 +98,7 @@ class Evaluator:
         # same search); the floor (the estimator's bias at this size) subtracted
         k, k_star, m = self.cfg.knn, self.cfg.knn_d_star, min(n, 10000)
         d_star = self.probability  # D* (and V-hat) only where D reads single points as a probability
-        log_p = {"real": data.log_prob(real).double(), "fake": data.log_prob(fake).double()}
+        log_p_real, log_p_fake = data.log_prob(real).double(), data.log_prob(fake).double()
         fakes = metrics.NeighbourTree(fake)
         if self.searching is not None:
             self.searching()
@@ -108,9 +108,9 @@ class Evaluator:
             cache["others"] = others = metrics.NeighbourTree(other)
             o_real, cache["r_other"] = _knn_head(others, real, k, k_star if d_star else None, m)
             o_other = others.log_density(other, [k], exclude_self=True)[0]
-            cache["floor"] = metrics.jsd_from_log_densities(log_p["real"], o_real, data.log_prob(other).double(), o_other)
+            cache["floor"] = metrics.jsd_from_log_densities(log_p_real, o_real, data.log_prob(other).double(), o_other)
         floor = cache["floor"]
-        jsd = (metrics.jsd_from_log_densities(log_p["real"], q_real, log_p["fake"], q_fake) - floor).clamp(0, math.log(2))
+        jsd = (metrics.jsd_from_log_densities(log_p_real, q_real, log_p_fake, q_fake) - floor).clamp(0, math.log(2))
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if d_star:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)

@@ -78,10 +78,10 @@ def console_handler() -> logging.Handler:
     return handler
 
 
-_WARMING: Optional[threading.Thread] = None  # the background import of matplotlib
+_WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
 
 
-def _warm_imports() -> None:
+def _import_matplotlib() -> None:
     try:
         import matplotlib
 
@@ -100,7 +100,7 @@ def warm_figures() -> None:
     the Monitor."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
-        _WARMING = threading.Thread(target=_warm_imports, name="warm-imports", daemon=True)
+        _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
         _WARMING.start()
 
 
@@ -252,6 +252,15 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value:
     return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)  # the last row's and column's
 
 
+def sample_grid(samples: torch.Tensor, enlarge: bool = False) -> torch.Tensor:
+    """Generated images as a square-ish grid on the CPU, values in [0, 1], gray padding; with ``enlarge``
+    images under 32 pixels (8x8 digits) are scaled up by whole pixels, so the grid is readable."""
+    images = samples.detach().float().cpu().clamp(0, 1)
+    if enlarge and images.shape[-1] < 32:
+        images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
+    return image_grid(images, nrow=max(1, int(math.sqrt(images.shape[0]))), padding=2, pad_value=0.5)
+
+
 def save_samples(path: Path, samples: torch.Tensor, data) -> None:
     """A PNG of samples: an image grid, or a scatter / density figure for point data."""
     n = samples.shape[0]
@@ -259,8 +268,7 @@ def save_samples(path: Path, samples: torch.Tensor, data) -> None:
         from PIL import Image
 
         # torchvision.utils.save_image's pixels: the grid, each value v as the byte floor(255 v + 0.5)
-        grid = image_grid(samples.detach().float().cpu().clamp(0, 1), nrow=max(1, int(math.sqrt(n))), padding=2,
-                          pad_value=0.5)
+        grid = sample_grid(samples)
         pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(path)  # RGB: image_grid shows gray images as RGB, as torchvision does
     else:
@@ -399,12 +407,7 @@ class Monitor:
         """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``; for a
         game whose state is a point, its ``path`` since iteration ``start`` as ``theory/trajectory``."""
         if data.is_image:
-            nrow = max(1, int(math.sqrt(samples.shape[0])))
-            images = samples.detach().float().cpu().clamp(0, 1)
-            if images.shape[-1] < 32:  # enlarge small images (8x8 digits) so the grid is readable
-                images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
-            grid = image_grid(images, nrow=nrow, padding=2, pad_value=0.5)
-            self.writer.add_image(tag, grid, step)
+            self.writer.add_image(tag, sample_grid(samples, enlarge=True), step)
         else:
             self.writer.add_figure(tag, figure_toy(samples, data, f"step {step}"), step)
         if path is not None:
