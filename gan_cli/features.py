@@ -187,9 +187,12 @@ def get_classifier(
 
 
 @torch.inference_mode()
-def extract_features(model: Classifier, images: Tensor, batch_size: int = 1000) -> Tensor:
+def extract_features(model: Classifier, images: Tensor, batch_size: int = 250) -> Tensor:
     """``model.features`` of (N, C, S, S) images in [0, 1], computed on the model's device in
-    channels-last layout."""
+    channels-last layout, ``batch_size`` images at a time. The features agree to float32 rounding
+    whatever the batch size (on a 2-core x86 CPU bit for bit from 50 images a batch). 250 MNIST images
+    make 12.5 MB activations, which the allocator reuses; 1,000 make 50 MB ones, mapped afresh for
+    every batch, which took twice as long on that CPU."""
     device = next(model.parameters()).device
     layout = torch.channels_last if images.dim() == 4 else torch.contiguous_format
     return torch.cat([model.features(batch.to(device).contiguous(memory_format=layout))
@@ -217,7 +220,7 @@ class Reference(NamedTuple):
         return (feats.to(torch.float64) - self.mean) / self.std
 
 
-def reference(model: Classifier, images: Tensor, batch_size: int = 1000) -> Reference:
+def reference(model: Classifier, images: Tensor, batch_size: int = 250) -> Reference:
     """The :class:`Reference` of real ``images``."""
     feats = extract_features(model, images, batch_size)
     std = feats.to(torch.float64).std(0)
@@ -266,15 +269,14 @@ def image_metrics(
     real_images: Tensor,
     fake_images: Tensor,
     size: int | None = None,
-    batch_size: int = 1000,
     **kwargs,
 ) -> dict[str, float]:
     """:func:`compare` of ``fake_images`` with ``real_images`` as the reference, in ``model``'s feature
     space, at sets of ``size`` (default: all the fakes, one set). ``kwargs`` go to :func:`compare`.
     Returns ``{"fid", "kid", "kid_std", "precision", "recall"}``.
     """
-    ref, fake = reference(model, real_images, batch_size), extract_features(model, fake_images, batch_size)
-    return compare(ref, fake, size or len(fake), batch_size=batch_size, **kwargs)
+    ref, fake = reference(model, real_images), extract_features(model, fake_images)
+    return compare(ref, fake, size or len(fake), **kwargs)
 
 
 def real_floor(

@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from gan_cli.features import (
     Classifier,
     default_cache_dir,
+    extract_features,
     get_classifier,
     image_metrics,
     real_floor,
@@ -144,6 +145,22 @@ def test_real_floor_compares_the_reference_with_as_many_held_out_images_as_the_r
     replay = image_metrics(model, x[:1000], tx.repeat(3, 1, 1, 1), size=len(tx), kid_subsets=10)
     for key in ("fid", "precision", "recall"):
         assert replay[key] == pytest.approx(floor[key], rel=1e-9), key
+
+
+def test_features_do_not_depend_on_the_batch_size(trained, digits):
+    """extract_features works through the images in batches (250 by default, for speed); an image's
+    features agree to float32 rounding whatever batch it falls in (on this CPU bit for bit from 50
+    images a batch): the digits classifier on its test images, and an MNIST-sized one on 1,100
+    images (a last batch of 100)."""
+    model = trained[0]
+    test_x = digits[2]
+    torch.manual_seed(0)
+    mnist_sized = Classifier(1, 28, 10).eval().to(memory_format=torch.channels_last)
+    for net, images in ((model, test_x), (mnist_sized, torch.rand(1100, 1, 28, 28))):
+        whole = extract_features(net, images, batch_size=len(images))
+        assert whole.shape == (len(images), 128) and whole.abs().sum() > 0
+        for batch_size in (1, 7, 100, 250, 1000):
+            torch.testing.assert_close(extract_features(net, images, batch_size=batch_size), whole, rtol=1e-5, atol=1e-5)
 
 
 def test_the_reference_side_computed_once_gives_the_same_figures():

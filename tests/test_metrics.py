@@ -67,6 +67,40 @@ def test_parzen_log_likelihood_matches_float64_on_images():
     torch.testing.assert_close(parzen_log_density(test, samples, sigma[None])[0], exact, rtol=0, atol=5e-3)
 
 
+def test_parzen_on_images_with_a_black_background_matches_float64():
+    # MNIST-like: strokes on a black background, so that a batch is non-zero on only some of the
+    # pixels and the products are taken over those columns alone (uncentred); dense generator samples
+    from gan_cli.metrics import _ParzenWindow
+
+    gen = torch.Generator().manual_seed(1)
+    protos = torch.zeros(10, 28, 28)
+    protos[:, 6:22, 8:20] = (torch.rand(10, 16, 12, generator=gen) < 0.4).float()
+    def images(n, noise):
+        picked = protos[torch.randint(10, (n,), generator=gen)]
+        return (picked + noise * torch.randn(n, 28, 28, generator=gen) * (picked > 0)).clamp(0, 1).flatten(1)
+    samples = (images(2000, 0.2) + 0.02 * torch.rand(2000, 784, generator=gen)).clamp(0, 1)  # nowhere zero
+    val, test = images(300, 0.2), images(700, 0.2)
+    window = _ParzenWindow(samples)
+    assert window.sparse_columns(test) is not None and len(window.sparse_columns(test)) <= 16 * 12
+    assert window.sparse_columns(samples) is None  # dense rows: the centred product
+    sigmas = parzen_sigma_grid()
+    def float64_density(x, sigma_values):
+        sq = torch.cdist(x.double(), samples.double()).square()
+        return torch.stack([torch.logsumexp(sq / (-2 * s**2), 1) - math.log(len(samples))
+                            - 784 * math.log(s * math.sqrt(2 * math.pi)) for s in sigma_values.tolist()])
+    for sigma in sigmas[[0, 4, 9]]:
+        torch.testing.assert_close(parzen_log_density(test, samples, sigma[None], batch_size=256)[0],
+                                   float64_density(test, sigma[None])[0], rtol=0, atol=5e-3)
+    sigma = sigmas[float64_density(val, sigmas).mean(1).argmax()]
+    exact = float64_density(test, sigma[None])[0]
+    result = parzen_log_likelihood(samples, val, test)
+    assert result["sigma"] == pytest.approx(sigma.item())
+    assert result["ll"] == pytest.approx(exact.mean().item(), abs=1e-3)
+    # the dense samples as queries go through the centred product: the same densities
+    torch.testing.assert_close(parzen_log_density(samples[:200], samples, sigma[None])[0],
+                               float64_density(samples[:200], sigma[None])[0], rtol=0, atol=5e-3)
+
+
 def test_parzen_sigma_grid_is_the_papers():
     grid = parzen_sigma_grid()
     assert len(grid) == 10 and grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(1.0)
@@ -316,6 +350,19 @@ def test_recall_of_several_fake_sets_is_their_mean_and_precision_is_over_all():
     assert both["precision"] == precision_recall_knn(real, fake)["precision"]
     with pytest.raises(ValueError, match="401 fakes into 2"):
         precision_recall_knn(real, torch.randn(401, 4), fake_sets=2)
+
+
+def test_any_as_uint8_equals_torch_any():
+    from gan_cli.metrics import _any
+
+    gen = torch.Generator().manual_seed(0)
+    for density in (0.0, 1e-4, 0.01, 0.5, 1.0):
+        mask = torch.rand(40, 3, 50, generator=gen) < density
+        assert _any(mask) is bool(mask.any())
+        for dim in (0, 1, 2):
+            assert torch.equal(_any(mask, dim), mask.any(dim))
+        flat = mask.view(40, 150)
+        assert torch.equal(_any(flat, 0), flat.any(0)) and torch.equal(_any(flat, 1), flat.any(1))
 
 
 def test_screened_knn_radii_and_precision_recall_equal_the_float64_brute_force():
