@@ -41,10 +41,10 @@ def parzen_log_density(x: Tensor, centres: Tensor, sigmas: Tensor, batch_size: i
     on both sets centred by the mean of the centres (which keeps the norms, and so the rounding of
     the difference, small: on MNIST the log-likelihood agrees with an all-float64 computation to
     1e-4 nats; queries with many zero coordinates are not centred, see :class:`_ParzenWindow`); the
-    squared distances are reused for every sigma. Each row's log-sum-exp is taken
-    relative to its nearest centre, in float64 for that term and float32 for the sum of the
-    exponentials (terms below e^-80 of the nearest one are counted as e^-80: a relative error under
-    1e-30). Returns a (len(sigmas), len(x)) float64 tensor.
+    squared distances are reused for every sigma. Each row's log-sum-exp is taken relative to its
+    nearest centre, in float64 for that term and float32 for the sum of the exponentials (terms below
+    e^-80 of the nearest one are counted as e^-80: a relative error under 1e-30, and no float32
+    subnormals, whose arithmetic is many times slower). Returns a (len(sigmas), len(x)) float64 tensor.
     """
     return _ParzenWindow(centres).log_density(x, sigmas, batch_size)
 
@@ -65,7 +65,7 @@ class _ParzenWindow:
         centres = centres - self.mean
         self.n, self.d = centres.shape
         sq_norms = centres.square().sum(1)
-        self.sq_norms = sq_norms.float()
+        self.sq_norms = sq_norms.float()  # ‖μ'‖²
         self.uncentred_norms = (sq_norms + 2 * (centres @ self.mean)).float()  # ‖μ'‖² + 2m·μ'
         self.centres = centres.float()
         self.by_column = self.centres.T.contiguous()  # (d, n): the rows of the columns a batch needs
@@ -83,20 +83,21 @@ class _ParzenWindow:
         log_kernel_sums = []
         for batch in x.flatten(1).split(batch_size):
             centred = batch.to(torch.float64) - self.mean
-            out = self.buffers.get("sq_dist", (len(batch), self.n), self.centres)
             columns = self.sparse_columns(batch)
+            sq_dist = self.buffers.get("sq_dist", (len(batch), self.n), self.centres)
+            # ‖x - m‖² + the centres' terms, then the product added in place (no copy of a bias)
+            norms = self.sq_norms if columns is None else self.uncentred_norms
+            torch.add(centred.square().sum(1, keepdim=True).float(), norms, out=sq_dist)
             if columns is not None:  # the columns where some x is not zero: -2x·μ' + (‖μ'‖² + 2m·μ')
-                sq_dist = torch.addmm(self.uncentred_norms, batch[:, columns].float(),
-                                      self.by_column.index_select(0, columns), alpha=-2, out=out)
+                sq_dist.addmm_(batch[:, columns].float(), self.by_column.index_select(0, columns), alpha=-2)
             else:  # -2(x - m)·μ' + ‖μ'‖²
-                sq_dist = torch.addmm(self.sq_norms, centred.float(), self.centres.T, alpha=-2, out=out)
-            sq_dist += centred.square().sum(1, keepdim=True).float()  # + ‖x - m‖²
-            nearest = sq_dist.amin(1, keepdim=True).clamp_min_(0)
-            excess = sq_dist.sub_(nearest).clamp_min_(0)  # ‖x - μ_i‖² - min_i ‖x - μ_i‖² >= 0
+                sq_dist.addmm_(centred.float(), self.centres.T, alpha=-2)
+            nearest = sq_dist.amin(1, keepdim=True)
+            excess = sq_dist.sub_(nearest)  # ‖x - μ_i‖² - min_i ‖x - μ_i‖² >= 0
+            nearest = nearest[:, 0].clamp_min_(0).double()  # a distance, whatever the rounding
             term = self.buffers.get("term", excess.shape, excess)
             log_kernel_sums.append(torch.stack([
-                nearest[:, 0].double() * scale
-                + torch.mul(excess, scale, out=term).clamp_min_(-80).exp_().sum(1).log().double()
+                nearest * scale + torch.mul(excess, scale, out=term).clamp_min_(-80).exp_().sum(1).log().double()
                 for scale in scales]))
         return torch.cat(log_kernel_sums, dim=1) - log_norm[:, None]
 
@@ -435,17 +436,18 @@ class _Screen:
     def __init__(self, x: Tensor, y: Tensor):
         self.x, self.y = x.to(torch.float64), y.to(torch.float64)
         self.x_sq, self.y_sq = self.x.square().sum(1), self.y.square().sum(1)
-        self.x32, self.y32, self.y_sq32 = self.x.float(), self.y.float(), self.y_sq.float()
+        self.x32, self.y32, self.x_sq32, self.y_sq32 = self.x.float(), self.y.float(), self.x_sq.float(), self.y_sq.float()
         self.unit = (x.shape[1] + 8) * 2.0**-23
         self.buffers = _Buffers()
 
     def block(self, rows: slice) -> tuple[Tensor, float]:
-        """Float32 squared distances of the rows ``rows`` of x to every row of y, and one margin that
-        bounds their error (the largest of the block). The block is overwritten by the next call."""
+        """Float32 squared distances of the rows ``rows`` of x to every row of y (‖x‖² + ‖y‖², then
+        -2x·y added in place; within the margin of the exact values, so possibly just below 0), and
+        one margin that bounds their error (the largest of the block). The block is overwritten by
+        the next call."""
         x32 = self.x32[rows]
-        d2 = torch.addmm(self.y_sq32, x32, self.y32.T, alpha=-2,
-                         out=self.buffers.get("d2", (len(x32), len(self.y32)), x32))
-        d2.add_(self.x_sq[rows].float()[:, None]).clamp_min_(0)
+        d2 = torch.add(self.x_sq32[rows, None], self.y_sq32, out=self.buffers.get("d2", (len(x32), len(self.y32)), x32))
+        d2.addmm_(x32, self.y32.T, alpha=-2)
         return d2, self.unit * float(self.x_sq[rows].max() + self.y_sq.max())
 
     def exact(self, i: Tensor, j: Tensor) -> Tensor:
