@@ -14,6 +14,7 @@ References:
     Kynkäänniemi et al. 2019, Improved precision and recall metric, arXiv:1904.06991.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Optional
@@ -68,8 +69,12 @@ class _ParzenWindow:
         self.sq_norms = sq_norms.float()  # ‖μ'‖²
         self.uncentred_norms = (sq_norms + 2 * (centres @ self.mean)).float()  # ‖μ'‖² + 2m·μ'
         self.centres = centres.float()
-        self.by_column = self.centres.T.contiguous()  # (d, n): the rows of the columns a batch needs
         self.buffers = _Buffers()  # one (batch, n) block written over and over, not allocated per batch
+
+    @functools.cached_property
+    def by_column(self) -> Tensor:
+        """The centres as (d, n) rows, one per column: what a sparse batch gathers (made on first use)."""
+        return self.centres.T.contiguous()
 
     def sparse_columns(self, batch: Tensor) -> Tensor | None:
         """The columns where some row of ``batch`` is not zero, where those are at most 90 % of them."""
