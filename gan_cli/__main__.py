@@ -1,5 +1,5 @@
 """``python -m gan_cli [overrides]`` is ``gan-train [overrides]``."""
 
-from .train import cli
+from gan_cli.cli.train import cli
 
 cli()

@@ -1,9 +1,11 @@
-"""Typed schemas of every knob, registered in Hydra's ConfigStore, and their range checks.
+"""The settings: the registry of choices, the schema derived from it, and every value's domain.
 
-OmegaConf enforces the types while Hydra composes the config (``k=abc`` fails there);
-:func:`validate` checks ranges before anything is built; each builder (data, models, losses,
-optim) checks its own choice names with :func:`choose`. Every failure surfaces as one
-:class:`UserError` line (see ``gan_cli.cli``).
+Each choice of a group (a dataset, an architecture, a loss, an optimizer) and each metric family is
+registered by the module that implements it, with the knobs it reads (:func:`register`); the
+structured config Hydra composes into (:func:`schema`), the range checks (:func:`check_domains`),
+the warning about a knob the chosen option does not read (:func:`inapplicable`) and the choices
+the command line accepts all derive from that one declaration. OmegaConf enforces the types while
+Hydra composes (``k=abc`` fails there); every other failure surfaces as one :class:`UserError` line.
 """
 
 from __future__ import annotations
@@ -11,21 +13,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol, Tuple, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
-GROUPS = ("dataset", "arch", "loss", "optimizer")  # config groups; their choices are the YAML files in conf/<group>/
-# the choices of the top-level knobs (the group choices live with their builders: data, models, losses, optim)
-DEVICES = ("auto", "cpu", "cuda")
-PRIORS = ("uniform", "normal")
-UPDATES = ("alternating", "simultaneous")
-PRECISIONS = ("fp32", "bf16")
 
 
 class UserError(Exception):
@@ -33,6 +29,7 @@ class UserError(Exception):
 
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 def choose(table: Mapping[str, T], name: str, group: str, what: str) -> T:
@@ -55,7 +52,6 @@ class Domain:
     hi_open: bool = False
     choices: Tuple[Any, ...] = ()
     null: str = ""  # what null means, when null is allowed
-    applies: Tuple[str, Tuple[str, ...]] = ("", ())  # (group, its choices the setting has an effect with)
 
     def describe(self) -> str:
         """What is allowed, in words (``an integer in [1, 1000]``, ``one of: sgd, adam``)."""
@@ -106,188 +102,224 @@ def _num(x: Optional[float]) -> str:
     return f"{int(x):_}".replace("_", ",") if float(x).is_integer() and abs(x) >= 1 else f"{x:g}"
 
 
-def _setting(default: Any, domain: Domain) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"domain": domain})
-    return field(default=default, metadata={"domain": domain})
+@dataclass(frozen=True)
+class Knob:
+    """One setting: its default, its domain (checked before anything is built) and what it means."""
+
+    default: Any
+    domain: Domain
+    about: str = ""
+    # a group knob that only has an effect with some choices of ANOTHER group, named by a family of
+    # that group's entries (arch.g_output_bias_from_data: ("dataset", "image"))
+    applies: Tuple[str, str] = ("", "")
+
+    def annotation(self) -> Any:
+        base = {"int": int, "real": float, "flag": bool, "text": str, "path": str, "group": str,
+                "reals": List[float], "free": Dict[str, Any]}.get(self.domain.kind)
+        if base is None:  # a choice: the type of its choices
+            base = type(next(c for c in self.domain.choices if c is not None))
+        return Optional[base] if self.default is None or self.domain.null else base
+
+    def field(self) -> Any:
+        if isinstance(self.default, (list, dict)):
+            default = self.default
+            return field(default_factory=lambda: type(default)(default), metadata={"domain": self.domain})
+        return field(default=self.default, metadata={"domain": self.domain})
 
 
-def integer(default: Optional[int], lo: int, hi: int, null: str = "", applies=("", ())) -> Any:
-    return _setting(default, Domain("int", lo, hi, null=null, applies=applies))
+def integer(default: Optional[int], lo: int, hi: int, about: str = "", null: str = "", applies=("", "")) -> Knob:
+    return Knob(default, Domain("int", lo, hi, null=null), about, applies)
 
 
-def real(default: Optional[float], lo: float, hi: float, lo_open: bool = False, hi_open: bool = False, null: str = "",
-         applies=("", ())) -> Any:
-    return _setting(default, Domain("real", lo, hi, lo_open, hi_open, null=null, applies=applies))
+def real(default: Optional[float], lo: float, hi: float, about: str = "", lo_open: bool = False, hi_open: bool = False,
+         null: str = "", applies=("", "")) -> Knob:
+    return Knob(default, Domain("real", lo, hi, lo_open, hi_open, null=null), about, applies)
 
 
-def flag(default: bool, applies=("", ())) -> Any:
-    return _setting(default, Domain("flag", applies=applies))
+def reals(default: List[float], lo: float, hi: float, about: str = "", lo_open: bool = False) -> Knob:
+    return Knob(list(default), Domain("reals", lo, hi, lo_open), about)
 
 
-def one_of(default: Any, choices: Tuple[Any, ...], null: str = "", applies=("", ())) -> Any:
-    return _setting(default, Domain("choice", choices=choices, null=null, applies=applies))
+def flag(default: bool, about: str = "", applies=("", "")) -> Knob:
+    return Knob(default, Domain("flag"), about, applies)
 
 
-def text(default: Optional[str], kind: str = "text", null: str = "", longest: int = 4096) -> Any:
-    return _setting(default, Domain(kind, 1, longest, null=null))
+def one_of(default: Any, choices: Tuple[Any, ...], about: str = "", null: str = "") -> Knob:
+    return Knob(default, Domain("choice", choices=choices, null=null), about)
+
+
+def text(default: Optional[str], about: str = "", kind: str = "text", null: str = "", longest: int = 4096) -> Knob:
+    return Knob(default, Domain(kind, 1, longest, null=null), about)
+
+
+def free(default: Dict[str, Any], about: str = "") -> Knob:
+    return Knob(dict(default), Domain("free"), about)
 
 
 MAX_ITERATIONS = 10**9  # steps and every *_every / iteration count
-IMAGE_SETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
-DOWNLOADS = ("mnist", "fashion_mnist", "cifar10")  # the sets torchvision can fetch
-FOLDER = ("dataset", ("folder",))
+
+# -- the registry of choices -----------------------------------------------------------------------
+# Each choice of a group (a loss, an architecture, a dataset, an optimizer) is registered by the module
+# that implements it, with the knobs it reads; each metric family registers the eval.* knobs it reads.
+# The group schemas, the domain checks, the no-effect warnings, --help's listing and the choices that
+# the command line accepts are all derived from these declarations.
+
+GROUPS = ("dataset", "arch", "loss", "optimizer")
+# the modules whose import registers the built-in choices (each may register more: tests, plug-ins)
+BUILT_IN = ("gan_cli.data", "gan_cli.game.models", "gan_cli.game.losses", "gan_cli.game.optim",
+            "gan_cli.evaluation.evaluate")
+_SHARED: Dict[str, Dict[str, Knob]] = {g: {} for g in GROUPS + ("eval",)}  # knobs every choice of a group reads
+_CHOICES: Dict[str, Dict[str, Any]] = {g: {} for g in GROUPS + ("eval",)}  # group -> name -> entry (eval: metrics)
+_SCHEMA: Dict[str, Any] = {}
 
 
-@dataclass
-class DatasetConfig:
-    name: str = _setting(MISSING, Domain("group"))
-    # image sets: folder that holds MNIST/, FashionMNIST/, cifar-10-batches-py/ (folder: the images)
-    root: str = text("data", "path")
-    download: bool = flag(False, applies=("dataset", DOWNLOADS))  # let torchvision fetch the files (needs the network)
-    # folder: images resized (shorter side) and center-cropped to resolution x resolution
-    resolution: int = integer(32, 4, 1024, applies=FOLDER)
-    # folder: 1 (grayscale) or 3 (RGB); null: RGB unless every file is grayscale
-    channels: Optional[int] = one_of(None, (1, 3), null="detected", applies=FOLDER)
-    # folder: true (whole on the device), false (streamed from disk), auto (in memory if it fits)
-    in_memory: str = one_of("auto", ("auto", "true", "false"), applies=FOLDER)
-    # folder: DataLoader worker processes; null: one per CPU core but one (at most 8)
-    workers: Optional[int] = integer(None, 0, 64, null="one per CPU core but one, at most 8", applies=FOLDER)
-    # toy sets (ring, grid, mixture1d): component centres are fixed by the name, these shape them
-    n_modes: int = integer(8, 1, 1000, applies=("dataset", ("ring",)))  # ring: number of Gaussians on the circle
-    radius: float = real(1.0, 0, 1000, lo_open=True, applies=("dataset", ("ring",)))  # ring: circle radius
-    # grid: distance between neighbouring centres (5 x 5 centres)
-    spacing: float = real(2.0, 0, 1000, lo_open=True, applies=("dataset", ("grid",)))
-    # toy sets: standard deviation of every component
-    std: float = real(0.01, 0, 100, lo_open=True, applies=("dataset", ("ring", "grid", "mixture1d")))
-    means: List[float] = _setting([-2.0, 2.0], Domain("reals", -1000, 1000, applies=("dataset", ("mixture1d",))))
-    weights: List[float] = _setting([0.5, 0.5], Domain("reals", 0, 1e6, lo_open=True, applies=("dataset", ("mixture1d",))))
+class Entry(Protocol):
+    """What the registry reads of a choice's entry (each group's own record: data.Dataset, models.Arch, ...)."""
+
+    knobs: Mapping[str, Knob]  # the settings of its group that it reads, beyond the group's shared ones
+    about: str  # one line: what it is (--help, README's table)
 
 
-@dataclass
-class ArchConfig:
-    name: str = _setting(MISSING, Domain("group"))
-    # units per hidden layer of G (mlp, maxout) / base channels (dcgan)
-    g_hidden: int = integer(256, 1, 65536, applies=("arch", ("mlp", "maxout", "pacgan", "dcgan")))
-    # units per hidden layer of D (mlp, maxout) / base channels (dcgan)
-    d_hidden: int = integer(256, 1, 65536, applies=("arch", ("mlp", "maxout", "pacgan", "dcgan")))
-    pieces: int = integer(5, 1, 64, applies=("arch", ("maxout",)))  # maxout: linear pieces per unit
-    # probability of dropping an input / a hidden unit of D (maxout: 0.2 = keep 0.8 / 0.5); null (mlp's
-    # default): the paper's 0.2 / 0.5 on images, none on 1-D and 2-D points, whose only coordinates it would drop
-    d_dropout_input: Optional[float] = real(0.0, 0, 1, hi_open=True, null="automatic")
-    d_dropout_hidden: Optional[float] = real(0.0, 0, 1, hi_open=True, null="automatic")
-    g_init_range: float = real(0.0, 0, 10)  # > 0: weights ~ U(-r, r) (the paper: 0.05); 0: PyTorch default
-    d_init_range: float = real(0.0, 0, 10)  # > 0: weights ~ U(-r, r) (the paper: 0.005); 0: PyTorch default
-    # image sets: G's output bias = logit of pixel means
-    g_output_bias_from_data: bool = flag(False, applies=("dataset", IMAGE_SETS))
-    theta0: float = real(1.0, -1000, 1000, applies=("arch", ("dirac",)))  # dirac: initial G(z) = theta
-    psi0: float = real(1.0, -1000, 1000, applies=("arch", ("dirac",)))  # dirac: initial D(x) = psi * x
+def share(group: str, knobs: Mapping[str, Knob]) -> None:
+    """Declare knobs that every choice of ``group`` reads (optimizer.lr, loss.d_scale)."""
+    _SHARED[group].update(knobs)
+    _SCHEMA.clear()
 
 
-@dataclass
-class LossConfig:
-    name: str = _setting(MISSING, Domain("group"))
-    # wasserstein_gp: lambda of the gradient penalty
-    gp_weight: float = real(10.0, 0, 10000, applies=("loss", ("wasserstein_gp",)))
-    # maximum_likelihood: logits are clamped here before exp
-    max_logit: float = real(20.0, 0, 80, lo_open=True, applies=("loss", ("maximum_likelihood",)))
-    # D minimizes d_scale x its loss (the authors' MNIST code: 0.5, the mean of two BCEs)
-    d_scale: float = real(1.0, 0, 100, lo_open=True)
-    # the settings its paper trains with, applied where the command line and the preset chose nothing
-    recipe: Dict[str, Any] = field(default_factory=dict, metadata={"domain": Domain("free")})
+def register(group: str, name: str, entry: E) -> E:
+    """Register ``entry`` as the choice ``group=name`` (replacing one of that name). A knob that another
+    choice declares too must be the same Knob (one fact: its default and domain)."""
+    for key, knob in entry.knobs.items():
+        for other_name, other in _CHOICES[group].items():
+            if other_name != name and key in other.knobs and other.knobs[key] != knob:
+                raise ValueError(f"{group}.{key} is declared differently by {group}={other_name} and {group}={name}")
+        if key in _SHARED[group]:
+            raise ValueError(f"{group}.{key} is shared by every {group}; {group}={name} cannot declare it again")
+    _CHOICES[group][name] = entry
+    _SCHEMA.clear()
+    if group in GROUPS and not (Path(config_dir()) / group / f"{name}.yaml").is_file():
+        ConfigStore.instance().store(group=group, name=name, node={"name": name})  # a choice with no YAML of its own
+    return entry
 
 
-SGD, ADAM = ("optimizer", ("sgd",)), ("optimizer", ("adam",))
+def registry() -> Dict[str, Dict[str, Any]]:
+    """Every registered choice by group (the built-in ones imported first)."""
+    import importlib
+
+    for module in BUILT_IN:
+        importlib.import_module(module)
+    return _CHOICES
 
 
-@dataclass
-class OptimizerConfig:
-    name: str = _setting(MISSING, Domain("group"))
-    lr: float = real(0.1, 0, 10, lo_open=True)
-    # TTUR (Heusel et al. 2017): D's and G's own learning rates; null: optimizer.lr
-    d_lr: Optional[float] = real(None, 0, 10, lo_open=True, null="optimizer.lr")
-    g_lr: Optional[float] = real(None, 0, 10, lo_open=True, null="optimizer.lr")
-    momentum: float = real(0.5, 0, 1, hi_open=True, applies=SGD)  # sgd: initial momentum
-    # sgd: ramp momentum linearly to this value ...
-    final_momentum: Optional[float] = real(None, 0, 1, hi_open=True, null="no ramp", applies=SGD)
-    momentum_ramp_steps: int = integer(0, 0, MAX_ITERATIONS, applies=SGD)  # ... over this many iterations (0 = no ramp)
-    lr_decay: float = real(1.0, 1, 2)  # lr is divided by this every iteration (the paper: 1.000004)
-    min_lr: float = real(1e-6, 0, 10)  # floor of the decayed lr
-    beta1: float = real(0.5, 0, 1, hi_open=True, applies=ADAM)  # adam
-    beta2: float = real(0.999, 0, 1, hi_open=True, applies=ADAM)  # adam
-    weight_decay: float = real(0.0, 0, 10)
-    nesterov: bool = flag(False, applies=SGD)  # sgd
+def choices(group: str) -> Dict[str, Any]:
+    """The entries of a group's choices, by name."""
+    return registry()[group]
 
 
-@dataclass
-class EvalConfig:
-    # metric that keeps checkpoints/best.pt (auto: eval/fid, theory/jsd or theory/distance)
-    best_by: str = text("auto", longest=200)
-    # image sets: generator samples for Parzen (the paper: 10,000) and FID/KID/PR
-    n_samples: int = integer(10000, 1, 200_000)
-    parzen: bool = flag(True)  # image sets: the paper's Parzen-window log-likelihood
-    features: bool = flag(True)  # image sets: FID / KID / precision / recall in a classifier's feature space
-    classifier_steps: int = integer(1000, 1, 100_000)  # training steps of that classifier (once; then cached)
-    # folder of cached classifiers (default ~/.cache/gan-cli/classifiers)
-    cache_dir: Optional[str] = text(None, "path", null="~/.cache/gan-cli/classifiers")
-    # ring / grid: samples for the mode metrics (VEEGAN / PacGAN: 2,500)
-    mode_samples: int = integer(2500, 1, 1_000_000)
-    theory_samples: int = integer(50000, 2, 1_000_000)  # known-density data: samples for JSD, V-hat and D*
-    knn: int = integer(10, 1, 10_000)  # known-density data: neighbours of the k-NN density of p_g in the JSD
-    # the same for D* = p_data / (p_data + p_g) (larger: less noise in D*)
-    knn_d_star: int = integer(200, 1, 10_000)
-    bins_1d: int = integer(200, 2, 100_000)  # 1-D data: histogram cells of p_g in the Figure 1 curves
-    # RGB sets (cifar10, folder): Inception FID / KID from this LOCAL weights file (torch-fidelity's
-    # pt_inception-2015-12-05-6726825d.pth); null: off
-    inception_weights: Optional[str] = text(None, "path", null="off")
+WHAT = {"dataset": "a dataset", "arch": "an architecture", "loss": "a loss", "optimizer": "an optimizer",
+        "eval": "a metric family"}
 
 
-@dataclass
-class EmaConfig:
-    # an exponential moving average of G's weights for samples and evaluation (e.g. 0.999); null: off
-    decay: Optional[float] = real(None, 0, 1, lo_open=True, hi_open=True, null="no average")
-    start: int = integer(0, 0, MAX_ITERATIONS)  # the average starts after this iteration (before it, samples and evaluation read G)
-    also_raw: bool = flag(False)  # also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/samples)
+def entry(group: str, name: str) -> Any:
+    """The entry of ``group=name``, or a UserError naming the choices."""
+    return choose(choices(group), name, group, WHAT[group])
 
 
-@dataclass
-class TrainConfig:
-    dataset: DatasetConfig = MISSING
-    arch: ArchConfig = MISSING
-    loss: LossConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    ema: EmaConfig = field(default_factory=EmaConfig)
-    k: int = integer(1, 1, 1000)  # discriminator updates per generator update (Algorithm 1)
-    steps: int = integer(5000, 1, MAX_ITERATIONS)  # iterations of Algorithm 1 (each: k D updates + 1 G update)
-    batch_size: int = integer(64, 1, 10_000_000)  # m, the minibatch size of every update (examples D sees per side)
-    # PacGAN: D reads pack samples side by side, so an update draws pack x batch_size of each
-    pack: int = integer(1, 1, 64)
-    z_dim: int = integer(100, 1, 100_000)
-    # uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal
-    prior: str = one_of("uniform", PRIORS)
-    updates: str = one_of("alternating", UPDATES)  # alternating (Algorithm 1) or simultaneous (the authors' code)
-    seed: int = integer(0, 0, 2**32 - 1)
-    device: str = one_of("auto", DEVICES)
-    # bf16: the forward passes under bfloat16 autocast (parameters, optimizer state and losses stay float32)
-    precision: str = one_of("fp32", PRECISIONS)
-    # torch.compile G and D (on a GPU with CUDA graphs: mode reduce-overhead); the first iterations compile
-    compile: bool = flag(False)
-    log_every: int = integer(100, 1, MAX_ITERATIONS)
-    sample_every: int = integer(500, 1, MAX_ITERATIONS)
-    ckpt_every: int = integer(1000, 1, MAX_ITERATIONS)
-    eval_every: int = integer(1000, 1, MAX_ITERATIONS)  # iterations between evaluations (theory/ and eval/ tags, best.pt)
-    n_samples: int = integer(64, 1, 1024)  # images in the sample grid / points in the toy scatter (x16)
-    resume: Optional[str] = text(None, "path", null="a new run")  # path of a checkpoint to continue from
-    # the figure a hyperparameter search (hparams_search=..., Optuna) minimises or maximises: the run
-    # returns its final value (None for a run that did not finish: Optuna records a failed trial)
-    optimized_metric: Optional[str] = text(None, longest=200, null="the run's figures")
+def shared(group: str) -> Dict[str, Knob]:
+    """The knobs every choice of ``group`` reads."""
+    registry()
+    return dict(_SHARED[group])
+
+
+def readers(group: str, key: str) -> Optional[Tuple[str, ...]]:
+    """The choices of ``group`` that read ``group.key`` (None: all of them, a shared knob)."""
+    if key in _SHARED[group] or key == "name":
+        return None
+    return tuple(name for name, e in choices(group).items() if key in e.knobs)
+
+
+def _group_schema(group: str) -> type:
+    knobs: Dict[str, Knob] = {"name": Knob(MISSING, Domain("group"))} if group in GROUPS else {}
+    knobs.update(_SHARED[group])
+    for e in choices(group).values():
+        knobs.update(e.knobs)
+    fields = [(key, k.annotation() if k.default is not MISSING else str, k.field()) for key, k in knobs.items()]
+    return _named(make_dataclass(f"{group.title()}Config", fields))
+
+
+EMA = {
+    "decay": real(None, 0, 1, "an exponential moving average of G's weights for samples and evaluation (e.g. 0.999)",
+                  lo_open=True, hi_open=True, null="no average"),
+    "start": integer(0, 0, MAX_ITERATIONS, "the average starts after this iteration (before it: G itself)"),
+    "also_raw": flag(False, "also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/samples)"),
+}
+DEVICES = ("auto", "cpu", "cuda")
+PRIORS = ("uniform", "normal")
+UPDATES = ("alternating", "simultaneous")
+PRECISIONS = ("fp32", "bf16")
+TOP = {
+    "k": integer(1, 1, 1000, "discriminator updates per generator update (Algorithm 1)"),
+    "steps": integer(5000, 1, MAX_ITERATIONS, "iterations of Algorithm 1 (each: k D updates + 1 G update)"),
+    "batch_size": integer(64, 1, 10_000_000, "m, the minibatch of every update (examples D sees per side)"),
+    "pack": integer(1, 1, 64,
+                    "PacGAN: D reads pack samples side by side, so an update draws pack x batch_size of each"),
+    "z_dim": integer(100, 1, 100_000, "noise size"),
+    "prior": one_of("uniform", PRIORS, "uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal"),
+    "updates": one_of("alternating", UPDATES, "alternating (Algorithm 1) or simultaneous (the authors' code)"),
+    "seed": integer(0, 0, 2**32 - 1, "the same seed on the CPU gives identical losses"),
+    "device": one_of("auto", DEVICES, "auto (the GPU when there is one), cpu, cuda"),
+    "precision": one_of("fp32", PRECISIONS, "bf16: forward passes under bfloat16 autocast"),
+    "compile": flag(False, "torch.compile G and D (on a GPU with CUDA graphs); the first iterations compile"),
+    "log_every": integer(100, 1, MAX_ITERATIONS, "iterations between scalar logs"),
+    "sample_every": integer(500, 1, MAX_ITERATIONS, "iterations between sample images"),
+    "ckpt_every": integer(1000, 1, MAX_ITERATIONS, "iterations between checkpoints"),
+    "eval_every": integer(1000, 1, MAX_ITERATIONS, "iterations between evaluations (theory/ and eval/ tags, best.pt)"),
+    "n_samples": integer(64, 1, 1024, "images in the sample grid / points in the toy scatter (x16)"),
+    "resume": text(None, "a run directory or checkpoint to continue from", "path", null="a new run"),
+    "optimized_metric": text(None, "the figure a hyperparameter search optimises (hparams_search=...)", longest=200,
+                             null="the run's figures"),
+}
+
+
+def schema(group: Optional[str] = None) -> type:
+    """The structured config (a dataclass) of the whole run, or of one group (``dataset``, ``eval``, ...),
+    derived from the registry: each group holds its shared knobs and every knob one of its choices reads."""
+    if not _SCHEMA:
+        registry()
+        for g in GROUPS + ("eval",):
+            _SCHEMA[g] = _group_schema(g)
+        _SCHEMA["ema"] = _named(make_dataclass("EmaConfig", [(k, v.annotation(), v.field()) for k, v in EMA.items()]))
+        fields = [(g, _SCHEMA[g], MISSING if g in GROUPS else field(default_factory=_SCHEMA[g]))
+                  for g in GROUPS + ("eval", "ema")]
+        fields = [(name, kind, value if isinstance(value, type(field())) else field(default=value))
+                  for name, kind, value in fields]
+        fields += [(key, k.annotation(), k.field()) for key, k in TOP.items()]
+        _SCHEMA["_"] = _named(make_dataclass("TrainConfig", fields))
+    return _SCHEMA["_" if group is None else group]
+
+
+def _named(cls: type) -> type:
+    cls.__module__ = __name__  # found again by name: see __getattr__
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    """The schema's classes by name (``gan_cli.config.TrainConfig``, ``DatasetConfig``, ...), built on first
+    use: so that a config pickled in one process (a submitit job's) is read back in another."""
+    if not name.endswith("Config") or name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    schema()
+    for cls in _SCHEMA.values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:
     """The torch device that ``device=auto|cpu|cuda`` names (auto: the GPU when there is one)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is visible to torch; use device=auto (GPU when there is one) or device=cpu")
+        raise UserError("device=cuda but no CUDA GPU is visible to torch; "
+                        "use device=auto (GPU when there is one) or device=cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -308,15 +340,49 @@ def short_name(overrides: str) -> str:
 
 
 def register_configs() -> None:
-    """Put the schemas in the ConfigStore; ``conf/config.yaml`` lists ``schema`` first."""
+    """Put the schema in the ConfigStore (``conf/config.yaml`` lists ``schema`` first) and the resolvers
+    that name run directories."""
     cs = ConfigStore.instance()
-    cs.store(name="schema", node=TrainConfig)
+    cs.store(name="schema", node=schema())
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
     # (the overrides part shortened with a stable hash past NAME_BYTES, path separators replaced)
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{short_name(s)}" if s else "", replace=True)
     OmegaConf.register_new_resolver("gan_name", short_name, replace=True)
     # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (distributed.init)
-    OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern),
+                                    use_cache=True, replace=True)
+
+
+def config_dir() -> str:
+    """The configs shipped in the wheel (gan_cli/conf) or, in a checkout, the top-level conf/."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parent / "conf")
+
+
+def choice_node(group: str, name: str) -> Any:
+    """The config node of ``group=name``: its YAML file where it has one, else just its name."""
+    path = Path(config_dir()) / group / f"{name}.yaml"
+    return OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": name})
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> List[str]:
+    out: List[str] = []
+    for key, value in node.items():
+        out += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
+    """What the experiment preset ``name`` chooses: its group choices (``{"dataset": "ring"}``) and the
+    dotted settings it sets; nothing for a name that is not a preset."""
+    path = Path(config_dir()) / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return {}, []
+    body = OmegaConf.to_container(OmegaConf.load(path))
+    groups = {k.split()[-1].strip("/"): str(v) for entry in body.pop("defaults", []) if isinstance(entry, dict)
+              for k, v in entry.items()}
+    return groups, _flatten(body)
 
 
 def start_time() -> datetime:
@@ -335,7 +401,7 @@ def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
     import dataclasses
     import typing
 
-    cls = cls or TrainConfig
+    cls = cls or schema()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
@@ -365,30 +431,34 @@ def check_domains(cfg: Any) -> None:
 
 
 def inapplicable(cfg: Any, keys: Any) -> List[str]:
-    """The settings among ``keys`` (those the command line gave) that have no effect with the
-    chosen group options (``optimizer.beta1`` with optimizer=sgd): one line each, for a warning. The
-    eval.* sample counts are left out: one set of them serves every dataset of a sweep."""
+    """The settings among ``keys`` (those the command line gave) that the chosen options do not read
+    (``optimizer.beta1`` with optimizer=sgd), from the registry: one line each, for a warning. The
+    eval.* knobs are left out: one set of them serves every dataset of a sweep."""
     out = []
-    for key, domain in domains():
-        group, fits = domain.applies
-        if key in keys and group and cfg[group].name not in fits:
-            out.append(f"{key} has no effect with {group}={cfg[group].name} (it applies to {group}={'|'.join(fits)})")
+    for key in sorted(k for k in keys if k.partition(".")[0] in GROUPS and "." in k):
+        group, _, knob = key.partition(".")
+        chosen = cfg[group].name
+        fits = readers(group, knob)
+        if fits is not None and chosen not in fits:
+            out.append(f"{key} has no effect with {group}={chosen} (it applies to {group}={'|'.join(fits)})")
+            continue
+        other, family = _SHARED[group][knob].applies if knob in _SHARED[group] else \
+            entry(group, chosen).knobs[knob].applies if knob in entry(group, chosen).knobs else ("", "")
+        if other and family not in entry(other, cfg[other].name).families:
+            names = "|".join(n for n, e in choices(other).items() if family in e.families)
+            out.append(f"{key} has no effect with {other}={cfg[other].name} (it applies to {other}={names})")
     return out
 
 
 def validate(cfg: Any) -> None:
-    """Check every knob of a composed config: its domain (the schema), then what must fit together;
-    raise UserError naming the value. Names of group choices are checked by the builders (cli.check)."""
+    """Check every knob of a composed config: its domain (the schema), the chosen choices' own checks of
+    what must fit together (an entry's ``check``), then what top-level knobs must agree on; raise
+    UserError naming the value."""
     check_domains(cfg)
+    for group in GROUPS:
+        own = getattr(entry(group, cfg[group].name), "check", None)
+        if own is not None:
+            own(cfg)
     _require(cfg.updates == "alternating" or cfg.k == 1,
-             f"k={cfg.k} is not allowed with updates=simultaneous: it makes one D and one G update per step, so k must be 1")
-    opt = cfg.optimizer
-    _require(not (opt.name == "sgd" and opt.nesterov and opt.momentum == 0),
-             "optimizer.nesterov=true is not allowed with optimizer.momentum=0: Nesterov's method needs a momentum > 0")
-    ev = cfg.eval
-    for key in ("knn", "knn_d_star"):
-        _require(ev[key] < ev.theory_samples, f"eval.{key}={ev[key]} is not allowed: it must be an integer in "
-                                              f"[1, eval.theory_samples) = [1, {ev.theory_samples})")
-    ds = cfg.dataset
-    _require(len(ds.means) == len(ds.weights),
-             f"dataset.means={list(ds.means)} / dataset.weights={list(ds.weights)} are not allowed: give as many positive weights as means")
+             f"k={cfg.k} is not allowed with updates=simultaneous: "
+             "it makes one D and one G update per step, so k must be 1")

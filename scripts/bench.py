@@ -41,10 +41,9 @@ import torch
 from omegaconf import OmegaConf
 
 from gan_cli import data as datasets
-from gan_cli.cli import check, compose
-from gan_cli.config import UserError, register_configs, resolve_device
-from gan_cli.train import config_dir
-from gan_cli.updates import GAN, Stats
+from gan_cli.cli.checks import check, compose
+from gan_cli.config import UserError, config_dir, register_configs, resolve_device
+from gan_cli.game.updates import GAN, Stats
 
 
 def gan_train_command() -> list:
@@ -85,8 +84,8 @@ def vs_handwritten(root: str, iters: int, rounds: int, device: str = "cpu", over
                     "updates=alternating", "prior=uniform", f"steps={iters}", "log_every=100", f"sample_every={iters}",
                     f"ckpt_every={iters}", f"eval_every={iters}", "eval.parzen=false", "eval.features=false",
                     f"device={device}", *overrides, f"hydra.run.dir={tmp}/run{r}"]
-            theirs = [sys.executable, str(here / "handwritten.py"), "--arch", arch, "--root", root, "--iters", str(iters),
-                      "--lr", str(lr), "--device", device]
+            theirs = [sys.executable, str(here / "handwritten.py"), "--arch", arch, "--root", root,
+                      "--iters", str(iters), "--lr", str(lr), "--device", device]
             for name, cmd in (("gan-train", ours), ("handwritten", theirs)):
                 times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
@@ -135,10 +134,13 @@ def memory(lengths, overrides) -> dict:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(proc.pid, 0)
             if status != 0:
-                raise SystemExit(f"bench: gan-train steps={steps} failed: {proc.stderr.read().decode().strip().splitlines()[-1:]}")
+                raise SystemExit(f"bench: gan-train steps={steps} failed: "
+                                 f"{proc.stderr.read().decode().strip().splitlines()[-1:]}")
             final = json.loads(Path(tmp, f"run{steps}", "metrics.json").read_text())
-            out[steps] = {"rss_mb_last_window": round(final["perf/rss_mb"], 1), "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
-                          **({"cuda_mb_last_window": round(final["perf/cuda_mb"], 1)} if "perf/cuda_mb" in final else {}),
+            out[steps] = {"rss_mb_last_window": round(final["perf/rss_mb"], 1),
+                          "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                          **({"cuda_mb_last_window": round(final["perf/cuda_mb"], 1)}
+                             if "perf/cuda_mb" in final else {}),
                           "seconds": round(time.perf_counter() - start, 1)}
     return {"overrides": list(overrides), "runs": out, "torch": torch.__version__}
 
@@ -151,7 +153,8 @@ def startup(rounds: int, overrides) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name, cmd in (("import torch", [sys.executable, "-c", "import torch"]),
-                              ("gan-train steps=1", [*gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
+                              ("gan-train steps=1",
+                               [*gan_train, "steps=1", *overrides, f"hydra.run.dir={tmp}/run{r}"])):
                 times[name].append(timed(name, cmd))
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"overrides": overrides, "rounds": rounds, "seconds": times, "median_s": median,
@@ -161,7 +164,10 @@ def startup(rounds: int, overrides) -> dict:
 def evaluation(overrides, checkpoint_path, rounds: int) -> dict:
     """One evaluation's wall time: every metric of the dataset, after a first untimed evaluation (which
     trains or loads the feature classifier and computes the real reference's features and statistics)."""
-    from gan_cli import checkpoint, evaluate, gan_eval, models
+    from gan_cli.cli import gan_eval
+    from gan_cli.evaluation import evaluate
+    from gan_cli.game import models
+    from gan_cli.runs import checkpoint
 
     if checkpoint_path:
         saved = checkpoint.load(checkpoint.find(checkpoint_path, best=False, label=""), label="")
@@ -199,12 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=200, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
-    parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT", help="compare whole processes with scripts/handwritten.py")
+    parser.add_argument("--vs-handwritten", metavar="MNIST_ROOT",
+                        help="compare whole processes with scripts/handwritten.py")
     parser.add_argument("--device", default="cpu", help="with --vs-handwritten: cpu or cuda")
     parser.add_argument("--arch", choices=("maxout", "dcgan"), default="maxout",
-                        help="with --vs-handwritten: the paper's MNIST networks (MNIST_ROOT holds MNIST/raw) or arch=dcgan "
-                             "(MNIST_ROOT is then an image folder: scripts/export_images.py OUT --dataset noise writes a "
-                             "CIFAR-shaped one)")
+                        help="with --vs-handwritten: the paper's MNIST networks (MNIST_ROOT holds MNIST/raw) "
+                             "or arch=dcgan (MNIST_ROOT is then an image folder: scripts/export_images.py OUT "
+                             "--dataset noise writes a CIFAR-shaped one)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --vs-handwritten, --startup and --eval")
     parser.add_argument("--memory", metavar="N", type=int, nargs="+",
                         help="peak memory of whole runs of these lengths (iterations), e.g. --memory 1000 10000")

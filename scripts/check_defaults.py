@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gan_cli import losses
-from gan_cli.cli import compose
-from gan_cli.config import UserError, register_configs
-from gan_cli.train import config_dir, train
+from gan_cli.cli.checks import compose
+from gan_cli.cli.train import train
+from gan_cli.config import UserError, config_dir, register_configs
+from gan_cli.game import losses
 
 DATASETS = ("mixture1d", "ring", "grid", "digits")
 HEADLINE = {"mixture1d": "theory/jsd", "ring": "theory/jsd", "grid": "theory/jsd", "digits": "eval/fid"}
@@ -29,7 +29,7 @@ HEADLINE = {"mixture1d": "theory/jsd", "ring": "theory/jsd", "grid": "theory/jsd
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--losses", default=",".join(losses.PAIRS))
+    parser.add_argument("--losses", default=",".join(losses.LOSSES))
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("overrides", nargs="*", help="more gan-train overrides for every run")
     args = parser.parse_args()
@@ -38,8 +38,9 @@ def main() -> int:
     failed = 0
     for dataset in args.datasets.split(","):
         for loss in args.losses.split(","):
-            overrides = [f"dataset={dataset}", f"loss={loss}", f"steps={args.steps}", f"log_every={min(100, args.steps)}",
-                         f"eval_every={args.steps}", f"sample_every={args.steps}", "eval.n_samples=2000", *args.overrides]
+            overrides = [f"dataset={dataset}", f"loss={loss}", f"steps={args.steps}",
+                         f"log_every={min(100, args.steps)}", f"eval_every={args.steps}",
+                         f"sample_every={args.steps}", "eval.n_samples=2000", *args.overrides]
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as run_dir:
                 try:
@@ -50,7 +51,8 @@ def main() -> int:
                     m, status = {}, f"diverged ({str(err)[:90]})"
             failed += status != "ok"
             metric = HEADLINE[dataset]
-            print(f"{dataset:10s} {loss:19s} {status:8s} loss/D {m.get('loss/D', math.nan):8.4f} loss/G {m.get('loss/G', math.nan):8.4f} "
+            print(f"{dataset:10s} {loss:19s} {status:8s} "
+                  f"loss/D {m.get('loss/D', math.nan):8.4f} loss/G {m.get('loss/G', math.nan):8.4f} "
                   f"D(x) {m.get('D/real_mean', math.nan):7.3f} D(G(z)) {m.get('D/fake_mean', math.nan):7.3f} "
                   f"{metric} {m.get(metric, math.nan):8.4f}  {time.perf_counter() - start:5.1f} s", flush=True)
     return 1 if failed else 0

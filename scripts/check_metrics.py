@@ -20,15 +20,15 @@ import torch
 from omegaconf import OmegaConf
 
 from gan_cli import data as datasets
-from gan_cli.config import DatasetConfig
-from gan_cli.features import get_classifier, real_floor
-from gan_cli.metrics import parzen_log_likelihood
+from gan_cli.config import schema
+from gan_cli.evaluation.features import get_classifier, real_floor
+from gan_cli.evaluation.metrics import parzen_log_likelihood
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name: str, root: Path) -> datasets.Data:
-    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"name": name, "root": str(root)})
+    cfg = OmegaConf.merge(OmegaConf.structured(schema("dataset")), {"name": name, "root": str(root)})
     return datasets.load(cfg, torch.device("cpu"))
 
 

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 BASE = ("dataset=ring", "steps=1", "device=cpu", "n_samples=4", "eval.theory_samples=2000", "eval.mode_samples=500")
 GROUPS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
 GENERIC = ("0", "-0", "-1", "1", "2", "0.5", "2.5", "1e12", "1000000000000", "-1e12", "inf", "-inf", "nan", "1e-300",
-           "abc", "''", "' '", "x" * 300, "true", "false", "null", "[1,2]", "[]", "{a:1}", "${oc.env:GAN_CLI_NO_SUCH_VAR}",
-           "${no.such.key}", "${optimizer.lr}", "/", "../..", "1_000")
+           "abc", "''", "' '", "x" * 300, "true", "false", "null", "[1,2]", "[]", "{a:1}",
+           "${oc.env:GAN_CLI_NO_SUCH_VAR}", "${no.such.key}", "${optimizer.lr}", "/", "../..", "1_000")
 UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz")
 
 
@@ -118,7 +118,7 @@ def command(overrides: Sequence[str]) -> List[str]:
 
 SERVER = r"""
 import json, os, signal, sys, time, traceback
-import gan_cli.train  # the imports every case would pay for
+import gan_cli.cli.train  # the imports every case would pay for
 for line in sys.stdin:
     case = json.loads(line)
     out = os.open(os.path.join(case["cwd"], "stdout"), os.O_WRONLY | os.O_CREAT, 0o644)
@@ -131,7 +131,7 @@ for line in sys.stdin:
             os.chdir(case["cwd"])
             os.dup2(out, 1); os.dup2(err, 2)
             sys.argv = ["gan-train", *case["argv"]]
-            gan_cli.train.cli()
+            gan_cli.cli.train.cli()
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
@@ -156,7 +156,8 @@ class Server:
 
     def __init__(self, tree: Path = REPO, timeout: float = 120.0):
         self.timeout, self.root = timeout, Path(tempfile.mkdtemp(prefix="gan-fuzz-"))
-        env = {**os.environ, "PYTHONPATH": str(tree), "GAN_CLI_CACHE": str(self.root / "cache"), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": str(tree), "GAN_CLI_CACHE": str(self.root / "cache"),
+               "PYTHONUNBUFFERED": "1"}
         env.pop("GAN_CLI_NO_SUCH_VAR", None)
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=self.root)
@@ -197,7 +198,7 @@ def out_of_domain(result: dict, table: Dict[str, object]) -> Optional[str]:
     saved config outside its domain, or a flag / integer that the command line gave as another type."""
     from omegaconf import OmegaConf
 
-    from gan_cli.config import TrainConfig
+    from gan_cli.config import schema
 
     for o in result["argv"]:
         p = _parsed(o)
@@ -215,7 +216,7 @@ def out_of_domain(result: dict, table: Dict[str, object]) -> Optional[str]:
     if len(runs) != 1:
         return f"{len(runs)} run directories"
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(runs[0]))
+        cfg = OmegaConf.merge(OmegaConf.structured(schema()), OmegaConf.load(runs[0]))
         for key, domain in table.items():
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value) if hasattr(value, "_content") else value
@@ -281,7 +282,8 @@ def main() -> None:
         cases.append({**result, "outcome": outcome})
         if outcome in BAD:
             detail = result.get("why") or (result["stderr"].strip().splitlines() or ["(no output)"])[-1]
-            print(f"{outcome:9s} rc={result['rc']} gan-train {' '.join(result['argv'])}\n          {detail[:300]}", flush=True)
+            print(f"{outcome:9s} rc={result['rc']} gan-train {' '.join(result['argv'])}\n"
+                  f"          {detail[:300]}", flush=True)
 
     try:
         one()

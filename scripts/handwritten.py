@@ -33,7 +33,8 @@ class Maxout(nn.Module):
 
 
 def maxout_nets():
-    G = nn.Sequential(nn.Linear(100, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(), nn.Linear(1200, 784), nn.Sigmoid())
+    G = nn.Sequential(nn.Linear(100, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(),
+                      nn.Linear(1200, 784), nn.Sigmoid())
     D = nn.Sequential(nn.Dropout(0.2), Maxout(784, 240, 5), nn.Dropout(0.5), Maxout(240, 240, 5), nn.Dropout(0.5),
                       nn.Linear(240, 1), nn.Sigmoid())
     return G, D
@@ -60,7 +61,8 @@ def dcgan_nets(width: int = 64, side: int = 32, channels: int = 3):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=("maxout", "dcgan"), default="maxout")
-    parser.add_argument("--root", required=True, help="maxout: folder holding MNIST/raw/*-ubyte; dcgan: an image folder")
+    parser.add_argument("--root", required=True,
+                        help="maxout: folder holding MNIST/raw/*-ubyte; dcgan: an image folder")
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -80,7 +82,8 @@ def main() -> None:
         G, D = dcgan_nets()
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True)
     if len(loader) == 0:
-        raise SystemExit(f"handwritten: {args.root} holds {len(train)} images, fewer than --batch-size {args.batch_size}")
+        raise SystemExit(f"handwritten: {args.root} holds {len(train)} images, "
+                         f"fewer than --batch-size {args.batch_size}")
     device = torch.device(args.device)
     G, D = G.to(device), D.to(device)
     opt_G = torch.optim.SGD(G.parameters(), lr=args.lr, momentum=0.5)

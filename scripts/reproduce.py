@@ -152,7 +152,8 @@ def saturation(args) -> str:
         "|---|---|---|",
         f"| mean grad/G, iterations 1-{steps[-1]} | {np.mean([grad['minimax'][s] for s in steps]):.4g} | "
         f"{np.mean([grad['nonsaturating'][s] for s in steps]):.4g} |",
-        f"| D/fake_mean at iteration {steps[-1]} | {fake['minimax'][steps[-1]]:.4f} | {fake['nonsaturating'][steps[-1]]:.4f} |",
+        f"| D/fake_mean at iteration {steps[-1]} | {fake['minimax'][steps[-1]]:.4f} | "
+        f"{fake['nonsaturating'][steps[-1]]:.4f} |",
         "",
         f"Ratio of the mean grad/G (minimax / nonsaturating) over iterations 1-{steps[-1]}: **{ratio:.4f}** "
         "(the claim: far below 1/2).",
@@ -230,7 +231,8 @@ def device_name(device: str) -> str:
 
 def modes(args) -> str:
     from concurrent.futures import ThreadPoolExecutor
-    names = [(dataset, pack, dataset if pack == 1 else f"{dataset}_pack2") for dataset in ("ring", "grid") for pack in (1, 2)]
+    names = [(dataset, pack, dataset if pack == 1 else f"{dataset}_pack2")
+             for dataset in ("ring", "grid") for pack in (1, 2)]
     steps = args.mode_steps
     threads = 1 if args.jobs > 1 else 0
     device = args.device
@@ -238,7 +240,8 @@ def modes(args) -> str:
     def one(task):
         name, seed = task
         return run(RUNS / f"{name}_seed{seed}", f"experiment={name}", f"seed={seed}", f"steps={steps}",
-                   f"eval_every={steps}", f"ckpt_every={steps}", f"sample_every={steps}", f"device={device}", *args.set, threads=threads)
+                   f"eval_every={steps}", f"ckpt_every={steps}", f"sample_every={steps}", f"device={device}", *args.set,
+                   threads=threads)
 
     tasks = [(name, seed) for _, _, name in names for seed in range(args.seeds)]
     start = time.perf_counter()
@@ -249,7 +252,8 @@ def modes(args) -> str:
     for dataset, pack, name in names:
         got = [final(RUNS / f"{name}_seed{seed}") for seed in range(args.seeds)]
         times = [wall[(name, seed)] for seed in range(args.seeds)]
-        figs.append(f"![{name}, seed 0](results/" + last_image(RUNS / f"{name}_seed0", "samples", FIGS / f"{name}.png") + ")")
+        figs.append(f"![{name}, seed 0](results/"
+                    + last_image(RUNS / f"{name}_seed0", "samples", FIGS / f"{name}.png") + ")")
         n = 8 if dataset == "ring" else 25
         pub = PUBLISHED[(dataset, pack)]
         rows.append(f"| {dataset} | {'GAN' if pack == 1 else 'PacGAN2'} | "
@@ -327,7 +331,8 @@ def paper(args) -> str:
                       f"{status['eval/precision']:.3f}, recall {status['eval/recall']:.3f} (floors "
                       f"{status['eval/precision_floor']:.3f} / {status['eval/recall_floor']:.3f}), in the offline "
                       "classifier's feature space (not comparable with Inception FID)."]
-        lines += ["", f"![samples of G at iteration {status['steps']:,}](results/{last_image(d, 'samples', FIGS / 'paper_mnist.png')})"]
+        lines += ["", f"![samples of G at iteration {status['steps']:,}]"
+                      f"(results/{last_image(d, 'samples', FIGS / 'paper_mnist.png')})"]
     for other in args.paper_failed or []:  # earlier attempts, reported too
         o = Path(other)
         report = final(o)
@@ -340,7 +345,8 @@ def paper(args) -> str:
 
 
 def write_results() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
     parts = [(FIGS / f"{s}.md").read_text() for s in SECTIONS if (FIGS / f"{s}.md").exists()]
@@ -361,13 +367,16 @@ def main() -> int:
                         help="mode-collapse runs: more gan-train overrides (e.g. compile=true on a GPU)")
     parser.add_argument("--saturation-window", type=int, default=300, help="iterations over which grad/G is compared")
     parser.add_argument("--paper-run", help="a gan-train experiment=paper_mnist run directory to report")
-    parser.add_argument("--paper-failed", nargs="*", help="earlier experiment=paper_mnist runs that were stopped, to report")
+    parser.add_argument("--paper-failed", nargs="*",
+                        help="earlier experiment=paper_mnist runs that were stopped, to report")
     parser.add_argument("--paper-threads", type=int, help="CPU threads the paper run had (for its time)")
     args = parser.parse_args()
     FIGS.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, " + \
-        ("torch on CPU" if args.device == "cpu" or "modes" not in args.only else f"the mode-collapse runs on {device_name(args.device)}")
+        ("torch on CPU" if args.device == "cpu" or "modes" not in args.only
+         else f"the mode-collapse runs on {device_name(args.device)}")
     for section in args.only.split(","):
         if section not in SECTIONS:
             raise SystemExit(f"reproduce: --only {section}: no such section; choose from {', '.join(SECTIONS)}")

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from gan_cli import checkpoint, data as datasets
+from gan_cli import data as datasets
+from gan_cli.cli.train import new_state, train
 from gan_cli.config import UserError
-from gan_cli.train import new_state, train
-from gan_cli.updates import GAN
+from gan_cli.game.updates import GAN
+from gan_cli.runs import checkpoint
 
 from .conftest import FAST
 
@@ -72,7 +73,8 @@ def test_the_format_is_checked_on_load(make_cfg, tmp_path):
     assert saved["format"] == checkpoint.FORMAT
     saved["format"] = checkpoint.FORMAT + 1
     torch.save(saved, tmp_path / "future.pt")
-    with pytest.raises(UserError, match=f"resume={tmp_path / 'future.pt'} has checkpoint format {checkpoint.FORMAT + 1}, "
+    with pytest.raises(UserError, match=f"resume={tmp_path / 'future.pt'} has checkpoint format "
+                                        f"{checkpoint.FORMAT + 1}, "
                                         f"newer than this gan-cli reads \\({checkpoint.FORMAT}\\)"):
         checkpoint.load(tmp_path / "future.pt")
     torch.save({"G": {}}, tmp_path / "partial.pt")

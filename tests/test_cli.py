@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_cli.train import main
+from gan_cli.cli.train import main
 
 from .conftest import QUICK_EVAL, REPO, events, run_cli
 
@@ -22,7 +22,7 @@ SCALARS = {"loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fa
 def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["steps=6", "log_every=2", "sample_every=3", "ckpt_every=3", "batch_size=16", *QUICK_EVAL,
-                    f"hydra.run.dir={run}"])
+                    f"hydra.run.dir={run}"], fresh=True)  # the installed console script, from its first line
     assert proc.returncode == 0, proc.stderr
     tags = events(run).Tags()
     assert SCALARS <= set(tags["scalars"])
@@ -44,6 +44,7 @@ def test_cli_run_writes_tags_metrics_and_checkpoint(tmp_path):
     assert f"tensorboard --logdir {run}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_toy_run_logs_a_figure_and_python_m_works(tmp_path):
     run = tmp_path / "ring"
     proc = run_cli(["dataset=ring", "steps=4", "log_every=2", "sample_every=4", *QUICK_EVAL, f"hydra.run.dir={run}"],
@@ -83,9 +84,11 @@ BAD = [
     (["k=0"], "k=0"), (["k=-1"], "k=-1"), (["k=abc"], "k=abc"), (["batch_size=0"], "batch_size=0"),
     (["steps=-5"], "steps=-5"), (["optimizer.lr=-1"], "optimizer.lr=-1"),
     (["optimizer.momentum=1.5"], "optimizer.momentum=1.5"), (["loss=nonsense"], "loss=nonsense"),
-    (["dataset=nonsense"], "dataset=nonsense"), (["dataset=mnist", "dataset.root=/nonexistent/where"], "/nonexistent/where"),
+    (["dataset=nonsense"], "dataset=nonsense"),
+    (["dataset=mnist", "dataset.root=/nonexistent/where"], "/nonexistent/where"),
     (["resume=/nonexistent/last.pt"], "resume=/nonexistent/last.pt"), (["arch=dcgan", "dataset=ring"], "arch=dcgan"),
-    (["-m", "k=0,-1"], "all 2 combinations of this sweep are invalid"), (["-m", "loss=minimax,nonsense"], "loss=nonsense"),
+    (["-m", "k=0,-1"], "all 2 combinations of this sweep are invalid"),
+    (["-m", "loss=minimax,nonsense"], "loss=nonsense"),
     (["-m", "k=1,abc"], "k=abc"), (["nosuchkey=1"], "nosuchkey=1"),
     (["-m", "hparams_search=nonsense"], "hparams_search=nonsense"),
     (["dataset=ring", "optimized_metric=eval/fid"], "optimized_metric=eval/fid is not measured on dataset=ring"),
@@ -129,6 +132,7 @@ def test_corrupt_checkpoint_and_missing_gpu(tmp_path):
         assert proc.returncode == 2 and "device=cuda" in proc.stderr and "device=cpu" in proc.stderr
 
 
+@pytest.mark.slow
 def test_installed_wheel_runs_from_another_directory(tmp_path):
     """A non-editable install (wheel into a plain folder) composes its packaged configs from anywhere."""
     wheels, site = tmp_path / "wheels", tmp_path / "site"
@@ -138,7 +142,8 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)], check=True)
     assert (site / "gan_cli" / "conf" / "config.yaml").exists()
     run = tmp_path / "run"
-    code = "import gan_cli, sys; assert gan_cli.__file__.startswith(sys.argv[1]), gan_cli.__file__; from gan_cli.train import main; sys.argv = ['gan-train'] + sys.argv[2:]; main()"
+    code = ("import gan_cli, sys; assert gan_cli.__file__.startswith(sys.argv[1]), gan_cli.__file__; "
+            "from gan_cli.cli.train import main; sys.argv = ['gan-train'] + sys.argv[2:]; main()")
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "GAN_CLI_CACHE": os.environ["GAN_CLI_CACHE"]}
     proc = subprocess.run([sys.executable, "-c", code, str(site), "steps=2", "log_every=1", *QUICK_EVAL,
                            f"hydra.run.dir={run}"], cwd="/", env=env, capture_output=True, text=True, timeout=300)
@@ -146,6 +151,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow
 def test_resume_takes_the_run_directories_the_tool_names_and_continues_in_place(tmp_path):
     proc = run_cli(["loss=minimax", "steps=4", "log_every=2", *QUICK_EVAL], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -183,6 +189,7 @@ def test_superseded_events_are_hidden_when_a_killed_run_resumes_in_place(tmp_pat
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8], steps  # 5 and 6 once each: the first attempt's are purged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_checkpoints_and_says_how_to_continue(tmp_path, signum, code):
     run = tmp_path / "run"
@@ -223,7 +230,8 @@ def test_a_loss_recipe_applies_only_where_nothing_was_chosen(make_cfg):
     opt = lambda cfg: (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.k)  # noqa: E731
     assert opt(make_cfg("loss=wasserstein_gp")) == ("adam", 1e-4, 0.0, 0.9, 5)  # Gulrajani et al. 2017
     assert opt(make_cfg("loss=wasserstein_gp", "optimizer.lr=0.001", "k=1")) == ("adam", 0.001, 0.0, 0.9, 1)
-    assert opt(make_cfg("loss=wasserstein_gp", "optimizer=sgd"))[:2] == ("sgd", 0.1)  # another optimizer: its own defaults
+    # another optimizer: its own defaults
+    assert opt(make_cfg("loss=wasserstein_gp", "optimizer=sgd"))[:2] == ("sgd", 0.1)
     dirac = make_cfg("experiment=dirac", "loss=wasserstein_gp", "updates=simultaneous")  # the preset's choices stand
     assert (dirac.optimizer.name, dirac.optimizer.momentum, dirac.k) == ("sgd", 0.0, 1)
     assert opt(make_cfg()) == ("sgd", 0.1, 0.5, 0.999, 1)  # the default loss: the paper's SGD with momentum
@@ -236,7 +244,8 @@ def test_the_recipe_is_in_the_saved_config_and_the_log(tmp_path):
     assert proc.returncode == 0, proc.stderr
     saved = (run / ".hydra" / "config.yaml").read_text()
     assert "name: adam" in saved and "lr: 0.0001" in saved
-    assert "loss=wasserstein_gp trains with its recipe: optimizer=adam optimizer.lr=0.0001" in (run / "train.log").read_text()
+    assert ("loss=wasserstein_gp trains with its recipe: optimizer=adam optimizer.lr=0.0001"
+            in (run / "train.log").read_text())
     assert json.loads((run / "metrics.json").read_text())["d_updates"] == 10  # k = 5
 
 

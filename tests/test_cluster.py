@@ -33,10 +33,12 @@ def submitit_task(sweep: Path):
 
 
 def last_step(log: Path) -> int:
-    lines = [line for line in log.read_text().splitlines() if "step " in line and "/3000" in line] if log.exists() else []
+    lines = ([line for line in log.read_text().splitlines() if "step " in line and "/3000" in line]
+             if log.exists() else [])
     return int(lines[-1].split("step ")[1].split("/")[0]) if lines else 0
 
 
+@pytest.mark.slow
 def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp_path):
     sweep = tmp_path / "sweep"
     exe = str(Path(sys.executable).with_name("gan-train"))

@@ -16,7 +16,8 @@ def test_choose_names_the_choices():
 
 @pytest.mark.parametrize("override,message", [
     ("k=0", "k=0 is not allowed: k must be an integer in [1, 1,000]"),
-    ("optimizer.momentum=1.0", "optimizer.momentum=1.0 is not allowed: optimizer.momentum must be a finite number in [0, 1)"),
+    ("optimizer.momentum=1.0",
+     "optimizer.momentum=1.0 is not allowed: optimizer.momentum must be a finite number in [0, 1)"),
     ("arch.d_dropout_hidden=1.0", "arch.d_dropout_hidden=1.0 is not allowed"),
     ("eval.theory_samples=0", "eval.theory_samples=0 is not allowed"),
     ("dataset.std=0", "dataset.std=0.0 is not allowed"),
@@ -29,7 +30,8 @@ def test_validate_names_the_value_and_the_range(make_cfg, override, message):
 
 
 def test_the_defaults_and_every_preset_validate(make_cfg):
-    for overrides in ((), ("experiment=paper_mnist",), ("experiment=ring",), ("experiment=figure1",), ("experiment=dirac",)):
+    for overrides in ((), ("experiment=paper_mnist",), ("experiment=ring",), ("experiment=figure1",),
+                      ("experiment=dirac",)):
         validate(make_cfg(*overrides))
 
 
@@ -49,8 +51,7 @@ def test_no_config_sets_hydra_mode():
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from gan_cli.config import register_configs
-    from gan_cli.train import config_dir
+    from gan_cli.config import config_dir, register_configs
 
     from .conftest import choices_in_conf
 
@@ -64,6 +65,7 @@ def test_no_config_sets_hydra_mode():
         for overrides in presets:
             assert hydra.get_mode(config_name="config", overrides=overrides) is None, overrides
             # the probe composes these overrides (it answers None for any it cannot compose, too)
-            assert hydra.get_mode(config_name="config", overrides=[*overrides, "hydra.mode=MULTIRUN"]) == RunMode.MULTIRUN
+            assert (hydra.get_mode(config_name="config", overrides=[*overrides, "hydra.mode=MULTIRUN"])
+                    == RunMode.MULTIRUN)
     finally:
         GlobalHydra.instance().clear()

@@ -7,6 +7,7 @@ import torch
 
 from gan_cli import data as datasets
 from gan_cli.config import UserError
+from gan_cli.data import images, toys
 
 from .conftest import choices_in_conf
 
@@ -20,10 +21,10 @@ def test_mnist_split_follows_the_paper(make_cfg, tiny_mnist):
 
 
 def test_ring_has_eight_distinct_modes():
-    centres = datasets.ring_centres(8, 1.0)
+    centres = toys.ring_centres(8, 1.0)
     assert torch.cdist(centres, centres).add(torch.eye(8) * 10).min() > 0.7
     assert torch.allclose(centres.norm(dim=1), torch.ones(8))
-    assert datasets.grid_centres(2.0).shape == (25, 2)
+    assert toys.grid_centres(2.0).shape == (25, 2)
 
 
 def test_noise_priors_have_unit_variance():
@@ -80,15 +81,14 @@ def test_a_missing_image_folder_names_the_file_to_put_there(make_cfg, tmp_path):
 def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
     # the bundled file read directly (scikit-learn's import costs ~1.5 s): the same arrays as
     # load_digits, and load_digits itself where the file is not found
+    import numpy as np
     from sklearn.datasets import load_digits
 
-    import numpy as np
-
     reference = load_digits()
-    assert datasets.digits_file() is not None
-    images, labels = datasets.load_digits()
-    assert images.shape == (1797, 8, 8) and np.array_equal(images, reference.images)
+    assert images.digits_file() is not None
+    pixels, labels = images.load_digits()
+    assert pixels.shape == (1797, 8, 8) and np.array_equal(pixels, reference.images)
     assert np.array_equal(labels, reference.target) and labels.dtype == reference.target.dtype
-    monkeypatch.setattr(datasets, "digits_file", lambda: None)
-    images, labels = datasets.load_digits()
-    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+    monkeypatch.setattr(images, "digits_file", lambda: None)
+    pixels, labels = images.load_digits()
+    assert np.array_equal(pixels, reference.images) and np.array_equal(labels, reference.target)

@@ -11,7 +11,8 @@ import torch
 from .conftest import QUICK_EVAL, events, run_cli
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed"),
+              pytest.mark.slow]  # two ranks of torchrun per test, each a fresh interpreter
 
 
 def torchrun(args, cwd, nproc=2):
@@ -42,7 +43,8 @@ def test_two_ranks_keep_equal_networks_in_one_run_directory(tmp_path, args):
     assert len(list(run.glob("events.out.tfevents.*"))) == 1 and len(list(run.glob("*.log"))) == 1
     assert [e.step for e in events(run).Scalars("loss/D")] == [10, 20]
     # rank 1 drew minibatches of its own: the averaged run is not the one-process run
-    single = run_cli([*common, "device=cpu", f"hydra.run.dir={tmp_path / 'single'}"], env_extra={"OMP_NUM_THREADS": "1"})
+    single = run_cli([*common, "device=cpu", f"hydra.run.dir={tmp_path / 'single'}"],
+                     env_extra={"OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
     one = torch.load(tmp_path / "single" / "checkpoints" / "last.pt", weights_only=True)["G"]
     two = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["G"]

@@ -1,16 +1,17 @@
 """The moving average of G (ema.*): torch's EMA step, checkpointed, resumed, sampled and evaluated."""
 
 import copy
-import json
 
 import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan_cli import checkpoint, ema as averaging, gan_eval
+from gan_cli.cli import gan_eval
+from gan_cli.cli.train import train
 from gan_cli.config import UserError, validate
-from gan_cli.train import train
+from gan_cli.game import ema as averaging
+from gan_cli.runs import checkpoint
 
 from .conftest import FAST, QUICK_EVAL, events
 
@@ -56,7 +57,8 @@ def test_the_average_is_torchs_ema_of_weights_and_batch_norm_statistics():
     assert not any(p.requires_grad for p in ema.model.parameters())
 
 
-@pytest.mark.parametrize("value,message", [("1.0", "must be a finite number in \\(0, 1\\)"), ("0", "must be a finite number in \\(0, 1\\)"),
+@pytest.mark.parametrize("value,message", [("1.0", "must be a finite number in \\(0, 1\\)"),
+                                           ("0", "must be a finite number in \\(0, 1\\)"),
                                            ("-0.5", "must be a finite number in \\(0, 1\\)")])
 def test_an_ema_decay_out_of_range_is_one_line(make_cfg, value, message):
     with pytest.raises(UserError, match=f"ema.decay=\\S+ is not allowed: ema.decay {message}"):
@@ -87,5 +89,6 @@ def test_a_checkpoint_without_the_average_is_one_line(make_cfg, tmp_path):
     saved = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     saved["config"]["ema"]["decay"] = 0.99  # as if written with the average on, but without it
     torch.save(saved, tmp_path / "edited.pt")
-    with pytest.raises(UserError, match="edited.pt has no G_ema \\(the moving average of G\\): its run had ema.decay=null"):
+    with pytest.raises(UserError,
+                       match="edited.pt has no G_ema \\(the moving average of G\\): its run had ema.decay=null"):
         gan_eval.run([str(tmp_path / "edited.pt")])

@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from gan_cli import data as datasets, evaluate, losses
+from gan_cli import data as datasets
+from gan_cli.cli.train import train
 from gan_cli.config import UserError
-from gan_cli.models import Nets
-from gan_cli.train import train
-from gan_cli.updates import GAN
+from gan_cli.evaluation import evaluate
+from gan_cli.game import losses
+from gan_cli.game.models import Nets
+from gan_cli.game.updates import GAN
 
 from .conftest import EVAL_FAST, events
 
@@ -147,7 +149,8 @@ def test_what_can_rank_runs_depends_on_the_data_and_the_loss(make_cfg):
     ring = evaluate.families(make_cfg("dataset=ring"))
     assert "theory/value" in evaluate.rankable(ring, True) and "theory/value" not in evaluate.rankable(ring, False)
     evaluate.check(make_cfg("dataset=ring", "eval.best_by=eval/modes_covered"))
-    with pytest.raises(UserError, match="eval.best_by=theory/d_star_mse is not measured on dataset=ring with loss=hinge"):
+    with pytest.raises(UserError,
+                       match="eval.best_by=theory/d_star_mse is not measured on dataset=ring with loss=hinge"):
         evaluate.check(make_cfg("dataset=ring", "loss=hinge", "eval.best_by=theory/d_star_mse"))
 
 
@@ -188,6 +191,7 @@ class HalfStd(nn.Module):
         return self.data.centres[mode] + self.data.std / 2 * torch.randn(z.shape[0], self.data.centres.shape[1])
 
 
+@pytest.mark.slow
 def test_a_d_trained_against_a_fixed_g_stays_below_c_of_g(make_cfg):
     """V(D, G) <= max_D V(D, G) = C(G) (Theorem 1): the gap d_gap = C(G) - V-hat is >= 0 and
     shrinks as D learns; D* - MSE shrinks with it."""
@@ -242,11 +246,12 @@ def test_the_floors_and_the_run_compare_the_same_sample_sizes(make_cfg, tmp_path
     assert evaluate.feature_sizes(20000, 50000, 10000) == (20000, 10000, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mixture1d", "ring"])
 def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypatch, dataset):
     """The JSD floor and p_data's k-NN density at the real points are computed at the first evaluation
     and reused; every figure equals a fresh evaluator's, for the same G and after G changes."""
-    from gan_cli import metrics
+    from gan_cli.evaluation import metrics
 
     cfg = make_cfg(f"dataset={dataset}", "eval.theory_samples=20000", "eval.mode_samples=500")
     data = datasets.load(cfg.dataset, torch.device("cpu"))
@@ -279,12 +284,13 @@ def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypat
     assert reseeded == ev1.run(nets)[0] and reseeded["theory/jsd_floor"] != first["theory/jsd_floor"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, n", [("mixture1d", 20000), ("ring", 20000), ("grid", 6000)])
 def test_theory_is_the_estimators_of_metrics(make_cfg, dataset, n):
     """Evaluator.theory shares neighbour searches between the JSD (k) and D* (k*) and keeps the real
     samples' tree; its figures are exactly those of metrics' functions (the ones tested against
     quadrature), for a G near p_data (the JSD not clamped) and more or fewer than 10,000 samples."""
-    from gan_cli import metrics
+    from gan_cli.evaluation import metrics
 
     cfg = make_cfg(f"dataset={dataset}", f"eval.theory_samples={n}")
     data = datasets.load(cfg.dataset, torch.device("cpu"))
@@ -305,12 +311,17 @@ def test_theory_is_the_estimators_of_metrics(make_cfg, dataset, n):
         ev.generator.manual_seed(ev.seed)
         got = ev.theory(nets)
         k, K, m = cfg.eval.knn, cfg.eval.knn_d_star, min(n, 10000)
-        jsd, floor = metrics.jsd_knn_corrected(data.log_prob, real, fake, other, k)
+        def knn(x, samples, neighbours, exclude_self=False):
+            return metrics.NeighbourTree(samples).log_density(x, [neighbours], exclude_self)[0]
+        log_p = data.log_prob
+        floor = metrics.jsd_from_log_densities(log_p(real).double(), knn(real, other, k),
+                                               log_p(other).double(), knn(other, other, k, exclude_self=True))
+        jsd = metrics.jsd_corrected(log_p(real).double(), knn(real, fake, k),
+                                    log_p(fake).double(), knn(fake, fake, k, exclude_self=True), floor)
         assert 0.01 < got["theory/jsd"] < 0.6
         assert got["theory/jsd"] == jsd.item() and got["theory/jsd_floor"] == floor.item()
         with torch.no_grad():
             d_real, d_fake = torch.sigmoid(nets.D(real[:m])), torch.sigmoid(nets.D(fake[:m]))
-        knn = metrics.knn_log_density
         d_star = metrics.d_star_mse_samples(d_real, d_fake, knn(real[:m], other, K), knn(real[:m], fake, K),
                                             knn(fake[:m], other, K), knn(fake[:m], fake, K, exclude_self=True))
         assert got["theory/d_star_mse"] == pytest.approx(d_star.item(), rel=1e-12)

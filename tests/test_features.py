@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 from sklearn.datasets import load_digits
+from torch import nn
 
-from gan_cli.features import (
+from gan_cli.evaluation.features import (
     Classifier,
     default_cache_dir,
     extract_features,
@@ -160,14 +160,15 @@ def test_features_do_not_depend_on_the_batch_size(trained, digits):
         whole = extract_features(net, images, batch_size=len(images))
         assert whole.shape == (len(images), 128) and whole.abs().sum() > 0
         for batch_size in (1, 7, 100, 250, 1000):
-            torch.testing.assert_close(extract_features(net, images, batch_size=batch_size), whole, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(extract_features(net, images, batch_size=batch_size), whole,
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_the_reference_side_computed_once_gives_the_same_figures():
     """compare() keeps the reference's FID statistics, standardised features, KID subset sums and k-NN
     radii between evaluations: the figures are bit for bit those computed from scratch."""
-    from gan_cli.features import compare, Reference
-    from gan_cli.metrics import frechet_distance, kid, precision_recall_knn
+    from gan_cli.evaluation.features import Reference, compare
+    from gan_cli.evaluation.metrics import frechet_distance, kid, precision_recall_knn
 
     torch.manual_seed(0)
     real, fake = torch.randn(600, 16).relu(), torch.randn(600, 16).relu() * 1.2
@@ -189,7 +190,7 @@ def test_the_reference_side_computed_once_gives_the_same_figures():
 def test_training_the_classifier_is_announced_and_reports_progress(tmp_path, caplog):
     import logging
 
-    from gan_cli.features import get_classifier
+    from gan_cli.evaluation.features import get_classifier
 
     torch.manual_seed(0)
     x, y = torch.rand(64, 1, 8, 8), torch.arange(64) % 4

@@ -8,9 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_cli import data as datasets, evaluate, inception, metrics
-from gan_cli.config import UserError, validate
-from gan_cli.train import train
+from gan_cli import data as datasets
+from gan_cli.cli.train import train
+from gan_cli.config import UserError
+from gan_cli.data import base
+from gan_cli.data import folder as folder_module
+from gan_cli.evaluation import evaluate, inception, metrics
 
 from .conftest import FAST, run_cli
 
@@ -54,7 +57,7 @@ def test_a_folder_in_memory_has_the_resolution_and_the_detected_channels(make_cf
     assert forced.shape == (3, 16, 16)
     # the pixels are the file's, resized (shorter side) and center-cropped
     first = sorted(p for p in rgb.rglob("*") if p.suffix in (".png", ".jpg"))[0]
-    expected = datasets.read_image(str(first), 3, 16).float() / 255
+    expected = folder_module.read_image(str(first), 3, 16).float() / 255
     assert any(torch.equal(expected, img) for img in x.train)
 
 
@@ -109,11 +112,12 @@ def test_a_streamed_folder_draws_uniform_minibatches_of_the_files(make_cfg, tmp_
 
 def test_in_memory_auto_streams_what_does_not_fit(make_cfg, tmp_path, monkeypatch):
     root = write_folder(tmp_path / "imgs", n=8, layout="flat")
-    monkeypatch.setattr(datasets, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4)  # exactly a quarter
+    monkeypatch.setattr(base, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4)  # exactly a quarter
     assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is None
-    monkeypatch.setattr(datasets, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4 - 1)
+    monkeypatch.setattr(base, "free_memory", lambda device: 4 * 8 * 3 * 16 * 16 * 4 - 1)
     assert datasets.load(folder_cfg(make_cfg, root).dataset, torch.device("cpu")).stream is not None
-    assert datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=true").dataset, torch.device("cpu")).stream is None
+    assert datasets.load(folder_cfg(make_cfg, root, "dataset.in_memory=true").dataset,
+                         torch.device("cpu")).stream is None
 
 
 @pytest.mark.parametrize("extra", [("dataset.in_memory=true",), ("dataset.in_memory=false", "dataset.workers=1"),
@@ -128,7 +132,8 @@ def test_gan_train_on_a_folder_held_or_streamed(make_cfg, tmp_path, extra):
 
 @pytest.mark.parametrize("args,message", [
     (["dataset.root=/no/such/folder"], "dataset.root=/no/such/folder is not a folder"),
-    (["dataset.in_memory=maybe"], "dataset.in_memory=maybe is not allowed: dataset.in_memory must be one of: auto, true, false"),
+    (["dataset.in_memory=maybe"],
+     "dataset.in_memory=maybe is not allowed: dataset.in_memory must be one of: auto, true, false"),
     (["dataset.channels=2"], "dataset.channels=2 is not allowed"),
     (["eval.inception_weights=/no/such.pth"], "eval.inception_weights=/no/such.pth: no such file"),
 ])
@@ -212,7 +217,7 @@ def test_the_real_inception_network_loads_from_a_local_file(tmp_path, monkeypatc
 def test_a_streamed_cpu_run_leaves_the_workers_their_cores_unless_omp_num_threads_is_set(make_cfg, tmp_path,
                                                                                          monkeypatch):
     root = write_folder(tmp_path / "imgs", n=4)
-    monkeypatch.setattr(datasets.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(folder_module.os, "cpu_count", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cfg = folder_cfg(make_cfg, root, "dataset.in_memory=false", "dataset.workers=1").dataset
     datasets.load(cfg, torch.device("cpu"))

@@ -27,6 +27,7 @@ def server():
     s.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))
 @given(overrides=fuzz.strategy())

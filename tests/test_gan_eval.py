@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gan_cli.train import train
+from gan_cli.cli.train import train
 
 from .conftest import EVAL_FAST, events, run_cli, run_eval
 
@@ -32,7 +32,8 @@ def test_gan_eval_bad_input(tmp_path, make_cfg, case):
     else:
         train(make_cfg(*EVAL_FAST), tmp_path / "run")
         bad = "arch=maxout" if case == "other-arch" else "eval.nonsense=1"
-        args, named = [str(tmp_path / "run"), bad.replace("arch=maxout", "arch.name=maxout")], "checkpoint" if case == "other-arch" else "eval.nonsense"
+        args, named = ([str(tmp_path / "run"), bad.replace("arch=maxout", "arch.name=maxout")],
+                       "checkpoint" if case == "other-arch" else "eval.nonsense")
     proc = run_eval(args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from gan_cli import checkpoint
-from gan_cli.train import train
+from gan_cli.cli.train import train
+from gan_cli.runs import checkpoint
 
 from .conftest import QUICK_EVAL
 
@@ -33,7 +33,7 @@ def test_gpu_resume_matches(make_cfg, tmp_path):
 
 def _gpu_updates(make_cfg, *extra, steps=6):
     from gan_cli import data as datasets
-    from gan_cli.updates import GAN
+    from gan_cli.game.updates import GAN
 
     cfg = make_cfg("device=cuda", "dataset=ring", *extra)
     device = torch.device("cuda")
@@ -59,7 +59,7 @@ def test_the_fast_path_matches_eager_fp32_on_the_gpu(make_cfg):
 
 def test_dcgan_runs_channels_last_on_the_gpu(make_cfg, tmp_path):
     from gan_cli import data as datasets
-    from gan_cli.updates import GAN
+    from gan_cli.game.updates import GAN
 
     cfg = make_cfg("device=cuda", "dataset=digits", "arch=dcgan", "optimizer=adam")
     gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cuda")), torch.device("cuda"))

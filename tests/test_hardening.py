@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from gan_cli import checkpoint, data, memory, rundir
+from gan_cli import data
+from gan_cli.cli.train import train
 from gan_cli.config import NAME_BYTES, UserError, domains, short_name
-from gan_cli.train import train
+from gan_cli.data import base, images
+from gan_cli.evaluation import memory
+from gan_cli.runs import checkpoint, rundir
 
 from .conftest import FAST, _write_idx, run_cli, run_eval
 
@@ -82,10 +85,13 @@ def test_a_locked_run_directory_is_refused_and_left_alone(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == []  # nothing written, .hydra included
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_run_directory(tmp_path):
     run = tmp_path / "run"
-    cmd = [str(Path(sys.executable).with_name("gan-train")), *RING, "steps=400", "log_every=100", f"hydra.run.dir={run}"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [str(Path(sys.executable).with_name("gan-train")), *RING, "steps=400", "log_every=100",
+           f"hydra.run.dir={run}"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
@@ -122,9 +128,9 @@ def test_leftover_temporary_checkpoints_are_removed(make_cfg, tmp_path):
 
 
 def _saved_state(make_cfg):
+    from gan_cli.cli.train import new_state
     from gan_cli.data import load
-    from gan_cli.train import new_state
-    from gan_cli.updates import GAN
+    from gan_cli.game.updates import GAN
 
     cfg = make_cfg(*FAST, "dataset=ring")
     d = load(cfg.dataset, torch.device("cpu"))
@@ -144,15 +150,17 @@ def test_a_failed_checkpoint_write_keeps_the_last_good_one(make_cfg, tmp_path, m
             raise OSError(errno.ENOSPC, "No space left on device", str(f))
         if failure == "erofs":
             raise OSError(errno.EROFS, "Read-only file system", str(f))
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file: unexpected pos")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . "
+                           "PytorchStreamWriter failed writing file: unexpected pos")
 
     monkeypatch.setattr(torch, "save", broken_save)
     if failure == "torch_writer":  # torch's writer does not say why: the disk is looked at
         monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1024})())
     with pytest.raises(UserError) as err:
         checkpoint.save(path, state)
-    reason = {"enospc": "the disk is full", "erofs": "the file system is read-only", "torch_writer": "the disk is full"}[failure]
-    assert f"cannot write" in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
+    reason = {"enospc": "the disk is full", "erofs": "the file system is read-only",
+              "torch_writer": "the disk is full"}[failure]
+    assert "cannot write" in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
     assert path.read_bytes() == good
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
@@ -199,6 +207,7 @@ def _mnist(root: Path, n: int = 12) -> Path:
     return raw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, says", [
     (lambda p: p.write_bytes(b""), "is empty"),
     (lambda p: p.write_bytes(os.urandom(5000)), "magic number"),
@@ -210,7 +219,8 @@ def test_broken_mnist_files_are_named(tmp_path, damage, says):
     raw = _mnist(tmp_path)
     bad = raw / "train-images-idx3-ubyte"
     damage(bad)
-    proc = run_cli(["dataset=mnist", f"dataset.root={tmp_path}", "steps=1", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    proc = run_cli(["dataset=mnist", f"dataset.root={tmp_path}", "steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                   cwd=tmp_path)
     line = one_error_line(proc)
     assert str(bad) in line and says in line
 
@@ -219,7 +229,7 @@ def test_labels_that_disagree_with_images_are_named(tmp_path):
     raw = _mnist(tmp_path)
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5))
     with pytest.raises(UserError, match="12 images but 5 labels"):
-        data.check_files(data._MNIST, tmp_path)
+        images.check_files(images._MNIST, tmp_path)
 
 
 def test_broken_cifar_batches_are_named(tmp_path):
@@ -227,7 +237,7 @@ def test_broken_cifar_batches_are_named(tmp_path):
     folder.mkdir()
     (folder / "data_batch_1").write_bytes(os.urandom(300))
     with pytest.raises(UserError, match="data_batch_1 is not a CIFAR batch"):
-        data.check_files(data._CIFAR10, tmp_path)
+        images.check_files(images._CIFAR10, tmp_path)
 
 
 # -- memory ----------------------------------------------------------------------------------------
@@ -241,16 +251,17 @@ def test_sizes_that_cannot_fit_are_refused_before_allocation(tmp_path):
 
 def test_the_estimate_grows_with_each_size(make_cfg, monkeypatch):
     d = data.load(make_cfg("dataset=ring").dataset, torch.device("cpu"))
-    base = memory.estimate(make_cfg("dataset=ring"), d)
-    assert memory.estimate(make_cfg("dataset=ring", "batch_size=6400"), d).activations > 50 * base.activations
-    assert memory.estimate(make_cfg("dataset=ring", "arch.g_hidden=2560"), d).parameters > 10 * base.parameters
-    monkeypatch.setattr(data, "free_memory", lambda device: 10 * 2**20)
+    small = memory.estimate(make_cfg("dataset=ring"), d)
+    assert memory.estimate(make_cfg("dataset=ring", "batch_size=6400"), d).activations > 50 * small.activations
+    assert memory.estimate(make_cfg("dataset=ring", "arch.g_hidden=2560"), d).parameters > 10 * small.parameters
+    monkeypatch.setattr(base, "free_memory", lambda device: 10 * 2**20)
     with pytest.raises(UserError, match="lower batch_size"):
         memory.check(make_cfg("dataset=ring", "batch_size=1000000"), d, torch.device("cpu"))
 
 
 def test_out_of_memory_during_a_run_names_the_settings():
-    err = memory.as_user_error(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+    err = memory.as_user_error(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                            "can't allocate memory: "
                                             "you tried to allocate 400000000000 bytes"))
     assert err is not None and "out of memory" in str(err) and "batch_size" in str(err)
     assert memory.as_user_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")) is not None
@@ -347,6 +358,7 @@ def test_gan_eval_refuses_a_flag_given_as_a_number(finished_run):
     assert "eval.features=1000000000000 is not allowed: eval.features must be true or false" in line
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_a_real_run_is_one_line(tmp_path):
     """An address-space limit of 7 GiB makes a minibatch of 500,000 fail to allocate during the run
     (the estimate before it sees the machine's free memory, not the limit)."""
@@ -356,7 +368,8 @@ def test_out_of_memory_in_a_real_run_is_one_line(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (7 * 2**30, 7 * 2**30))
 
     exe = str(Path(sys.executable).with_name("gan-train"))
-    proc = subprocess.run([exe, *RING, "steps=2", "batch_size=500000", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+    proc = subprocess.run([exe, *RING, "steps=2", "batch_size=500000", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, preexec_fn=limit)
     line = one_error_line(proc)
     assert ("out of memory" in line or "GiB" in line) and "lower batch_size" in line

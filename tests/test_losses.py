@@ -6,9 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gan_cli import losses
 from gan_cli.config import UserError
-from gan_cli.losses import PAIRS as LOSSES
+from gan_cli.game import losses
+from gan_cli.game.losses import LOSSES
 
 from .conftest import choices_in_conf
 
@@ -85,7 +85,7 @@ def test_least_squares_and_hinge_hand_values():
 
 def test_wasserstein_critic_loss():
     w = pair("wasserstein_gp")
-    assert w.critic and w.gp_weight == 10.0
+    assert w.critic and w.penalty_weight == 10.0
     assert w.d(torch.tensor([3.0, 1.0]), torch.tensor([0.5])).item() == pytest.approx(0.5 - 2.0)
 
 
@@ -123,7 +123,7 @@ def test_what_each_pair_says_about_d():
     # the cross-entropy D losses make sigma(a) an estimate of p_data / (p_data + p_g)
     assert {name for name in LOSSES if pair(name).probability} == {"minimax", "nonsaturating", "maximum_likelihood"}
     assert {name for name in LOSSES if pair(name).critic} == {"wasserstein_gp"}
-    assert pair("wasserstein_gp").gp_weight == 10.0 and pair("hinge").gp_weight == 0.0
+    assert pair("wasserstein_gp").penalty_weight == 10.0 and pair("hinge").penalty_weight == 0.0
     assert pair("nonsaturating", d_scale=0.5).d_scale == 0.5
 
 

@@ -9,18 +9,18 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 
-from gan_cli.metrics import (
+from gan_cli.evaluation.metrics import (
+    NeighbourTree,
+    _ParzenWindow,
     d_star,
     frechet_distance,
     grid_centres,
     histogram_density,
-    jsd_knn,
-    jsd_knn_corrected,
+    jsd_corrected,
+    jsd_from_log_densities,
     kid,
-    knn_log_density,
-    knn_radii,
+    knn_sq_radii,
     mode_metrics,
-    parzen_log_density,
     parzen_log_likelihood,
     parzen_sigma_grid,
     precision_recall_knn,
@@ -34,14 +34,15 @@ def gaussian_log_density(mean: float, std: float):
 # --- Parzen window -----------------------------------------------------------------------------
 
 
-def test_parzen_log_density_matches_direct_mixture_formula():
+def test_parzen_window_log_density_matches_direct_mixture_formula():
     gen = torch.Generator().manual_seed(0)
     centres, x = torch.randn(50, 3, generator=gen), torch.randn(7, 3, generator=gen)
     sigmas = torch.tensor([0.3, 1.0], dtype=torch.float64)
     kernels = torch.distributions.Normal(centres.double()[None, None], sigmas[:, None, None, None])
     direct = kernels.log_prob(x.double()[None, :, None]).sum(-1).logsumexp(-1) - math.log(50)
     # float32 squared distances: agreement to float32 rounding
-    torch.testing.assert_close(parzen_log_density(x, centres, sigmas, batch_size=3), direct, rtol=1e-6, atol=1e-5)
+    window = _ParzenWindow(centres)
+    torch.testing.assert_close(window.log_density(x, sigmas, batch_size=3), direct, rtol=1e-6, atol=1e-5)
 
 
 def test_parzen_log_likelihood_matches_float64_on_images():
@@ -64,14 +65,12 @@ def test_parzen_log_likelihood_matches_float64_on_images():
     assert result["sigma"] == pytest.approx(sigma.item())
     assert result["ll"] == pytest.approx(exact.mean().item(), abs=1e-3)
     assert result["se"] == pytest.approx(exact.std(correction=0).item() / math.sqrt(len(test)), rel=1e-5)
-    torch.testing.assert_close(parzen_log_density(test, samples, sigma[None])[0], exact, rtol=0, atol=5e-3)
+    torch.testing.assert_close(_ParzenWindow(samples).log_density(test, sigma[None])[0], exact, rtol=0, atol=5e-3)
 
 
 def test_parzen_on_images_with_a_black_background_matches_float64():
     # MNIST-like: strokes on a black background, so that a batch is non-zero on only some of the
     # pixels and the products are taken over those columns alone (uncentred); dense generator samples
-    from gan_cli.metrics import _ParzenWindow
-
     gen = torch.Generator().manual_seed(1)
     protos = torch.zeros(10, 28, 28)
     protos[:, 6:22, 8:20] = (torch.rand(10, 16, 12, generator=gen) < 0.4).float()
@@ -89,7 +88,7 @@ def test_parzen_on_images_with_a_black_background_matches_float64():
         return torch.stack([torch.logsumexp(sq / (-2 * s**2), 1) - math.log(len(samples))
                             - 784 * math.log(s * math.sqrt(2 * math.pi)) for s in sigma_values.tolist()])
     for sigma in sigmas[[0, 4, 9]]:
-        torch.testing.assert_close(parzen_log_density(test, samples, sigma[None], batch_size=256)[0],
+        torch.testing.assert_close(window.log_density(test, sigma[None], batch_size=256)[0],
                                    float64_density(test, sigma[None])[0], rtol=0, atol=5e-3)
     sigma = sigmas[float64_density(val, sigmas).mean(1).argmax()]
     exact = float64_density(test, sigma[None])[0]
@@ -97,7 +96,7 @@ def test_parzen_on_images_with_a_black_background_matches_float64():
     assert result["sigma"] == pytest.approx(sigma.item())
     assert result["ll"] == pytest.approx(exact.mean().item(), abs=1e-3)
     # the dense samples as queries go through the centred product: the same densities
-    torch.testing.assert_close(parzen_log_density(samples[:200], samples, sigma[None])[0],
+    torch.testing.assert_close(window.log_density(samples[:200], sigma[None])[0],
                                float64_density(samples[:200], sigma[None])[0], rtol=0, atol=5e-3)
 
 
@@ -130,6 +129,24 @@ def test_parzen_sigma_search_follows_the_data_scale():
 # --- JSD and the optimal discriminator ---------------------------------------------------------
 
 
+def knn_log_q(queries, samples, k=10, exclude_self=False):
+    """The k-NN log-density of the law of ``samples`` at ``queries``: one NeighbourTree search."""
+    return NeighbourTree(samples).log_density(queries, [k], exclude_self)[0]
+
+
+def knn_jsd_terms(log_p, real, fake, k=10):
+    """What the JSD estimators read: p exact and q by the k-NN density of ``fake`` (leave one out at the fakes),
+    at ``real`` and at ``fake``."""
+    return (log_p(real).double(), knn_log_q(real, fake, k), log_p(fake).double(),
+            knn_log_q(fake, fake, k, exclude_self=True))
+
+
+def knn_jsd(log_p, real, fake, other, k=10):
+    """(jsd_corrected, its floor) for these samples, the floor measured on ``other``, a second real sample."""
+    floor = jsd_from_log_densities(*knn_jsd_terms(log_p, real, other, k))
+    return jsd_corrected(*knn_jsd_terms(log_p, real, fake, k), floor), floor
+
+
 def numerical_jsd(mean_p, mean_q, std=1.0):
     x = np.linspace(-15, 15, 200001)
     p = np.exp(-((x - mean_p) ** 2) / (2 * std**2)) / (std * np.sqrt(2 * np.pi))
@@ -143,7 +160,7 @@ def test_jsd_of_two_shifted_gaussians_matches_numerical_integration():
     log_p = gaussian_log_density(0.0, 1.0)
     real, other = torch.randn(50_000, 1, generator=gen), torch.randn(50_000, 1, generator=gen)
     fake = 1.5 + torch.randn(50_000, 1, generator=gen)
-    estimate, _ = jsd_knn_corrected(log_p, real, fake, other)
+    estimate, _ = knn_jsd(log_p, real, fake, other)
     assert estimate.item() == pytest.approx(numerical_jsd(0.0, 1.5), rel=0.05)
 
 
@@ -292,25 +309,27 @@ def test_radial_quadrature_matches_the_line_quadrature():
 
 
 @pytest.mark.parametrize("dim", [1, 2])
-def test_knn_log_density_of_a_gaussian(dim):
+def test_neighbour_tree_log_density_of_a_gaussian(dim):
     gen = torch.Generator().manual_seed(0)
     samples, queries = torch.randn(50000, dim, generator=gen), torch.randn(2000, dim, generator=gen) * 0.7
     exact = -queries.square().sum(1).double() / 2 - dim / 2 * math.log(2 * math.pi)
-    error = knn_log_density(queries, samples, k=50) - exact
+    error = NeighbourTree(samples).log_density(queries, [50])[0] - exact
     assert error.mean().abs() < 0.03 and error.abs().median() < 0.1
-    assert torch.isinf(knn_log_density(torch.zeros(1, dim), torch.zeros(20, dim), k=5)).all()  # a point mass
+    point_mass = NeighbourTree(torch.zeros(20, dim))
+    assert torch.isinf(point_mass.log_density(torch.zeros(1, dim), [5])[0]).all()
 
 
 def toy(name: str):
     from omegaconf import OmegaConf
 
     from gan_cli import data as datasets
-    from gan_cli.config import DatasetConfig
+    from gan_cli.config import schema
 
-    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), OmegaConf.load(f"conf/dataset/{name}.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.structured(schema("dataset")), OmegaConf.load(f"conf/dataset/{name}.yaml"))
     return datasets.load(cfg, torch.device("cpu"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,n,tolerance", [("mixture1d", 50000, 0.1), ("mixture1d", 2000, 0.1),
                                               ("ring", 50000, 0.1), ("grid", 50000, 0.1)])
 def test_jsd_knn_against_quadrature(name, n, tolerance):
@@ -324,12 +343,13 @@ def test_jsd_knn_against_quadrature(name, n, tolerance):
     half = data.centres[mode] + data.std / 2 * torch.randn(n, dim)
     collapsed = data.centres[mode]
     truth = radial_jsd(1.0, 0.5, dim)
-    assert jsd_knn_corrected(data.log_prob, real, half, other)[0].item() == pytest.approx(truth, rel=tolerance)
-    assert jsd_knn_corrected(data.log_prob, real, collapsed, other)[0].item() == pytest.approx(math.log(2), rel=tolerance)
-    estimate, floor = jsd_knn_corrected(data.log_prob, real, data.sample(n), other)
+    assert knn_jsd(data.log_prob, real, half, other)[0].item() == pytest.approx(truth, rel=tolerance)
+    assert knn_jsd(data.log_prob, real, collapsed, other)[0].item() == pytest.approx(math.log(2), rel=tolerance)
+    estimate, floor = knn_jsd(data.log_prob, real, data.sample(n), other)
     assert estimate.item() < 0.01 and abs(floor.item()) < 0.05
     # the raw estimate of a perfect generator is the floor's size: the bias the correction removes
-    assert jsd_knn(data.log_prob, real, data.sample(n)).item() == pytest.approx(floor.item(), abs=0.01)
+    raw = jsd_from_log_densities(*knn_jsd_terms(data.log_prob, real, data.sample(n)))
+    assert raw.item() == pytest.approx(floor.item(), abs=0.01)
 
 
 def test_jsd_knn_reads_low_with_few_samples_per_mode():
@@ -338,7 +358,7 @@ def test_jsd_knn_reads_low_with_few_samples_per_mode():
     torch.manual_seed(0)
     real, other = data.sample(2000), data.sample(2000)
     half = data.centres[torch.multinomial(data.weights, 2000, replacement=True)] + data.std / 2 * torch.randn(2000, 2)
-    assert jsd_knn_corrected(data.log_prob, real, half, other)[0].item() < 0.8 * radial_jsd(1.0, 0.5, 2)
+    assert knn_jsd(data.log_prob, real, half, other)[0].item() < 0.8 * radial_jsd(1.0, 0.5, 2)
 
 
 def test_recall_of_several_fake_sets_is_their_mean_and_precision_is_over_all():
@@ -353,7 +373,7 @@ def test_recall_of_several_fake_sets_is_their_mean_and_precision_is_over_all():
 
 
 def test_any_as_uint8_equals_torch_any():
-    from gan_cli.metrics import _any
+    from gan_cli.evaluation.metrics import _any
 
     gen = torch.Generator().manual_seed(0)
     for density in (0.0, 1e-4, 0.01, 0.5, 1.0):
@@ -375,7 +395,7 @@ def test_screened_knn_radii_and_precision_recall_equal_the_float64_brute_force()
     def brute_radii(x, k):
         return torch.cdist(x, x).topk(k + 1, dim=1, largest=False).values[:, k]
     for x in (real, fake):
-        torch.testing.assert_close(knn_radii(x, 3, batch_size=64), brute_radii(x, 3), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(knn_sq_radii(x, 3, batch_size=64).sqrt(), brute_radii(x, 3), rtol=1e-12, atol=1e-12)
     r_real, r_fake = brute_radii(real, 3), brute_radii(fake, 3)
     d = torch.cdist(real, fake)
     precision = (d <= r_real[:, None] * (1 + 1e-12)).any(0).double().mean().item()

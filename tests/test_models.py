@@ -3,15 +3,17 @@
 import pytest
 import torch
 
-from gan_cli import data as datasets, models
+from gan_cli import data as datasets
 from gan_cli.config import UserError
+from gan_cli.game import models
 
 from .conftest import choices_in_conf
 
 
 def test_dcgan_builds_for_cifar_sized_images():
     fake = datasets.Data(name="cifar10", train=torch.rand(10, 3, 32, 32), shape=(3, 32, 32))
-    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_input=0.0, d_dropout_hidden=0.0, g_init_range=0,
+    arch = type("A", (), dict(name="dcgan", g_hidden=8, d_hidden=8, d_dropout_input=0.0, d_dropout_hidden=0.0,
+                             g_init_range=0,
                              d_init_range=0, g_output_bias_from_data=False))
     G, D = models.build(arch, fake, 16)
     x = G(torch.randn(4, 16))

@@ -7,8 +7,9 @@ import time
 import torch
 from rich.console import Console
 
-from gan_cli import data as datasets, monitor
-from gan_cli.monitor import Monitor
+from gan_cli import data as datasets
+from gan_cli.runs import figures, monitor
+from gan_cli.runs.monitor import Monitor
 
 from .conftest import events
 
@@ -47,7 +48,8 @@ def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
               "protocol": {"theory": "how it was measured"}}
     out = io.StringIO()
     first = monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
-    second = monitor.report_eval(ckpt, {**report, "metrics": {"theory/jsd": 0.5}}, None, console=Console(file=io.StringIO()))
+    second = monitor.report_eval(ckpt, {**report, "metrics": {"theory/jsd": 0.5}}, None,
+                                 console=Console(file=io.StringIO()))
     assert json.loads((ckpt.parent / "eval.json").read_text())["metrics"] == {"theory/jsd": 0.5}
     # each evaluation is a TensorBoard run of its own under <run>/gan-eval/: none replaces another
     assert first.parent == second.parent == tmp_path / "gan-eval" and first != second
@@ -92,17 +94,19 @@ def test_a_resumed_run_supersedes_what_was_logged_after_its_checkpoint(tmp_path)
     with Monitor(tmp_path, total=10, start=4, console=Console(file=io.StringIO())) as mon:  # resumed from 4
         for step in (6, 8, 10):
             mon.log_window(step, {"loss/D": -float(step)}, {})
-    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/D")] == [(2, 2), (4, 4), (6, -6), (8, -8), (10, -10)]
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/D")] == [(2, 2), (4, 4), (6, -6), (8, -8),
+                                                                               (10, -10)]
 
 
 def test_image_grid_is_torchvisions_make_grid():
     from torchvision.utils import make_grid
 
     torch.manual_seed(0)
-    for shape in [(1, 1, 8, 8), (1, 3, 5, 7), (2, 1, 8, 8), (7, 1, 28, 28), (64, 3, 32, 32), (10, 3, 4, 6), (5, 2, 3, 3)]:
+    for shape in [(1, 1, 8, 8), (1, 3, 5, 7), (2, 1, 8, 8), (7, 1, 28, 28), (64, 3, 32, 32), (10, 3, 4, 6),
+                  (5, 2, 3, 3)]:
         x = torch.rand(shape)
         for nrow in (1, 3, 8, 20):
             for padding in (0, 2, 3):
                 expected = make_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
-                got = monitor.image_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
+                got = figures.image_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
                 assert got.shape == expected.shape and torch.equal(got, expected), (shape, nrow, padding)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gan_cli import optim
 from gan_cli.config import UserError
+from gan_cli.game import optim
 
 from .conftest import choices_in_conf
 
@@ -43,7 +43,8 @@ def test_schedule_sets_and_reports_the_iterations_values(make_cfg):
     paper.apply(62500, opt, opt)
     assert paper.active and opt.param_groups[0]["lr"] == pytest.approx(0.1 / 1.000004**62500)
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.6)
-    assert paper.values(62500) == {"optim/lr": opt.param_groups[0]["lr"], "optim/momentum": opt.param_groups[0]["momentum"]}
+    assert paper.values(62500) == {"optim/lr": opt.param_groups[0]["lr"],
+                                   "optim/momentum": opt.param_groups[0]["momentum"]}
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -75,7 +76,8 @@ def test_ttur_gives_each_network_its_own_rate_and_the_schedule_decays_both(make_
     params = lambda: [torch.nn.Parameter(torch.zeros(1))]  # noqa: E731
     same = make_cfg("optimizer=adam").optimizer
     assert optim.base_lr(same, "D") == optim.base_lr(same, "G") == 0.0002 and not optim.two_rates(same)
-    cfg = make_cfg("optimizer=adam", "optimizer.d_lr=0.0004", "optimizer.g_lr=0.0001", "optimizer.lr_decay=1.001").optimizer
+    cfg = make_cfg("optimizer=adam", "optimizer.d_lr=0.0004", "optimizer.g_lr=0.0001",
+                   "optimizer.lr_decay=1.001").optimizer
     opt_G, opt_D = optim.build(cfg, params(), net="G"), optim.build(cfg, params(), net="D")
     assert opt_G.param_groups[0]["lr"] == 0.0001 and opt_D.param_groups[0]["lr"] == 0.0004
     schedule = optim.Schedule(cfg)
@@ -93,5 +95,6 @@ def test_a_learning_rate_out_of_range_is_one_line(make_cfg, value):
     from gan_cli.config import validate
 
     for key in ("d_lr", "g_lr"):
-        with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: optimizer.{key} must be a finite number in \(0, 10\]"):
+        with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: "
+                                            rf"optimizer.{key} must be a finite number in \(0, 10\]"):
             validate(make_cfg(f"optimizer.{key}={value}"))

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from gan_cli import data as datasets, models
+from gan_cli import data as datasets
+from gan_cli.cli.train import train
 from gan_cli.config import UserError
-from gan_cli.train import train
+from gan_cli.game import models
 
-from .conftest import FAST, QUICK_EVAL, choices_in_conf, events, run_cli
+from .conftest import FAST, choices_in_conf, events, run_cli
 
 
 def _scalars(run_dir, tag):
     return {e.step: e.value for e in events(run_dir).Scalars(tag)}
 
 
+@pytest.mark.slow
 def test_figure1_ends_converged_at_its_default_length(make_cfg, tmp_path):
     """The paper's Figure 1 (d): p_g = p_data, D = 1/2: JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01."""
     cfg = make_cfg("experiment=figure1", "device=cpu", "sample_every=100000", "ckpt_every=100000")
@@ -36,6 +38,7 @@ def test_saturation_preset_names_one_optimizer_for_both_losses(make_cfg, loss):
     assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.k) == ("sgd", 0.05, 5)  # no recipe changed them
 
 
+@pytest.mark.slow
 def test_saturation_minimax_gradient_far_below_nonsaturating_early(make_cfg, tmp_path):
     """Sec. 3 of the paper: D rejects a poor G's samples, so log(1 - D(G(z))) saturates."""
     grad, fake = {}, {}
@@ -82,7 +85,8 @@ def test_dirac_preset_sweeps_both_update_orders(tmp_path):
                                                  ("ring_pack2", "ring", 2), ("grid_pack2", "grid", 2)])
 def test_mode_collapse_presets_follow_the_pacgan_protocol(make_cfg, tmp_path, name, dataset, pack):
     cfg = make_cfg(f"experiment={name}")
-    assert (cfg.dataset.name, cfg.arch.name, cfg.pack, cfg.batch_size, cfg.updates) == (dataset, "pacgan", pack, 100, "simultaneous")
+    assert ((cfg.dataset.name, cfg.arch.name, cfg.pack, cfg.batch_size, cfg.updates)
+            == (dataset, "pacgan", pack, 100, "simultaneous"))
     assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.beta1, cfg.steps) == ("adam", 1e-4, 0.8, 400000)
     assert (cfg.z_dim, cfg.prior, cfg.eval.mode_samples) == (2, "normal", 2500)
     final = train(make_cfg(f"experiment={name}", *FAST, "eval_every=4"), tmp_path)
@@ -106,7 +110,7 @@ def test_pack_reads_samples_side_by_side(make_cfg):
 
 
 def test_pack_draws_pack_times_the_batch(make_cfg, tmp_path):
-    from gan_cli.updates import GAN
+    from gan_cli.game.updates import GAN
     cfg = make_cfg("experiment=ring_pack2", "device=cpu", "batch_size=8")
     gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
     step = gan.d_step(cfg.batch_size)
@@ -116,7 +120,7 @@ def test_pack_draws_pack_times_the_batch(make_cfg, tmp_path):
 @pytest.mark.parametrize("override, message", [("pack=0", "pack=0 is not allowed"),
                                                ("arch=dcgan", "pack=2 needs a D that reads flat vectors")])
 def test_pack_bad_values_are_one_line_errors(make_cfg, override, message):
-    from gan_cli.cli import check
+    from gan_cli.cli.checks import check
     extra = ("dataset=digits",) if override == "arch=dcgan" else ()
     with pytest.raises(UserError, match=message):
         check(make_cfg("experiment=ring_pack2", *extra, override))
@@ -127,6 +131,7 @@ def test_every_preset_is_tested_here():
                                              "grid_pack2", "paper_mnist"}
 
 
+@pytest.mark.slow
 def test_dirac_spiralling_past_what_histograms_bin_keeps_training(make_cfg, tmp_path, caplog):
     """One job of the README's Dirac sweep (alternating, momentum 0.5, linear loss) grows past 1e20,
     where TensorBoard cannot bin a histogram: the run goes on, warns once, logs its scalars."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -15,6 +16,7 @@ def run(*args, **kw):
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_noise_folder_and_the_handwritten_dcgan_loop_against_gan_train(tmp_path):
     folder = tmp_path / "cifar_shaped"
     out = run(SCRIPTS / "export_images.py", folder, "--dataset", "noise", "--n", "120")
@@ -28,7 +30,8 @@ def test_noise_folder_and_the_handwritten_dcgan_loop_against_gan_train(tmp_path)
     assert out.returncode == 0, out.stderr
     assert "handwritten: 2 iterations" in out.stdout
 
-    too_few = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2", "--batch-size", "500")
+    too_few = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2",
+                  "--batch-size", "500")
     assert too_few.returncode != 0 and "fewer than --batch-size 500" in too_few.stderr
 
     out = run(SCRIPTS / "bench.py", "--vs-handwritten", folder, "--arch", "dcgan", "--iters", "2", "--rounds", "1")

@@ -12,6 +12,7 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 
 
+@pytest.mark.slow
 def test_a_search_returns_its_metric_and_records_failed_trials_as_failed(tmp_path):
     sweep, db = tmp_path / "sweep", tmp_path / "study.db"
     args = ["-m", "hparams_search=ring_optuna", "hydra.sweeper.n_trials=4", "k=choice(1,0)", "steps=40", "log_every=20",

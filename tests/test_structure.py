@@ -1,4 +1,5 @@
-"""The package's shape: imports go one way, from the entry points down to the pure functions."""
+"""The package's shape: sub-packages by concern, and imports that go one way, from the entry points
+down to the pure functions."""
 
 import ast
 from pathlib import Path
@@ -7,39 +8,71 @@ import gan_cli
 
 PACKAGE = Path(gan_cli.__file__).parent
 
-# Each module may import only from the layers below its own.
+# Each module (dotted, below gan_cli) may import only from the layers below its own.
 LAYERS = (
-    ("config", "metrics", "distributed"),  # schemas, range checks; pure estimators; torchrun's process group
-    # the builders, each with its choices; the moving average of G; the Inception metrics; the run
-    # directory's lock, temporary files and write errors
-    ("data", "models", "losses", "optim", "ema", "inception", "rundir"),
-    ("features",),  # the feature classifier (trained with optim's Adam) and the metrics on its features
-    ("checkpoint", "evaluate", "memory", "monitor", "updates"),
-    ("cli", "sweep"),  # command-line checks; what the jobs of a sweep share, its summary
-    ("train", "gan_eval"),  # the entry points: gan-train (and the loop), gan-eval
+    # schemas and the registry of choices; pure estimators; torchrun's process group
+    ("config", "evaluation.metrics", "runs.distributed"),
+    ("data.base",),  # what the loop and the monitor know of a dataset; the noise prior
+    # the datasets' loaders (toy sets, image files, folders), the networks, the losses and optimizers; the moving
+    # average of G; the Inception metrics; the run directory's lock, temporary files and write errors; the figures
+    # a run draws, the process's memory
+    ("data.toys", "data.images", "data.folder", "game.models", "game.losses", "game.optim", "game.ema",
+     "evaluation.inception", "runs.rundir", "runs.figures", "runs.footprint"),
+    # the choices of dataset=; the feature classifier (trained with optim's Adam) and the metrics on its features
+    ("data", "evaluation.features"),
+    ("runs.checkpoint", "evaluation.evaluate", "runs.monitor", "game.updates"),
+    # the memory a config needs (its evaluation's samples included); command-line checks; what the jobs of
+    # a sweep share, its summary
+    ("evaluation.memory", "cli.checks", "cli.sweep"),
+    ("game.loop",),  # the training loop: Algorithm 1 and what happens between its iterations
+    ("cli.train", "cli.gan_eval"),  # the entry points: gan-train, gan-eval
     ("__main__",),  # python -m gan_cli
 )
 
 
+def modules() -> set:
+    """Every module of the package, dotted below gan_cli (a package's __init__ is the package)."""
+    out = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            if not parts or not path.read_text().strip().strip('"').strip():
+                continue
+            if len([ln for ln in path.read_text().splitlines() if ln.strip()]) <= 1:  # a docstring only
+                continue
+        out.add(".".join(parts))
+    return out
+
+
+def source(module: str) -> Path:
+    path = PACKAGE.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def imports(module: str) -> set:
     """The gan_cli modules that ``module`` imports, anywhere in its file (lazy imports too)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    known = modules()
+    here = module.split(".")[:-1] if not source(module).name == "__init__.py" else module.split(".")
     found = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source(module).read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level == 1 and not base:  # from . import a, b
-                found |= {alias.name for alias in node.names}
-            elif node.level == 1 or base.startswith("gan_cli."):  # from .a import x / from gan_cli.a import x
-                found.add(base.removeprefix("gan_cli."))
+            if node.level:
+                base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("gan_cli"):
+                base = node.module.removeprefix("gan_cli").lstrip(".")
+            else:
+                continue
+            for alias in node.names:
+                dotted = f"{base}.{alias.name}".lstrip(".")
+                found.add(dotted if dotted in known else base)
         elif isinstance(node, ast.Import):
-            found |= {alias.name.removeprefix("gan_cli.") for alias in node.names if alias.name.startswith("gan_cli.")}
-    return found - {"__init__"}
+            found |= {a.name.removeprefix("gan_cli.") for a in node.names if a.name.startswith("gan_cli.")}
+    return found - {"", module}
 
 
 def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules == {m for layer in LAYERS for m in layer}
+    assert modules() == {m for layer in LAYERS for m in layer}
 
 
 def test_imports_only_go_down():
@@ -49,13 +82,13 @@ def test_imports_only_go_down():
 
 
 def test_gan_eval_builds_networks_without_the_training_loop():
-    assert "train" not in imports("gan_eval") and "models" in imports("gan_eval")
+    assert "cli.train" not in imports("cli.gan_eval") and "game.models" in imports("cli.gan_eval")
 
 
 def test_the_package_does_not_need_test_only_libraries():
     # torchmetrics: only the Inception metrics, an optional extra (pip install 'gan-cli[inception]'), imported lazily
-    assert "inception" not in {name for m in LAYERS[0] + LAYERS[1] for name in imports(m)}
-    for path in set(PACKAGE.glob("*.py")) - {PACKAGE / "inception.py"}:
+    assert "evaluation.inception" not in {name for m in LAYERS[0] + LAYERS[1] for name in imports(m)}
+    for path in set(PACKAGE.rglob("*.py")) - {PACKAGE / "evaluation" / "inception.py"}:
         tree = ast.parse(path.read_text())
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

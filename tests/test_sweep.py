@@ -7,8 +7,8 @@ import sys
 import pytest
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-import gan_cli.train as train_module
-from gan_cli.train import Interrupted, main
+import gan_cli.cli.train as train_module
+from gan_cli.cli.train import Interrupted, main
 
 from .conftest import QUICK_EVAL, events, run_cli
 
@@ -75,7 +75,8 @@ def test_an_exception_in_one_job_is_recorded_and_a_ctrl_c_stops_the_sweep(tmp_pa
 
     second = tmp_path / "second"
     monkeypatch.setattr(train_module, "train", interrupted)
-    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "dataset=ring", "k=2,1", "steps=2", f"hydra.sweep.dir={second}"])
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "dataset=ring", "k=2,1", "steps=2",
+                                      f"hydra.sweep.dir={second}"])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 130

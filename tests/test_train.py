@@ -10,10 +10,12 @@ import sys
 import pytest
 import torch
 
-from gan_cli import checkpoint, data as datasets, losses, optim
+from gan_cli import data as datasets
+from gan_cli.cli.train import Bookkeeping, Diverged, Interrupted, StopRequest, train
 from gan_cli.config import UserError
-from gan_cli.train import Bookkeeping, Diverged, Interrupted, StopRequest, train
-from gan_cli.updates import GAN, DStep, Stats
+from gan_cli.game import losses, optim
+from gan_cli.game.updates import GAN, DStep, Stats
+from gan_cli.runs import checkpoint
 
 from .conftest import FAST, QUICK_EVAL, events
 
@@ -75,7 +77,8 @@ def test_simultaneous_updates_both_nets_from_the_same_parameters(make_cfg, tmp_p
         train(make_cfg(*FAST, "updates=simultaneous", "k=2"), tmp_path / "x")
 
 
-@pytest.mark.parametrize("loss", ["minimax", "nonsaturating", "maximum_likelihood", "least_squares", "hinge", "wasserstein_gp"])
+@pytest.mark.parametrize("loss", ["minimax", "nonsaturating", "maximum_likelihood", "least_squares", "hinge",
+                                  "wasserstein_gp"])
 @pytest.mark.parametrize("arch", ["mlp", "maxout", "dcgan"])
 def test_every_loss_and_arch_on_digits(make_cfg, tmp_path, loss, arch):
     extra = ("arch.g_hidden=32", "arch.d_hidden=16") if arch != "dcgan" else ("arch.g_hidden=8", "arch.d_hidden=8")
@@ -117,7 +120,8 @@ def test_resumed_run_matches_uninterrupted(make_cfg, tmp_path, extra):
     full = train(make_cfg(*base, "steps=20"), tmp_path / "full")
     train(make_cfg(*base, "steps=10"), tmp_path / "half")
     ckpt = tmp_path / "half" / "checkpoints" / "last.pt"
-    resumed = train(make_cfg("resume=" + str(ckpt), "steps=20"), tmp_path / "resumed", overrides=["resume=" + str(ckpt), "steps=20"])
+    resumed = train(make_cfg("resume=" + str(ckpt), "steps=20"), tmp_path / "resumed",
+                    overrides=["resume=" + str(ckpt), "steps=20"])
     for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/D", "grad/G"):
         assert resumed[key] == full[key], key
     g_full = checkpoint.load(str(tmp_path / "full" / "checkpoints" / "last.pt"))["G"]
@@ -214,6 +218,7 @@ def stop_at(monkeypatch, iteration, signum=signal.SIGUSR1):
     monkeypatch.setattr(Bookkeeping, "after", patched)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,stop", [
     (("dataset=ring", "sample_every=3"), "final"),  # the finished run drew samples and evaluated at its end
     (("updates=simultaneous", "optimizer=adam"), "final"),
@@ -236,7 +241,8 @@ def test_resume_is_exact_from_any_checkpoint(make_cfg, tmp_path, monkeypatch, ex
         train(make_cfg(*base, "steps=6"), tmp_path / "first")
     else:
         stop_at(monkeypatch, 6)
-        with pytest.raises(Interrupted, match="interrupted \\(SIGUSR1\\) at iteration 6; continue with: gan-train resume="):
+        with pytest.raises(Interrupted,
+                           match="interrupted \\(SIGUSR1\\) at iteration 6; continue with: gan-train resume="):
             train(make_cfg(*base, "steps=12"), tmp_path / "first")
         monkeypatch.undo()
         assert json.loads((tmp_path / "first" / "metrics.json").read_text())["status"] == "interrupted"
@@ -268,7 +274,8 @@ def test_a_stop_request_waits_for_the_iteration_and_a_second_ctrl_c_aborts():
 def test_divergence_is_caught_before_anything_of_the_window_is_written(make_cfg, tmp_path):
     cfg = make_cfg(*FAST, "dataset=mixture1d", "loss=least_squares", "optimizer=sgd", "optimizer.lr=10", "steps=200",
                    "log_every=50", "ckpt_every=1")
-    with pytest.raises(Diverged, match=r"^training diverged at iteration \d+: .* not finite; the last good checkpoint is "):
+    with pytest.raises(Diverged,
+                       match=r"^training diverged at iteration \d+: .* not finite; the last good checkpoint is "):
         train(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
@@ -295,8 +302,9 @@ def test_the_gradient_penalty_sees_d_without_dropout(make_cfg, monkeypatch):
     assert modes == [False] and gan.D.training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mixture1d", "ring", "grid", "digits"])
-@pytest.mark.parametrize("loss", sorted(losses.PAIRS))
+@pytest.mark.parametrize("loss", sorted(losses.LOSSES))
 def test_every_loss_trains_with_its_defaults(make_cfg, tmp_path, loss, dataset):
     """As a user types it (`gan-train loss=X dataset=Y`): 300 iterations, no divergence.
     scripts/check_defaults.py runs the same matrix for longer."""
@@ -363,6 +371,7 @@ def test_the_d_has_won_warning_fires_by_each_losss_criterion(make_cfg, tmp_path,
         assert len(warned) == 1 and warned[0].startswith("iteration 200: ") and f"loss={loss}" in warned[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, unneeded", [
     ("ring", ("torch._dynamo", "torch._inductor", "torchvision", "sklearn")),
     ("digits", ("torch._dynamo", "torch._inductor", "torchvision", "sklearn", "scipy", "matplotlib")),
@@ -372,11 +381,12 @@ def test_a_short_run_loads_only_what_it_needs(tmp_path, dataset, unneeded):
     # torchvision (its grid is monitor.image_grid) and scikit-learn (its digits file is read directly)
     # are not needed by a ring run or by the default run (digits, with every metric); SciPy's k-d tree
     # and matplotlib's figures only by toy data. The checkpoint, metrics and samples are still written
-    code = ("import sys; from gan_cli.train import cli; sys.argv = ['gan-train'] + sys.argv[1:]\n"
+    code = ("import sys; from gan_cli.cli.train import cli; sys.argv = ['gan-train'] + sys.argv[1:]\n"
             "import atexit; atexit.register(lambda: print('LOADED', sorted(m for m in "
             f"{unneeded!r} if m in sys.modules)))\n"
             "cli()")
-    proc = subprocess.run([sys.executable, "-c", code, f"dataset={dataset}", "steps=2", f"hydra.run.dir={tmp_path}/run"],
+    proc = subprocess.run([sys.executable, "-c", code, f"dataset={dataset}", "steps=2",
+                           f"hydra.run.dir={tmp_path}/run"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout

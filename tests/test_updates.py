@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gan_cli import data as datasets
-from gan_cli.losses import PAIRS as LOSSES
-from gan_cli.updates import GAN, Stats, reads_jointly
+from gan_cli.game.losses import LOSSES
+from gan_cli.game.updates import GAN, Stats, reads_jointly
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
@@ -17,7 +17,7 @@ def test_d_tags_show_a_probability_only_where_d_is_one(make_cfg, loss):
     gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
     a = torch.tensor([-3.0, 0.0, 0.5, 2.0])
     expected = torch.sigmoid(a) if loss in ("minimax", "nonsaturating", "maximum_likelihood") else a
-    assert torch.equal(gan.score(a), expected)
+    assert torch.equal(gan.loss.score(a), expected)
     step = gan.d_step(16)
     window = dict(zip(Stats.D_TAGS, step.values.tolist()))
     assert window["D/real_mean"] == pytest.approx(step.real.mean().item())
@@ -64,6 +64,7 @@ def test_bf16_updates_follow_the_fp32_ones_and_keep_float32_state(make_cfg):
     assert not torch.equal(bf16, fp32)
 
 
+@pytest.mark.slow
 def test_compiled_updates_match_the_eager_ones(make_cfg):
     # torch.compile on the CPU (on a GPU the same path adds CUDA graphs: tests/test_gpu.py)
     eager, eager_params = _updates(make_cfg("device=cpu", "dataset=ring"))

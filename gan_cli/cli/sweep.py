@@ -16,23 +16,33 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan_cli import config
+from gan_cli.config import UserError
+
+log = logging.getLogger("gan_cli")
+# what reading back a file of a job can raise: gone, not YAML, or without the key looked for
+UNREADABLE = (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException)
 
 STATUSES = ("ok", "diverged", "interrupted", "invalid", "failed")
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
 GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
-BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr", "k", "steps", "batch_size", "z_dim", "prior",
-                "updates", "seed")
+BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr", "k",
+                "steps", "batch_size", "z_dim", "prior", "updates", "seed")
 
 
 def _parse(overrides: Sequence[str]):
@@ -73,36 +83,25 @@ def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
         return None
     try:
         task = OmegaConf.load(path).hydra.overrides.task
-    except Exception:  # an unreadable file: the job's own command line stands in
+    except UNREADABLE:  # the job's own command line stands in
         return None
     return [str(o) for o in task]
 
 
-def families(overrides: Sequence[str], conf_dir: str) -> Tuple[str, ...]:
-    """The metric families of every dataset and architecture the command line names, presets included."""
-    from . import data, models
-
+def families(overrides: Sequence[str], conf_dir: str = "") -> Tuple[str, ...]:
+    """The metric families of every dataset and architecture the command line names, presets included
+    (a name that is not a choice has none)."""
     found: List[str] = []
     datasets, archs = values(overrides, "dataset"), values(overrides, "arch")
     for name in values(overrides, "experiment"):
-        preset = Path(conf_dir) / "experiment" / f"{name}.yaml"
-        if preset.is_file():
-            for entry in OmegaConf.to_container(OmegaConf.load(preset)).get("defaults", []):
-                if isinstance(entry, dict):
-                    for k, v in entry.items():
-                        group = k.split()[-1].strip("/")
-                        (datasets if group == "dataset" else archs if group == "arch" else []).append(str(v))
+        groups, _ = config.preset(name)
+        datasets += [groups["dataset"]] if "dataset" in groups else []
+        archs += [groups["arch"]] if "arch" in groups else []
+    known = config.choices("dataset"), config.choices("arch")
     for name in datasets:
-        try:
-            found += [f for f in data.spec(name).families if f not in found]
-        except Exception:
-            pass
-    for name in archs:
-        try:
-            if models.spec(name).point and "point" not in found:
-                found.append("point")
-        except Exception:
-            pass
+        found += [f for f in (known[0][name].families if name in known[0] else ()) if f not in found]
+    if any(name in known[1] and known[1][name].point for name in archs) and "point" not in found:
+        found.append("point")
     return tuple(found)
 
 
@@ -122,7 +121,7 @@ def _job_num(job_dir: Path) -> Optional[int]:
     if hydra_yaml.is_file():
         try:
             return int(OmegaConf.load(hydra_yaml).hydra.job.num)
-        except Exception:
+        except UNREADABLE:  # the directory's name tells
             pass
     head = job_dir.name.split("_", 1)[0]
     return int(head) if head.isdigit() else None
@@ -155,7 +154,7 @@ def collect(sweep_dir: Path) -> List[Job]:
 
 def main_metric(jobs: Sequence[Job]) -> Optional[str]:
     """The sweep's main metric: the one that picks best.pt (eval.best_by) in its first job that ran."""
-    from . import evaluate
+    from gan_cli.evaluation import evaluate
 
     for job in jobs:
         config = job.dir / ".hydra" / "config.yaml"
@@ -164,13 +163,13 @@ def main_metric(jobs: Sequence[Job]) -> Optional[str]:
         try:
             cfg = OmegaConf.load(config)
             return evaluate.best_metric(cfg.eval.best_by, evaluate.families(cfg))
-        except Exception:
+        except (*UNREADABLE, UserError):  # a job whose config cannot be read: the next one tells
             continue
     return None
 
 
 def _order(jobs: Sequence[Job], metric: Optional[str]) -> List[Job]:
-    from . import evaluate
+    from gan_cli.evaluation import evaluate
 
     if metric is None:
         return list(jobs)
@@ -241,7 +240,7 @@ def print_summary(summary: Summary, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from . import evaluate
+    from gan_cli.evaluation import evaluate
 
     if console is None:  # not a terminal (a log file, a pipe): wide enough for the table, not 80 columns
         console = Console()
@@ -250,14 +249,16 @@ def print_summary(summary: Summary, console=None) -> None:
     ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
               if evaluate.direction(m) is not None and m != summary.metric]
     shown = ([summary.metric] if summary.metric else []) + ranked[:3]
-    title = f"gan-train: sweep of {len(summary.jobs)} jobs" + (f", best {summary.metric} first" if summary.metric else "")
+    title = (f"gan-train: sweep of {len(summary.jobs)} jobs"
+             + (f", best {summary.metric} first" if summary.metric else ""))
     table = Table(title=title)
     for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
         table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
     for job in summary.jobs:
         status = job.status if job.status == "ok" else f"[red]{job.status}[/red]"
-        table.add_row(str(job.num), *[job.overrides.get(k, "") for k in summary.keys], status, _fmt(round(job.wall_s, 1)),
-                      _fmt(job.metrics.get("steps", math.nan)), *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
+        table.add_row(str(job.num), *[job.overrides.get(k, "") for k in summary.keys], status,
+                      _fmt(round(job.wall_s, 1)), _fmt(job.metrics.get("steps", math.nan)),
+                      *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
     console.print(table)
     console.print(f"Summary: {summary.sweep_dir / 'summary.csv'}", soft_wrap=True, highlight=False)
     console.print(f"Compare the jobs:  tensorboard --logdir {summary.sweep_dir}", soft_wrap=True, highlight=False)
@@ -282,8 +283,8 @@ class SweepSummary(Callback):
         try:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 summarize(Path(str(config.hydra.sweep.dir)))
-        except Exception:  # the summary never ends a job; the end of the sweep writes it again
-            pass
+        except (OSError, *UNREADABLE) as err:  # the summary never ends a job; the end of the sweep writes it again
+            log.warning("gan-train: summary.csv not written after this job: %s", err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST
@@ -299,7 +300,8 @@ def finish_interrupted() -> Optional[Summary]:
     if CURRENT is not None and CURRENT.is_dir():
         try:
             LAST = summarize(CURRENT)
-        except Exception:
+        except (OSError, *UNREADABLE) as err:
+            log.warning("gan-train: the sweep's summary.csv could not be written: %s", err)
             return None
         print_summary(LAST)
     return LAST

@@ -20,13 +20,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from . import data as datasets, losses, metrics, models
-from .config import UserError
+from gan_cli import config
+from gan_cli import data as datasets
+from gan_cli.config import Knob, UserError, flag, integer, text
+from gan_cli.evaluation import metrics
+from gan_cli.game import losses, models
 
 LOG4 = math.log(4.0)
 HIGHER, LOWER = "higher", "lower"  # which way a tag is better (eval.best_by follows it)
@@ -52,7 +55,8 @@ class Evaluator:
         self._real: Optional[Dict[str, torch.Tensor]] = None  # theory: the real samples and what depends on them alone
         self._reference = None  # features.Reference of the real reference images (with the classifier)
         self._inception = None  # inception.InceptionMetrics against the real images (eval.inception_weights)
-        self._images: Optional[torch.Tensor] = None  # this evaluation's generated images (Parzen and features share them)
+        # this evaluation's generated images (Parzen and features share them)
+        self._images: Optional[torch.Tensor] = None
         self.curves: Optional[Dict[str, torch.Tensor]] = None
         self.seconds: Dict[str, float] = {}  # the last evaluation's time per metric family (wall clock)
         if data.has_density:
@@ -91,7 +95,8 @@ class Evaluator:
         other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
         # the real samples are the same at every evaluation (the generator is seeded afresh, G's noise is
         # drawn first, always as much): what depends on them alone is computed at the first and kept
-        if self._real is None or not (torch.equal(self._real["real"], real) and torch.equal(self._real["other"], other)):
+        if self._real is None or not (torch.equal(self._real["real"], real)
+                                      and torch.equal(self._real["other"], other)):
             self._real = {"real": real, "other": other}
         cache = self._real
         # p_g by its k-NN density (k for the JSD at every point; k* for D* at the first m, found by the
@@ -110,7 +115,7 @@ class Evaluator:
             o_other = others.log_density(other, [k], exclude_self=True)[0]
             cache["floor"] = metrics.jsd_from_log_densities(log_p_real, o_real, data.log_prob(other).double(), o_other)
         floor = cache["floor"]
-        jsd = (metrics.jsd_from_log_densities(log_p_real, q_real, log_p_fake, q_fake) - floor).clamp(0, math.log(2))
+        jsd = metrics.jsd_corrected(log_p_real, q_real, log_p_fake, q_fake, floor)
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if d_star:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
@@ -127,8 +132,10 @@ class Evaluator:
                 p_data = data.log_prob(grid).double().exp()
                 p_g = metrics.histogram_density(fake, self.lo, self.hi, self.bins)
                 self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g,
-                               "D": torch.sigmoid(self._logits(D, grid)).double(), "D_star": metrics.d_star(p_data, p_g)}
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()]).tolist()
+                               "D": torch.sigmoid(self._logits(D, grid)).double(),
+                               "D_star": metrics.d_star(p_data, p_g)}
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
+                              for v in out.values()]).tolist()
         scalars = dict(zip(out.keys(), values))
         scalars["theory/optimum"] = -LOG4
         return scalars
@@ -151,7 +158,7 @@ class Evaluator:
     def classifier(self):
         """The dataset's cached feature classifier (trained on first use), the real reference's features
         and the real-vs-real floor: the reference against the held-out images, at the run's sizes."""
-        from . import features
+        from gan_cli.evaluation import features
 
         if self._classifier is None:
             d, (n_ref, size, _) = self.data, self.feature_sizes()
@@ -171,7 +178,7 @@ class Evaluator:
                 "eval/parzen_samples": n}
 
     def features(self, nets) -> Dict[str, float]:
-        from . import features
+        from gan_cli.evaluation import features
 
         model = self.classifier()
         n_ref, size, _ = self.feature_sizes()
@@ -182,7 +189,7 @@ class Evaluator:
                 "eval/reference_samples": n_ref, "eval/feature_samples": size}
 
     def inception(self, nets) -> Dict[str, float]:
-        from . import inception
+        from gan_cli.evaluation import inception
 
         if self._inception is None:  # the real images' features: once per run
             self._inception = inception.metrics_for(self.cfg.inception_weights, self.data.reference(self.cfg.n_samples),
@@ -209,6 +216,18 @@ class Evaluator:
         self._images = None
         return scalars, self.curves
 
+    def measure(self, nets, average=None, also_raw: bool = False):
+        """(figures, Figure 1 curves, G's own curves) of what samples and evaluation read: the moving average of
+        G (``average``, a game.ema.EMA, once it has started) beside D, or G itself without one. With an average
+        and ``also_raw``, G itself is measured too (the same noise), its ranked figures added under raw/ (the
+        floors, sizes and constants are the average's), its curves the third item (None otherwise)."""
+        figures, curves = self.run(nets if average is None else nets.with_G(average.generator()))
+        raw_curves = None
+        if average is not None and also_raw:
+            raw, raw_curves = self.run(nets)
+            figures.update(raw_figures(raw))
+        return figures, curves, raw_curves
+
     def protocol(self) -> Dict[str, str]:
         """How each figure was measured, in words (for eval.json and the log)."""
         return {m.name: m.protocol(self) for m in applicable(self.families)
@@ -221,7 +240,7 @@ class Evaluator:
 def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Optional[int], m: int,
               exclude_self: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(log q-hat at every point of x with k neighbours, and at its first m with k_star), the first m
-    found by one search for both k (metrics.knn_log_density's values; no k_star: None)."""
+    found by one search for both k (tree.log_density's values; no k_star: None)."""
     if k_star is None:
         return tree.log_density(x, [k], exclude_self)[0], None
     head, head_star = tree.log_density(x[:m], [k, k_star], exclude_self)
@@ -232,10 +251,10 @@ def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Opti
 
 def _theory_protocol(ev: Evaluator) -> str:
     return (f"{ev.cfg.theory_samples} generator and real samples; p_data exact, p_g by its k-nearest-neighbour "
-            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); theory/jsd is the mean of log 2p/(p+q) over "
-            "real and log 2q/(p+q) over generated samples minus theory/jsd_floor, the same estimate with a second real "
-            "sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over both samples (weighted "
-            "by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode")
+            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); theory/jsd is the mean of log 2p/(p+q) "
+            "over real and log 2q/(p+q) over generated samples minus theory/jsd_floor, the same estimate with a second "
+            "real sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over both samples "
+            "(weighted by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode")
 
 
 def _modes_protocol(ev: Evaluator) -> str:
@@ -244,9 +263,10 @@ def _modes_protocol(ev: Evaluator) -> str:
 
 
 def _parzen_protocol(ev: Evaluator) -> str:
-    return (f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) by the first "
-            "1,000 validation images, mean +- std/sqrt(N) on the test split"
-            + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)" if ev.data.val is ev.data.test else ""))
+    return (f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) "
+            "by the first 1,000 validation images, mean +- std/sqrt(N) on the test split"
+            + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)"
+               if ev.data.val is ev.data.test else ""))
 
 
 def _features_protocol(ev: Evaluator) -> str:
@@ -271,42 +291,112 @@ def _inception_protocol(ev: Evaluator) -> str:
 
 
 class Metric(NamedTuple):
-    """A family of figures measured together."""
+    """A family of figures measured together: everything about it in one place. A new metric is a measure
+    function and one :func:`register` call."""
 
     name: str  # its key in the protocol texts (eval.json, train.log)
-    applies: str  # which runs have it: a dataset family (image, density, modes; data.DATASETS) or "point"
+    applies: str  # which runs have it: a dataset family (image, rgb, density, modes; data.DATASETS) or "point"
     tags: Dict[str, Optional[str]]  # tag -> HIGHER or LOWER is better; None: a floor, a size or a constant
-    measure: Callable[[Evaluator, object], Dict[str, float]]
+    measure: Callable[[Evaluator, object], Dict[str, float]]  # (the evaluator, the networks) -> scalars by tag
     protocol: Optional[Callable[[Evaluator], str]] = None
     probability: Tuple[str, ...] = ()  # tags measured only when D is a probability (cross-entropy losses)
     auto: Optional[str] = None  # the tag that eval.best_by=auto picks on runs that have this family
-    enabled: Callable[[object], bool] = lambda cfg: True  # by the eval config node
+    knobs: Mapping[str, Knob] = {}  # the eval.* settings it reads (its on/off switch among them)
+    switch: Optional[str] = None  # the flag among its knobs that turns it on or off (None: always on)
+    samples: Callable[[object], int] = lambda cfg: 0  # generated samples it holds at once, by the eval config node
+    check: Optional[Callable[[object], None]] = None  # the run config -> UserError where its knobs do not fit
+    about: str = ""
+
+    def enabled(self, cfg) -> bool:
+        """Whether the run measures it, by the eval config node (its switch, or inception's weights file)."""
+        if self.switch is None:
+            return True
+        value = cfg[self.switch]
+        return value is not None and value is not False
 
 
-METRICS = (
+METRICS: List[Metric] = []
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric family (replacing one of the same name): the evaluator measures it on every run whose
+    families include ``metric.applies``, and its knobs join eval.*."""
+    METRICS[:] = [m for m in METRICS if m.name != metric.name] + [metric]
+    return config.register("eval", metric.name, metric)
+
+
+def _theory_sizes(cfg) -> None:
+    ev = cfg.eval
+    for key in ("knn", "knn_d_star"):
+        if ev[key] >= ev.theory_samples:
+            raise UserError(f"eval.{key}={ev[key]} is not allowed: it must be an integer in [1, eval.theory_samples) "
+                            f"= [1, {ev.theory_samples})")
+
+
+def _inception_file(cfg) -> None:
+    """eval.inception_weights is a file of those weights, on an RGB set."""
+    if cfg.eval.inception_weights is None:
+        return
+    rgb = [name for name, entry in config.choices("dataset").items() if "rgb" in entry.families]
+    if "rgb" not in datasets.spec(cfg.dataset.name).families:
+        raise UserError(f"eval.inception_weights is for RGB image sets ({', '.join(rgb)}); dataset={cfg.dataset.name} "
+                        "is not one: leave it unset")
+    from gan_cli.evaluation import inception
+
+    inception.load(cfg.eval.inception_weights)  # a missing or foreign file, or no torchmetrics: one line now
+
+
+config.share("eval", {
+    "best_by": text("auto", "the figure that keeps checkpoints/best.pt (auto: eval/fid, theory/jsd or theory/distance)",
+                    longest=200),
+    "n_samples": integer(10000, 1, 200_000, "image sets: generated samples for Parzen (the paper: 10,000), FID/KID/PR"),
+})
+for _metric in (
     Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "eval/parzen_se": None, "eval/parzen_sigma": None,
                                "eval/parzen_samples": None},
-           Evaluator.parzen, _parzen_protocol, enabled=lambda cfg: cfg.parzen),
+           Evaluator.parzen, _parzen_protocol, switch="parzen", samples=lambda cfg: cfg.n_samples,
+           knobs={"parzen": flag(True, "image sets: the paper's Parzen-window log-likelihood")},
+           about="the paper's Parzen-window log-likelihood of the test images"),
     Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "eval/kid_std": None, "eval/precision": HIGHER,
                                  "eval/recall": HIGHER, "eval/fid_floor": None, "eval/kid_floor": None,
                                  "eval/precision_floor": None, "eval/recall_floor": None,
                                  "eval/classifier_accuracy": None, "eval/reference_samples": None,
                                  "eval/feature_samples": None},
-           Evaluator.features, _features_protocol, auto="eval/fid", enabled=lambda cfg: cfg.features),
-    Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER, "eval/inception_kid_std": None,
-                                "eval/inception_samples": None},
-           Evaluator.inception, _inception_protocol, auto="eval/inception_fid",
-           enabled=lambda cfg: cfg.inception_weights is not None),
+           Evaluator.features, _features_protocol, auto="eval/fid", switch="features",
+           samples=lambda cfg: cfg.n_samples,
+           knobs={"features": flag(True, "image sets: FID / KID / precision / recall in a classifier's feature space"),
+                  "classifier_steps": integer(1000, 1, 100_000,
+                                              "training steps of that classifier (once; then cached)"),
+                  "cache_dir": text(None, "folder of cached classifiers", "path",
+                                    null="~/.cache/gan-cli/classifiers")},
+           about="FID, KID, precision and recall in the feature space of a small classifier"),
+    Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER,
+                                "eval/inception_kid_std": None, "eval/inception_samples": None},
+           Evaluator.inception, _inception_protocol, auto="eval/inception_fid", switch="inception_weights",
+           samples=lambda cfg: cfg.n_samples, check=_inception_file,
+           knobs={"inception_weights": text(None, "RGB sets: Inception FID / KID from this LOCAL weights file "
+                                                  "(torch-fidelity's pt_inception-2015-12-05-6726825d.pth)", "path",
+                                            null="off")},
+           about="Inception FID and KID (a local weights file)"),
     Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
                                  "theory/value": LOWER, "theory/d_gap": None, "theory/d_star_mse": LOWER,
                                  "theory/optimum": None},
            Evaluator.theory, _theory_protocol, probability=("theory/value", "theory/d_gap", "theory/d_star_mse"),
-           auto="theory/jsd"),
+           auto="theory/jsd", samples=lambda cfg: cfg.theory_samples, check=_theory_sizes,
+           knobs={"theory_samples": integer(50000, 2, 1_000_000, "known-density data: samples for JSD, V-hat and D*"),
+                  "knn": integer(10, 1, 10_000, "neighbours of the k-NN density of p_g in the JSD"),
+                  "knn_d_star": integer(200, 1, 10_000, "the same for D* = p_data / (p_data + p_g)"),
+                  "bins_1d": integer(200, 2, 100_000, "1-D data: histogram cells of p_g in the Figure 1 curves")},
+           about="V-hat against C(G) and -log 4, the JSD to p_data, D against D*"),
     Metric("modes", "modes", {"eval/modes_covered": HIGHER, "eval/hq_fraction": HIGHER, "eval/reverse_kl": LOWER,
                               "eval/mode_samples": None, "eval/hq_threshold_std": None},
-           Evaluator.modes, _modes_protocol),
-    Metric("distance", "point", {"theory/distance": LOWER}, Evaluator.distance, auto="theory/distance"),
-)
+           Evaluator.modes, _modes_protocol, samples=lambda cfg: cfg.mode_samples,
+           knobs={"mode_samples": integer(2500, 1, 1_000_000, "ring / grid: samples for the mode metrics (2,500)")},
+           about="modes covered, high-quality fraction, reverse KL (VEEGAN / PacGAN)"),
+    Metric("distance", "point", {"theory/distance": LOWER}, Evaluator.distance, auto="theory/distance",
+           about="the Dirac-GAN's distance to its equilibrium"),
+):
+    register(_metric)
 
 
 def feature_sizes(n_samples: int, n_train: int, n_test: int) -> Tuple[int, int, int]:
@@ -346,7 +436,8 @@ CORE_METRICS = ("loss/D", "loss/G", "D/real_mean", "D/fake_mean")
 def hparam_metrics(run_families: Iterable[str]) -> Tuple[str, ...]:
     """The metric columns of the HPARAMS tab for runs of these families: the figures every run logs,
     then every ranked figure that applies (the same list for every job of a sweep)."""
-    return CORE_METRICS + tuple(tag for m in applicable(run_families) for tag, better in m.tags.items() if better is not None)
+    return CORE_METRICS + tuple(tag for m in applicable(run_families)
+                                for tag, better in m.tags.items() if better is not None)
 
 
 def direction(tag: str) -> Optional[str]:
@@ -373,16 +464,11 @@ def is_better(tag: str, new: float, old: Optional[float]) -> bool:
 
 
 def check(cfg) -> None:
-    """eval.best_by names a figure that the run measures; eval.inception_weights is a file, on an RGB set
-    (UserError otherwise)."""
-    if cfg.eval.inception_weights is not None:
-        rgb = [name for name, entry in datasets.DATASETS.items() if "rgb" in entry.families]
-        if "rgb" not in datasets.spec(cfg.dataset.name).families:
-            raise UserError(f"eval.inception_weights is for RGB image sets ({', '.join(rgb)}); dataset={cfg.dataset.name} "
-                            "is not one: leave it unset")
-        from . import inception
-
-        inception.load(cfg.eval.inception_weights)  # a missing or foreign file, or no torchmetrics: one line now
+    """Each metric's own checks of its knobs; eval.best_by and optimized_metric name a figure that the run
+    measures (UserError otherwise)."""
+    for metric in METRICS:
+        if metric.check is not None:
+            metric.check(cfg)
     allowed = ("auto",) + rankable(families(cfg), reads_points_as_probability(cfg))
     if cfg.eval.best_by not in allowed:
         raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "

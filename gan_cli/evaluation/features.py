@@ -19,8 +19,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gan_cli.metrics import frechet_distance, gaussian_stats, kid, knn_sq_radii, precision_recall_knn
-from gan_cli.optim import Adam
+from gan_cli.evaluation.metrics import frechet_distance, gaussian_stats, kid, knn_sq_radii, precision_recall_knn
+from gan_cli.game.optim import Adam
+from gan_cli.runs import rundir
 
 log = logging.getLogger("gan_cli")
 
@@ -129,7 +130,7 @@ def get_classifier(
     batches drawn from ``seed`` (the caller's random state is left untouched). The state_dict and
     the test accuracy are saved to ``<cache_dir>/<name>-<hash>.pt`` (``cache_dir`` defaults to
     :func:`default_cache_dir`), the hash covering the architecture, data shapes and sums, seed and
-    training settings; the file is written atomically and read with ``weights_only=True``.
+    training settings; written atomically (rundir.replacing), read with ``weights_only=True``.
 
     Returns the model (eval mode, frozen, on ``device``, default that of ``train_x``) and
     ``{"name", "test_accuracy", "train_seconds", "cached", "path"}``; ``cached`` tells whether the
@@ -137,22 +138,16 @@ def get_classifier(
     Training (once) is announced in the log, and ``progress(done, steps)`` follows it.
     """
     if train_x.dim() != 4 or train_x.shape[-1] != train_x.shape[-2] or train_x.shape[-1] % 4:
-        shape = tuple(train_x.shape)
-        raise ValueError(f"images must be (N, C, S, S) with S divisible by 4, got {shape}")
+        raise ValueError(f"images must be (N, C, S, S) with S divisible by 4, got {tuple(train_x.shape)}")
     device = torch.device(device) if device is not None else train_x.device
     num_classes = int(train_y.max()) + 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Classifier(train_x.shape[1], train_x.shape[-1], num_classes)
     model.to(device)
-    data_fingerprint = (
-        tuple(train_x.shape),
-        tuple(test_x.shape),
-        train_x.double().sum().item(),
-        train_y.sum().item(),
-        test_x.double().sum().item(),
-    )
-    key = _cache_key(model, data_fingerprint, seed, steps, batch_size, lr)
+    fingerprint = (tuple(train_x.shape), tuple(test_x.shape), train_x.double().sum().item(), train_y.sum().item(),
+                   test_x.double().sum().item())
+    key = _cache_key(model, fingerprint, seed, steps, batch_size, lr)
     path = Path(cache_dir or default_cache_dir()).expanduser() / f"{name}-{key}.pt"
     cached = path.exists()
     if cached:
@@ -163,25 +158,15 @@ def get_classifier(
         log.info("training the feature classifier for %s (once, cached in %s)", name, path.parent)
         start = time.perf_counter()
         _train(model, train_x.to(device), train_y.to(device), seed, steps, batch_size, lr, progress)
-        train_seconds = time.perf_counter() - start
-        saved = {
-            "test_accuracy": _accuracy(model, test_x.to(device), test_y.to(device)),
-            "train_seconds": train_seconds,
-            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(saved, partial)
-        os.replace(partial, path)
+        saved = {"test_accuracy": _accuracy(model, test_x.to(device), test_y.to(device)),
+                 "train_seconds": time.perf_counter() - start,
+                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+        with rundir.replacing(path) as tmp:
+            torch.save(saved, tmp)
         log.info("feature classifier for %s: test accuracy %.4f, trained in %.0f s", name, saved["test_accuracy"],
-                 train_seconds)
-    info = {
-        "name": name,
-        "test_accuracy": saved["test_accuracy"],
-        "train_seconds": saved["train_seconds"],
-        "cached": cached,
-        "path": str(path),
-    }
+                 saved["train_seconds"])
+    info = {"name": name, "test_accuracy": saved["test_accuracy"], "train_seconds": saved["train_seconds"],
+            "cached": cached, "path": str(path)}
     # channels-last convolutions and pooling: the same features (to float32 rounding), several times faster
     return model.requires_grad_(False).to(memory_format=torch.channels_last), info
 

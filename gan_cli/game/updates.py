@@ -1,8 +1,8 @@
 """Algorithm 1's updates and their statistics.
 
-:class:`GAN` holds G, D, their optimizers and the loss pair, with one method per kind of update: a D
+:class:`GAN` holds G, D, their optimizers and the loss, with one method per kind of update: a D
 step, a G step, and the authors' simultaneous step. :class:`Stats` sums what each update reports, on
-the device, until the log window is read (one host sync). The loop that calls them is train.train.
+the device, until the log window is read (one host sync). The loop that calls them is game.loop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 
-from . import data as datasets, distributed, ema as averaging, losses, models, optim
+from gan_cli import data as datasets
+from gan_cli.game import ema as averaging
+from gan_cli.game import losses, models, optim
+from gan_cli.runs import distributed
 
 
 def _grad_norm(params) -> torch.Tensor:
@@ -27,7 +30,7 @@ def reads_jointly(D: torch.nn.Module) -> bool:
 
 
 class DStep(NamedTuple):
-    """What one D update reports: loss, mean/std of D's scores (GAN.score) of x and G(z), grad norm; and the scores."""
+    """What one D update reports: loss, mean/std of D's scores (Loss.score) of x and G(z), grad norm; and the scores."""
 
     values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
     real: torch.Tensor  # D(x) of the minibatch (for the histograms)
@@ -35,7 +38,7 @@ class DStep(NamedTuple):
 
 
 class GAN:
-    """G, D, their optimizers and the loss pair; one method per kind of update."""
+    """G, D, their optimizers and the loss; one method per kind of update."""
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.data, self.device = data, device
@@ -52,7 +55,7 @@ class GAN:
         self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device, net="G")
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device, net="D")
-        self.pair = losses.get(cfg.loss)
+        self.loss = losses.get(cfg.loss)
         self.ema = averaging.build(cfg.ema, self.G)  # the moving average of G (None: ema.decay=null)
         self.prior, self.z_dim = cfg.prior, cfg.z_dim
         self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
@@ -89,24 +92,14 @@ class GAN:
     def noise(self, m: int) -> torch.Tensor:
         return datasets.noise(self.prior, m, self.z_dim, self.device)
 
-    def score(self, a: torch.Tensor) -> torch.Tensor:
-        """What the D/ tags report: D = sigma(a) where D is a probability (the cross-entropy losses), D's
-        raw output a otherwise (least_squares: the estimate itself, targets 1 / 0; hinge: the score,
-        margins +1 / -1; wasserstein_gp: the critic's score)."""
-        a = a.detach().float()
-        return torch.sigmoid(a) if self.pair.probability else a.clone()  # a copy: CUDA graphs reuse their outputs
-
     def _d_loss(self, x, fake, a_real, a_fake):
-        loss = self.pair.d(a_real, a_fake)
-        if self.pair.gp_weight > 0:  # the penalty is on the gradient of D as a function: no dropout inside it
-            with models.evaluating(self.D):
-                loss = loss + self.pair.gp_weight * losses.gradient_penalty(self.D, x, fake.detach())
-        return loss if self.pair.d_scale == 1.0 else self.pair.d_scale * loss
+        return self.loss.d_objective(self.D, x, fake, a_real, a_fake)
 
     def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
-        real, fake = self.score(a_real), self.score(a_fake)
+        real, fake = self.loss.score(a_real), self.loss.score(a_fake)
         c = 1 if len(real) > 1 else 0  # the sample std; 0 for a minibatch of one (batch_size=1)
-        values = torch.stack([loss.detach(), real.mean(), real.std(correction=c), fake.mean(), fake.std(correction=c), grad_norm])
+        values = torch.stack([loss.detach(), real.mean(), real.std(correction=c),
+                              fake.mean(), fake.std(correction=c), grad_norm])
         return DStep(values, real, fake)
 
     def d_step(self, m: int) -> DStep:
@@ -134,7 +127,7 @@ class GAN:
         self.D.requires_grad_(False)
         with self.autocast():
             a_fake = self.D_plain(self.G_train(self.noise(m * self.pack)))
-        loss = self.pair.g(a_fake.float())
+        loss = self.loss.g(a_fake.float())
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.G.parameters())
@@ -151,7 +144,7 @@ class GAN:
             a_real, a_fake = self.D_plain(x), self.D_plain(fake)
         fake, a_real, a_fake = fake.to(x.dtype), a_real.float(), a_fake.float()
         loss_d = self._d_loss(x, fake, a_real, a_fake)
-        loss_g = self.pair.g(a_fake)
+        loss_g = self.loss.g(a_fake)
         d_params, g_params = list(self.D.parameters()), list(self.G.parameters())
         d_grads = torch.autograd.grad(loss_d, d_params, retain_graph=True)
         g_grads = torch.autograd.grad(loss_g, g_params)
@@ -175,17 +168,11 @@ class GAN:
         if self.ema is not None:
             self.ema.update(it)
 
-    def shown(self, raw: bool = False) -> models.Nets:
-        """The networks that samples and evaluation read: with ema.decay set, the moving average of G
-        (once it has started) beside D; G itself otherwise or with ``raw``."""
-        if self.ema is None or raw:
-            return self.nets
-        return self.nets.with_G(self.ema.generator())
-
     @torch.no_grad()
     def sample(self, z: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """G(z) in eval mode (batch norm uses its running statistics); the moving average unless ``raw``."""
-        G = self.shown(raw).G
+        """G(z) in eval mode (batch norm uses its running statistics): the moving average of G (with ema.decay,
+        once it has started) unless ``raw``, as the evaluation reads it (Evaluator.measure)."""
+        G = self.G if self.ema is None or raw else self.ema.generator()
         with models.evaluating(G):
             return G(z)
 
@@ -260,7 +247,8 @@ class Stats:
 
     def pending(self) -> Dict[str, Any]:
         """The window not yet logged, for a checkpoint."""
-        return {"d": self.d.detach().cpu().clone(), "g": self.g.detach().cpu().clone(), "n_d": self.n_d, "n_g": self.n_g}
+        return {"d": self.d.detach().cpu().clone(), "g": self.g.detach().cpu().clone(),
+                "n_d": self.n_d, "n_g": self.n_g}
 
     def restore(self, window: Optional[Dict[str, Any]]) -> None:
         """Continue the window that a checkpoint carried (so a resumed run logs the same windows)."""

@@ -11,12 +11,12 @@ D's loss is -V.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .config import choose
+from gan_cli.config import Knob, entry, free, real, register, share
 
 
 def d_cross_entropy(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
@@ -128,30 +128,98 @@ def won_hinge(real: float, fake: float, loss: float) -> Optional[str]:
     return None
 
 
-class LossPair(NamedTuple):
+class Loss(NamedTuple):
+    """A choice of ``loss=``: the pair of objectives, written on D's logits, and everything else D's side
+    of the game needs: its penalty, its scale, how D's output reads as a score and whether that score is a
+    probability. The update code calls :func:`d_objective` and :func:`score` and names no loss setting."""
+
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
-    probability: bool = False  # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g); the D/ tags show sigma(a), else a
+    about: str = ""
+    # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g); the D/ tags show sigma(a), else a
+    probability: bool = False
     critic: bool = False  # D's output is an unbounded score with no targets (WGAN): no "D has won" test (won is None)
-    won: Optional[Callable[[float, float, float], Optional[str]]] = None  # (D/real_mean, D/fake_mean, D's loss) -> why D has won
-    gp_weight: float = 0.0  # > 0: D also minimizes gp_weight * the gradient penalty (WGAN-GP)
-    d_scale: float = 1.0  # D minimizes d_scale * (d loss + penalty)
+    won: Optional[Callable[[float, float, float], Optional[str]]] = None  # (D/real_mean, D/fake_mean, D's loss) -> why
+    knobs: Mapping[str, Knob] = {}  # the loss.* settings it reads beyond the shared ones
+    penalty: Optional[Callable[[object], float]] = None  # the loss config -> the weight of the gradient penalty
+    build: Optional[Callable[[object], "Loss"]] = None  # the loss config -> this entry with its knobs applied
+    d_scale: float = 1.0  # D minimizes d_scale * (its loss + penalty)
+    penalty_weight: float = 0.0  # the gradient penalty's weight in this run
+
+    def d_objective(self, D: Callable, x: torch.Tensor, fake: torch.Tensor, a_real: torch.Tensor,
+                    a_fake: torch.Tensor) -> torch.Tensor:
+        """What D minimizes on this minibatch: its loss, plus its penalty, times its scale."""
+        loss = self.d(a_real, a_fake)
+        if self.penalty_weight > 0:  # on the gradient of D as a function: no dropout inside it
+            loss = loss + self.penalty_weight * penalised(D, x, fake.detach())
+        return loss if self.d_scale == 1.0 else self.d_scale * loss
+
+    def score(self, a: torch.Tensor) -> torch.Tensor:
+        """What the D/ tags report: D = sigma(a) where D is a probability (the cross-entropy losses), D's
+        raw output a otherwise (least_squares: the estimate itself, targets 1 / 0; hinge: the score,
+        margins +1 / -1; wasserstein_gp: the critic's score)."""
+        a = a.detach().float()
+        return torch.sigmoid(a) if self.probability else a.clone()  # a copy: CUDA graphs reuse their outputs
+
+    def has_won(self, real: float, fake: float, d_loss: float) -> Optional[str]:
+        """Why D has won, from one log window's means of D's scores and of D's loss as logged (scaled)."""
+        return None if self.won is None else self.won(real, fake, d_loss / self.d_scale)
 
 
-# The choices of loss=: a new loss is a function pair here, one entry, and a YAML file in conf/loss/.
-# A WGAN critic is trained to separate real from fake as far as its penalty allows and its scores have no
-# scale to saturate at: G's gradient does not vanish when it does, so wasserstein_gp has no "D has won" test.
-PAIRS: Dict[str, Callable[[object], LossPair]] = {
-    "minimax": lambda cfg: LossPair(d_cross_entropy, g_minimax, probability=True, won=won_cross_entropy),
-    "nonsaturating": lambda cfg: LossPair(d_cross_entropy, g_nonsaturating, probability=True, won=won_cross_entropy),
-    "maximum_likelihood": lambda cfg: LossPair(d_cross_entropy, make_g_maximum_likelihood(cfg.max_logit),
-                                               probability=True, won=won_cross_entropy),
-    "least_squares": lambda cfg: LossPair(d_least_squares, g_least_squares, won=won_least_squares),
-    "hinge": lambda cfg: LossPair(d_hinge, g_linear, won=won_hinge),
-    "wasserstein_gp": lambda cfg: LossPair(d_wasserstein, g_linear, critic=True, gp_weight=float(cfg.gp_weight)),
-}
+def penalised(D: Callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The gradient penalty of D as a function: with its dropout off (eval mode), then back as it was."""
+    was = getattr(D, "training", False)
+    if was:
+        D.eval()
+    try:
+        return gradient_penalty(D, real, fake)
+    finally:
+        if was:
+            D.train()
 
 
-def get(cfg) -> LossPair:
-    """The (D loss, G loss) pair of the loss config node ``cfg``; an unknown name is a UserError."""
-    return choose(PAIRS, cfg.name, "loss", "a loss")(cfg)._replace(d_scale=float(cfg.d_scale))
+share("loss", {
+    "d_scale": real(1.0, 0, 100, "D minimizes d_scale x its loss (the authors' MNIST code: 0.5, the mean of two BCEs)",
+                    lo_open=True),
+    "recipe": free({},
+                   "the settings its paper trains with, applied where the command line and the preset chose nothing"),
+})
+
+
+def _cross_entropy(g: Callable[[torch.Tensor], torch.Tensor], about: str, **rest) -> Loss:
+    return Loss(d_cross_entropy, g, about, probability=True, won=won_cross_entropy, **rest)
+
+
+def _ml_build(cfg) -> Loss:
+    return LOSSES["maximum_likelihood"]._replace(g=make_g_maximum_likelihood(cfg.max_logit))
+
+
+# The choices of loss=. A new loss is one register(...) here (its knobs beside it) and, where it has
+# defaults or a recipe of its own, a YAML file in conf/loss/. A WGAN critic is trained to separate real
+# from fake as far as its penalty allows and its scores have no scale to saturate at: G's gradient does
+# not vanish when it does, so wasserstein_gp has no "D has won" test.
+LOSSES: Dict[str, Loss] = {}
+for _name, _loss in {
+    "minimax": _cross_entropy(g_minimax, "the true saturating game: G minimizes log(1 - D(G(z)))"),
+    "nonsaturating": _cross_entropy(g_nonsaturating, "G minimizes -log D(G(z)) (the paper's practical choice)"),
+    "maximum_likelihood": _cross_entropy(
+        make_g_maximum_likelihood(20.0),
+        "G minimizes -exp(logit D(G(z))) / 2: maximum likelihood at the optimal D (Goodfellow 2016)",
+        knobs={"max_logit": real(20.0, 0, 80, "D's logit is clamped here before exp", lo_open=True)}, build=_ml_build),
+    "least_squares": Loss(d_least_squares, g_least_squares, "LSGAN (Mao et al. 2017), targets 1 and 0",
+                          won=won_least_squares),
+    "hinge": Loss(d_hinge, g_linear, "hinge loss (Lim & Ye 2017)", won=won_hinge),
+    "wasserstein_gp": Loss(d_wasserstein, g_linear, "WGAN-GP (Gulrajani et al. 2017): a critic with a gradient penalty",
+                           critic=True, knobs={"gp_weight": real(10.0, 0, 10000, "lambda of the gradient penalty")},
+                           penalty=lambda cfg: float(cfg.gp_weight)),
+}.items():
+    LOSSES[_name] = register("loss", _name, _loss)
+
+
+def get(cfg) -> Loss:
+    """The loss of the loss config node ``cfg`` with its settings applied; an unknown name is a UserError."""
+    loss = entry("loss", cfg.name)
+    if loss.build is not None:
+        loss = loss.build(cfg)
+    weight = loss.penalty(cfg) if loss.penalty is not None else 0.0
+    return loss._replace(d_scale=float(cfg.d_scale), penalty_weight=weight)

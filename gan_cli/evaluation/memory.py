@@ -9,7 +9,7 @@ pass of a minibatch on the meta device). A training step needs, in float32:
     parameters x 5 (weights, gradients, up to two optimizer moments, the moving average of G)
     + activations x 2 (kept for the backward pass, and their gradients): G on m x pack noise vectors,
       D on m x pack real and m x pack generated examples
-    + the evaluation's generated samples (image sets: eval.n_samples images, made in chunks)
+    + the evaluation's generated samples (the most that one of the run's metrics holds, made in chunks)
 
 :func:`check` refuses (UserError) a run whose estimate exceeds the memory free on its device.
 """
@@ -22,8 +22,12 @@ from typing import Dict, Optional
 
 import torch
 
-from . import data as datasets, models, rundir
-from .config import UserError
+from gan_cli import data as datasets
+from gan_cli.config import UserError
+from gan_cli.data import base
+from gan_cli.evaluation import evaluate
+from gan_cli.game import models
+from gan_cli.runs import rundir
 
 GIB = 2**30
 
@@ -67,7 +71,8 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
     The activations are an upper bound read from the layers' widths; ``exact``: measured by a forward
     pass on the meta device instead (which makes torch import its compiler stack: seconds)."""
     m = cfg.batch_size * cfg.pack
-    probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None, data.shape)
+    probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None,
+                          data.shape)
     with torch.device("meta"):
         nets = models.build(cfg.arch, probe, cfg.z_dim, cfg.pack)
     params = sum(p.numel() for p in nets.G.parameters()) + sum(p.numel() for p in nets.D.parameters())
@@ -91,7 +96,8 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
         per_g, per_d = sizes["G"] / m, sizes["D"] / m
     # G on m x pack noise vectors, D on as many real and generated examples, and the noise itself
     activations = int(m * (per_g + 2 * per_d + cfg.z_dim))
-    n_eval = cfg.eval.n_samples if data.is_image else max(cfg.eval.theory_samples, cfg.eval.mode_samples)
+    n_eval = max([m.samples(cfg.eval) for m in evaluate.applicable(evaluate.families(cfg)) if m.enabled(cfg.eval)]
+                 + [0])
     # samples (and D's statistics, the density's arrays: 4 x for points); noise for one chunk of 5,000
     # samples and the fixed noise of the sample grids, with G's activations for that chunk
     chunk = min(5000, n_eval)
@@ -103,7 +109,7 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
 def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
     """Refuse (UserError) a config whose estimate does not fit in the memory free on ``device``."""
     need = estimate(cfg, data)
-    free = datasets.free_memory(device)
+    free = base.free_memory(device)
     if need.total > free:  # the bound says no: measure before refusing
         need = estimate(cfg, data, exact=True)
     if need.total > free:
@@ -122,5 +128,6 @@ def as_user_error(err: BaseException) -> Optional[UserError]:
         or "out of memory" in text.lower()
     if oom:
         first = text.splitlines()[0][:160] if text else type(err).__name__
-        return UserError(f"out of memory ({first}): lower batch_size, arch.g_hidden / arch.d_hidden, z_dim or eval.n_samples")
+        return UserError(f"out of memory ({first}): "
+                         "lower batch_size, arch.g_hidden / arch.d_hidden, z_dim or eval.n_samples")
     return None

@@ -16,19 +16,34 @@ import itertools
 import os
 import sys
 import typing
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
+from typing import Callable, List, NoReturn, Optional, Sequence
 
-from hydra import compose as compose_hydra, initialize_config_dir
+from hydra import compose as compose_hydra
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from . import checkpoint, data, evaluate, losses, models, optim
-from .config import GROUPS, TrainConfig, UserError, domains, inapplicable, resolve_device, validate
+from gan_cli import data
+from gan_cli.config import (
+    GROUPS,
+    UserError,
+    choice_node,
+    choices,
+    domains,
+    inapplicable,
+    preset,
+    register_configs,
+    resolve_device,
+    schema,
+    validate,
+)
+from gan_cli.evaluation import evaluate
+from gan_cli.game import models
+from gan_cli.runs import checkpoint
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -53,6 +68,10 @@ def _overrides(argv: Sequence[str]) -> List[str]:
 
 
 def _choices(conf_dir: str, group: str) -> List[str]:
+    """The names ``group=`` accepts: the registered choices of a group of components, the YAML files of
+    the others (experiment, hparams_search)."""
+    if group in GROUPS:
+        return sorted(choices(group))
     return sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
 
 
@@ -84,8 +103,6 @@ def check(cfg) -> None:
     validate(cfg)
     dataset = data.spec(cfg.dataset.name)
     models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim, pack=cfg.pack)
-    losses.get(cfg.loss)
-    optim.check(cfg.optimizer)
     evaluate.check(cfg)
 
 
@@ -98,7 +115,7 @@ def _known_keys() -> List[str]:
             keys += [prefix + f.name] + (walk(nested, f"{prefix}{f.name}.") if nested else [])
         return keys
 
-    return walk(TrainConfig, "") + ["experiment", "hparams_search"]
+    return walk(schema(), "") + ["experiment", "hparams_search"]
 
 
 def unknown_key(override: str) -> str:
@@ -111,25 +128,14 @@ def unknown_key(override: str) -> str:
     return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
 
 
-def _flatten(node, prefix: str = "") -> List[str]:
-    out = []
-    for key, value in node.items():
-        out += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
-    return out
-
-
 def chosen(conf_dir: str, overrides: Sequence[str]) -> set:
     """The settings the command line chose, and those its experiment preset chose (a group choice
     counts as its group's name): a loss's recipe leaves all of them alone."""
     keys = {o.lstrip("+~").partition("=")[0] for o in overrides}
     experiment = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith("experiment=")), None)
-    preset = Path(conf_dir) / "experiment" / f"{experiment}.yaml"
-    if experiment and preset.is_file():
-        body = OmegaConf.to_container(OmegaConf.load(preset))
-        for entry in body.pop("defaults", []):
-            if isinstance(entry, dict):
-                keys |= {k.split()[-1].strip("/") for k in entry}
-        keys |= set(_flatten(body))
+    if experiment:
+        groups, settings = preset(experiment)
+        keys |= set(groups) | set(settings)
     return keys
 
 
@@ -146,8 +152,7 @@ def apply_recipe(cfg, conf_dir: str, overrides: Sequence[str]) -> dict:
         if key in set_keys:
             continue
         if key in GROUPS:
-            schema = typing.get_type_hints(TrainConfig)[group]
-            node = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(Path(conf_dir) / group / f"{value}.yaml"))
+            node = OmegaConf.merge(OmegaConf.structured(schema(group)), choice_node(group, value))
             kept = {k: OmegaConf.select(cfg, k) for k in set_keys if k.startswith(group + ".")}
             cfg[group] = node
             for k, v in kept.items():
@@ -164,6 +169,7 @@ def apply_recipe(cfg, conf_dir: str, overrides: Sequence[str]) -> dict:
 
 def compose(conf_dir: str, overrides: Sequence[str]):
     """The config gan-train runs for these overrides: Hydra's composition, then the loss's recipe."""
+    register_configs()  # the schema of the choices registered so far
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
@@ -193,7 +199,8 @@ def typed(overrides: List[str]) -> None:
         if domain is None or o.is_delete() or o.is_sweep_override() or (isinstance(value, str) and "${" in value):
             continue
         if (domain.kind == "flag" and not isinstance(value, bool)) or \
-                (domain.kind == "int" and value is not None and (isinstance(value, bool) or not isinstance(value, int))):
+                (domain.kind == "int" and value is not None
+                 and (isinstance(value, bool) or not isinstance(value, int))):
             raise ComposeError(f"{o.input_line} is not allowed: {key} must be {domain.describe()}")
 
 
@@ -206,7 +213,8 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
         if key in GROUPS + ("experiment", "hparams_search") and value not in _choices(conf_dir, key):
-            raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(_choices(conf_dir, key))}")
+            raise ComposeError(f"{key}={value} is not a choice of '{key}'; "
+                               f"choose one of: {', '.join(_choices(conf_dir, key))}")
     try:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
@@ -334,11 +342,13 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
                             "(`gan-train --cfg job` lists the settings and their values)")
         if o.startswith("+"):  # the settings are a closed schema: nothing to add
             key = o.lstrip("+").partition("=")[0]
-            raise UserError(unknown_key(o) if key not in _known_keys() else f"{o}: {key} exists; set it with {o.lstrip('+')}")
+            raise UserError(unknown_key(o) if key not in _known_keys()
+                            else f"{o}: {key} exists; set it with {o.lstrip('+')}")
     try:
         parser = OverridesParser.create()
         parsed = parser.parse_overrides(overrides)
-        run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]), "hydra.run.dir")
+        run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]),
+                         "hydra.run.dir")
     except HydraException as err:
         raise UserError(f"cannot read the command line: {_first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
@@ -347,7 +357,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         if o.is_sweep_override():
             try:
                 sweeps.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-            except Exception:  # a range (interval(...)) that a search draws from: each job checks its value
+            except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
                 continue
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings = [], {}
@@ -371,27 +381,6 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     if run_dir and not multirun:
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
-
-
-@contextmanager
-def mode_unset(argv: Sequence[str]) -> Iterator[None]:
-    """Hydra composes a command's whole config once only to read ``hydra.mode`` from it, and then
-    again for the run (about 0.2 s each on a small machine). gan-train's configs leave hydra.mode
-    unset (tests/test_config.py checks), so where the command line neither sets it nor points Hydra
-    at other configs, that first composition's answer is known: unset, and Hydra runs or sweeps as
-    ``-m`` says. Within the block Hydra is given that answer instead of composing for it."""
-    from hydra._internal.hydra import Hydra
-
-    other = any(a.split("=", 1)[0] in _INFO_FLAGS or "hydra.mode" in a or "hydra.searchpath" in a for a in argv)
-    if other or not callable(getattr(Hydra, "get_mode", None)):
-        yield
-        return
-    probe = Hydra.get_mode
-    Hydra.get_mode = lambda self, config_name, overrides: None
-    try:
-        yield
-    finally:
-        Hydra.get_mode = probe
 
 
 def run_and_exit(main: Callable[[], None]) -> NoReturn:

@@ -11,6 +11,8 @@ Checkpoints hold only tensors and plain containers, and are always read with
 
 from __future__ import annotations
 
+import pickle
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -18,11 +20,16 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import rundir
-from .config import TrainConfig, UserError
+from gan_cli.config import UserError, schema
+from gan_cli.runs import rundir
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
 NEEDED = ("G", "D", "opt_G", "opt_D", "step", "rng", "config")
+# what torch.load(weights_only=True) raises for a file that is not a checkpoint it can read: an unreadable
+# file, a truncated or corrupt zip or pickle, a foreign pickle (its weights-only unpickler refuses it); a
+# damaged pickle stream reaches the unpickler's own checks (struct, assertion, index and key errors)
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+              AssertionError, struct.error, pickle.UnpicklingError)
 
 
 @dataclass
@@ -126,7 +133,7 @@ def load(path: Path, label: str = "resume") -> Dict[str, Any]:
     given = f"{label}={path}" if label else str(path)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean: not a checkpoint we can read
+    except UNREADABLE as err:  # not a checkpoint we can read
         raise UserError(f"{given} is not a readable gan-cli checkpoint "
                         f"(torch.load(weights_only=True) failed with {type(err).__name__})") from None
     if not isinstance(saved, dict) or not set(NEEDED) <= saved.keys():
@@ -141,8 +148,8 @@ def load(path: Path, label: str = "resume") -> Dict[str, Any]:
     kinds = {"step": int, "config": dict, "rng": dict, "G": dict, "D": dict, "opt_G": dict, "opt_D": dict}
     wrong = [k for k, kind in kinds.items() if not isinstance(saved[k], kind)]
     if wrong or "torch" not in saved["rng"] or "name" not in saved["config"].get("dataset", {}):
-        raise UserError(f"{given} is not a gan-cli checkpoint: its {', '.join(wrong) or 'rng / config'} entry is not what "
-                        "gan-train writes")
+        raise UserError(f"{given} is not a gan-cli checkpoint: its {', '.join(wrong) or 'rng / config'} entry "
+                        "is not what gan-train writes")
     return saved
 
 
@@ -150,8 +157,8 @@ def check_steps(cfg, saved: Dict[str, Any]) -> None:
     """A resumed run must have iterations left: steps above the checkpoint's iteration."""
     done = int(saved["step"])
     if cfg.steps <= done:
-        raise UserError(f"steps={cfg.steps} is not above the checkpoint's iteration {done} ({cfg.resume}): nothing is left "
-                        f"to train; pass steps=N with N > {done} to continue the run")
+        raise UserError(f"steps={cfg.steps} is not above the checkpoint's iteration {done} ({cfg.resume}): "
+                        f"nothing is left to train; pass steps=N with N > {done} to continue the run")
 
 
 def restore(saved: Dict[str, Any], state: State, path: str) -> None:
@@ -196,7 +203,7 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
         return cfg, None
     saved = load(find(cfg.resume))
     # on the schema, so that a key added since the checkpoint was written takes its default
-    before_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved["config"])
+    before_cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
     given = list(dict.fromkeys(_key(o) for o in overrides))
     for key in given:
         if key.startswith("hydra") or key in RESUMABLE:
@@ -205,9 +212,9 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
         if isinstance(now, DictConfig):  # a group choice such as loss=hinge
             now, before = OmegaConf.to_container(now), OmegaConf.to_container(before) if before is not None else None
         if now != before:
-            raise UserError(f"{key}={now if not isinstance(now, dict) else now.get('name')} differs from the checkpoint's "
-                            f"{key}={before if not isinstance(before, dict) else before.get('name')}: a resumed run keeps its "
-                            f"config; only {', '.join(RESUMABLE)} can change")
+            raise UserError(f"{key}={now if not isinstance(now, dict) else now.get('name')} differs from the "
+                            f"checkpoint's {key}={before if not isinstance(before, dict) else before.get('name')}: "
+                            f"a resumed run keeps its config; only {', '.join(RESUMABLE)} can change")
     for key in RESUMABLE:
         if key in given or key == "resume":
             OmegaConf.update(before_cfg, key, OmegaConf.select(cfg, key), force_add=True)

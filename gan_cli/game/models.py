@@ -2,18 +2,18 @@
 
 G maps z (m, z_dim) to samples of the data's shape; image sets get a sigmoid output (pixels in
 [0, 1]), point sets a linear one. D maps a sample to ONE logit a(x) per example (D(x) = sigma(a)).
-A new architecture is a builder function, one entry in ARCHS and a YAML file in conf/arch/.
+A new architecture is a builder function and one registered entry (see ARCHS).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple, Optional, Tuple
+from typing import Callable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .config import UserError, choose
+from gan_cli.config import Knob, UserError, choices, entry, flag, integer, real, register, share
 
 
 class Maxout(nn.Module):
@@ -175,35 +175,62 @@ def _dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
 
 
 class Arch(NamedTuple):
-    """A choice of ``arch=``: its builder and the facts the other modules ask about."""
+    """A choice of ``arch=``: its builder, the knobs it reads and the facts the other modules ask about."""
 
     build: Callable  # (arch config node, data, z_dim, pack) -> (G body, D body)
+    about: str = ""
+    knobs: Mapping[str, Knob] = {}  # the arch.* settings it reads beyond the shared ones
     images_only: bool = False  # convolutional: needs (C, H, W) samples
     packs: bool = True  # D reads flat vectors, so it can read pack samples side by side (PacGAN)
     dim: Optional[int] = None  # needs point samples of this dimension
     point: Optional[Callable[[nn.Module, nn.Module], torch.Tensor]] = None  # the game's state as a point, to draw
 
 
-ARCHS = {
-    "mlp": Arch(_mlp),
-    "maxout": Arch(_maxout),
-    "pacgan": Arch(_pacgan),
-    "dcgan": Arch(_dcgan, images_only=True, packs=False),
-    "dirac": Arch(_dirac, dim=1, point=_dirac_point, packs=False),
-}
+share("arch", {
+    "g_init_range": real(0.0, 0, 10, "> 0: G's weights ~ U(-r, r) (the paper: 0.05); 0: PyTorch's default"),
+    "d_init_range": real(0.0, 0, 10, "> 0: D's weights ~ U(-r, r) (the paper: 0.005); 0: PyTorch's default"),
+    "g_output_bias_from_data": flag(False, "image sets: G's output bias = logit of the pixel means",
+                                    applies=("dataset", "image")),
+})
+HIDDEN = {"g_hidden": integer(256, 1, 65536, "units per hidden layer of G (dcgan: base channels)"),
+          "d_hidden": integer(256, 1, 65536, "units per hidden layer of D (dcgan: base channels)")}
+PIECES = {"pieces": integer(5, 1, 64, "maxout: linear pieces per unit")}
+# probability of dropping an input / a hidden unit of D; null: the paper's 0.2 / 0.5 on images, none on
+# 1-D and 2-D points, whose only coordinates it would drop
+DROP_IN = {"d_dropout_input": real(0.0, 0, 1, "probability of dropping an input of D", hi_open=True, null="automatic")}
+DROP_HIDDEN = {"d_dropout_hidden": real(0.0, 0, 1, "probability of dropping a hidden unit of D", hi_open=True,
+                                        null="automatic")}
+
+# The choices of arch=. A new architecture is a builder and one register(...) here, and a YAML file in
+# conf/arch/ where it has defaults of its own.
+ARCHS = {name: register("arch", name, arch) for name, arch in {
+    "mlp": Arch(_mlp, "two hidden layers each; D's dropout the paper's on images, none on points",
+                {**HIDDEN, **DROP_IN, **DROP_HIDDEN}),
+    "maxout": Arch(_maxout, "the paper's MNIST networks: G 1200-1200 ReLU, D maxout 240x5 twice with dropout",
+                   {**HIDDEN, **PIECES, **DROP_IN, **DROP_HIDDEN}),
+    "pacgan": Arch(_pacgan, "the 2-D networks of VEEGAN / PacGAN: G 4x400 batch-norm ReLU, D 3 maxout layers of 200x5",
+                   {**HIDDEN, **PIECES}),
+    "dcgan": Arch(_dcgan, "convolutional (Radford et al. 2016); image sets only", {**HIDDEN, **DROP_HIDDEN},
+                  images_only=True, packs=False),
+    "dirac": Arch(_dirac, "G(z) = theta, D(x) = psi x: the bilinear game of Mescheder et al. (2018)",
+                  {"theta0": real(1.0, -1000, 1000, "initial G(z) = theta"),
+                   "psi0": real(1.0, -1000, 1000, "initial D(x) = psi * x")},
+                  dim=1, point=_dirac_point, packs=False),
+}.items()}
 
 
 def spec(name: str) -> Arch:
     """The entry of ``arch=name``; an unknown name is a UserError that lists the choices."""
-    return choose(ARCHS, name, "arch", "an architecture")
+    return entry("arch", name)
 
 
 def check(arch_name: str, dataset_name: str, is_image: bool, dim: Optional[int], pack: int = 1) -> None:
     """The architecture exists, fits the dataset (images or points of dimension ``dim``) and can pack."""
     arch = spec(arch_name)
     if pack > 1 and not arch.packs:
-        packing = ", ".join(name for name, entry in ARCHS.items() if entry.packs)
-        raise UserError(f"pack={pack} needs a D that reads flat vectors ({packing}); arch={arch_name} does not: use pack=1")
+        packing = ", ".join(name for name, e in choices("arch").items() if e.packs)
+        raise UserError(f"pack={pack} needs a D that reads flat vectors ({packing}); "
+                        f"arch={arch_name} does not: use pack=1")
     if arch.images_only and not is_image:
         raise UserError(f"arch={arch_name} is convolutional and needs an image dataset, but dataset={dataset_name} "
                         "holds points; use arch=mlp or arch=maxout")

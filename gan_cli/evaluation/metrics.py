@@ -16,8 +16,7 @@ References:
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import Optional
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -32,26 +31,9 @@ def parzen_sigma_grid(device: torch.device | str | None = None) -> Tensor:
     return torch.logspace(-1, 0, 10, dtype=torch.float64, device=device)
 
 
-def parzen_log_density(x: Tensor, centres: Tensor, sigmas: Tensor, batch_size: int = 1000) -> Tensor:
-    """Log-density of each row of ``x`` under an isotropic Gaussian Parzen window, for every sigma.
-
-    log p_σ(x) = logsumexp_i(-‖x - μ_i‖² / 2σ²) - log n - d·log(σ·√(2π)),
-
-    with the n rows of ``centres`` as the kernel centres μ_i and d the flattened dimension.
-    ‖x - μ‖² = ‖x‖² - 2x·μ + ‖μ‖² is computed with one float32 matrix product per batch of ``x``,
-    on both sets centred by the mean of the centres (which keeps the norms, and so the rounding of
-    the difference, small: on MNIST the log-likelihood agrees with an all-float64 computation to
-    1e-4 nats; queries with many zero coordinates are not centred, see :class:`_ParzenWindow`); the
-    squared distances are reused for every sigma. Each row's log-sum-exp is taken relative to its
-    nearest centre, in float64 for that term and float32 for the sum of the exponentials (terms below
-    e^-80 of the nearest one are counted as e^-80: a relative error under 1e-30, and no float32
-    subnormals, whose arithmetic is many times slower). Returns a (len(sigmas), len(x)) float64 tensor.
-    """
-    return _ParzenWindow(centres).log_density(x, sigmas, batch_size)
-
-
 class _ParzenWindow:
-    """The kernel centres of :func:`parzen_log_density`, prepared once for any number of query sets.
+    """An isotropic Gaussian Parzen window on the rows of ``centres``, prepared once for any number of
+    query sets (:meth:`log_density`).
 
     Queries with many zero coordinates (MNIST's black background: 81 % of the test images' pixels, and
     a batch of 1,000 test images is non-zero on about 600 of the 784) take their products with the
@@ -82,6 +64,20 @@ class _ParzenWindow:
         return columns if len(columns) <= 0.9 * self.d else None
 
     def log_density(self, x: Tensor, sigmas: Tensor, batch_size: int = 1000) -> Tensor:
+        """Log-density of each row of ``x`` under the window, for every sigma of ``sigmas``.
+
+        log p_σ(x) = logsumexp_i(-‖x - μ_i‖² / 2σ²) - log n - d·log(σ·√(2π)),
+
+        with the n centres μ_i and d the flattened dimension. ‖x - μ‖² = ‖x‖² - 2x·μ + ‖μ‖² is computed
+        with one float32 matrix product per batch of ``x``, on both sets centred by the mean of the centres
+        (which keeps the norms, and so the rounding of the difference, small: on MNIST the log-likelihood
+        agrees with an all-float64 computation to 1e-4 nats; queries with many zero coordinates are not
+        centred, see the class); the squared distances are reused for every sigma. Each row's log-sum-exp
+        is taken relative to its nearest centre, in float64 for that term and float32 for the sum of the
+        exponentials (terms below e^-80 of the nearest one are counted as e^-80: a relative error under
+        1e-30, and no float32 subnormals, whose arithmetic is many times slower). Returns a
+        (len(sigmas), len(x)) float64 tensor.
+        """
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=self.centres.device)
         log_norm = math.log(self.n) + self.d * torch.log(sigmas * math.sqrt(2 * math.pi))
         scales = (-0.5 / sigmas.square()).tolist()
@@ -139,7 +135,7 @@ def parzen_log_likelihood(
     ``sigmas`` (default :func:`parzen_sigma_grid`) with the best mean log-likelihood on ``val``
     (the first 1,000 validation images); the report is the mean log-likelihood of ``test`` and its
     standard error std/√N (population std, as numpy's default). Log-density: see
-    :func:`parzen_log_density`. The estimator is unreliable in high dimension (Theis et al. 2016,
+    :meth:`_ParzenWindow.log_density`. The estimator is unreliable in high dimension (Theis et al. 2016,
     arXiv:1511.01844); report it with its sigma, beside other metrics.
 
     Returns ``{"ll": mean, "se": std/√N, "sigma": chosen sigma}``.
@@ -214,8 +210,16 @@ class NeighbourTree:
         self.tree = cKDTree(data, balanced_tree=False)
 
     def log_density(self, queries: Tensor, ks: Sequence[int], exclude_self: bool = False) -> list:
-        """[:func:`knn_log_density` (queries, samples, k, exclude_self) for k in ``ks``]: the same
-        values, from one neighbour search (up to the largest k) for all of them."""
+        """[log q̂_k(x) for k in ``ks``], the k-nearest-neighbour density of the samples' law at each query,
+        from one neighbour search (up to the largest k) for all of them.
+
+        log q̂_k(x) = ψ(k) - log n - log V_d - d·log r_k(x), with r_k(x) the distance to the k-th nearest
+        sample, V_d the volume of the unit d-ball and ψ the digamma function (Kozachenko & Leonenko 1987:
+        unbiased in log space where q is locally flat). The radius adapts to the samples, so a narrow
+        mixture (ring: std 0.01) is resolved as finely as its mass is dense. With ``exclude_self`` the
+        queries are among the samples and each one's own point is skipped (n counts the others). A point
+        mass gives r_k = 0 and log q̂ = +inf there. Each entry is (len(queries),) float64 on the queries'
+        device; the search runs on the CPU (all cores)."""
         n = self.n - int(exclude_self)
         for k in ks:
             if not 1 <= k <= n:
@@ -228,20 +232,6 @@ class NeighbourTree:
                 - self.d * torch.log(r[:, i]) for i, k in enumerate(ks)]
 
 
-def knn_log_density(queries: Tensor, samples: Tensor, k: int, exclude_self: bool = False) -> Tensor:
-    """log q̂(x), the k-nearest-neighbour density of the law of ``samples`` at each query.
-
-    log q̂(x) = ψ(k) - log n - log V_d - d·log r_k(x), with r_k(x) the distance to the k-th nearest
-    sample, V_d the volume of the unit d-ball and ψ the digamma function (Kozachenko & Leonenko
-    1987: unbiased in log space where q is locally flat). The radius adapts to the samples, so a
-    narrow mixture (ring: std 0.01) is resolved as finely as its mass is dense. With
-    ``exclude_self`` the queries are among the samples and each one's own point is skipped. A
-    point mass gives r_k = 0 and log q̂ = +inf there. Returns (m,) float64 on the queries' device;
-    the neighbour search is scipy's k-d tree (:class:`NeighbourTree`) on the CPU (all cores).
-    """
-    return NeighbourTree(samples).log_density(queries, [k], exclude_self)[0]
-
-
 def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:
     """JSD = ½ E_{x~p}[log 2p/(p+q)] + ½ E_{x~q}[log 2q/(p+q)], as means over samples of p
     (``*_real``) and of q (``*_fake``) of the given log-densities. Where q = +inf (a point mass) the
@@ -252,29 +242,18 @@ def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: T
     return (on_real.mean() + on_fake.mean()) / 2
 
 
-def jsd_knn(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, k: int = 10) -> Tensor:
-    """Jensen-Shannon divergence (nats) between a known p_data and the law p_g of ``fake``, raw.
-
-    p = p_data exact (``log_density``), q = p_g by :func:`knn_log_density` of ``fake`` (leave one
-    out at the fake points), the two expectations of :func:`jsd_from_log_densities` as means over
-    ``real`` (samples of p_data) and ``fake``; any dimension. The noise of q̂ biases it (by about
-    -0.015 at k = 10): :func:`jsd_knn_corrected` subtracts that bias, measured on real samples.
-    """
-    return jsd_from_log_densities(log_density(real).double(), knn_log_density(real, fake, k),
-                                  log_density(fake).double(), knn_log_density(fake, fake, k, exclude_self=True))
-
-
-def jsd_knn_corrected(log_density: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, other: Tensor,
-                      k: int = 10, floor: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """(JSD estimate, floor): :func:`jsd_knn` minus its value for ``other``, an independent real
-    sample of the same size (what a perfect generator would read: the estimator's bias at this size),
-    clamped to [0, log 2]. With 50,000 samples and k = 10 a half-std generator reads 0.094 on
-    mixture1d (quadrature: 0.0927), 0.172 on ring and 0.166 on grid (0.1733), and one collapsed onto
-    the centres 0.688-0.693 (log 2); with few samples per mode it reads low (grid, 2,000: 0.082).
-    ``floor``: the floor for these ``real`` and ``other`` samples, computed before (it does not depend on G)."""
-    if floor is None:
-        floor = jsd_knn(log_density, real, other, k)
-    return (jsd_knn(log_density, real, fake, k) - floor).clamp(0, math.log(2)), floor
+def jsd_corrected(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor,
+                  floor: Tensor) -> Tensor:
+    """Jensen-Shannon divergence (nats) between a known p_data and the law p_g of the generated samples,
+    less the estimator's bias: :func:`jsd_from_log_densities` of p = p_data exact and q = p_g by its
+    k-nearest-neighbour density (:meth:`NeighbourTree.log_density` of the generated samples, leave one
+    out at those), minus ``floor``, clamped to [0, log 2]. ``floor`` is the same estimate with an
+    independent real sample of the same size in place of the generated one (what a perfect generator
+    would read: the bias of q̂'s noise at this size, about -0.015 at k = 10); it does not depend on G.
+    With 50,000 samples and k = 10 a half-std generator reads 0.094 on mixture1d (quadrature: 0.0927),
+    0.172 on ring and 0.166 on grid (0.1733), and one collapsed onto the centres 0.688-0.693 (log 2);
+    with few samples per mode it reads low (grid, 2,000: 0.082)."""
+    return (jsd_from_log_densities(log_p_real, log_q_real, log_p_fake, log_q_fake) - floor).clamp(0, math.log(2))
 
 
 def d_star_mse_samples(d_real: Tensor, d_fake: Tensor, log_p_real: Tensor, log_q_real: Tensor,
@@ -283,7 +262,7 @@ def d_star_mse_samples(d_real: Tensor, d_fake: Tensor, log_p_real: Tensor, log_q
 
     Estimated on equal numbers of real and generated samples (together, a sample of the mixture
     (p_data + p_g)/2: weighted where the mass lies), from D's values ``d_*`` = σ(logit) and the
-    log-densities of p_data and p_g at those points (p_g: e.g. :func:`knn_log_density`).
+    log-densities of p_data and p_g at those points (p_g: e.g. :meth:`NeighbourTree.log_density`).
     """
     d = torch.cat([d_real, d_fake]).double()
     log_ratio = torch.cat([log_p_real - log_q_real, log_p_fake - log_q_fake]).double()
@@ -415,7 +394,8 @@ def kid(
             k_xx = kernel(x, x)
             within_a.append(k_xx.sum(dtype=torch.float64) - k_xx.diagonal().sum(dtype=torch.float64))
         k_yy, k_xy = kernel(y, y), kernel(x, y)
-        within = (within_a[i] + k_yy.sum(dtype=torch.float64) - k_yy.diagonal().sum(dtype=torch.float64)) / (m * (m - 1))
+        within = ((within_a[i] + k_yy.sum(dtype=torch.float64) - k_yy.diagonal().sum(dtype=torch.float64))
+                  / (m * (m - 1)))
         estimates.append(within - 2 * k_xy.sum(dtype=torch.float64) / m**2)
     if first and cache is not None:
         cache[key] = within_a
@@ -441,7 +421,8 @@ class _Screen:
     def __init__(self, x: Tensor, y: Tensor):
         self.x, self.y = x.to(torch.float64), y.to(torch.float64)
         self.x_sq, self.y_sq = self.x.square().sum(1), self.y.square().sum(1)
-        self.x32, self.y32, self.x_sq32, self.y_sq32 = self.x.float(), self.y.float(), self.x_sq.float(), self.y_sq.float()
+        self.x32, self.y32 = self.x.float(), self.y.float()
+        self.x_sq32, self.y_sq32 = self.x_sq.float(), self.y_sq.float()
         self.unit = (x.shape[1] + 8) * 2.0**-23
         self.buffers = _Buffers()
 
@@ -472,11 +453,6 @@ def _any(mask: Tensor, dim: int | None = None) -> Tensor:
     return bool(as_bytes.max()) if dim is None else as_bytes.amax(dim).bool()
 
 
-def knn_radii(feats: Tensor, k: int = 3, batch_size: int = 1000) -> Tensor:
-    """Distance from each row to its k-th nearest other row (the row itself is the 0-th), float64."""
-    return knn_sq_radii(feats, k, batch_size).sqrt()
-
-
 def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int = 8) -> Tensor:
     """Squared distance from each row to its k-th nearest other row (the row itself is the 0-th), float64.
 
@@ -494,7 +470,8 @@ def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int =
         unsure = values[:, -1] <= values[:, k] + 2 * tol if width < n else torch.zeros_like(exact, dtype=torch.bool)
         if unsure.any():
             block = screen.x[rows][unsure]
-            exact[unsure] = squared_distances(block, screen.x, screen.x_sq).topk(k + 1, dim=1, largest=False).values[:, k]
+            nearest = squared_distances(block, screen.x, screen.x_sq).topk(k + 1, dim=1, largest=False)
+            exact[unsure] = nearest.values[:, k]
         radii.append(exact)
     return torch.cat(radii)
 

@@ -18,10 +18,13 @@ import sys
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import checkpoint, data as datasets, ema as averaging, evaluate, memory, models, monitor
-from .cli import check, run_and_exit, typed
-from .config import TrainConfig, UserError, resolve_device
-
+from gan_cli import data as datasets
+from gan_cli.cli.checks import check, run_and_exit, typed
+from gan_cli.config import UserError, resolve_device, schema
+from gan_cli.evaluation import evaluate, memory
+from gan_cli.game import ema as averaging
+from gan_cli.game import models
+from gan_cli.runs import checkpoint, monitor
 
 MAX_SAMPLES = 10_000  # --samples: images in one samples.png (or points in its scatter)
 
@@ -30,14 +33,16 @@ def load_config(saved, overrides):
     """The saved config, typed by the schema, with the command line's dotted overrides."""
     typed(list(overrides))  # a flag or an integer given as another type: refused, as gan-train does
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved["config"])
+        cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
-                raise UserError(f"{item}: not a setting of the saved config (write key=value, e.g. eval.n_samples=2000)")
+                raise UserError(f"{item}: not a setting of the saved config "
+                                "(write key=value, e.g. eval.n_samples=2000)")
             OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None)
     except OmegaConfBaseException as err:
-        raise UserError(f"{' '.join(overrides) or 'the saved config'} is not allowed: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{' '.join(overrides) or 'the saved config'} is not allowed: "
+                        f"{str(err).splitlines()[0]}") from None
     check(cfg)
     return cfg
 
@@ -60,15 +65,12 @@ def run(argv) -> dict:
     data = datasets.load(cfg.dataset, device)
     nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
     average = averaging.build(cfg.ema, nets.G)  # a run with ema.decay: its moving average of G is measured
-    checkpoint.restore(saved, checkpoint.State(nets.G, nets.D, G_ema=None if average is None else average.model), path=str(ckpt))
+    checkpoint.restore(saved, checkpoint.State(nets.G, nets.D, G_ema=None if average is None else average.model),
+                       path=str(ckpt))
     evaluator = evaluate.Evaluator(cfg, data, device)
-    shown = nets if average is None else nets.with_G(average.generator())
     print(f"gan-eval: evaluating {ckpt} (iteration {int(saved['step'])}) on {device.type}: "
           f"{', '.join(evaluator.protocol()) or 'no metrics'}", flush=True)
-    scalars, curves = evaluator.run(shown)
-    if average is not None and cfg.ema.also_raw:  # G itself too, tagged apart
-        raw, _ = evaluator.run(nets)
-        scalars.update(evaluate.raw_figures(raw))
+    scalars, curves, _ = evaluator.measure(nets, average, cfg.ema.also_raw)  # also_raw: G's own under raw/
 
     report = {"checkpoint": str(ckpt), "step": int(saved["step"]), "dataset": cfg.dataset.name, "metrics": scalars,
               "protocol": evaluator.protocol()}
@@ -76,7 +78,8 @@ def run(argv) -> dict:
         report["classifier"] = {k: v for k, v in evaluator.classifier_info.items() if k != "path"}
     samples_png = ckpt.parent / "samples.png" if args.samples else None
     if samples_png:
-        monitor.save_samples(samples_png, evaluator.generate(shown.G, args.samples), data)
+        generator = nets.G if average is None else average.generator()
+        monitor.save_samples(samples_png, evaluator.generate(generator, args.samples), data)
     monitor.report_eval(ckpt, report, curves, samples_png=samples_png)
     return report
 

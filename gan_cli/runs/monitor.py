@@ -1,8 +1,9 @@
 """TensorBoard, the console and the run's JSON files: the only module that writes logs.
 
 The loop hands over plain numbers (read from the device once per log_every) and tensors to draw;
-the monitor knows tags, figures, timing and the terminal, not losses or networks. It writes
-metrics.json and the final table of gan-train, and eval.json, samples.png and the table of gan-eval.
+the monitor knows tags, timing and the terminal, not losses or networks (runs.figures draws what it
+writes). It writes metrics.json and the final table of gan-train, and eval.json, samples.png and the
+table of gan-eval.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,46 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from . import rundir
+from gan_cli.runs import rundir
+from gan_cli.runs.figures import figure_1, figure_toy, figure_trajectory, sample_grid, warm_figures
+from gan_cli.runs.footprint import memory_mb
 
 log = logging.getLogger("gan_cli")
 HIST_LIMIT = 1e20  # TensorBoard's histogram buckets end here (torch.utils.tensorboard's 'tensorflow' bins)
-
-
-def memory_mb() -> Dict[str, float]:
-    """The process's memory now: resident host memory (Linux; elsewhere its peak so far) and, once CUDA
-    is in use, the memory torch has allocated on the GPU (host-side counters: no device sync)."""
-    try:
-        with open("/proc/self/statm") as f:
-            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    out = {"perf/rss_mb": rss / 2**20}
-    if torch.cuda.is_initialized():
-        out["perf/cuda_mb"] = torch.cuda.memory_allocated() / 2**20
-    return out
-
-
-def release_memory() -> None:
-    """Hand the heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing). The
-    evaluations and figures free large temporary buffers that glibc would otherwise keep, so that
-    the resident memory crept up by ~2 MB per 1,000 iterations of a ring run although nothing is kept."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 (glibc only)
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 def console_handler() -> logging.Handler:
@@ -76,110 +41,6 @@ def console_handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S"))
     return handler
-
-
-_WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
-
-
-def _import_matplotlib() -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-    except Exception:  # reported where a figure is drawn (the import is tried again there)
-        pass
-
-
-def warm_figures() -> None:
-    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
-    does not wait for it at its first figure. The import holds the interpreter lock; it overlaps well
-    with work that releases it on cores that are free. On a small machine torch's own operations use
-    every core, so a theory/ run starts it as its first evaluation's neighbour searches start
-    (Evaluator.searching) and not while torch computes; other runs that draw figures start it with
-    the Monitor."""
-    global _WARMING
-    if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
-        _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
-        _WARMING.start()
-
-
-def _figure(figsize):
-    """A new matplotlib figure and its axes, outside pyplot's registry of open figures (nothing global
-    keeps it once TensorBoard or a PNG has it)."""
-    if _WARMING is not None:
-        _WARMING.join()  # never import matplotlib from two threads at once
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    return fig, fig.subplots()
-
-
-def figure_toy(samples: torch.Tensor, data, title: str):
-    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
-    fig, ax = _figure((4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5))
-    s = samples.detach().float().cpu()
-    c = data.centres.cpu()
-    if s.shape[1] == 2:
-        real = data.sample(s.shape[0]).cpu()
-        ax.scatter(real[:, 0], real[:, 1], s=3, c="black", alpha=0.4, label="data")
-        ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:green", alpha=0.5, label="G(z)")
-        span = float(c.abs().max()) + 6 * data.std + 0.5
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-span, span)
-        ax.set_aspect("equal")
-    else:
-        lo = float(c.min()) - 5 * data.std - 1
-        hi = float(c.max()) + 5 * data.std + 1
-        xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
-        if data.has_density:
-            ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
-        else:  # a point mass
-            ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
-        ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
-                alpha=0.5, label="p_g (histogram)")
-        ax.set_xlim(lo, hi)
-    ax.legend(loc="upper right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def figure_1(curves: Dict[str, torch.Tensor], title: str):
-    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
-    fig, ax = _figure((6, 3.5))
-    x = curves["x"].cpu()
-    ax.plot(x, curves["p_data"].cpu(), c="black", label="p_data")
-    ax.plot(x, curves["p_g"].cpu(), c="tab:green", label="p_g (histogram)")
-    ax.set_ylabel("density")
-    ax2 = ax.twinx()
-    ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
-    ax2.plot(x, curves["D_star"].cpu(), c="tab:blue", ls="--", label="D*(x)")
-    ax2.axhline(0.5, c="grey", lw=0.5)
-    ax2.set_ylim(-0.02, 1.02)
-    ax2.set_ylabel("D")
-    fig.legend(loc="upper right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _figure_trajectory(points: torch.Tensor, start: int, step: int):
-    p = points.detach().float().cpu()
-    fig, ax = _figure((4.5, 4.5))
-    ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
-    ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
-    ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")
-    ax.scatter([0], [0], marker="*", c="tab:green", s=60, label="equilibrium (0, 0)")
-    ax.set_xlabel("theta (G)")
-    ax.set_ylabel("psi (D)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
@@ -230,35 +91,6 @@ def _table(title: str, rows: Mapping[str, Any]) -> Table:
     for key, value in rows.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     return table
-
-
-def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
-    """The images (N, C, H, W) tiled ``nrow`` to a row, as ``torchvision.utils.make_grid`` tiles them
-    (the same tensor, checked in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of
-    ``pad_value`` around each, a lone image as itself. Importing torchvision costs 1.5-2 s, most of it
-    torch's compiler stack (torchvision.ops imports torch._dynamo), which a run that only draws a
-    grid does not need."""
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    n, c, h, w = images.shape
-    if n == 1:
-        return images[0]
-    cols = min(nrow, n)
-    rows = -(-n // cols)
-    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
-    cells[:n, :, padding:, padding:] = images  # each image at the top left of its cell, after the padding
-    grid = cells.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
-    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
-    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)  # the last row's and column's
-
-
-def sample_grid(samples: torch.Tensor, enlarge: bool = False) -> torch.Tensor:
-    """Generated images as a square-ish grid on the CPU, values in [0, 1], gray padding; with ``enlarge``
-    images under 32 pixels (8x8 digits) are scaled up by whole pixels, so the grid is readable."""
-    images = samples.detach().float().cpu().clamp(0, 1)
-    if enlarge and images.shape[-1] < 32:
-        images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
-    return image_grid(images, nrow=max(1, int(math.sqrt(images.shape[0]))), padding=2, pad_value=0.5)
 
 
 def save_samples(path: Path, samples: torch.Tensor, data) -> None:
@@ -359,8 +191,8 @@ class Monitor:
     def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """Write a window's figures (plus its ``perf/steps_per_s`` and ``perf/rss_mb``) and return them."""
         now = time.perf_counter()
-        scalars = {**scalars, "perf/steps_per_s": (step - self.step_window) / max(now - self.t_window - self.aside_window, 1e-9),
-                   **memory_mb()}
+        rate = (step - self.step_window) / max(now - self.t_window - self.aside_window, 1e-9)
+        scalars = {**scalars, "perf/steps_per_s": rate, **memory_mb()}
         self.t_window, self.step_window, self.aside_window = now, step, 0.0
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
@@ -370,11 +202,10 @@ class Monitor:
                 self.writer.add_histogram(tag, values, step)
             elif tag not in self.unbinnable:
                 self.unbinnable.add(tag)
-                log.warning("%s reaches %.3g at iteration %d: beyond the +-%.0e that TensorBoard's histograms bin, so "
-                            "its histograms are left out from here while the values stay that large (the scalars go on)",
-                            tag, values.abs().max().item(), step, HIST_LIMIT)
+                log.warning("%s reaches %.3g at iteration %d: beyond the +-%.0e that TensorBoard's histograms bin, "
+                            "so its histograms are left out from here while the values stay that large (the scalars "
+                            "go on)", tag, values.abs().max().item(), step, HIST_LIMIT)
         dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
-        rate = scalars["perf/steps_per_s"]
         if self.progress is not None:
             self.progress.update(self.task, completed=step, rate=f"{rate:.0f}", dx=f"{dx:.3f}", dgz=f"{dgz:.3f}")
         log.info(
@@ -411,7 +242,7 @@ class Monitor:
         else:
             self.writer.add_figure(tag, figure_toy(samples, data, f"step {step}"), step)
         if path is not None:
-            self.writer.add_figure("theory/trajectory", _figure_trajectory(path, self.start, step), step)
+            self.writer.add_figure("theory/trajectory", figure_trajectory(path, self.start, step), step)
 
     def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]],
                  figure_tag: str = "theory/figure1") -> None:
@@ -449,7 +280,8 @@ class Monitor:
         self.writer.flush()
         if status == "ok" and announce:
             self.console.print(_table("gan-train: final figures", metrics))
-            self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True, highlight=False)
+            self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True,
+                               highlight=False)
         return metrics
 
     def close(self) -> None:
@@ -460,7 +292,8 @@ class Monitor:
 
 class Quiet:
     """What a rank other than 0 has instead of a Monitor under torchrun: it writes nothing (rank 0
-    writes the run directory) and reports the figures it is given."""
+    writes the run directory) and reports the figures it is given. It has the Monitor calls that the
+    loop makes on every rank, each doing nothing; a call that only rank 0 makes fails here."""
 
     def __init__(self, total: int, start: int):
         self.total, self.start, self.t_start = total, start, time.perf_counter()
@@ -471,9 +304,20 @@ class Quiet:
     def __exit__(self, *exc) -> None:
         pass
 
-    @contextmanager
-    def aside(self) -> Iterator[None]:
-        yield
+    def describe(self, choices: Dict[str, object], params: Dict[str, int], device, protocol: Dict[str, str]) -> None:
+        pass
+
+    def start_session(self, choices: Dict[str, object], metrics: Sequence[str]) -> None:
+        pass
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass  # rank 0 warns: every rank reads the same window
 
     def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
         return dict(scalars)
@@ -481,6 +325,3 @@ class Quiet:
     def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
                status: str = "ok", announce: bool = True) -> Dict[str, Any]:
         return {"status": status, **counts, **window, **evaluation, "wall_s": time.perf_counter() - self.t_start}
-
-    def __getattr__(self, name: str):  # describe, start_session, advance, phase, samples, log_eval, warn, close
-        return lambda *args, **kwargs: None

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
-from .config import UserError
+from gan_cli.config import UserError
 
 log = logging.getLogger("gan_cli")
 
@@ -148,12 +148,14 @@ def clean(run_dir: Path) -> int:
         except OSError:
             pass
     if removed:
-        log.warning("removed %d unfinished checkpoint file(s) left in %s by an earlier run", removed, Path(run_dir) / "checkpoints")
+        log.warning("removed %d unfinished checkpoint file(s) left in %s by an earlier run", removed,
+                    Path(run_dir) / "checkpoints")
     return removed
 
 
-REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only",
-           errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.ENAMETOOLONG: "the name is too long"}
+REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "permission denied", errno.ENAMETOOLONG: "the name is too long"}
 
 
 def write_error(err: OSError, path: Path) -> UserError:

@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .config import UserError
+from gan_cli.config import UserError
 
 WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's release file of the FID Inception
 SOURCE = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS
@@ -46,7 +46,8 @@ def _libraries():
     except ImportError:
         _TORCH_FIDELITY_AVAILABLE = False
     if not _TORCH_FIDELITY_AVAILABLE:
-        raise UserError("eval.inception_weights needs torchmetrics and torch-fidelity: pip install 'gan-cli[inception]'")
+        raise UserError("eval.inception_weights needs torchmetrics and torch-fidelity: "
+                        "pip install 'gan-cli[inception]'")
     return FrechetInceptionDistance, KernelInceptionDistance
 
 
@@ -128,6 +129,7 @@ def load(path: str) -> nn.Module:
     return _NETWORKS[path]
 
 
-def metrics_for(path: str, real: torch.Tensor, device: torch.device, net: Optional[nn.Module] = None) -> InceptionMetrics:
+def metrics_for(path: str, real: torch.Tensor, device: torch.device,
+                net: Optional[nn.Module] = None) -> InceptionMetrics:
     """The metrics against ``real`` with the network of ``path`` (or ``net``)."""
     return InceptionMetrics(load(path) if net is None else net, real, device)

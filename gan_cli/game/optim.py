@@ -4,20 +4,19 @@ Each network has its own learning rate when ``optimizer.d_lr`` / ``optimizer.g_l
 two time-scale update rule of Heusel et al. 2017, TTUR); unset, both take ``optimizer.lr``.
 
 Schedules are pure functions of the iteration, so a resumed run sets exactly the values an
-uninterrupted one would have had. A new optimizer is a builder here, one entry in OPTIMIZERS and a
-YAML file in conf/optimizer/.
+uninterrupted one would have had. A new optimizer is a builder and one registered entry here.
 """
 
 from __future__ import annotations
 
 import inspect
 from types import SimpleNamespace
-from typing import Dict
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from .config import choose
+from gan_cli.config import MAX_ITERATIONS, Knob, UserError, entry, flag, integer, real, register, share
 
 
 def eager(cls: type) -> type:
@@ -52,12 +51,49 @@ def _adam(cfg, params, fused, lr) -> torch.optim.Optimizer:
     return Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused)
 
 
-OPTIMIZERS = {"sgd": _sgd, "adam": _adam}  # the choices of optimizer=
+class Optimizer(NamedTuple):
+    """A choice of ``optimizer=``: its builder and the knobs it reads beyond the shared ones."""
+
+    build: Callable[..., torch.optim.Optimizer]  # (optimizer config node, parameters, fused, lr) -> optimizer
+    about: str = ""
+    knobs: Mapping[str, Knob] = {}
+    check: Optional[Callable[[Any], None]] = None  # the run config -> UserError where its knobs do not fit together
+
+
+share("optimizer", {
+    "lr": real(0.1, 0, 10, "the learning rate of both networks", lo_open=True),
+    # TTUR (Heusel et al. 2017): D's and G's own learning rates
+    "d_lr": real(None, 0, 10, "D's own learning rate", lo_open=True, null="optimizer.lr"),
+    "g_lr": real(None, 0, 10, "G's own learning rate", lo_open=True, null="optimizer.lr"),
+    "lr_decay": real(1.0, 1, 2, "lr is divided by this every iteration (the paper: 1.000004)"),
+    "min_lr": real(1e-6, 0, 10, "floor of the decayed lr"),
+    "weight_decay": real(0.0, 0, 10, "L2 weight decay"),
+})
+
+
+def _nesterov_needs_momentum(cfg) -> None:
+    if cfg.optimizer.nesterov and cfg.optimizer.momentum == 0:
+        raise UserError("optimizer.nesterov=true is not allowed with optimizer.momentum=0: Nesterov's method needs a "
+                        "momentum > 0")
+
+
+# The choices of optimizer=: a builder and one register(...) each (a YAML file in conf/optimizer/ where it
+# has defaults of its own).
+OPTIMIZERS = {name: register("optimizer", name, o) for name, o in {
+    "sgd": Optimizer(_sgd, "SGD with momentum (the paper's)", {
+        "momentum": real(0.5, 0, 1, "initial momentum", hi_open=True),
+        "final_momentum": real(None, 0, 1, "ramp momentum linearly to this value ...", hi_open=True, null="no ramp"),
+        "momentum_ramp_steps": integer(0, 0, MAX_ITERATIONS, "... over this many iterations (0: no ramp)"),
+        "nesterov": flag(False, "Nesterov's momentum")}, check=_nesterov_needs_momentum),
+    "adam": Optimizer(_adam, "Adam (Kingma & Ba 2015)", {
+        "beta1": real(0.5, 0, 1, "Adam's beta1", hi_open=True),
+        "beta2": real(0.999, 0, 1, "Adam's beta2", hi_open=True)}),
+}.items()}
 
 
 def check(cfg) -> None:
     """The optimizer exists (an unknown name is a UserError that lists the choices)."""
-    choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")
+    entry("optimizer", cfg.name)
 
 
 def fused(device: torch.device) -> bool | None:
@@ -82,7 +118,7 @@ def two_rates(cfg) -> bool:
 
 def build(cfg, params, device: torch.device = torch.device("cpu"), net: str = "D") -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or Adam for network ``net``, from the optimizer config node, fused on a GPU."""
-    return choose(OPTIMIZERS, cfg.name, "optimizer", "an optimizer")(cfg, params, fused(device), base_lr(cfg, net))
+    return entry("optimizer", cfg.name).build(cfg, params, fused(device), base_lr(cfg, net))
 
 
 def lr_at(cfg, step: int, net: str = "D") -> float:

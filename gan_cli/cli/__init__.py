@@ -1,0 +1,1 @@
+"""The command lines: gan-train (Hydra entry, signals, exits), gan-eval, sweeps."""

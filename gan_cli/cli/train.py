@@ -1,0 +1,281 @@
+"""gan-train: the command line of the training loop (gan_cli.game.loop), configured by Hydra.
+
+:func:`main` checks the command line and hands it to Hydra; :func:`_hydra_main` runs one run, or one
+job of a sweep, with the command line's checks of the config, the run's HPARAMS entry and stops by
+signal (:class:`StopRequest`), and turns what ends a run into an exit code or a job's status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan_cli.cli import sweep
+from gan_cli.cli.checks import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
+from gan_cli.config import UserError, config_dir, register_configs
+from gan_cli.evaluation import evaluate, memory
+from gan_cli.game import loop
+from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state
+from gan_cli.runs import distributed, rundir
+from gan_cli.runs.monitor import end_session, start_session
+
+# the loop's names are importable from here too: what a caller of gan-train's train() catches or builds
+__all__ = ["Bookkeeping", "Diverged", "Interrupted", "StopRequest", "SweepInterrupted", "cli", "config_dir", "main",
+           "new_state", "train"]
+
+log = logging.getLogger("gan_cli")
+
+
+class SweepInterrupted(BaseException):
+    """Ctrl-C (or SIGTERM) stopped a job of a sweep: the sweep stops too (BaseException: Hydra's
+    launchers record an Exception as a failed job and go on)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def requeue_signal() -> Optional[Tuple[int, Any]]:
+    """In a job that submitit runs (hydra/launcher=slurm, submitit_local): its preemption / time-limit
+    signal and submitit's handler for it (which requeues the job); None elsewhere."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    try:
+        from submitit import JobEnvironment
+
+        signum = JobEnvironment._usr_sig()
+    except (ImportError, AttributeError, RuntimeError) as err:  # no submitit, or a preemption signal it cannot name
+        log.warning("submitit's preemption signal is not known here (%s: %s): a preempted job is not requeued",
+                    type(err).__name__, err)
+        return None
+    handler = signal.getsignal(signum)
+    return (signum, handler) if callable(handler) else None
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C), SIGTERM (what a cluster sends first) and SIGUSR1 ask the loop to stop after
+    the current iteration; a second SIGINT aborts at once (KeyboardInterrupt). In a submitit job its
+    preemption signal (SIGUSR2) does the same, then goes on to submitit, which requeues the job;
+    SIGTERM is left to submitit there (it precedes that signal on preemption)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._before: Dict[int, Any] = {}
+        self.requeue: Optional[Tuple[int, Any]] = None
+
+    def handoff(self):
+        """What gives a stop by the job manager's signal back to the manager (None for other stops)."""
+        if self.requeue is None or self.signum != self.requeue[0]:
+            return None
+        signum, handler = self.requeue
+        return lambda: handler(signum, None)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            signals = list(self.SIGNALS)
+            self.requeue = requeue_signal()
+            if self.requeue is not None:
+                signals = [s for s in signals if s != signal.SIGTERM] + [self.requeue[0]]
+            self._before = {s: signal.signal(s, self._handle) for s in signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
+
+
+def session(cfg, command: Sequence[str]) -> Tuple[Dict[str, object], Tuple[str, ...]]:
+    """The HPARAMS entry of a run: its hyperparameters (every group choice, the usual knobs, every key
+    of ``command``, the sweep's command line for a job of a sweep) and the metric list of ``command``'s
+    datasets (so every job of a sweep declares the same)."""
+    try:
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # not under Hydra (tests call train() directly)
+        choices = {}
+    hp = sweep.job_hparams(cfg, choices, sweep.command_keys(command))
+    try:
+        own = evaluate.families(cfg)
+    except (UserError, OmegaConfBaseException) as err:  # a job refused for its dataset or arch: the sweep's lists
+        log.debug("the metrics of this run's own dataset are not known (%s); those of the command line are", err)
+        own = ()
+    families = tuple(dict.fromkeys(own + sweep.families(command, config_dir())))
+    return hp, evaluate.hparam_metrics(families)
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None,
+          command: Optional[Sequence[str]] = None, announce: bool = True) -> Dict[str, float]:
+    """Run Algorithm 1 as ``cfg`` says (gan_cli.game.loop.train), writing everything into ``run_dir``,
+    with the command line's checks of the config, its HPARAMS entry and stops by signal; return the
+    final figures. ``command``: the sweep's command line for a job of a sweep (its HPARAMS columns;
+    ``overrides`` otherwise); ``announce``: print the final table and the tensorboard line."""
+    overrides = list(overrides)
+    named = overrides if command is None else command
+    return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=check,
+                      hparams=lambda resolved: session(resolved, named), stop=StopRequest)
+
+
+def fail(err: Exception) -> None:
+    print(f"gan-train: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str]) -> None:
+    """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
+    and its HPARAMS entry, so that the summary and TensorBoard show it with its status."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "metrics.json").is_file():
+        report = json.loads((run_dir / "metrics.json").read_text())
+        if report.get("status") != "ok":  # the run wrote its own (diverged, interrupted): keep it, add the cause
+            report["error"] = error
+            rundir.write_text(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        return
+    report = {"status": status, "error": error, "wall_s": 0.0}
+    rundir.write_text(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        try:
+            hp, metrics = session(cfg, command)
+        except (UserError, HydraException, OmegaConfBaseException, OSError, ValueError) as err:
+            log.warning("the job's HPARAMS entry has no hyperparameters: they could not be read (%s: %s)",
+                        type(err).__name__, err)
+            hp, metrics = {}, evaluate.CORE_METRICS
+        start_session(writer, hp, metrics)
+        end_session(writer, status)
+
+
+def searched(cfg, figures: Dict[str, Any]):
+    """What a job returns to the sweeper: for a search (optimized_metric set, e.g. by hparams_search),
+    that figure's final value as a float; None for a run that did not finish or has no finite value
+    (the Optuna sweeper records the trial as failed and the search goes on; NaN would end it); otherwise
+    the run's final figures."""
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return figures
+    value = figures.get(metric) if figures.get("status") == "ok" else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
+    """One run, or one job of a sweep. A job of a sweep never ends the sweep: what stops it is
+    recorded (metrics.json status: invalid, diverged, failed) and the next job runs; only Ctrl-C
+    (or SIGTERM) stops the whole sweep."""
+    hc = HydraConfig.get()
+    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
+    command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
+    try:
+        recipe = apply_recipe(cfg, config_dir(), overrides)
+        if recipe:  # .hydra/config.yaml shows what runs
+            log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
+                     " ".join(f"{k}={v}" for k, v in recipe.items()))
+            if hc.output_subdir:
+                OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
+        figures = train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
+        return searched(cfg, figures)
+    except Interrupted as stop:
+        if multirun:  # into the job's train.log (a cluster job's stderr is a file in .submitit/)
+            log.warning("gan-train: %s", stop)
+        elif distributed.is_main():  # under torchrun one line, from rank 0
+            print(f"gan-train: {stop}", file=sys.stderr)
+        if stop.handoff is not None:
+            stop.handoff()  # submitit requeues the job and exits
+        if multirun:
+            raise SweepInterrupted(stop.code) from None
+        sys.exit(stop.code)
+    except UserError as err:
+        if not multirun:
+            fail(err)
+        status = "diverged" if isinstance(err, Diverged) else "invalid"
+        print(f"gan-train: job {hc.job.num} ({status}): {err}", file=sys.stderr)
+        record_job(run_dir, cfg, status, str(err), command)
+        return searched(cfg, {"status": status})
+    except Exception as err:
+        known = memory.as_user_error(err)  # a full disk, a read-only place, out of memory: one line
+        if known is not None and not multirun:
+            fail(known)
+        if known is not None:
+            print(f"gan-train: job {hc.job.num} (failed): {known}", file=sys.stderr)
+            record_job(run_dir, cfg, "failed", str(known), command)
+            return searched(cfg, {"status": "failed"})
+        if not multirun:
+            raise
+        log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
+        record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
+        return searched(cfg, {"status": "failed"})
+
+
+def main() -> None:
+    """Console entry point: check the command line, then hand over to Hydra."""
+    register_configs()
+    # Hydra's own report of an exception is a traceback; let them reach the handlers below instead
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
+        sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
+        if not distributed.is_main():  # rank 0 alone writes the run directory and the log
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+        shown = job_config(sys.argv[1:], config_dir())
+        if shown is not None:  # --cfg job: what will run, the loss's recipe included
+            print(shown, end="")
+            return
+        precheck(sys.argv[1:], config_dir())
+        _hydra_main()
+        if sweep.LAST is not None and sweep.LAST.failed:
+            print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
+            sys.exit(1)
+    except UserError as err:
+        fail(err)
+    except rundir.Refused as refused:  # a directory locked by another gan-train, or not writable
+        fail(refused.error)
+    except (HydraException, OmegaConfBaseException) as err:  # Hydra's own settings (hydra.*), which it checks itself
+        text = str(err).strip()
+        fail(UserError(text.splitlines()[0] if text else type(err).__name__))
+    except SweepInterrupted as stop:
+        sweep.finish_interrupted()
+        sys.exit(stop.code)
+    except BrokenPipeError:  # `gan-train --help | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: stop at once, no traceback
+        sweep.finish_interrupted()
+        print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
+        sys.exit(130)
+    except (OSError, RuntimeError, MemoryError) as err:  # a full disk, a read-only place, out of memory: one line
+        known = memory.as_user_error(err)
+        if known is None:
+            raise
+        fail(known)
+    finally:
+        distributed.close()
+
+
+def cli() -> None:
+    """The gan-train command: :func:`main`, then a quick exit (cli.run_and_exit)."""
+    run_and_exit(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,113 @@
+"""What the loop and the monitor know of a dataset (:class:`Data`), the noise prior, and the memory
+free on a device.
+
+Image sets are held whole on the device as float pixels in [0, 1], shape (N, C, H, W); a minibatch
+is ``x[torch.randint(...)]`` (uniform sampling with replacement, no Python per sample). A folder of
+images too large for that streams from disk instead (gan_cli.data.folder). Toy sets have a known
+density: minibatches are drawn fresh from the mixture, and ``log_prob`` gives log p_data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+
+@dataclass
+class Data:
+    """What the loop and the monitor need to know about a dataset."""
+
+    name: str
+    train: Optional[torch.Tensor]  # image sets: (N, C, H, W) on the device; toy sets: None
+    shape: tuple  # shape of one sample: (C, H, W) or (d,)
+    val: Optional[torch.Tensor] = None  # held-out split (image sets)
+    test: Optional[torch.Tensor] = None
+    train_labels: Optional[torch.Tensor] = None
+    test_labels: Optional[torch.Tensor] = None
+    centres: Optional[torch.Tensor] = None  # toy sets: (modes, d)
+    weights: Optional[torch.Tensor] = None  # toy sets: mixing weights (modes,)
+    std: float = 0.0  # toy sets: std of every component
+    stream: Optional[Any] = None  # a folder streamed from disk (train is None then)
+
+    def to(self, device) -> "Data":
+        """The same dataset with every tensor on ``device`` (a tensor shared by two splits stays shared)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        moved: dict = {}
+        for t in tensors.values():
+            if id(t) not in moved:
+                moved[id(t)] = t.to(device)
+        return dataclasses.replace(self, **{name: moved[id(t)] for name, t in tensors.items()})
+
+    @property
+    def is_image(self) -> bool:
+        return self.train is not None or self.stream is not None
+
+    def reference(self, n: int) -> torch.Tensor:
+        """``n`` real training images (a fixed choice, the same every call), float pixels on the device."""
+        if self.stream is not None:
+            return self.stream.reference(n)
+        pick = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))[:n]
+        return self.train[pick.to(self.train.device)]
+
+    def pixel_mean(self) -> torch.Tensor:
+        """Each pixel's mean over the training images (a streamed set: over up to 10,000 of them)."""
+        x = self.train if self.stream is None else self.stream.reference(10000)
+        return x.flatten(1).double().mean(0)
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.shape)
+
+    def sample(self, m: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """A fresh minibatch of m real examples, drawn on the device."""
+        if self.stream is not None:
+            return self.stream.batch(m)
+        if self.is_image:
+            return self.train[torch.randint(self.train.shape[0], (m,), device=self.train.device, generator=generator)]
+        comp = torch.multinomial(self.weights, m, replacement=True, generator=generator)
+        eps = torch.randn(m, self.centres.shape[1], device=self.centres.device, generator=generator)
+        return self.centres[comp] + self.std * eps
+
+    @property
+    def has_density(self) -> bool:
+        """A toy set with a density (dirac's delta(0) has none)."""
+        return not self.is_image and self.std > 0
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_data(x) of a toy set (isotropic Gaussian mixture), shape (n,)."""
+        d = self.centres.shape[1]
+        sq = torch.cdist(x, self.centres).pow(2)  # (n, modes)
+        log_comp = -sq / (2 * self.std**2) - d * math.log(self.std * math.sqrt(2 * math.pi))
+        return torch.logsumexp(log_comp + self.weights.log(), dim=1)
+
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now (the GPU's free memory; the system's MemAvailable for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def fits_in_memory(n: int, shape: tuple, device: torch.device) -> bool:
+    """dataset.in_memory=auto: whether n images of ``shape`` as float32 take at most a quarter of the
+    training device's free memory (the rest is for the networks, the evaluation and everything else)."""
+    return 4 * n * math.prod(shape) <= free_memory(device) // 4
+
+
+def noise(kind: str, m: int, z_dim: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """z ~ p_z: uniform on (-sqrt 3, sqrt 3) (unit variance, the paper's choice) or standard normal."""
+    if kind == "uniform":
+        return (torch.rand(m, z_dim, device=device, generator=generator) * 2 - 1) * math.sqrt(3.0)
+    return torch.randn(m, z_dim, device=device, generator=generator)

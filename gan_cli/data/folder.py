@@ -1,0 +1,202 @@
+"""A folder of your own images: read whole into memory when it fits, else streamed from disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import torch
+
+from gan_cli.config import UserError
+from gan_cli.data.base import Data, fits_in_memory
+
+log = logging.getLogger("gan_cli")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of one-channel images
+BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
+
+
+def undecodable() -> tuple:
+    """What Pillow raises for a file it cannot read: not an image, truncated, corrupt, or a decompression bomb."""
+    import struct
+
+    from PIL import Image
+
+    return OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError
+
+
+def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
+    """One image file as uint8 (channels, resolution, resolution): converted to grayscale or RGB, its
+    shorter side resized to ``resolution`` (PIL's bicubic filter, antialiased when it shrinks; not at
+    all when it already fits), then center-cropped."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+    w, h = im.size
+    if min(w, h) != resolution:
+        scale = resolution / min(w, h)
+        w, h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        im = im.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    if (w, h) != (resolution, resolution):
+        im = im.crop((left, top, left + resolution, top + resolution))
+    x = torch.from_numpy(np.array(im, dtype=np.uint8))
+    return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
+
+
+def _batch(items):
+    """A DataLoader's collate for ImageFiles.__getitems__, which already returns whole minibatches."""
+    return items
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """The image files of a folder as uint8 tensors. A file that fails to decode is reported (with
+    ``substitute``: replaced by the next readable file, so a streamed minibatch keeps its size)."""
+
+    def __init__(self, files, channels: int, resolution: int, substitute: bool):
+        self.files, self.channels, self.resolution, self.substitute = list(files), channels, resolution, substitute
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        for j in range(len(self.files)):
+            path = self.files[(i + j) % len(self.files)]
+            try:
+                x = read_image(path, self.channels, self.resolution)
+            except undecodable() as err:
+                if not self.substitute:
+                    return torch.zeros(self.channels, self.resolution, self.resolution, dtype=torch.uint8), False
+                import warnings
+
+                warnings.warn(f"dataset=folder: skipped {path}, which does not decode ({type(err).__name__})",
+                              stacklevel=1)  # about a file, not a caller: reported here, as before
+                continue
+            return (x, True) if not self.substitute else x
+        raise RuntimeError("dataset=folder: no file of the folder decodes any more")
+
+    def __getitems__(self, indices):
+        """A streamed minibatch as one uint8 tensor (one transfer from a worker, not one per image)."""
+        items = [self[i] for i in indices]
+        return torch.stack(items) if self.substitute else items
+
+
+def _workers(cfg) -> int:
+    """DataLoader workers: dataset.workers, or (null) one per core but one, at most 8."""
+    if cfg.workers is not None:
+        return int(cfg.workers)
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class Stream:
+    """Minibatches of a folder read from disk as training goes: a DataLoader with ``workers``
+    processes (uniform sampling with replacement, as the in-memory sets), pinned memory and
+    prefetching on a GPU, uint8 pixels to the device and float there."""
+
+    PREFETCH = 4  # minibatches each worker keeps ready
+
+    def __init__(self, files: "ImageFiles", device: torch.device, workers: int):
+        self.files, self.device, self.workers = files, device, workers
+        self._batches: Optional[Iterator] = None
+        self._size = 0
+        self._reference: Optional[torch.Tensor] = None
+
+    def _loader(self, m: int, generator: torch.Generator, **kwargs) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.files, batch_size=m, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
+            generator=generator, **kwargs)
+
+    def batch(self, m: int) -> torch.Tensor:
+        """The next minibatch of m images, float pixels in [0, 1] on the device."""
+        if self._batches is None or m != self._size:
+            # the draw order: seeded from the training's random stream (so a seed gives one run)
+            seed = int(torch.randint(2**62, (1,)))
+            gen = torch.Generator().manual_seed(seed)
+            sampler = torch.utils.data.RandomSampler(self.files, replacement=True, num_samples=sys.maxsize // 2,
+                                                     generator=gen)
+            loader = self._loader(m, gen, sampler=sampler, drop_last=True, collate_fn=_batch)
+            self._batches, self._size = iter(loader), m
+        x = next(self._batches)
+        return x.to(self.device, non_blocking=True).float().div_(255)
+
+    def reference(self, n: int) -> torch.Tensor:
+        """n images of the folder (a fixed random choice, read once), float pixels on the device."""
+        if self._reference is None or len(self._reference) < min(n, len(self.files)):
+            pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
+            subset = torch.utils.data.Subset(self.files, pick)
+            loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers, collate_fn=_batch)
+            self._reference = torch.cat(list(loader)).to(self.device)
+        return self._reference[:n].float().div(255)
+
+
+def _scan(cfg) -> Tuple[list, int, int]:
+    """The folder's readable image files (by their headers), their channels (1 or 3) and how many
+    files were skipped. Raises UserError when the folder holds none."""
+    from PIL import Image
+
+    root = Path(cfg.root).expanduser()
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"dataset.root={cfg.root} holds no image files ({', '.join(IMAGE_SUFFIXES)}, in it or its "
+                        "subfolders); pass dataset.root=<folder of images>")
+    readable, unreadable, gray = [], [], True
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                gray = gray and im.mode in GRAY_MODES
+            readable.append(str(path))
+        except undecodable():
+            unreadable.append(str(path))
+    if not readable:
+        raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files can be read (e.g. {files[0]})")
+    channels = cfg.channels if cfg.channels is not None else (1 if gray else 3)
+    return readable, channels, unreadable
+
+
+def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
+    """A folder of .png / .jpg images (flat, or torchvision's ImageFolder layout: one subfolder per
+    class, the labels unused), at dataset.resolution, grayscale or RGB (dataset.channels, or detected:
+    RGB unless every file is grayscale). Whole on the device when dataset.in_memory says so (auto: when
+    it fits, see fits_in_memory), else streamed."""
+    files, channels, unreadable = _scan(cfg)
+    r = int(cfg.resolution)
+    shape = (channels, r, r)
+    in_memory = BOOLEAN[str(cfg.in_memory).lower()]
+    if in_memory is None:
+        in_memory = fits_in_memory(len(files), shape, device)
+    workers = _workers(cfg)
+    bad = list(unreadable)
+    if in_memory:
+        images = ImageFiles(files, channels, r, substitute=False)
+        loader = torch.utils.data.DataLoader(images, batch_size=256, num_workers=workers)
+        parts, oks = zip(*loader)
+        ok = torch.cat(oks)
+        bad += [files[i] for i in (~ok).nonzero().flatten().tolist()]
+        if not bool(ok.any()):
+            raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files decodes (e.g. {files[0]})")
+        x = torch.cat(parts)[ok]
+    if bad:
+        log.warning("dataset.root=%s: skipped %d of %d image files that cannot be read (e.g. %s)", cfg.root, len(bad),
+                    len(files) + len(unreadable), bad[0])
+    if in_memory:
+        x = x.float().div_(255)
+        log.info("dataset=folder: %d images of %s held in memory", len(x), "x".join(map(str, shape)))
+        return Data(name=cfg.name, train=x, shape=shape)
+    threads = ""
+    # on the CPU the workers decode on cores of their own and training keeps the rest (OMP_NUM_THREADS, when
+    # set, is the user's choice and stays: a heavy network whose decoding is light may want every core)
+    if device.type == "cpu" and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+        threads = f"; training uses {torch.get_num_threads()} CPU threads"
+    log.info("dataset=folder: %d images of %s streamed from disk by %d workers%s", len(files),
+             "x".join(map(str, shape)), workers, threads)
+    stream = Stream(ImageFiles(files, channels, r, substitute=True), device, workers)
+    return Data(name=cfg.name, train=None, shape=shape, stream=stream)

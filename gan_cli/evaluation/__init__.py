@@ -1,0 +1,1 @@
+"""Offline measurement: pure estimators, feature spaces, the evaluator, memory estimates."""

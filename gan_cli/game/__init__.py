@@ -1,0 +1,1 @@
+"""What Algorithm 1 plays: the losses, the networks, their updates and optimizers, the average of G."""

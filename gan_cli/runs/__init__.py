@@ -1,0 +1,1 @@
+"""Run directories and their locks, checkpoints, the monitor (TensorBoard, console), torchrun."""

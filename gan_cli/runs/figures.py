@@ -1,0 +1,151 @@
+"""What a run draws: matplotlib figures of toy data (samples, the paper's Figure 1, a game's trajectory)
+and grids of generated images. Nothing here writes a file or a log: the monitor does.
+
+matplotlib is imported when the first figure is drawn (or ahead of it, in the background: see
+:func:`warm_figures`), so that a run of images, which draws none, never pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+from typing import Dict, Optional
+
+import torch
+
+log = logging.getLogger("gan_cli")
+
+_WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in the background
+
+
+def _import_matplotlib() -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as err:  # the first figure imports it again and reports what fails
+        log.debug("importing matplotlib in the background failed (%s: %s)", type(err).__name__, err)
+
+
+def warm_figures() -> None:
+    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
+    does not wait for it at its first figure. The import holds the interpreter lock; it overlaps well
+    with work that releases it on cores that are free. On a small machine torch's own operations use
+    every core, so a theory/ run starts it as its first evaluation's neighbour searches start
+    (Evaluator.searching) and not while torch computes; other runs that draw figures start it with
+    the Monitor."""
+    global _WARMING
+    if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
+        _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
+        _WARMING.start()
+
+
+def _figure(figsize):
+    """A new matplotlib figure and its axes, outside pyplot's registry of open figures (nothing global
+    keeps it once TensorBoard or a PNG has it)."""
+    if _WARMING is not None:
+        _WARMING.join()  # never import matplotlib from two threads at once
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    return fig, fig.subplots()
+
+
+def figure_toy(samples: torch.Tensor, data, title: str):
+    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
+    fig, ax = _figure((4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5))
+    s = samples.detach().float().cpu()
+    c = data.centres.cpu()
+    if s.shape[1] == 2:
+        real = data.sample(s.shape[0]).cpu()
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="black", alpha=0.4, label="data")
+        ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:green", alpha=0.5, label="G(z)")
+        span = float(c.abs().max()) + 6 * data.std + 0.5
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+        ax.set_aspect("equal")
+    else:
+        lo = float(c.min()) - 5 * data.std - 1
+        hi = float(c.max()) + 5 * data.std + 1
+        xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
+        if data.has_density:
+            ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
+        else:  # a point mass
+            ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
+        ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
+                alpha=0.5, label="p_g (histogram)")
+        ax.set_xlim(lo, hi)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_1(curves: Dict[str, torch.Tensor], title: str):
+    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
+    fig, ax = _figure((6, 3.5))
+    x = curves["x"].cpu()
+    ax.plot(x, curves["p_data"].cpu(), c="black", label="p_data")
+    ax.plot(x, curves["p_g"].cpu(), c="tab:green", label="p_g (histogram)")
+    ax.set_ylabel("density")
+    ax2 = ax.twinx()
+    ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
+    ax2.plot(x, curves["D_star"].cpu(), c="tab:blue", ls="--", label="D*(x)")
+    ax2.axhline(0.5, c="grey", lw=0.5)
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_ylabel("D")
+    fig.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_trajectory(points: torch.Tensor, start: int, step: int):
+    """The path of a game whose state is a point (theta of G, psi of D) from iteration ``start`` to ``step``."""
+    p = points.detach().float().cpu()
+    fig, ax = _figure((4.5, 4.5))
+    ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
+    ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
+    ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")
+    ax.scatter([0], [0], marker="*", c="tab:green", s=60, label="equilibrium (0, 0)")
+    ax.set_xlabel("theta (G)")
+    ax.set_ylabel("psi (D)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """The images (N, C, H, W) tiled ``nrow`` to a row, as ``torchvision.utils.make_grid`` tiles them
+    (the same tensor, checked in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of
+    ``pad_value`` around each, a lone image as itself. Importing torchvision costs 1.5-2 s, most of it
+    torch's compiler stack (torchvision.ops imports torch._dynamo), which a run that only draws a
+    grid does not need."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, c, h, w = images.shape
+    if n == 1:
+        return images[0]
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
+    cells[:n, :, padding:, padding:] = images  # each image at the top left of its cell, after the padding
+    grid = cells.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)  # the last row's and column's
+
+
+def sample_grid(samples: torch.Tensor, enlarge: bool = False) -> torch.Tensor:
+    """Generated images as a square-ish grid on the CPU, values in [0, 1], gray padding; with ``enlarge``
+    images under 32 pixels (8x8 digits) are scaled up by whole pixels, so the grid is readable."""
+    images = samples.detach().float().cpu().clamp(0, 1)
+    if enlarge and images.shape[-1] < 32:
+        images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
+    return image_grid(images, nrow=max(1, int(math.sqrt(images.shape[0]))), padding=2, pad_value=0.5)

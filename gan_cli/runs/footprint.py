@@ -1,0 +1,46 @@
+"""The process's memory: what it holds now (the ``perf/rss_mb`` and ``perf/cuda_mb`` of each log window)
+and the freed heap it hands back to the system after the work between iterations."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict
+
+import torch
+
+
+def memory_mb() -> Dict[str, float]:
+    """The process's memory now: resident host memory (Linux; elsewhere its peak so far) and, once CUDA
+    is in use, the memory torch has allocated on the GPU (host-side counters: no device sync)."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # no /proc (macOS): the peak is what the system reports
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    out = {"perf/rss_mb": rss / 2**20}
+    if torch.cuda.is_initialized():
+        out["perf/cuda_mb"] = torch.cuda.memory_allocated() / 2**20
+    return out
+
+
+def release_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing). The
+    evaluations and figures free large temporary buffers that glibc would otherwise keep, so that
+    the resident memory crept up by ~2 MB per 1,000 iterations of a ring run although nothing is kept."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 (glibc only)
+        except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left as it is
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
