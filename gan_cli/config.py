@@ -1,22 +1,22 @@
 """The settings: the registry of choices, the schema derived from it, and every value's domain.
 
-Each choice of a group (a dataset, an architecture, a loss, an optimizer) and each metric family is
-registered by the module that implements it, with the knobs it reads (:func:`register`); the
-structured config Hydra composes into (:func:`schema`), the range checks (:func:`check_domains`),
-the warning about a knob the chosen option does not read (:func:`inapplicable`) and the choices
-the command line accepts all derive from that one declaration. OmegaConf enforces the types while
-Hydra composes (``k=abc`` fails there); every other failure surfaces as one :class:`UserError` line.
+Each choice of a group and each metric family is registered with the knobs it reads (:func:`register`); the
+schema, the range checks, the no-effect warnings and the choices the command line accepts all derive from that.
+OmegaConf enforces the types while Hydra composes; every other failure surfaces as one :class:`UserError` line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import math
 import os
+import typing
 from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -29,7 +29,6 @@ class UserError(Exception):
 
 
 T = TypeVar("T")
-E = TypeVar("E")
 
 
 def choose(table: Mapping[str, T], name: str, group: str, what: str) -> T:
@@ -41,9 +40,8 @@ def choose(table: Mapping[str, T], name: str, group: str, what: str) -> T:
 
 @dataclass(frozen=True)
 class Domain:
-    """The values a setting accepts, stated beside its type in the schema and checked by
-    :func:`check_domains` before anything is built. ``kind``: int, real, flag, choice, text, path,
-    reals (a list of reals), group (a group's name: its builder checks it), free (not checked)."""
+    """The values a setting accepts. ``kind``: int, real, flag, choice, text, path, reals (a list of reals),
+    group (a group's name: its builder checks it), free (not checked)."""
 
     kind: str
     lo: Optional[float] = None
@@ -55,14 +53,12 @@ class Domain:
 
     def describe(self) -> str:
         """What is allowed, in words (``an integer in [1, 1000]``, ``one of: sgd, adam``)."""
-        if self.kind in ("group", "free"):
-            text = "a choice of its group" if self.kind == "group" else "anything"
-        elif self.kind == "flag":
-            text = "true or false"
+        if self.kind in ("group", "free", "flag"):
+            text = {"group": "a choice of its group", "free": "anything", "flag": "true or false"}[self.kind]
         elif self.kind == "choice":
             text = "one of: " + ", ".join("null" if c is None else str(c) for c in self.choices)
         elif self.kind in ("text", "path"):
-            text = f"a {'path' if self.kind == 'path' else 'text'} of at most {int(self.hi)} characters"
+            text = f"a {self.kind} of at most {int(self.hi)} characters"
         else:
             what = {"int": "an integer", "real": "a finite number", "reals": "a list of finite numbers"}[self.kind]
             left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
@@ -84,9 +80,7 @@ class Domain:
             return isinstance(value, str) and 0 < len(value) <= self.hi and "\0" not in value
         if self.kind == "reals":
             return isinstance(value, (list, tuple)) and len(value) >= 1 and all(self._number(v) for v in value)
-        if self.kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-            return False
-        return self._number(value)
+        return self._number(value) and (self.kind != "int" or isinstance(value, int))  # _number refuses bools
 
     def _number(self, v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -122,8 +116,7 @@ class Knob:
 
     def field(self) -> Any:
         if isinstance(self.default, (list, dict)):
-            default = self.default
-            return field(default_factory=lambda: type(default)(default), metadata={"domain": self.domain})
+            return field(default_factory=lambda: type(self.default)(self.default), metadata={"domain": self.domain})
         return field(default=self.default, metadata={"domain": self.domain})
 
 
@@ -159,11 +152,6 @@ def free(default: Dict[str, Any], about: str = "") -> Knob:
 MAX_ITERATIONS = 10**9  # steps and every *_every / iteration count
 
 # -- the registry of choices -----------------------------------------------------------------------
-# Each choice of a group (a loss, an architecture, a dataset, an optimizer) is registered by the module
-# that implements it, with the knobs it reads; each metric family registers the eval.* knobs it reads.
-# The group schemas, the domain checks, the no-effect warnings, --help's listing and the choices that
-# the command line accepts are all derived from these declarations.
-
 GROUPS = ("dataset", "arch", "loss", "optimizer")
 # the modules whose import registers the built-in choices (each may register more: tests, plug-ins)
 BUILT_IN = ("gan_cli.data", "gan_cli.game.models", "gan_cli.game.losses", "gan_cli.game.optim",
@@ -173,22 +161,16 @@ _CHOICES: Dict[str, Dict[str, Any]] = {g: {} for g in GROUPS + ("eval",)}  # gro
 _SCHEMA: Dict[str, Any] = {}
 
 
-class Entry(Protocol):
-    """What the registry reads of a choice's entry (each group's own record: data.Dataset, models.Arch, ...)."""
-
-    knobs: Mapping[str, Knob]  # the settings of its group that it reads, beyond the group's shared ones
-    about: str  # one line: what it is (--help, README's table)
-
-
 def share(group: str, knobs: Mapping[str, Knob]) -> None:
     """Declare knobs that every choice of ``group`` reads (optimizer.lr, loss.d_scale)."""
     _SHARED[group].update(knobs)
     _SCHEMA.clear()
 
 
-def register(group: str, name: str, entry: E) -> E:
-    """Register ``entry`` as the choice ``group=name`` (replacing one of that name). A knob that another
-    choice declares too must be the same Knob (one fact: its default and domain)."""
+def register(group: str, name: str, entry: T) -> T:
+    """Register ``entry`` (its group's own record, with ``knobs``: the settings it reads beyond the shared ones,
+    and ``about``: one line for --help and README) as the choice ``group=name``, replacing one of that name.
+    A knob that another choice declares too must be the same Knob (one fact: its default and domain)."""
     for key, knob in entry.knobs.items():
         for other_name, other in _CHOICES[group].items():
             if other_name != name and key in other.knobs and other.knobs[key] != knob:
@@ -204,8 +186,6 @@ def register(group: str, name: str, entry: E) -> E:
 
 def registry() -> Dict[str, Dict[str, Any]]:
     """Every registered choice by group (the built-in ones imported first)."""
-    import importlib
-
     for module in BUILT_IN:
         importlib.import_module(module)
     return _CHOICES
@@ -231,18 +211,9 @@ def shared(group: str) -> Dict[str, Knob]:
     return dict(_SHARED[group])
 
 
-def readers(group: str, key: str) -> Optional[Tuple[str, ...]]:
-    """The choices of ``group`` that read ``group.key`` (None: all of them, a shared knob)."""
-    if key in _SHARED[group] or key == "name":
-        return None
-    return tuple(name for name, e in choices(group).items() if key in e.knobs)
-
-
 def _group_schema(group: str) -> type:
     knobs: Dict[str, Knob] = {"name": Knob(MISSING, Domain("group"))} if group in GROUPS else {}
-    knobs.update(_SHARED[group])
-    for e in choices(group).values():
-        knobs.update(e.knobs)
+    knobs.update({**_SHARED[group], **{key: k for e in choices(group).values() for key, k in e.knobs.items()}})
     fields = [(key, k.annotation() if k.default is not MISSING else str, k.field()) for key, k in knobs.items()]
     return _named(make_dataclass(f"{group.title()}Config", fields))
 
@@ -253,10 +224,6 @@ EMA = {
     "start": integer(0, 0, MAX_ITERATIONS, "the average starts after this iteration (before it: G itself)"),
     "also_raw": flag(False, "also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/samples)"),
 }
-DEVICES = ("auto", "cpu", "cuda")
-PRIORS = ("uniform", "normal")
-UPDATES = ("alternating", "simultaneous")
-PRECISIONS = ("fp32", "bf16")
 TOP = {
     "k": integer(1, 1, 1000, "discriminator updates per generator update (Algorithm 1)"),
     "steps": integer(5000, 1, MAX_ITERATIONS, "iterations of Algorithm 1 (each: k D updates + 1 G update)"),
@@ -264,11 +231,13 @@ TOP = {
     "pack": integer(1, 1, 64,
                     "PacGAN: D reads pack samples side by side, so an update draws pack x batch_size of each"),
     "z_dim": integer(100, 1, 100_000, "noise size"),
-    "prior": one_of("uniform", PRIORS, "uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal"),
-    "updates": one_of("alternating", UPDATES, "alternating (Algorithm 1) or simultaneous (the authors' code)"),
+    "prior": one_of("uniform", ("uniform", "normal"),
+                    "uniform on (-sqrt 3, sqrt 3) (unit variance, as the paper) or normal"),
+    "updates": one_of("alternating", ("alternating", "simultaneous"),
+                      "alternating (Algorithm 1) or simultaneous (the authors' code)"),
     "seed": integer(0, 0, 2**32 - 1, "the same seed on the CPU gives identical losses"),
-    "device": one_of("auto", DEVICES, "auto (the GPU when there is one), cpu, cuda"),
-    "precision": one_of("fp32", PRECISIONS, "bf16: forward passes under bfloat16 autocast"),
+    "device": one_of("auto", ("auto", "cpu", "cuda"), "auto (the GPU when there is one), cpu, cuda"),
+    "precision": one_of("fp32", ("fp32", "bf16"), "bf16: forward passes under bfloat16 autocast"),
     "compile": flag(False, "torch.compile G and D (on a GPU with CUDA graphs); the first iterations compile"),
     "log_every": integer(100, 1, MAX_ITERATIONS, "iterations between scalar logs"),
     "sample_every": integer(500, 1, MAX_ITERATIONS, "iterations between sample images"),
@@ -289,10 +258,8 @@ def schema(group: Optional[str] = None) -> type:
         for g in GROUPS + ("eval",):
             _SCHEMA[g] = _group_schema(g)
         _SCHEMA["ema"] = _named(make_dataclass("EmaConfig", [(k, v.annotation(), v.field()) for k, v in EMA.items()]))
-        fields = [(g, _SCHEMA[g], MISSING if g in GROUPS else field(default_factory=_SCHEMA[g]))
+        fields = [(g, _SCHEMA[g], field(default=MISSING) if g in GROUPS else field(default_factory=_SCHEMA[g]))
                   for g in GROUPS + ("eval", "ema")]
-        fields = [(name, kind, value if isinstance(value, type(field())) else field(default=value))
-                  for name, kind, value in fields]
         fields += [(key, k.annotation(), k.field()) for key, k in TOP.items()]
         _SCHEMA["_"] = _named(make_dataclass("TrainConfig", fields))
     return _SCHEMA["_" if group is None else group]
@@ -306,12 +273,11 @@ def _named(cls: type) -> type:
 def __getattr__(name: str) -> type:
     """The schema's classes by name (``gan_cli.config.TrainConfig``, ``DatasetConfig``, ...), built on first
     use: so that a config pickled in one process (a submitit job's) is read back in another."""
-    if not name.endswith("Config") or name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    schema()
-    for cls in _SCHEMA.values():
-        if cls.__name__ == name:
-            return cls
+    if name.endswith("Config") and not name.startswith("_"):
+        schema()
+        for cls in _SCHEMA.values():
+            if cls.__name__ == name:
+                return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -340,12 +306,9 @@ def short_name(overrides: str) -> str:
 
 
 def register_configs() -> None:
-    """Put the schema in the ConfigStore (``conf/config.yaml`` lists ``schema`` first) and the resolvers
-    that name run directories."""
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=schema())
+    """Put the schema in the ConfigStore (``conf/config.yaml`` lists it first) and the run directories' resolvers."""
+    ConfigStore.instance().store(name="schema", node=schema())
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
-    # (the overrides part shortened with a stable hash past NAME_BYTES, path separators replaced)
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{short_name(s)}" if s else "", replace=True)
     OmegaConf.register_new_resolver("gan_name", short_name, replace=True)
     # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (distributed.init)
@@ -356,8 +319,7 @@ def register_configs() -> None:
 def config_dir() -> str:
     """The configs shipped in the wheel (gan_cli/conf) or, in a checkout, the top-level conf/."""
     package = Path(__file__).resolve().parent
-    packaged = package / "conf"
-    return str(packaged if packaged.is_dir() else package.parent / "conf")
+    return str(package / "conf" if (package / "conf").is_dir() else package.parent / "conf")
 
 
 def choice_node(group: str, name: str) -> Any:
@@ -391,16 +353,8 @@ def start_time() -> datetime:
     return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
-
-
 def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
     """Every setting's dotted key and its Domain, from the schema (nested groups walked)."""
-    import dataclasses
-    import typing
-
     cls = cls or schema()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -408,6 +362,12 @@ def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
             yield from domains(hints[f.name], f"{prefix}{f.name}.")
         else:
             yield prefix + f.name, f.metadata["domain"]
+
+
+def first_line(err: Exception) -> str:
+    """An exception's first line of text (its type's name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def shown(value: Any) -> str:
@@ -422,10 +382,9 @@ def check_domains(cfg: Any) -> None:
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
         except OmegaConfBaseException as err:  # ${oc.env:UNSET}, ${no.such.key}, a missing value
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{key} cannot be read: {first}") from None
+            raise UserError(f"{key} cannot be read: {first_line(err)}") from None
         if hasattr(value, "_content") or isinstance(value, (list, dict)):  # ListConfig / DictConfig
-            value = OmegaConf.to_container(value) if value is not None else None
+            value = OmegaConf.to_container(value)
         if not domain.allows(value):
             raise UserError(f"{key}={shown(value)} is not allowed: {key} must be {domain.describe()}")
 
@@ -438,12 +397,14 @@ def inapplicable(cfg: Any, keys: Any) -> List[str]:
     for key in sorted(k for k in keys if k.partition(".")[0] in GROUPS and "." in k):
         group, _, knob = key.partition(".")
         chosen = cfg[group].name
-        fits = readers(group, knob)
+        # the choices of the group that read the knob (None: all of them, a shared knob)
+        fits = None if knob in _SHARED[group] or knob == "name" else \
+            tuple(name for name, e in choices(group).items() if knob in e.knobs)
         if fits is not None and chosen not in fits:
             out.append(f"{key} has no effect with {group}={chosen} (it applies to {group}={'|'.join(fits)})")
             continue
-        other, family = _SHARED[group][knob].applies if knob in _SHARED[group] else \
-            entry(group, chosen).knobs[knob].applies if knob in entry(group, chosen).knobs else ("", "")
+        knobs = {**entry(group, chosen).knobs, **_SHARED[group]}
+        other, family = knobs[knob].applies if knob in knobs else ("", "")
         if other and family not in entry(other, cfg[other].name).families:
             names = "|".join(n for n, e in choices(other).items() if family in e.families)
             out.append(f"{key} has no effect with {other}={cfg[other].name} (it applies to {other}={names})")
@@ -451,14 +412,14 @@ def inapplicable(cfg: Any, keys: Any) -> List[str]:
 
 
 def validate(cfg: Any) -> None:
-    """Check every knob of a composed config: its domain (the schema), the chosen choices' own checks of
-    what must fit together (an entry's ``check``), then what top-level knobs must agree on; raise
-    UserError naming the value."""
+    """Check a composed config: every knob's domain, the chosen choices' own checks of what must fit together
+    (an entry's ``check``), then what top-level knobs must agree on; raise UserError naming the value."""
     check_domains(cfg)
     for group in GROUPS:
         own = getattr(entry(group, cfg[group].name), "check", None)
         if own is not None:
             own(cfg)
-    _require(cfg.updates == "alternating" or cfg.k == 1,
-             f"k={cfg.k} is not allowed with updates=simultaneous: "
-             "it makes one D and one G update per step, so k must be 1")
+    if cfg.updates != "alternating" and cfg.k != 1:
+        raise UserError(f"k={cfg.k} is not allowed with updates=simultaneous: "
+                        "it makes one D and one G update per step, so k must be 1")
+

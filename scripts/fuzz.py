@@ -27,7 +27,6 @@ import argparse
 import collections
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from scripts.forkserver import CommandServer  # noqa: E402
 
 # a quick run: one iteration on the ring, a small evaluation
 BASE = ("dataset=ring", "steps=1", "device=cpu", "n_samples=4", "eval.theory_samples=2000", "eval.mode_samples=500")
@@ -116,66 +116,29 @@ def command(overrides: Sequence[str]) -> List[str]:
 # running cases: a server that imported gan_cli forks one child per case
 
 
-SERVER = r"""
-import json, os, signal, sys, time, traceback
-import gan_cli.cli.train  # the imports every case would pay for
-for line in sys.stdin:
-    case = json.loads(line)
-    out = os.open(os.path.join(case["cwd"], "stdout"), os.O_WRONLY | os.O_CREAT, 0o644)
-    err = os.open(os.path.join(case["cwd"], "stderr"), os.O_WRONLY | os.O_CREAT, 0o644)
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            os.chdir(case["cwd"])
-            os.dup2(out, 1); os.dup2(err, 2)
-            sys.argv = ["gan-train", *case["argv"]]
-            gan_cli.cli.train.cli()
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(70)
-    os.close(out); os.close(err)
-    rc = None
-    while time.monotonic() - start < case["timeout"]:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            rc = os.waitstatus_to_exitcode(status)
-            break
-        time.sleep(0.02)
-    if rc is None:
-        os.killpg(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    print(json.dumps({"rc": rc, "seconds": time.monotonic() - start}), flush=True)
-"""
-
-
 class Server:
-    """``run(argv)`` runs gan-train with argv in a fresh directory; one server per checkout (``tree``)."""
+    """``run(argv)`` runs gan-train with argv in a fresh directory, in a forked child of one process that
+    imported the gan_cli of ``tree`` (scripts/forkserver.py)."""
 
     def __init__(self, tree: Path = REPO, timeout: float = 120.0):
-        self.timeout, self.root = timeout, Path(tempfile.mkdtemp(prefix="gan-fuzz-"))
-        env = {**os.environ, "PYTHONPATH": str(tree), "GAN_CLI_CACHE": str(self.root / "cache"),
-               "PYTHONUNBUFFERED": "1"}
-        env.pop("GAN_CLI_NO_SUCH_VAR", None)
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, cwd=self.root)
-        self.count = 0
+        self.timeout, self.root, self.count = timeout, Path(tempfile.mkdtemp(prefix="gan-fuzz-")), 0
+        self.env = {**os.environ, "PYTHONPATH": str(tree), "GAN_CLI_CACHE": str(self.root / "cache")}
+        self.env.pop("GAN_CLI_NO_SUCH_VAR", None)
+        self.server = CommandServer(self.root, self.env, tree)
 
     def run(self, argv: Sequence[str]) -> dict:
         self.count += 1
         cwd = self.root / f"case{self.count:05d}"
         cwd.mkdir()
-        self.proc.stdin.write(json.dumps({"argv": list(argv), "cwd": str(cwd), "timeout": self.timeout}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout + 60)
-        reply = json.loads(self.proc.stdout.readline()) if ready else {"rc": None, "seconds": self.timeout}
-        return {"argv": list(argv), "cwd": str(cwd), **reply, "stderr": (cwd / "stderr").read_text(errors="replace")}
+        try:
+            done = self.server.run("gan-train", list(argv), cwd, self.env, self.timeout)
+            rc, stderr = done.returncode, done.stderr
+        except subprocess.TimeoutExpired as hang:
+            rc, stderr = None, hang.stderr or ""
+        return {"argv": list(argv), "cwd": str(cwd), "rc": rc, "seconds": self.server.seconds, "stderr": stderr}
 
     def close(self, keep: bool = False) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        self.server.close()
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
 

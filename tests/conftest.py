@@ -3,9 +3,7 @@ gan_cli, or in a fresh interpreter), event files, tiny MNIST files."""
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import struct
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gan_cli.cli.checks import compose
 from gan_cli.config import config_dir, register_configs
+from scripts.forkserver import CommandServer
 
 REPO = Path(__file__).resolve().parent.parent
 # small evaluations: the classifier trains for a few steps, few samples (tests check wiring, not values)
@@ -28,8 +27,14 @@ EVAL_FAST = (*FAST, "eval_every=2")  # the same, evaluated twice
 
 
 def choices_in_conf(group: str) -> set:
-    """The choices of a config group as users type them: the YAML files in conf/<group>/."""
-    return {p.stem for p in (Path(config_dir()) / group).glob("*.yaml")}
+    """The choices of a config group as Hydra finds them: the YAML files in conf/<group>/ and the choices
+    registered in the ConfigStore (those with no defaults of their own)."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)} \
+        if ConfigStore.instance().repo.get(group) else set()
+    return {p.stem for p in (Path(config_dir()) / group).glob("*.yaml")} | stored
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -68,125 +73,6 @@ def make_cfg():
         return compose(config_dir(), overrides)
 
     return _make
-
-
-# A process that has imported gan_cli once runs each command in a forked child: the child starts where a
-# fresh `gan-train` would be after its imports (3-4 s of torch and Hydra on a small machine), with the
-# command's own argv, working directory, environment and standard streams, and ends through the same
-# cli() as the console script (run_and_exit: exit handlers, flushed streams, the exit status).
-_FORK_SERVER = r"""
-import atexit, json, os, signal, sys, time, traceback
-sys.path[0] = os.path.dirname(sys.executable)  # a console script's path: its own folder, not the working directory
-reply = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)  # whatever an import prints stays out of the replies
-import gan_cli.cli.gan_eval, gan_cli.cli.train
-try:  # what runs import on first use (figures, k-d trees), set up as the runs set it up
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot, scipy.spatial
-except ImportError:
-    pass
-entry = {"gan-train": gan_cli.cli.train.cli, "gan-eval": gan_cli.cli.gan_eval.cli}
-print(json.dumps({"ready": True}), file=reply, flush=True)
-for line in sys.stdin:
-    case = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(reply.fileno())
-            os.setsid()
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                os.dup2(os.open(case[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-            os.chdir(case["cwd"])
-            os.environ.clear()
-            os.environ.update(case["env"])
-            sys.argv = [case["exe"], *case["argv"]]
-            entry[case["command"]]()  # ends the process itself
-            code = 0
-        except SystemExit as stop:  # as Python ends on it: sys.exit("message") prints it, status 1
-            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
-            if not isinstance(stop.code, (int, type(None))):
-                print(stop.code, file=sys.stderr)
-        except BaseException:  # what Python does with an uncaught exception: the traceback, then status 1
-            traceback.print_exc()
-            atexit._run_exitfuncs()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(code)
-    deadline, rc = time.monotonic() + case["timeout"], None
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            rc = os.waitstatus_to_exitcode(status)
-            break
-        time.sleep(0.01)
-    if rc is None:
-        os.killpg(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    print(json.dumps({"rc": rc}), file=reply, flush=True)
-"""
-
-
-class CommandServer:
-    """Runs gan-train and gan-eval command lines in forked children of one imported process."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.count = 0
-        with (self.root / "server.err").open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if self._reply(180) != {"ready": True}:  # the package cannot be imported right now
-            self.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _reply(self, timeout: float):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        return json.loads(line) if line else None
-
-    def run(self, command: str, args, cwd, env, timeout):
-        """The CompletedProcess of ``command *args``, as subprocess.run(capture_output=True) gives it."""
-        self.count += 1
-        out, err = self.root / f"{self.count}.out", self.root / f"{self.count}.err"
-        exe = str(Path(sys.executable).with_name(command))
-        case = {"command": command, "exe": exe, "argv": [str(a) for a in args], "cwd": str(cwd), "env": env,
-                "stdout": str(out), "stderr": str(err), "timeout": timeout}
-        try:
-            self.proc.stdin.write(json.dumps(case) + "\n")
-            self.proc.stdin.flush()
-            answer = self._reply(timeout + 60)
-        except (OSError, ValueError):
-            answer = None
-        if answer is None:  # the server itself failed: not an outcome of the command
-            log = (self.root / "server.err").read_text(errors="replace")[-3000:]
-            self.close()
-            raise RuntimeError(f"the process running `{command}` command lines stopped:\n{log}")
-        stdout, stderr = (p.read_text(errors="replace") if p.exists() else "" for p in (out, err))
-        for p in (out, err):
-            p.unlink(missing_ok=True)
-        if answer["rc"] is None:
-            raise subprocess.TimeoutExpired([exe, *args], timeout, stdout, stderr)
-        return subprocess.CompletedProcess([exe, *args], answer["rc"], stdout, stderr)
-
-    def close(self) -> None:
-        if self.proc is not None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 _server = None

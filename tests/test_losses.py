@@ -115,7 +115,7 @@ def test_gradient_penalty_one_epsilon_per_sample():
     assert x_hat[:, 0].unique().numel() == 6  # different across samples
 
 
-def test_every_loss_choice_has_a_pair_and_a_yaml():
+def test_every_loss_choice_is_one_hydra_composes():
     assert set(LOSSES) == choices_in_conf("loss")
 
 

@@ -323,9 +323,9 @@ def toy(name: str):
     from omegaconf import OmegaConf
 
     from gan_cli import data as datasets
-    from gan_cli.config import schema
+    from gan_cli.config import choice_node, schema
 
-    cfg = OmegaConf.merge(OmegaConf.structured(schema("dataset")), OmegaConf.load(f"conf/dataset/{name}.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.structured(schema("dataset")), choice_node("dataset", name))
     return datasets.load(cfg, torch.device("cpu"))
 
 

@@ -41,7 +41,7 @@ def test_paper_maxout_networks(make_cfg):
 
 
 
-def test_every_arch_choice_has_a_builder_and_a_yaml():
+def test_every_arch_choice_is_one_hydra_composes():
     assert set(models.ARCHS) == choices_in_conf("arch")
 
 

@@ -20,7 +20,7 @@ def test_paper_schedules(make_cfg):
 
 
 
-def test_every_optimizer_choice_has_a_builder_and_a_yaml():
+def test_every_optimizer_choice_is_one_hydra_composes():
     assert set(optim.OPTIMIZERS) == choices_in_conf("optimizer")
 
 

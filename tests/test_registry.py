@@ -67,6 +67,10 @@ def extended():
         entries.update(before[group])
     evaluate.METRICS[:] = metrics
     config._SCHEMA.clear()
+    from hydra.core.config_store import ConfigStore
+
+    for group, name in (("loss", "margin"), ("dataset", "shifted"), ("arch", "tiny")):
+        ConfigStore.instance().repo[group].pop(f"{name}.yaml", None)
 
 
 def test_new_choices_compose_check_warn_and_train(extended, tmp_path):
@@ -134,3 +138,25 @@ def test_readmes_table_of_choices_is_the_registrys():
     readme = (REPO / "README.md").read_text()
     shown = readme.split("<!-- choices:begin -->\n", 1)[1].split("\n<!-- choices:end -->", 1)[0]
     assert shown == script.table(), "README's table of choices is stale: paste `python scripts/choices.py`"
+
+
+def test_a_choices_yaml_holds_only_what_differs_from_its_knobs_defaults():
+    """A default is one fact: written once, in the registry. A choice's YAML (conf/<group>/<name>.yaml)
+    sets only the values of its own that differ from it, and names the choice as its file does; the
+    top-level config restates no knob either."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    for group in config.GROUPS:
+        knobs = config.shared(group)
+        for e in config.choices(group).values():
+            knobs.update(e.knobs)
+        for path in sorted((Path(config_dir()) / group).glob("*.yaml")):
+            node = OmegaConf.to_container(OmegaConf.load(path))
+            assert node.pop("name") == path.stem, path
+            assert path.stem in config.choices(group), f"{path}: not a registered {group}"
+            restated = [k for k, v in node.items() if k in knobs and knobs[k].default == v]
+            assert not restated, f"{path} restates the registered default of {restated}"
+    top = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "config.yaml"))
+    assert not set(top) & (set(config.TOP) | set(config.GROUPS) | {"eval", "ema"})

@@ -1,21 +1,16 @@
-"""Check a gan-train command line before Hydra creates a run directory, and a composed config
-before anything is built.
-
-Every mistake becomes one UserError line naming the bad value and what is allowed: an unknown
-group choice, a value of the wrong type, a value out of range, choices that do not fit together, a
-dataset folder without the data, a GPU that is not there, a checkpoint that is missing or broken.
-Sweeps (``k=1,5``) are checked one value at a time.
+"""Check a gan-train command line before Hydra creates a run directory, and a composed config before anything
+is built: every mistake becomes one UserError line naming the bad value and what is allowed. Sweeps (``k=1,5``)
+are checked one combination at a time.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import difflib
+import importlib.util
 import itertools
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Callable, List, NoReturn, Optional, Sequence
 
@@ -27,20 +22,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from gan_cli import data
-from gan_cli.config import (
-    GROUPS,
-    UserError,
-    choice_node,
-    choices,
-    domains,
-    inapplicable,
-    preset,
-    register_configs,
-    resolve_device,
-    schema,
-    validate,
-)
+from gan_cli import config, data
+from gan_cli.config import GROUPS, UserError, domains, first_line
 from gan_cli.evaluation import evaluate
 from gan_cli.game import models
 from gan_cli.runs import checkpoint
@@ -56,28 +39,8 @@ PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra
 
 
 def _overrides(argv: Sequence[str]) -> List[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _VALUE_FLAGS:
-            skip = True
-        elif not arg.startswith("-"):
-            out.append(arg)
-    return out
-
-
-def _choices(conf_dir: str, group: str) -> List[str]:
-    """The names ``group=`` accepts: the registered choices of a group of components, the YAML files of
-    the others (experiment, hparams_search)."""
-    if group in GROUPS:
-        return sorted(choices(group))
-    return sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The settings of a command line: its arguments that are not options, nor the value of --package."""
+    return [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in _VALUE_FLAGS)]
 
 
 def _explain(err: Exception, overrides: List[str]) -> str:
@@ -89,8 +52,8 @@ def _explain(err: Exception, overrides: List[str]) -> str:
         bad = given or next((o for o in overrides if f"'{o.lstrip('+~').partition('=')[0]}'" in str(err)), key)
         return unknown_key(bad)
     if isinstance(cause, ValidationError) and given:
-        return f"{given} is not allowed: {_first_line(cause)}"
-    message = _first_line(cause or err)
+        return f"{given} is not allowed: {first_line(cause)}"
+    message = first_line(cause or err)
     if key and key in message:
         return message
     culprit = given or (" ".join(overrides) if len(overrides) <= 3 else "the command line")
@@ -100,22 +63,16 @@ def _explain(err: Exception, overrides: List[str]) -> str:
 def check(cfg) -> None:
     """Everything about a composed config that is known before data or networks are built: the
     range of every knob (config.py), each group's choice (its builder), what fits with what."""
-    validate(cfg)
+    config.validate(cfg)
     dataset = data.spec(cfg.dataset.name)
     models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim, pack=cfg.pack)
     evaluate.check(cfg)
 
 
 def _known_keys() -> List[str]:
-    """Every setting's dotted name (group names included), from the schema's dataclasses."""
-    def walk(cls, prefix: str) -> List[str]:
-        keys, types = [], typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            nested = types[f.name] if dataclasses.is_dataclass(types[f.name]) else None
-            keys += [prefix + f.name] + (walk(nested, f"{prefix}{f.name}.") if nested else [])
-        return keys
-
-    return walk(schema(), "") + ["experiment", "hparams_search"]
+    """Every setting's dotted name, and the names of the groups (``dataset``, ``eval``, ``experiment``)."""
+    keys = [key for key, _ in domains()]
+    return keys + list(dict.fromkeys(k.partition(".")[0] for k in keys if "." in k)) + ["experiment", "hparams_search"]
 
 
 def unknown_key(override: str) -> str:
@@ -128,31 +85,25 @@ def unknown_key(override: str) -> str:
     return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
 
 
-def chosen(conf_dir: str, overrides: Sequence[str]) -> set:
-    """The settings the command line chose, and those its experiment preset chose (a group choice
-    counts as its group's name): a loss's recipe leaves all of them alone."""
-    keys = {o.lstrip("+~").partition("=")[0] for o in overrides}
-    experiment = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith("experiment=")), None)
-    if experiment:
-        groups, settings = preset(experiment)
-        keys |= set(groups) | set(settings)
-    return keys
-
-
-def apply_recipe(cfg, conf_dir: str, overrides: Sequence[str]) -> dict:
+def apply_recipe(cfg, overrides: Sequence[str]) -> dict:
     """Apply ``loss.recipe`` (the settings the loss's paper trains with) wherever the user and the
     experiment preset chose nothing; returns what it set. A recipe's group choice (``optimizer:
     adam``) brings that option's YAML; its dotted settings apply while that choice stands."""
     recipe = OmegaConf.to_container(cfg.loss.recipe) if cfg.loss.get("recipe") else {}
     if not recipe or cfg.resume:  # a resumed run keeps its checkpoint's config
         return {}
-    set_keys, applied = chosen(conf_dir, overrides), {}
+    # what the command line and its experiment preset chose (a group choice counts as its group's name)
+    set_keys, applied = {o.lstrip("+~").partition("=")[0] for o in overrides}, {}
+    experiment = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith("experiment=")), None)
+    if experiment:
+        groups, settings = config.preset(experiment)
+        set_keys |= set(groups) | set(settings)
     for key, value in recipe.items():
         group = key.partition(".")[0]
         if key in set_keys:
             continue
         if key in GROUPS:
-            node = OmegaConf.merge(OmegaConf.structured(schema(group)), choice_node(group, value))
+            node = OmegaConf.merge(OmegaConf.structured(config.schema(group)), config.choice_node(group, value))
             kept = {k: OmegaConf.select(cfg, k) for k in set_keys if k.startswith(group + ".")}
             cfg[group] = node
             for k, v in kept.items():
@@ -169,14 +120,14 @@ def apply_recipe(cfg, conf_dir: str, overrides: Sequence[str]) -> dict:
 
 def compose(conf_dir: str, overrides: Sequence[str]):
     """The config gan-train runs for these overrides: Hydra's composition, then the loss's recipe."""
-    register_configs()  # the schema of the choices registered so far
+    config.register_configs()  # the schema of the choices registered so far
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
             cfg = compose_hydra(config_name="config", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
-    apply_recipe(cfg, conf_dir, overrides)
+    apply_recipe(cfg, overrides)
     return cfg
 
 
@@ -207,14 +158,17 @@ def typed(overrides: List[str]) -> None:
 def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     """Compose one concrete command line and check everything that can be known before training;
     returns the warnings (settings given that have no effect with the chosen options)."""
-
     typed(overrides)
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if key in GROUPS + ("experiment", "hparams_search") and value not in _choices(conf_dir, key):
-            raise ComposeError(f"{key}={value} is not a choice of '{key}'; "
-                               f"choose one of: {', '.join(_choices(conf_dir, key))}")
+        if key not in GROUPS + ("experiment", "hparams_search"):
+            continue
+        # a group of components: its registered choices; experiment, hparams_search: their YAML files
+        names = sorted(config.choices(key) if key in GROUPS
+                       else (p.stem for p in (Path(conf_dir) / key).glob("*.yaml")))
+        if value not in names:
+            raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
     try:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
@@ -224,8 +178,8 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     if saved is not None:
         checkpoint.check_steps(cfg, saved)
     data.check_available(cfg.dataset)
-    resolve_device(cfg.device)
-    return inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
+    config.resolve_device(cfg.device)
+    return config.inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
 
 
 def _flags(argv: Sequence[str]) -> None:
@@ -267,7 +221,7 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
     """``resume=RUN`` continues in RUN's own directory (unless hydra.run.dir says otherwise): add that
     directory, and keep the run's first .hydra/ files by writing this attempt's beside them."""
     argv = list(argv)
-    if any(a in ("-m", "--multirun") for a in argv) or any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
+    if any(a in ("-m", "--multirun") or a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return argv
     try:
         parsed = OverridesParser.create().parse_overrides(_overrides(argv))
@@ -300,20 +254,13 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
 
 # what a choice needs installed: (module, the extra that brings it)
 PLUGINS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "search"),
-           "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
-           "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
-           "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster")}
+           **{f"hydra/launcher={name}": ("hydra_plugins.hydra_submitit_launcher", "cluster")
+              for name in ("slurm", "submitit_local", "submitit_slurm")}}
 
 
 def _plugins(overrides: Sequence[str]) -> None:
     """A choice whose Hydra plugin is not installed: say which extra brings it."""
-    import importlib.util
-
-    for o in overrides:
-        key = next((k for k in PLUGINS if o == k or o.startswith(k + "=")), None)
-        if key is None:
-            continue
-        module, extra = PLUGINS[key]
+    for o, (module, extra) in ((o, PLUGINS[k]) for o in overrides for k in PLUGINS if o == k or o.startswith(k + "=")):
         try:
             found = importlib.util.find_spec(module) is not None
         except ModuleNotFoundError:
@@ -350,24 +297,21 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]),
                          "hydra.run.dir")
     except HydraException as err:
-        raise UserError(f"cannot read the command line: {_first_line(err)}") from None
+        raise UserError(f"cannot read the command line: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = []
-    for o in parsed:
-        if o.is_sweep_override():
-            try:
-                sweeps.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-            except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
-                continue
+    for o in (o for o in parsed if o.is_sweep_override()):
+        try:
+            sweeps.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
+            continue
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings = [], {}
     for combo in combos:  # every job of a sweep (one when there is no sweep)
         try:
             warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo)))
-        except ComposeError:
-            raise
         except UserError as err:
-            if not sweeps:
+            if not sweeps or isinstance(err, ComposeError):
                 raise
             invalid.append(f"[{' '.join(combo)}] {err}")
     if invalid and len(invalid) == len(combos):
@@ -377,18 +321,15 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
               f"with status invalid; the others run: " + "; ".join(invalid), file=sys.stderr)
     for line in warnings:
         print(f"gan-train: warning: {line}", file=sys.stderr)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if run_dir and not multirun:
+    if run_dir and not any(a in ("-m", "--multirun") for a in argv):
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
 
 
 def run_and_exit(main: Callable[[], None]) -> NoReturn:
-    """A console command: ``main()``, then the exit handlers (logging's flush and close, TensorBoard's,
-    multiprocessing's), the standard streams flushed, and the process ended with main's exit status
-    without tearing the interpreter down object by object (with torch loaded that takes 0.6-0.9 s,
-    and every job of a sweep on a cluster would pay it). An exception from ``main`` other than
-    SystemExit is left to Python's usual report and exit."""
+    """A console command: ``main()``, the exit handlers (logging's, TensorBoard's, multiprocessing's), the streams
+    flushed, then ``os._exit`` with main's status: tearing the interpreter down object by object takes 0.6-0.9 s
+    with torch loaded, paid by every job of a sweep on a cluster. Other exceptions than SystemExit propagate."""
     code = 0
     try:
         main()

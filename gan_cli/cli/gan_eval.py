@@ -2,12 +2,10 @@
 
     gan-eval RUN_DIR_OR_CHECKPOINT [overrides] [--samples N] [--best]
 
-Loads the checkpoint (``RUN_DIR/checkpoints/last.pt``, or ``best.pt`` with --best) and the config
-saved in it, computes every metric that fits the dataset, prints a table, writes ``eval.json``
-beside the checkpoint and adds the figures to the run's TensorBoard at the checkpoint's iteration.
-``--samples N`` also writes ``samples.png`` (a grid of N images, or a scatter for point data).
-Overrides are dotted keys of the saved config, e.g. ``eval.n_samples=2000 device=cpu
-dataset.root=/data``.
+Loads the checkpoint (``RUN_DIR/checkpoints/last.pt``, or ``best.pt`` with --best) and its config, computes
+every metric that fits the dataset, prints a table, writes ``eval.json`` beside the checkpoint and adds the
+figures to the run's TensorBoard at its iteration. ``--samples N`` also writes ``samples.png`` (a grid of N
+images, or a scatter for point data). Overrides are dotted keys of the saved config (``device=cpu``).
 """
 
 from __future__ import annotations
@@ -87,14 +85,11 @@ def run(argv) -> dict:
 def main() -> None:
     try:
         run(sys.argv[1:])
-    except UserError as err:
-        print(f"gan-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("gan-eval: aborted", file=sys.stderr)
         sys.exit(130)
-    except (OSError, RuntimeError, MemoryError) as err:  # a full disk, out of memory: one line
-        known = memory.as_user_error(err)
+    except (UserError, OSError, RuntimeError, MemoryError) as err:  # a full disk, out of memory: one line too
+        known = err if isinstance(err, UserError) else memory.as_user_error(err)
         if known is None or isinstance(err, BrokenPipeError):
             raise
         print(f"gan-eval: error: {known}", file=sys.stderr)

@@ -1,14 +1,9 @@
 """Sweeps (``gan-train -m ...``): what every job of a sweep shares, and the sweep's summary.
 
-A job of a sweep never ends the sweep: whatever stops it (an invalid combination, divergence, an
-exception) is recorded in its ``metrics.json`` as its ``status`` and the next job runs. After each
-job and at the end, :class:`SweepSummary` (a Hydra callback, registered in conf/config.yaml) writes
-``summary.csv`` into the sweep directory: one row per job with its number, its value of every swept
-key, its status, wall time and final figures. At the end it prints the same as a table sorted by the
-sweep's main metric, and ``gan-train`` exits non-zero if any job did not finish ("ok").
-
-Every job of one sweep declares the same hyperparameters (every group choice, every key the sweep's
-command line sets) and the same metric list (those that apply to the sweep's datasets) to
+A job never ends the sweep: what stops it is its ``status`` in ``metrics.json`` (ok, diverged, interrupted,
+invalid, failed). :class:`SweepSummary` (a Hydra callback, conf/config.yaml) rewrites ``summary.csv`` after each
+job (a row each: swept values, status, wall time, final figures) and prints it at the end, best main metric first;
+gan-train exits non-zero if a job did not finish. Every job declares the same hyperparameters and metric list to
 TensorBoard's HPARAMS tab, read from the sweep's ``multirun.yaml``.
 """
 
@@ -24,20 +19,21 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli import config
 from gan_cli.config import UserError
+from gan_cli.evaluation import evaluate
 
 log = logging.getLogger("gan_cli")
 # what reading back a file of a job can raise: gone, not YAML, or without the key looked for
 UNREADABLE = (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException)
-
-STATUSES = ("ok", "diverged", "interrupted", "invalid", "failed")
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
 GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
@@ -54,17 +50,8 @@ def _parse(overrides: Sequence[str]):
 
 def command_keys(overrides: Sequence[str]) -> List[str]:
     """The settings a command line sets (hydra's own and path settings left out), in its order."""
-    keys = []
-    for o in _parse(overrides):
-        key = o.get_key_element().lstrip("+~")
-        if not key.startswith("hydra") and key not in NOT_HPARAMS and key not in keys:
-            keys.append(key)
-    return keys
-
-
-def swept_keys(overrides: Sequence[str]) -> List[str]:
-    """The settings a sweep's command line gives several values (``k=1,5``)."""
-    return [o.get_key_element().lstrip("+~") for o in _parse(overrides) if o.is_sweep_override()]
+    keys = [o.get_key_element().lstrip("+~") for o in _parse(overrides)]
+    return [k for k in dict.fromkeys(keys) if not k.startswith("hydra") and k not in NOT_HPARAMS]
 
 
 def values(overrides: Sequence[str], key: str) -> List[str]:
@@ -79,30 +66,23 @@ def values(overrides: Sequence[str], key: str) -> List[str]:
 def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
     """The sweep's command line, as Hydra recorded it in multirun.yaml (None where there is none)."""
     path = Path(sweep_dir) / "multirun.yaml"
-    if not path.is_file():
-        return None
     try:
-        task = OmegaConf.load(path).hydra.overrides.task
+        return [str(o) for o in OmegaConf.load(path).hydra.overrides.task] if path.is_file() else None
     except UNREADABLE:  # the job's own command line stands in
         return None
-    return [str(o) for o in task]
 
 
-def families(overrides: Sequence[str], conf_dir: str = "") -> Tuple[str, ...]:
+def families(overrides: Sequence[str]) -> Tuple[str, ...]:
     """The metric families of every dataset and architecture the command line names, presets included
     (a name that is not a choice has none)."""
-    found: List[str] = []
-    datasets, archs = values(overrides, "dataset"), values(overrides, "arch")
-    for name in values(overrides, "experiment"):
-        groups, _ = config.preset(name)
-        datasets += [groups["dataset"]] if "dataset" in groups else []
-        archs += [groups["arch"]] if "arch" in groups else []
-    known = config.choices("dataset"), config.choices("arch")
-    for name in datasets:
-        found += [f for f in (known[0][name].families if name in known[0] else ()) if f not in found]
-    if any(name in known[1] and known[1][name].point for name in archs) and "point" not in found:
+    presets = [config.preset(name)[0] for name in values(overrides, "experiment")]
+    datasets = values(overrides, "dataset") + [groups["dataset"] for groups in presets if "dataset" in groups]
+    archs = values(overrides, "arch") + [groups["arch"] for groups in presets if "arch" in groups]
+    known, nets = config.choices("dataset"), config.choices("arch")
+    found = [f for name in datasets if name in known for f in known[name].families]
+    if any(name in nets and nets[name].point for name in archs):
         found.append("point")
-    return tuple(found)
+    return tuple(dict.fromkeys(found))
 
 
 @dataclass
@@ -116,17 +96,6 @@ class Job:
     error: str = ""
 
 
-def _job_num(job_dir: Path) -> Optional[int]:
-    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
-    if hydra_yaml.is_file():
-        try:
-            return int(OmegaConf.load(hydra_yaml).hydra.job.num)
-        except UNREADABLE:  # the directory's name tells
-            pass
-    head = job_dir.name.split("_", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
 def collect(sweep_dir: Path) -> List[Job]:
     """Every job directory of a sweep, read back: a job without metrics.json did not end by itself
     (killed, out of memory): its status is ``failed``."""
@@ -135,33 +104,32 @@ def collect(sweep_dir: Path) -> List[Job]:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file():
             continue
-        num = _job_num(job_dir)
+        try:
+            num = int(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.job.num)
+        except UNREADABLE:  # the directory's name tells
+            head = job_dir.name.split("_", 1)[0]
+            num = int(head) if head.isdigit() else None
         given = [str(o) for o in OmegaConf.load(overrides_file)]
         chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
-        report: Dict[str, Any] = {}
-        if (job_dir / "metrics.json").is_file():
-            try:
-                report = json.loads((job_dir / "metrics.json").read_text())
-            except ValueError:
-                report = {}
-        status = report.get("status", "failed")
+        try:
+            report = json.loads((job_dir / "metrics.json").read_text())
+        except (FileNotFoundError, IsADirectoryError, ValueError):
+            report = {}
         figures = {k: float(v) for k, v in report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"}
-        jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, status,
+        jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, report.get("status", "failed"),
                         float(report.get("wall_s", math.nan)), figures, str(report.get("error", ""))))
     return sorted(jobs, key=lambda j: j.num)
 
 
 def main_metric(jobs: Sequence[Job]) -> Optional[str]:
     """The sweep's main metric: the one that picks best.pt (eval.best_by) in its first job that ran."""
-    from gan_cli.evaluation import evaluate
-
     for job in jobs:
-        config = job.dir / ".hydra" / "config.yaml"
-        if not config.is_file():
+        path = job.dir / ".hydra" / "config.yaml"
+        if not path.is_file():
             continue
         try:
-            cfg = OmegaConf.load(config)
+            cfg = OmegaConf.load(path)
             return evaluate.best_metric(cfg.eval.best_by, evaluate.families(cfg))
         except (*UNREADABLE, UserError):  # a job whose config cannot be read: the next one tells
             continue
@@ -169,11 +137,8 @@ def main_metric(jobs: Sequence[Job]) -> Optional[str]:
 
 
 def _order(jobs: Sequence[Job], metric: Optional[str]) -> List[Job]:
-    from gan_cli.evaluation import evaluate
-
-    if metric is None:
-        return list(jobs)
-    sign = -1.0 if evaluate.direction(metric) == evaluate.HIGHER else 1.0
+    """The jobs, best ``metric`` first; those without a finite value (or no metric) by number."""
+    sign = -1.0 if metric is not None and evaluate.direction(metric) == evaluate.HIGHER else 1.0
 
     def key(job: Job):
         value = job.metrics.get(metric, math.nan)
@@ -206,8 +171,9 @@ def summarize(sweep_dir: Path) -> Summary:
     sweep_dir = Path(sweep_dir)
     jobs = collect(sweep_dir)
     overrides = sweep_overrides(sweep_dir)
-    if overrides is not None:
-        keys = swept_keys(overrides) or command_keys(overrides)
+    if overrides is not None:  # the keys the sweep gives several values (k=1,5), else all it sets
+        swept = [o.get_key_element().lstrip("+~") for o in _parse(overrides) if o.is_sweep_override()]
+        keys = swept or command_keys(overrides)
     else:  # a sweeper that records no multirun.yaml (Optuna): the keys whose values differ between jobs
         given = [k for j in jobs for k in j.overrides if not k.startswith("hydra") and k not in NOT_HPARAMS]
         keys = [k for k in dict.fromkeys(given) if len({j.overrides.get(k) for j in jobs}) > 1]
@@ -229,29 +195,23 @@ def summarize(sweep_dir: Path) -> Summary:
 
 
 def _fmt(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6g}"
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
 
 
-def print_summary(summary: Summary, console=None) -> None:
+def print_summary(summary: Summary) -> None:
     """The summary as a rich table (the main metric and the run's other ranked figures), then the
     tensorboard line."""
     from rich.console import Console
     from rich.table import Table
 
-    from gan_cli.evaluation import evaluate
-
-    if console is None:  # not a terminal (a log file, a pipe): wide enough for the table, not 80 columns
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
+    console = Console()
+    if not console.is_terminal:  # a log file, a pipe: wide enough for the table, not 80 columns
+        console = Console(width=200)
     ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
               if evaluate.direction(m) is not None and m != summary.metric]
     shown = ([summary.metric] if summary.metric else []) + ranked[:3]
-    title = (f"gan-train: sweep of {len(summary.jobs)} jobs"
-             + (f", best {summary.metric} first" if summary.metric else ""))
-    table = Table(title=title)
+    table = Table(title=f"gan-train: sweep of {len(summary.jobs)} jobs"
+                  + (f", best {summary.metric} first" if summary.metric else ""))
     for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
         table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
     for job in summary.jobs:
@@ -277,9 +237,6 @@ class SweepSummary(Callback):
         CURRENT, LAST = Path(str(config.hydra.sweep.dir)), None
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         try:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 summarize(Path(str(config.hydra.sweep.dir)))

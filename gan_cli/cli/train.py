@@ -1,9 +1,5 @@
-"""gan-train: the command line of the training loop (gan_cli.game.loop), configured by Hydra.
-
-:func:`main` checks the command line and hands it to Hydra; :func:`_hydra_main` runs one run, or one
-job of a sweep, with the command line's checks of the config, the run's HPARAMS entry and stops by
-signal (:class:`StopRequest`), and turns what ends a run into an exit code or a job's status.
-"""
+"""gan-train: the command line of the training loop (gan_cli.game.loop), configured by Hydra: :func:`main` checks
+the command line and hands it to Hydra; :func:`_hydra_main` runs one run or one job of a sweep."""
 
 from __future__ import annotations
 
@@ -26,16 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.cli import sweep
 from gan_cli.cli.checks import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
-from gan_cli.config import UserError, config_dir, register_configs
+from gan_cli.config import UserError, config_dir, first_line, register_configs
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import loop
-from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state
+from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state  # noqa: F401 (importable from here too)
 from gan_cli.runs import distributed, rundir
 from gan_cli.runs.monitor import end_session, start_session
-
-# the loop's names are importable from here too: what a caller of gan-train's train() catches or builds
-__all__ = ["Bookkeeping", "Diverged", "Interrupted", "StopRequest", "SweepInterrupted", "cli", "config_dir", "main",
-           "new_state", "train"]
 
 log = logging.getLogger("gan_cli")
 
@@ -44,14 +36,11 @@ class SweepInterrupted(BaseException):
     """Ctrl-C (or SIGTERM) stopped a job of a sweep: the sweep stops too (BaseException: Hydra's
     launchers record an Exception as a failed job and go on)."""
 
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
+    code = property(lambda self: self.args[0])  # the exit status
 
 
 def requeue_signal() -> Optional[Tuple[int, Any]]:
-    """In a job that submitit runs (hydra/launcher=slurm, submitit_local): its preemption / time-limit
-    signal and submitit's handler for it (which requeues the job); None elsewhere."""
+    """In a job that submitit runs: its preemption / time-limit signal and submitit's handler (which requeues)."""
     if "SUBMITIT_EXECUTOR" not in os.environ:
         return None
     try:
@@ -73,11 +62,9 @@ class StopRequest:
     SIGTERM is left to submitit there (it precedes that signal on preemption)."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
-
-    def __init__(self):
-        self.signum: Optional[int] = None
-        self._before: Dict[int, Any] = {}
-        self.requeue: Optional[Tuple[int, Any]] = None
+    signum: Optional[int] = None  # the signal that asked to stop
+    requeue: Optional[Tuple[int, Any]] = None  # (signal, handler) of the job manager that requeues
+    _before: Dict[int, Any] = {}  # the handlers to put back (replaced as a whole, never changed in place)
 
     def handoff(self):
         """What gives a stop by the job manager's signal back to the manager (None for other stops)."""
@@ -109,26 +96,22 @@ def session(cfg, command: Sequence[str]) -> Tuple[Dict[str, object], Tuple[str, 
     """The HPARAMS entry of a run: its hyperparameters (every group choice, the usual knobs, every key
     of ``command``, the sweep's command line for a job of a sweep) and the metric list of ``command``'s
     datasets (so every job of a sweep declares the same)."""
-    try:
-        choices = dict(HydraConfig.get().runtime.choices)
-    except ValueError:  # not under Hydra (tests call train() directly)
-        choices = {}
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}  # tests call train()
     hp = sweep.job_hparams(cfg, choices, sweep.command_keys(command))
     try:
         own = evaluate.families(cfg)
     except (UserError, OmegaConfBaseException) as err:  # a job refused for its dataset or arch: the sweep's lists
         log.debug("the metrics of this run's own dataset are not known (%s); those of the command line are", err)
         own = ()
-    families = tuple(dict.fromkeys(own + sweep.families(command, config_dir())))
-    return hp, evaluate.hparam_metrics(families)
+    return hp, evaluate.hparam_metrics(tuple(dict.fromkeys(own + sweep.families(command))))
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None,
           command: Optional[Sequence[str]] = None, announce: bool = True) -> Dict[str, float]:
-    """Run Algorithm 1 as ``cfg`` says (gan_cli.game.loop.train), writing everything into ``run_dir``,
-    with the command line's checks of the config, its HPARAMS entry and stops by signal; return the
-    final figures. ``command``: the sweep's command line for a job of a sweep (its HPARAMS columns;
-    ``overrides`` otherwise); ``announce``: print the final table and the tensorboard line."""
+    """Run Algorithm 1 as ``cfg`` says (gan_cli.game.loop.train) into ``run_dir``, with the command line's checks
+    of the config, its HPARAMS entry and stops by signal; return the final figures. ``command``: the sweep's
+    command line for a job of a sweep (its HPARAMS columns; ``overrides`` otherwise); ``announce``: print the
+    final table and the tensorboard line."""
     overrides = list(overrides)
     named = overrides if command is None else command
     return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=check,
@@ -143,15 +126,14 @@ def fail(err: Exception) -> None:
 def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str]) -> None:
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
     and its HPARAMS entry, so that the summary and TensorBoard show it with its status."""
+    path = run_dir / "metrics.json"
     run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "metrics.json").is_file():
-        report = json.loads((run_dir / "metrics.json").read_text())
-        if report.get("status") != "ok":  # the run wrote its own (diverged, interrupted): keep it, add the cause
-            report["error"] = error
-            rundir.write_text(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    ran = json.loads(path.read_text()) if path.is_file() else None
+    if ran is None or ran.get("status") != "ok":  # the run wrote its own (diverged, interrupted): add the cause
+        report = {"status": status, "error": error, "wall_s": 0.0} if ran is None else {**ran, "error": error}
+        rundir.write_text(path, json.dumps(report, indent=2) + "\n")
+    if ran is not None:
         return
-    report = {"status": status, "error": error, "wall_s": 0.0}
-    rundir.write_text(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(run_dir)) as writer:
@@ -166,10 +148,9 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
 
 
 def searched(cfg, figures: Dict[str, Any]):
-    """What a job returns to the sweeper: for a search (optimized_metric set, e.g. by hparams_search),
-    that figure's final value as a float; None for a run that did not finish or has no finite value
-    (the Optuna sweeper records the trial as failed and the search goes on; NaN would end it); otherwise
-    the run's final figures."""
+    """What a job returns to the sweeper: for a search (optimized_metric set, e.g. by hparams_search), that
+    figure's final value as a float, None for a run that did not finish or has no finite value (Optuna records
+    the trial as failed and the search goes on; NaN would end it); otherwise the run's final figures."""
     metric = cfg.get("optimized_metric")
     if metric is None:
         return figures
@@ -187,7 +168,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     multirun = hc.mode == RunMode.MULTIRUN
     command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
-        recipe = apply_recipe(cfg, config_dir(), overrides)
+        recipe = apply_recipe(cfg, overrides)
         if recipe:  # .hydra/config.yaml shows what runs
             log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
@@ -205,26 +186,21 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         if multirun:
             raise SweepInterrupted(stop.code) from None
         sys.exit(stop.code)
-    except UserError as err:
-        if not multirun:
-            fail(err)
-        status = "diverged" if isinstance(err, Diverged) else "invalid"
-        print(f"gan-train: job {hc.job.num} ({status}): {err}", file=sys.stderr)
-        record_job(run_dir, cfg, status, str(err), command)
-        return searched(cfg, {"status": status})
     except Exception as err:
-        known = memory.as_user_error(err)  # a full disk, a read-only place, out of memory: one line
-        if known is not None and not multirun:
-            fail(known)
-        if known is not None:
-            print(f"gan-train: job {hc.job.num} (failed): {known}", file=sys.stderr)
-            record_job(run_dir, cfg, "failed", str(known), command)
-            return searched(cfg, {"status": "failed"})
+        # a mistake in the config; a full disk, a read-only place, out of memory: one line; else a fault
+        known = err if isinstance(err, UserError) else memory.as_user_error(err)
         if not multirun:
-            raise
-        log.exception("job %s failed", hc.job.num)  # a fault of gan-train's: its traceback goes to the job's log
-        record_job(run_dir, cfg, "failed", f"{type(err).__name__}: {err}".splitlines()[0], command)
-        return searched(cfg, {"status": "failed"})
+            if known is None:
+                raise
+            fail(known)
+        status = "diverged" if isinstance(err, Diverged) else "invalid" if known is err else "failed"
+        if known is None:  # a fault of gan-train's: its traceback goes to the job's log
+            log.exception("job %s failed", hc.job.num)
+        else:
+            print(f"gan-train: job {hc.job.num} ({status}): {known}", file=sys.stderr)
+        error = str(known) if known is not None else f"{type(err).__name__}: {err}".splitlines()[0]
+        record_job(run_dir, cfg, status, error, command)
+        return searched(cfg, {"status": status})
 
 
 def main() -> None:
@@ -246,13 +222,10 @@ def main() -> None:
         if sweep.LAST is not None and sweep.LAST.failed:
             print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
             sys.exit(1)
-    except UserError as err:
-        fail(err)
-    except rundir.Refused as refused:  # a directory locked by another gan-train, or not writable
-        fail(refused.error)
+    except (UserError, rundir.Refused) as err:  # Refused: a directory locked by another gan-train, or not writable
+        fail(err.error if isinstance(err, rundir.Refused) else err)
     except (HydraException, OmegaConfBaseException) as err:  # Hydra's own settings (hydra.*), which it checks itself
-        text = str(err).strip()
-        fail(UserError(text.splitlines()[0] if text else type(err).__name__))
+        fail(UserError(first_line(err)))
     except SweepInterrupted as stop:
         sweep.finish_interrupted()
         sys.exit(stop.code)

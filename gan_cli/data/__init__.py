@@ -10,15 +10,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 import torch
 
 from gan_cli.config import Knob, UserError, entry, flag, integer, one_of, real, reals, register, text
+from gan_cli.data import folder, images, toys
 from gan_cli.data.base import Data, free_memory, noise
-from gan_cli.data.folder import folder as _folder
-from gan_cli.data.images import _CIFAR10, _FASHION, _MNIST, Files
-from gan_cli.data.images import digits as _digits
-from gan_cli.data.images import torchvision as _torchvision
-from gan_cli.data.toys import dirac as _dirac
-from gan_cli.data.toys import grid as _grid
-from gan_cli.data.toys import mixture1d as _mixture1d
-from gan_cli.data.toys import ring as _ring
 
 __all__ = ["Data", "Dataset", "DATASETS", "check_available", "free_memory", "load", "noise", "spec"]
 
@@ -31,10 +24,9 @@ class Dataset(NamedTuple):
     about: str = ""
     knobs: Mapping[str, Knob] = {}  # the dataset.* settings it reads
     dim: Optional[int] = None  # point sets: the dimension of a sample (None: images)
-    files: Optional[Files] = None  # torchvision sets: what must be under dataset.root (they can be downloaded)
+    files: Optional[images.Files] = None  # torchvision sets: what must be under dataset.root (can be downloaded)
     streams: bool = False  # may stream from disk: its loader also takes the training device
     check: Optional[Callable[[Any], None]] = None  # the run config -> UserError where its knobs do not fit together
-
 
 
 ROOT = {"root": text("data", "the folder that holds MNIST/, FashionMNIST/, cifar-10-batches-py/ (folder: the images)",
@@ -56,31 +48,31 @@ def _same_length(cfg) -> None:
                         "give as many positive weights as means")
 
 
+def _torchvision(files: images.Files, about: str, families: Tuple[str, ...] = ("image",)) -> Dataset:
+    return Dataset(partial(images.torchvision, files), families, about, FILES, files=files)
+
+
 # The choices of dataset=. A new dataset is a loader and one register(...) here (its knobs beside it),
 # and a YAML file in conf/dataset/ where it has defaults of its own.
 DATASETS = {name: register("dataset", name, d) for name, d in {
-    "digits": Dataset(_digits, ("image",),
+    "digits": Dataset(images.digits, ("image",),
                       "scikit-learn's 1,797 8x8 digits, 1,500 train / 297 held out (bundled: no download)"),
-    "mnist": Dataset(partial(_torchvision, _MNIST), ("image",),
-                     "MNIST in torchvision's layout under dataset.root (download=true fetches it)",
-                     FILES, files=_MNIST),
-    "fashion_mnist": Dataset(partial(_torchvision, _FASHION), ("image",), "Fashion-MNIST, the same way",
-                             FILES, files=_FASHION),
-    "cifar10": Dataset(partial(_torchvision, _CIFAR10), ("image", "rgb"), "CIFAR-10, the same way (RGB)",
-                       FILES, files=_CIFAR10),
-    "folder": Dataset(_folder, ("rgb",), "your own images: a folder of .png / .jpg files (see Your own images)",
+    "mnist": _torchvision(images._MNIST, "MNIST in torchvision's layout under dataset.root (download=true fetches it)"),
+    "fashion_mnist": _torchvision(images._FASHION, "Fashion-MNIST, the same way"),
+    "cifar10": _torchvision(images._CIFAR10, "CIFAR-10, the same way (RGB)", ("image", "rgb")),
+    "folder": Dataset(folder.folder, ("rgb",), "your own images: a folder of .png / .jpg files (see Your own images)",
                       FOLDER, streams=True),
-    "ring": Dataset(_ring, ("density", "modes"), "8 Gaussians on a circle of radius 1, std 0.01 (PacGAN)",
+    "ring": Dataset(toys.ring, ("density", "modes"), "8 Gaussians on a circle of radius 1, std 0.01 (PacGAN)",
                     {"n_modes": integer(8, 1, 1000, "number of Gaussians on the circle"),
                      "radius": real(1.0, 0, 1000, "circle radius", lo_open=True), **STD}, dim=2),
-    "grid": Dataset(_grid, ("density", "modes"), "25 Gaussians on {-4..4}^2, std 0.05 (PacGAN)",
+    "grid": Dataset(toys.grid, ("density", "modes"), "25 Gaussians on {-4..4}^2, std 0.05 (PacGAN)",
                     {"spacing": real(2.0, 0, 1000, "distance between neighbouring centres", lo_open=True), **STD},
                     dim=2),
-    "mixture1d": Dataset(_mixture1d, ("density",), "two Gaussians on a line (the paper's Figure 1)",
+    "mixture1d": Dataset(toys.mixture1d, ("density",), "two Gaussians on a line (the paper's Figure 1)",
                          {"means": reals([-2.0, 2.0], -1000, 1000, "the components' means"),
                           "weights": reals([0.5, 0.5], 0, 1e6, "their mixing weights", lo_open=True), **STD},
                          dim=1, check=_same_length),
-    "dirac": Dataset(_dirac, (), "all data at the point 0 (the Dirac-GAN)", dim=1),
+    "dirac": Dataset(toys.dirac, (), "all data at the point 0 (the Dirac-GAN)", dim=1),
 }.items()}
 
 
@@ -101,11 +93,9 @@ def check_available(cfg) -> None:
     where = Path(cfg.root).expanduser() / files.folder
     missing = [f for f in files.needed if not (where / f).exists()]
     if missing:
-        raise UserError(
-            f"dataset.root={cfg.root} holds no {cfg.name}: looked for {where / missing[0]}; "
-            f"pass dataset.root=<folder that contains {files.folder.split('/')[0]}/> "
-            "or dataset.download=true to fetch it"
-        )
+        raise UserError(f"dataset.root={cfg.root} holds no {cfg.name}: looked for {where / missing[0]}; "
+                        f"pass dataset.root=<folder that contains {files.folder.split('/')[0]}/> "
+                        "or dataset.download=true to fetch it")
 
 
 def load(cfg, device: torch.device) -> Data:

@@ -1,10 +1,8 @@
-"""What the loop and the monitor know of a dataset (:class:`Data`), the noise prior, and the memory
-free on a device.
+"""What the loop and the monitor know of a dataset (:class:`Data`), the noise prior, the memory free on a device.
 
-Image sets are held whole on the device as float pixels in [0, 1], shape (N, C, H, W); a minibatch
-is ``x[torch.randint(...)]`` (uniform sampling with replacement, no Python per sample). A folder of
-images too large for that streams from disk instead (gan_cli.data.folder). Toy sets have a known
-density: minibatches are drawn fresh from the mixture, and ``log_prob`` gives log p_data.
+Image sets are held whole on the device as float pixels in [0, 1], shape (N, C, H, W); a minibatch is
+``x[torch.randint(...)]`` (uniform sampling with replacement); a folder too large for that streams from disk
+(gan_cli.data.folder). Toy sets have a known density: fresh draws from the mixture, ``log_prob`` = log p_data.
 """
 
 from __future__ import annotations
@@ -38,10 +36,7 @@ class Data:
         """The same dataset with every tensor on ``device`` (a tensor shared by two splits stays shared)."""
         tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if isinstance(getattr(self, f.name), torch.Tensor)}
-        moved: dict = {}
-        for t in tensors.values():
-            if id(t) not in moved:
-                moved[id(t)] = t.to(device)
+        moved = {i: t.to(device) for i, t in {id(t): t for t in tensors.values()}.items()}
         return dataclasses.replace(self, **{name: moved[id(t)] for name, t in tensors.items()})
 
     @property
@@ -87,7 +82,6 @@ class Data:
         return torch.logsumexp(log_comp + self.weights.log(), dim=1)
 
 
-
 def free_memory(device: torch.device) -> int:
     """Bytes free on ``device`` now (the GPU's free memory; the system's MemAvailable for the CPU)."""
     if device.type == "cuda":
@@ -101,8 +95,7 @@ def free_memory(device: torch.device) -> int:
 
 
 def fits_in_memory(n: int, shape: tuple, device: torch.device) -> bool:
-    """dataset.in_memory=auto: whether n images of ``shape`` as float32 take at most a quarter of the
-    training device's free memory (the rest is for the networks, the evaluation and everything else)."""
+    """dataset.in_memory=auto: n float32 images of ``shape`` take at most a quarter of the device's free memory."""
     return 4 * n * math.prod(shape) <= free_memory(device) // 4
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
@@ -14,8 +16,6 @@ from gan_cli.config import UserError
 from gan_cli.data.base import Data, fits_in_memory
 
 log = logging.getLogger("gan_cli")
-
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of one-channel images
 BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
@@ -23,10 +23,7 @@ BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
 
 def undecodable() -> tuple:
     """What Pillow raises for a file it cannot read: not an image, truncated, corrupt, or a decompression bomb."""
-    import struct
-
     from PIL import Image
-
     return OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError
 
 
@@ -36,7 +33,6 @@ def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
     all when it already fits), then center-cropped."""
     import numpy as np
     from PIL import Image
-
     with Image.open(path) as im:
         im = im.convert("L" if channels == 1 else "RGB")
     w, h = im.size
@@ -51,8 +47,7 @@ def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
     return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
 
 
-def _batch(items):
-    """A DataLoader's collate for ImageFiles.__getitems__, which already returns whole minibatches."""
+def _batch(items):  # the collate of ImageFiles.__getitems__, which already returns whole minibatches
     return items
 
 
@@ -74,8 +69,6 @@ class ImageFiles(torch.utils.data.Dataset):
             except undecodable() as err:
                 if not self.substitute:
                     return torch.zeros(self.channels, self.resolution, self.resolution, dtype=torch.uint8), False
-                import warnings
-
                 warnings.warn(f"dataset=folder: skipped {path}, which does not decode ({type(err).__name__})",
                               stacklevel=1)  # about a file, not a caller: reported here, as before
                 continue
@@ -88,17 +81,9 @@ class ImageFiles(torch.utils.data.Dataset):
         return torch.stack(items) if self.substitute else items
 
 
-def _workers(cfg) -> int:
-    """DataLoader workers: dataset.workers, or (null) one per core but one, at most 8."""
-    if cfg.workers is not None:
-        return int(cfg.workers)
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
 class Stream:
-    """Minibatches of a folder read from disk as training goes: a DataLoader with ``workers``
-    processes (uniform sampling with replacement, as the in-memory sets), pinned memory and
-    prefetching on a GPU, uint8 pixels to the device and float there."""
+    """Minibatches read from disk as training goes: a DataLoader of ``workers`` processes (uniform sampling with
+    replacement, as in memory), pinned memory and prefetching on a GPU, uint8 to the device and float there."""
 
     PREFETCH = 4  # minibatches each worker keeps ready
 
@@ -108,21 +93,17 @@ class Stream:
         self._size = 0
         self._reference: Optional[torch.Tensor] = None
 
-    def _loader(self, m: int, generator: torch.Generator, **kwargs) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            self.files, batch_size=m, num_workers=self.workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
-            generator=generator, **kwargs)
-
     def batch(self, m: int) -> torch.Tensor:
         """The next minibatch of m images, float pixels in [0, 1] on the device."""
         if self._batches is None or m != self._size:
             # the draw order: seeded from the training's random stream (so a seed gives one run)
-            seed = int(torch.randint(2**62, (1,)))
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
             sampler = torch.utils.data.RandomSampler(self.files, replacement=True, num_samples=sys.maxsize // 2,
                                                      generator=gen)
-            loader = self._loader(m, gen, sampler=sampler, drop_last=True, collate_fn=_batch)
+            loader = torch.utils.data.DataLoader(
+                self.files, batch_size=m, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
+                generator=gen, sampler=sampler, drop_last=True, collate_fn=_batch)
             self._batches, self._size = iter(loader), m
         x = next(self._batches)
         return x.to(self.device, non_blocking=True).float().div_(255)
@@ -138,10 +119,9 @@ class Stream:
 
 
 def _scan(cfg) -> Tuple[list, int, int]:
-    """The folder's readable image files (by their headers), their channels (1 or 3) and how many
-    files were skipped. Raises UserError when the folder holds none."""
+    """The folder's readable image files (by their headers), their channels (1 or 3) and the unreadable
+    files. Raises UserError when the folder holds none."""
     from PIL import Image
-
     root = Path(cfg.root).expanduser()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -162,21 +142,21 @@ def _scan(cfg) -> Tuple[list, int, int]:
 
 
 def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
-    """A folder of .png / .jpg images (flat, or torchvision's ImageFolder layout: one subfolder per
-    class, the labels unused), at dataset.resolution, grayscale or RGB (dataset.channels, or detected:
-    RGB unless every file is grayscale). Whole on the device when dataset.in_memory says so (auto: when
-    it fits, see fits_in_memory), else streamed."""
+    """A folder of .png / .jpg images (flat, or ImageFolder's one subfolder per class, labels unused), at
+    dataset.resolution, dataset.channels (null: RGB unless every file is grayscale); whole on the device when
+    dataset.in_memory says so (auto: when it fits, see fits_in_memory), else streamed."""
     files, channels, unreadable = _scan(cfg)
     r = int(cfg.resolution)
     shape = (channels, r, r)
     in_memory = BOOLEAN[str(cfg.in_memory).lower()]
     if in_memory is None:
         in_memory = fits_in_memory(len(files), shape, device)
-    workers = _workers(cfg)
+    # dataset.workers, or (null) one per core but one, at most 8
+    workers = int(cfg.workers) if cfg.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     bad = list(unreadable)
     if in_memory:
-        images = ImageFiles(files, channels, r, substitute=False)
-        loader = torch.utils.data.DataLoader(images, batch_size=256, num_workers=workers)
+        loader = torch.utils.data.DataLoader(ImageFiles(files, channels, r, substitute=False), batch_size=256,
+                                             num_workers=workers)
         parts, oks = zip(*loader)
         ok = torch.cat(oks)
         bad += [files[i] for i in (~ok).nonzero().flatten().tolist()]
@@ -198,5 +178,5 @@ def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
         threads = f"; training uses {torch.get_num_threads()} CPU threads"
     log.info("dataset=folder: %d images of %s streamed from disk by %d workers%s", len(files),
              "x".join(map(str, shape)), workers, threads)
-    stream = Stream(ImageFiles(files, channels, r, substitute=True), device, workers)
-    return Data(name=cfg.name, train=None, shape=shape, stream=stream)
+    return Data(name=cfg.name, train=None, shape=shape,
+                stream=Stream(ImageFiles(files, channels, r, substitute=True), device, workers))

@@ -13,13 +13,6 @@ from gan_cli.config import UserError
 from gan_cli.data.base import Data
 
 
-def _split(x: torch.Tensor, y: torch.Tensor, hold_out: int, seed: int = 0):
-    """Last ``hold_out`` examples of a fixed permutation become the validation split."""
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    x, y = x[order], y[order]
-    return x[:-hold_out], y[:-hold_out], x[-hold_out:], y[-hold_out:]
-
-
 def _images(name: str, x, y, x_val, x_test, y_test) -> Data:
     return Data(name=name, train=x, shape=tuple(x.shape[1:]), val=x_val, test=x_test, train_labels=y,
                 test_labels=y_test)
@@ -30,7 +23,6 @@ def digits_file() -> Optional[Path]:
     ``sklearn.datasets.load_digits`` reads), found without importing scikit-learn: its import costs
     about 1.5 s (SciPy with it), more than a short run's training. None where it is not there."""
     import importlib.util
-
     try:
         spec = importlib.util.find_spec("sklearn")
     except (ImportError, ValueError):
@@ -49,13 +41,11 @@ def load_digits() -> Tuple[Any, Any]:
     path = digits_file()
     if path is None:
         from sklearn.datasets import load_digits as sklearn_digits
-
         bunch = sklearn_digits()
         return bunch.images, bunch.target
     import gzip
 
     import numpy as np
-
     with gzip.open(path, "rt", encoding="utf-8") as f:
         table = np.loadtxt(f, delimiter=",")
     return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
@@ -63,11 +53,11 @@ def load_digits() -> Tuple[Any, Any]:
 
 def digits(cfg) -> Data:
     images, labels = load_digits()
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(labels)
-    # 1,500 to train; the other 297 are both the validation and the test split
-    x_train, y_train, x_test, y_test = _split(x, y, 297)
-    return _images(cfg.name, x_train, y_train, x_test, x_test, y_test)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))  # a fixed permutation
+    x = (torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0)[order]
+    y = torch.tensor(labels)[order]
+    held = x[-297:]  # 1,500 to train; the other 297 are both the validation and the test split
+    return _images(cfg.name, x[:-297], y[:-297], held, held, y[-297:])
 
 
 class Files(NamedTuple):
@@ -83,16 +73,12 @@ _MNIST_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 _MNIST = Files("MNIST", "MNIST/raw", _MNIST_FILES, 10000)
 _FASHION = Files("FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, 10000)
 _CIFAR10 = Files("CIFAR10", "cifar-10-batches-py", ("data_batch_1", "test_batch"), 5000)
-
-IDX_FILES = {"train-images-idx3-ubyte": 3, "train-labels-idx1-ubyte": 1, "t10k-images-idx3-ubyte": 3,
-             "t10k-labels-idx1-ubyte": 1}  # MNIST's files and their number of dimensions
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 def check_idx(path: Path, ndim: int) -> int:
-    """An IDX file (MNIST's format) whole: magic number 0x0000080N (unsigned bytes, N dimensions),
-    N big-endian sizes, then exactly their product of bytes. Returns the number of items; a broken
-    file is a UserError naming it."""
+    """An IDX file (MNIST's format) whole: magic number 0x0000080N (unsigned bytes, N dimensions), N big-endian
+    sizes, then exactly their product of bytes. Returns the number of items; a broken file is a UserError naming it."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4 + 4 * ndim)
@@ -127,7 +113,6 @@ def check_files(files: Files, root: Path) -> None:
                                 f"{counts['images']} images but {counts['labels']} labels; download them again")
     else:
         import pickle
-
         for name in CIFAR_FILES:
             path = where / name
             if not path.is_file():
@@ -145,7 +130,6 @@ def check_files(files: Files, root: Path) -> None:
 
 def torchvision(files: Files, cfg) -> Data:
     import torchvision.datasets as tvd
-
     cls = getattr(tvd, files.cls)
     root = str(Path(cfg.root).expanduser())
     if not cfg.download:
@@ -161,8 +145,7 @@ def torchvision(files: Files, cfg) -> Data:
         x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # CIFAR is (N, H, W, C)
         return x.float() / 255.0, torch.as_tensor(ds.targets)
 
-    x, y = pixels(train)
-    x_test, y_test = pixels(test)
+    (x, y), (x_test, y_test) = pixels(train), pixels(test)
     hold = min(files.hold_out, x.shape[0] // 6)
     # MNIST as the paper: train[0:50000] trains, train[50000:60000] validates (no shuffling)
     return _images(cfg.name, x[:-hold], y[:-hold], x[-hold:], x_test, y_test)

@@ -21,9 +21,6 @@ def grid_centres(spacing: float) -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
-# -- point sets with a known law ---------------------------------------------------------------
-
-
 def _mixture(name: str, centres: torch.Tensor, weights: torch.Tensor, std: float) -> Data:
     """An isotropic Gaussian mixture (std 0: point masses at the centres)."""
     return Data(name=name, train=None, shape=(centres.shape[1],), centres=centres, weights=weights / weights.sum(),
@@ -35,8 +32,7 @@ def ring(cfg) -> Data:
 
 
 def grid(cfg) -> Data:
-    centres = grid_centres(cfg.spacing)
-    return _mixture(cfg.name, centres, torch.ones(len(centres)), float(cfg.std))
+    return _mixture(cfg.name, grid_centres(cfg.spacing), torch.ones(25), float(cfg.std))
 
 
 def mixture1d(cfg) -> Data:

@@ -1,18 +1,10 @@
-"""What a generator has learned, measured offline: theory/ diagnostics and eval/ metrics.
+"""What a generator has learned, measured offline: theory/ diagnostics (known-density data, the Dirac-GAN's
+point) and eval/ metrics (mode coverage, Parzen window, FID / KID / precision / recall in the feature space of
+a classifier trained once on the real data, Inception FID / KID).
 
-* Known-density data (mixture1d, ring, grid): the value estimate V-hat against C(G) = -log 4 +
-  2 JSD and its minimum -log 4, the Jensen-Shannon divergence to p_data (with its floor), the
-  distance of D to the optimal D* = p_data / (p_data + p_g), and for 1-D data the curves of the
-  paper's Figure 1.
-* Mixtures of modes (ring, grid): modes covered, high-quality fraction, reverse KL (VEEGAN/PacGAN).
-* Image sets: the paper's Parzen-window log-likelihood, and FID / KID / precision / recall in the
-  feature space of a small classifier trained once on the real data (offline; see features.py).
-* Games whose state is a point (the Dirac-GAN): its distance to the equilibrium.
-
-METRICS, at the end, is the one table of facts about them: which runs have each family, which
-direction is better for each tag, how each was measured. A new metric is one entry there (and the
-method that measures it). All sampling here uses the evaluator's own random generator, so
-evaluating never changes the training run's random stream.
+METRICS, at the end, is the one table of facts about each family: which runs have it, which direction is better
+for each tag, how it was measured; a new metric is one entry there and its measure method. All sampling uses
+the evaluator's own random generator, so evaluating never changes the training run's random stream.
 """
 
 from __future__ import annotations
@@ -46,34 +38,25 @@ class Evaluator:
         self.prior, self.z_dim, self.seed = cfg.prior, cfg.z_dim, cfg.seed
         self.families = families(cfg)
         self.generator = torch.Generator(device=device)
-        self._classifier = None
+        self._classifier, self._floor = None, {}
         self.classifier_info: Dict[str, object] = {}
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         # called as theory/'s neighbour searches start (they release the interpreter lock): work to overlap them
         self.searching: Optional[Callable[[], None]] = None
-        self._floor: Dict[str, float] = {}
-        self._real: Optional[Dict[str, torch.Tensor]] = None  # theory: the real samples and what depends on them alone
-        self._reference = None  # features.Reference of the real reference images (with the classifier)
-        self._inception = None  # inception.InceptionMetrics against the real images (eval.inception_weights)
-        # this evaluation's generated images (Parzen and features share them)
-        self._images: Optional[torch.Tensor] = None
-        self.curves: Optional[Dict[str, torch.Tensor]] = None
+        # theory's real samples and what depends on them alone; the features.Reference of the real images (with the
+        # classifier); the inception.InceptionMetrics; this evaluation's generated images; the Figure 1 curves
+        self._real = self._reference = self._inception = self._images = self.curves = None
         self.seconds: Dict[str, float] = {}  # the last evaluation's time per metric family (wall clock)
-        if data.has_density:
-            c = data.centres
+        if data.has_density:  # the grid of the Figure 1 curves (1-D data)
             pad = 5 * data.std + (1.0 if data.dim == 1 else 0.2)
-            self.lo, self.hi = float(c.min()) - pad, float(c.max()) + pad
-            self.bins = self.cfg.bins_1d  # the Figure 1 curves (1-D data)
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _noise(self, n: int) -> torch.Tensor:
-        return datasets.noise(self.prior, n, self.z_dim, self.device, generator=self.generator)
+            self.lo, self.hi = float(data.centres.min()) - pad, float(data.centres.max()) + pad
 
     @torch.no_grad()
     def generate(self, G, n: int, batch: int = 5000) -> torch.Tensor:
         """n samples of G in eval mode (batch norm uses running statistics)."""
         with models.evaluating(G):
-            return torch.cat([G(self._noise(min(batch, n - i))) for i in range(0, n, batch)])
+            return torch.cat([G(datasets.noise(self.prior, min(batch, n - i), self.z_dim, self.device,
+                                               generator=self.generator)) for i in range(0, n, batch)])
 
     @torch.no_grad()
     def _logits(self, D, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +68,6 @@ class Evaluator:
             self._images = self.generate(G, self.cfg.n_samples)
         return self._images
 
-    # -- theory ---------------------------------------------------------------------------------
     def theory(self, nets) -> Dict[str, float]:
         """theory/ scalars for known-density data; for 1-D data also the Figure 1 curves."""
         G, D = nets
@@ -101,23 +83,23 @@ class Evaluator:
         cache = self._real
         # p_g by its k-NN density (k for the JSD at every point; k* for D* at the first m, found by the
         # same search); the floor (the estimator's bias at this size) subtracted
-        k, k_star, m = self.cfg.knn, self.cfg.knn_d_star, min(n, 10000)
-        d_star = self.probability  # D* (and V-hat) only where D reads single points as a probability
+        k, m = self.cfg.knn, min(n, 10000)
+        k_star = self.cfg.knn_d_star if self.probability else None  # D* (and V-hat) only where D is a probability
         log_p_real, log_p_fake = data.log_prob(real).double(), data.log_prob(fake).double()
         fakes = metrics.NeighbourTree(fake)
         if self.searching is not None:
             self.searching()
-        q_real, q_r = _knn_head(fakes, real, k, k_star if d_star else None, m)
-        q_fake, q_f = _knn_head(fakes, fake, k, k_star if d_star else None, m, exclude_self=True)
+        q_real, q_r = _knn_head(fakes, real, k, k_star, m)
+        q_fake, q_f = _knn_head(fakes, fake, k, k_star, m, exclude_self=True)
         if "floor" not in cache:  # the JSD of a second real sample: what a perfect G would read
             cache["others"] = others = metrics.NeighbourTree(other)
-            o_real, cache["r_other"] = _knn_head(others, real, k, k_star if d_star else None, m)
+            o_real, cache["r_other"] = _knn_head(others, real, k, k_star, m)
             o_other = others.log_density(other, [k], exclude_self=True)[0]
             cache["floor"] = metrics.jsd_from_log_densities(log_p_real, o_real, data.log_prob(other).double(), o_other)
         floor = cache["floor"]
         jsd = metrics.jsd_corrected(log_p_real, q_real, log_p_fake, q_fake, floor)
         out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
-        if d_star:
+        if k_star is not None:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
             out["theory/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
@@ -128,36 +110,32 @@ class Evaluator:
             out["theory/d_star_mse"] = metrics.d_star_mse_samples(
                 torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], q_r, p_f, q_f)
             if data.dim == 1:
-                grid = metrics.grid_centres(self.lo, self.hi, self.bins, data.dim, device=self.device).float()
+                bins = self.cfg.bins_1d
+                grid = metrics.grid_centres(self.lo, self.hi, bins, data.dim, device=self.device).float()
                 p_data = data.log_prob(grid).double().exp()
-                p_g = metrics.histogram_density(fake, self.lo, self.hi, self.bins)
+                p_g = metrics.histogram_density(fake, self.lo, self.hi, bins)
                 self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g,
                                "D": torch.sigmoid(self._logits(D, grid)).double(),
                                "D_star": metrics.d_star(p_data, p_g)}
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
-                              for v in out.values()]).tolist()
-        scalars = dict(zip(out.keys(), values))
-        scalars["theory/optimum"] = -LOG4
-        return scalars
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()])
+        return {**dict(zip(out.keys(), values.tolist())), "theory/optimum": -LOG4}
 
     def distance(self, nets) -> Dict[str, float]:
         """The game's state as a point (the Dirac-GAN's (theta, psi)): its distance to (0, 0)."""
         return {"theory/distance": nets.point().norm().item()}
 
-    # -- sample quality -------------------------------------------------------------------------
     def modes(self, nets) -> Dict[str, float]:
         report = metrics.mode_metrics(self.generate(nets.G, self.cfg.mode_samples), self.data.centres, self.data.std)
-        return {"eval/modes_covered": report["modes_covered"], "eval/hq_fraction": report["hq_fraction"],
-                "eval/reverse_kl": report["reverse_kl"], "eval/mode_samples": self.cfg.mode_samples,
-                "eval/hq_threshold_std": 3.0}
+        return {**{f"eval/{k}": report[k] for k in ("modes_covered", "hq_fraction", "reverse_kl")},
+                "eval/mode_samples": self.cfg.mode_samples, "eval/hq_threshold_std": 3.0}
 
     def feature_sizes(self) -> Tuple[int, int, int]:
         """(reference, size, sets) of the feature metrics on this dataset: see :func:`feature_sizes`."""
         return feature_sizes(self.cfg.n_samples, len(self.data.train), len(self.data.test))
 
     def classifier(self):
-        """The dataset's cached feature classifier (trained on first use), the real reference's features
-        and the real-vs-real floor: the reference against the held-out images, at the run's sizes."""
+        """The dataset's cached feature classifier, with the real reference and its floor against the held-out
+        images at the run's sizes, made on first use."""
         from gan_cli.evaluation import features
 
         if self._classifier is None:
@@ -172,10 +150,9 @@ class Evaluator:
 
     def parzen(self, nets) -> Dict[str, float]:
         # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
-        d, n = self.data, self.cfg.n_samples
-        parzen = metrics.parzen_log_likelihood(self._generated_images(nets.G), d.val[:1000], d.test)
+        parzen = metrics.parzen_log_likelihood(self._generated_images(nets.G), self.data.val[:1000], self.data.test)
         return {"eval/parzen_ll": parzen["ll"], "eval/parzen_se": parzen["se"], "eval/parzen_sigma": parzen["sigma"],
-                "eval/parzen_samples": n}
+                "eval/parzen_samples": self.cfg.n_samples}
 
     def features(self, nets) -> Dict[str, float]:
         from gan_cli.evaluation import features
@@ -196,7 +173,6 @@ class Evaluator:
                                                     self.device)
         return self._inception.compare(self._generated_images(nets.G))
 
-    # -- every metric that fits -----------------------------------------------------------------
     def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
         """Every metric that fits the run: (scalars by tag, Figure 1 curves or None)."""
         self.generator.manual_seed(self.seed)  # the same noise at every evaluation
@@ -205,9 +181,8 @@ class Evaluator:
             self.generator.manual_seed(self.seed)
             return {}, None
         self.generator.manual_seed(self.seed)
-        self._images, self.curves = None, None
+        self._images, self.curves, self.seconds = None, None, {}
         scalars: Dict[str, float] = {}
-        self.seconds = {}
         for family in applicable(self.families):
             if family.enabled(self.cfg):
                 start = time.perf_counter()
@@ -217,16 +192,14 @@ class Evaluator:
         return scalars, self.curves
 
     def measure(self, nets, average=None, also_raw: bool = False):
-        """(figures, Figure 1 curves, G's own curves) of what samples and evaluation read: the moving average of
-        G (``average``, a game.ema.EMA, once it has started) beside D, or G itself without one. With an average
-        and ``also_raw``, G itself is measured too (the same noise), its ranked figures added under raw/ (the
-        floors, sizes and constants are the average's), its curves the third item (None otherwise)."""
+        """(figures, Figure 1 curves, G's own curves) of G's moving average (``average``, a game.ema.EMA, once
+        started) or G itself. With an average and ``also_raw``, G itself too (same noise): its ranked figures
+        under raw/ (floors, sizes and constants are the average's), its curves the third item (else None)."""
         figures, curves = self.run(nets if average is None else nets.with_G(average.generator()))
-        raw_curves = None
-        if average is not None and also_raw:
-            raw, raw_curves = self.run(nets)
-            figures.update(raw_figures(raw))
-        return figures, curves, raw_curves
+        if average is None or not also_raw:
+            return figures, curves, None
+        raw, raw_curves = self.run(nets)
+        return {**figures, **raw_figures(raw)}, curves, raw_curves
 
     def protocol(self) -> Dict[str, str]:
         """How each figure was measured, in words (for eval.json and the log)."""
@@ -234,13 +207,9 @@ class Evaluator:
                 if m.protocol is not None and m.enabled(self.cfg)}
 
 
-# -- protocol texts ------------------------------------------------------------------------------
-
-
 def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Optional[int], m: int,
               exclude_self: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(log q-hat at every point of x with k neighbours, and at its first m with k_star), the first m
-    found by one search for both k (tree.log_density's values; no k_star: None)."""
+    """(log q-hat at every point of x with k neighbours, at its first m with k_star: one search; else None)."""
     if k_star is None:
         return tree.log_density(x, [k], exclude_self)[0], None
     head, head_star = tree.log_density(x[:m], [k, k_star], exclude_self)
@@ -287,12 +256,8 @@ def _inception_protocol(ev: Evaluator) -> str:
             "published figures at the same sample sizes (CIFAR-10 papers: 50,000 each, eval.n_samples=50000)")
 
 
-# -- the table of metric facts -------------------------------------------------------------------
-
-
 class Metric(NamedTuple):
-    """A family of figures measured together: everything about it in one place. A new metric is a measure
-    function and one :func:`register` call."""
+    """A family of figures measured together, everything about it in one place (registered by :func:`register`)."""
 
     name: str  # its key in the protocol texts (eval.json, train.log)
     applies: str  # which runs have it: a dataset family (image, rgb, density, modes; data.DATASETS) or "point"
@@ -308,19 +273,14 @@ class Metric(NamedTuple):
     about: str = ""
 
     def enabled(self, cfg) -> bool:
-        """Whether the run measures it, by the eval config node (its switch, or inception's weights file)."""
-        if self.switch is None:
-            return True
-        value = cfg[self.switch]
-        return value is not None and value is not False
+        return self.switch is None or (cfg[self.switch] is not None and cfg[self.switch] is not False)
 
 
 METRICS: List[Metric] = []
 
 
 def register(metric: Metric) -> Metric:
-    """Add a metric family (replacing one of the same name): the evaluator measures it on every run whose
-    families include ``metric.applies``, and its knobs join eval.*."""
+    """Add a metric family (replacing one of the same name): measured on runs of ``metric.applies``, knobs in eval.*."""
     METRICS[:] = [m for m in METRICS if m.name != metric.name] + [metric]
     return config.register("eval", metric.name, metric)
 
@@ -367,8 +327,7 @@ for _metric in (
            knobs={"features": flag(True, "image sets: FID / KID / precision / recall in a classifier's feature space"),
                   "classifier_steps": integer(1000, 1, 100_000,
                                               "training steps of that classifier (once; then cached)"),
-                  "cache_dir": text(None, "folder of cached classifiers", "path",
-                                    null="~/.cache/gan-cli/classifiers")},
+                  "cache_dir": text(None, "folder of cached classifiers", "path", null="~/.cache/gan-cli/classifiers")},
            about="FID, KID, precision and recall in the feature space of a small classifier"),
     Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER,
                                 "eval/inception_kid_std": None, "eval/inception_samples": None},
@@ -400,10 +359,8 @@ for _metric in (
 
 
 def feature_sizes(n_samples: int, n_train: int, n_test: int) -> Tuple[int, int, int]:
-    """(reference, size, sets): the first ``reference`` training images are the real reference; the
-    floor compares them with ``size`` held-out images and a run with ``sets`` disjoint sets of ``size``
-    generated samples (averaged), so both are measured at the same sizes. Where the held-out split is
-    smaller than eval.n_samples (digits: 297), the run's samples are cut into sets of that size."""
+    """(reference, size, sets): the first ``reference`` training images against ``size`` held-out images (the
+    floor) or ``sets`` disjoint sets of ``size`` samples, averaged (a run; digits: 297 held-out images)."""
     reference, size = min(n_samples, n_train), min(n_samples, n_test)
     return reference, size, n_samples // size
 
@@ -418,8 +375,7 @@ def applicable(run_families: Iterable[str]) -> Tuple[Metric, ...]:
 
 
 def reads_points_as_probability(cfg) -> bool:
-    """D(x) = sigma(a(x)) is a probability at each point x, so V-hat, d_gap and D* apply: a
-    cross-entropy loss, and a D that reads one sample at a time (pack = 1)."""
+    """D(x) = sigma(a(x)) is a probability at each x (V-hat, d_gap, D* apply): cross-entropy loss and pack = 1."""
     return losses.get(cfg.loss).probability and cfg.pack == 1
 
 
@@ -429,13 +385,11 @@ def rankable(run_families: Iterable[str], probability: bool) -> Tuple[str, ...]:
                  if better is not None and (probability or tag not in m.probability))
 
 
-# figures every run logs: the first columns of the HPARAMS tab
-CORE_METRICS = ("loss/D", "loss/G", "D/real_mean", "D/fake_mean")
+CORE_METRICS = ("loss/D", "loss/G", "D/real_mean", "D/fake_mean")  # figures every run logs: HPARAMS' first columns
 
 
 def hparam_metrics(run_families: Iterable[str]) -> Tuple[str, ...]:
-    """The metric columns of the HPARAMS tab for runs of these families: the figures every run logs,
-    then every ranked figure that applies (the same list for every job of a sweep)."""
+    """The HPARAMS tab's metric columns: the core figures, then every ranked one (the same for a sweep's jobs)."""
     return CORE_METRICS + tuple(tag for m in applicable(run_families)
                                 for tag, better in m.tags.items() if better is not None)
 
@@ -452,8 +406,7 @@ def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:
 
 
 def raw_figures(scalars: Dict[str, float]) -> Dict[str, float]:
-    """G's own figures beside its moving average's (ema.also_raw): the ranked ones, under raw/ (the
-    floors, sizes and constants are the average's)."""
+    """G's own ranked figures beside its moving average's (ema.also_raw), under raw/."""
     return {f"raw/{tag}": value for tag, value in scalars.items() if direction(tag) is not None}
 
 
@@ -464,8 +417,7 @@ def is_better(tag: str, new: float, old: Optional[float]) -> bool:
 
 
 def check(cfg) -> None:
-    """Each metric's own checks of its knobs; eval.best_by and optimized_metric name a figure that the run
-    measures (UserError otherwise)."""
+    """Each metric's checks; eval.best_by and optimized_metric must name a figure the run measures (UserError)."""
     for metric in METRICS:
         if metric.check is not None:
             metric.check(cfg)

@@ -1,16 +1,10 @@
-"""Inception FID and KID: the feature space of published GAN numbers, from a LOCAL weights file.
+"""Inception FID and KID, the feature space of published GAN numbers, from a LOCAL weights file.
 
     eval.inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
 
-The network is torch-fidelity's port of the TensorFlow Inception-v3 that the FID paper used
-(``torchmetrics.image.fid.NoTrainInceptionV3``, 2048-d pool features of 299x299 inputs, bilinear
-resizing as TensorFlow 1.x), loaded from that file: nothing is downloaded at run time. Its features
-of each image are computed once and handed to torchmetrics' FrechetInceptionDistance and
-KernelInceptionDistance (their feature extractor is then the identity), which keep the real
-images' features between evaluations. Needs ``pip install 'gan-cli[inception]'``.
-
-Images are the run's pixels in [0, 1], rounded to uint8 as image files would be; grayscale images
-have their channel repeated three times.
+torch-fidelity's port of the FID paper's Inception-v3 (2048-d pool features of 299x299 inputs), loaded from
+that file (nothing is downloaded at run time), reads the run's pixels as uint8 RGB; its features go to
+torchmetrics' FID and KID, which keep the real ones between evaluations. Needs ``pip install 'gan-cli[inception]'``.
 """
 
 from __future__ import annotations
@@ -29,15 +23,6 @@ SOURCE = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + 
 FEATURES = 2048
 
 
-def check_weights(path: str) -> Path:
-    """The weights file, or a UserError naming what to give."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"eval.inception_weights={path}: no such file; give the path of {WEIGHTS} (torch-fidelity's "
-                        f"FID Inception weights, fetched beforehand from {SOURCE}: nothing is downloaded at run time)")
-    return p
-
-
 def _libraries():
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -53,7 +38,10 @@ def _libraries():
 
 def network(path: str) -> nn.Module:
     """torch-fidelity's FID Inception-v3 with the weights of ``path``: uint8 (N, 3, H, W) -> (N, 2048)."""
-    p = check_weights(path)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"eval.inception_weights={path}: no such file; give the path of {WEIGHTS} (torch-fidelity's "
+                        f"FID Inception weights, fetched beforehand from {SOURCE}: nothing is downloaded at run time)")
     _libraries()
     from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -71,17 +59,6 @@ def as_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-class _Features(nn.Module):
-    """The metrics' feature extractor when they are handed features: the identity."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.num_features = n
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
-
 class InceptionMetrics:
     """FID and KID against one set of real images, whose features are computed once."""
 
@@ -89,7 +66,8 @@ class InceptionMetrics:
         FID, KID = _libraries()
         self.net, self.device, self.batch = net.to(device).eval(), device, batch
         self.real = self.features(real)
-        identity = _Features(self.real.shape[1])
+        identity = nn.Identity()  # the metrics' feature extractor: they are handed features
+        identity.num_features = self.real.shape[1]
         self.fid = FID(feature=identity, reset_real_features=False).to(device)
         self.kid_metric = lambda subset: KID(feature=identity, reset_real_features=False, subset_size=subset).to(device)
         self.fid.update(self.real, real=True)

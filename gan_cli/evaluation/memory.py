@@ -1,10 +1,8 @@
-"""Memory: refuse a run that cannot fit before allocating it, and name the setting to lower when an
-allocation fails anyway.
+"""Memory: refuse a run that cannot fit before allocating it; name the setting to lower when an allocation fails.
 
-:func:`estimate` builds G and D on PyTorch's ``meta`` device (shapes only, no storage), so the
-parameter count comes from the real networks of the config, whatever the architecture; the
-activations are bounded by the layers' widths (and, before a run is refused, measured by a forward
-pass of a minibatch on the meta device). A training step needs, in float32:
+:func:`estimate` builds G and D on the ``meta`` device (shapes only), so parameters are counted on the config's
+real networks; activations are bounded by the layers' widths (measured on the meta device before a refusal).
+A training step needs, in float32:
 
     parameters x 5 (weights, gradients, up to two optimizer moments, the moving average of G)
     + activations x 2 (kept for the backward pass, and their gradients): G on m x pack noise vectors,
@@ -18,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -51,9 +49,8 @@ class Estimate:
 
 
 def _bound(net: torch.nn.Module, spatial: int) -> int:
-    """An upper bound of one sample's activations in ``net`` without running it: each leaf module's
-    output is its width (a linear layer's out_features, a convolution's channels x the image's pixels,
-    no feature map being larger than the image) or, for element-wise modules, the previous width."""
+    """An upper bound of one sample's activations in ``net``: each leaf's output is its width (out_features, or
+    out_channels x the image's pixels: no map is larger) or, element-wise, the previous width."""
     total, last = 0, 0
     for mod in net.modules():
         if list(mod.children()):
@@ -67,9 +64,8 @@ def _bound(net: torch.nn.Module, spatial: int) -> int:
 
 
 def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
-    """Bytes one training step and the evaluation need for ``cfg`` on ``data`` (see the module's text).
-    The activations are an upper bound read from the layers' widths; ``exact``: measured by a forward
-    pass on the meta device instead (which makes torch import its compiler stack: seconds)."""
+    """Bytes a training step and the evaluation need (see above); ``exact``: activations measured by a forward
+    pass on the meta device instead of bounded (it makes torch import its compiler stack: seconds)."""
     m = cfg.batch_size * cfg.pack
     probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None,
                           data.shape)
@@ -78,22 +74,16 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
     params = sum(p.numel() for p in nets.G.parameters()) + sum(p.numel() for p in nets.D.parameters())
     spatial = math.prod(data.shape[1:]) if data.is_image else 1
     per_g, per_d = _bound(nets.G, spatial), _bound(nets.D, spatial) / cfg.pack
-    if exact:
-        sizes: Dict[str, int] = {"G": 0, "D": 0}
-
-        def counter(name):
-            def count(module, inputs, output):
-                if isinstance(output, torch.Tensor) and not list(module.children()):
-                    sizes[name] += output.numel()
-            return count
-
-        hooks = [mod.register_forward_hook(counter(name)) for name, net in (("G", nets.G), ("D", nets.D))
-                 for mod in net.modules()]
+    if exact:  # the output sizes of the leaf modules; a hook that returns None keeps the output
+        sizes: Dict[str, List[int]] = {"G": [], "D": []}
+        hooks = [mod.register_forward_hook(lambda mod, inputs, out, seen=sizes[name]: seen.append(
+                     out.numel() if isinstance(out, torch.Tensor) else 0))
+                 for name, net in (("G", nets.G), ("D", nets.D)) for mod in net.modules() if not list(mod.children())]
         with torch.device("meta"):
             nets.D(nets.G(torch.empty(m, cfg.z_dim)))
         for hook in hooks:
             hook.remove()
-        per_g, per_d = sizes["G"] / m, sizes["D"] / m
+        per_g, per_d = sum(sizes["G"]) / m, sum(sizes["D"]) / m
     # G on m x pack noise vectors, D on as many real and generated examples, and the noise itself
     activations = int(m * (per_g + 2 * per_d + cfg.z_dim))
     n_eval = max([m.samples(cfg.eval) for m in evaluate.applicable(evaluate.families(cfg)) if m.enabled(cfg.eval)]
@@ -124,9 +114,8 @@ def as_user_error(err: BaseException) -> Optional[UserError]:
     if isinstance(err, OSError) and err.errno in rundir.REASONS:
         return rundir.write_error(err, err.filename)
     text = str(err).strip()
-    oom = isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
-        or "out of memory" in text.lower()
-    if oom:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
+            or "out of memory" in text.lower():
         first = text.splitlines()[0][:160] if text else type(err).__name__
         return UserError(f"out of memory ({first}): "
                          "lower batch_size, arch.g_hidden / arch.d_hidden, z_dim or eval.n_samples")

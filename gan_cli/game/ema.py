@@ -2,19 +2,15 @@
 
     W_ema <- decay * W_ema + (1 - decay) * W_G      after every iteration past ``ema.start``
 
-The average is ``torch.optim.swa_utils.AveragedModel`` (a copy of G, its buffers averaged too, so
-batch norm's running statistics follow) updated by ``get_ema_multi_avg_fn(decay)``, torch's own EMA
-step (one foreach lerp over the float tensors). Its update count ``n_averaged`` is kept on the host:
-AveragedModel.update_parameters reads that count on the device every call (a host sync per
-iteration on a GPU), so :meth:`EMA.update` calls the same EMA step on the tensors directly.
-The first update copies G (as AveragedModel does); until then samples and evaluation use G itself.
-Integer buffers (batch norm's num_batches_tracked) are counts, copied from G rather than averaged.
+G's buffers are averaged too (batch norm's running statistics), by torch's own EMA step. :meth:`EMA.update` calls
+that step directly, its count kept on the host: AveragedModel.update_parameters reads it on the device (a host
+sync per iteration on a GPU). Until the first update (a copy of G) samples and evaluation use G itself.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -26,26 +22,24 @@ def _tensors(module: nn.Module) -> List[torch.Tensor]:
 
 
 class EMA:
-    """The moving average of ``G``: :meth:`update` after each iteration, :attr:`model` to checkpoint,
-    :meth:`generator` for what samples and evaluation read."""
+    """The moving average of ``G``: :meth:`update` after each iteration, :attr:`model` to checkpoint."""
 
     def __init__(self, G: nn.Module, decay: float, start: int = 0):
-        self.decay, self.start = float(decay), int(start)
+        self.decay, self.start, self.source = float(decay), int(start), G
         self.model = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
         self.model.n_averaged = self.model.n_averaged.cpu()  # counted on the host: no device read per update
         self.model.requires_grad_(False)
-        self.source = G
-        mine, theirs = _tensors(self.model.module), _tensors(G)
-        floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
+        pairs = list(zip(_tensors(self.model.module), _tensors(G)))
         # (averaged, current) float tensors, grouped by device and dtype as the EMA step expects
-        groups: dict = {}
-        for i in floats:
-            groups.setdefault((mine[i].device, mine[i].dtype), ([], []))
-            groups[(mine[i].device, mine[i].dtype)][0].append(mine[i])
-            groups[(mine[i].device, mine[i].dtype)][1].append(theirs[i])
-        self.groups: List[Tuple[List[torch.Tensor], List[torch.Tensor]]] = list(groups.values())
+        groups: Dict[tuple, Tuple[List[torch.Tensor], List[torch.Tensor]]] = {}
+        for mine, theirs in pairs:
+            if mine.is_floating_point():
+                group = groups.setdefault((mine.device, mine.dtype), ([], []))
+                group[0].append(mine)
+                group[1].append(theirs)
+        self.groups = list(groups.values())
         # integer buffers (batch norm's num_batches_tracked) are counts, not weights: copied
-        self.counts = [(mine[i], theirs[i]) for i in range(len(mine)) if i not in set(floats)]
+        self.counts = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
         self.step = self.model.multi_avg_fn
 
     @property
@@ -57,11 +51,11 @@ class EMA:
         """After iteration ``it``: average G in (the first time past ``start``: copy it)."""
         if it <= self.start:
             return
-        if not self.started:
-            for mine, theirs in self.groups:
+        first = not self.started
+        for mine, theirs in self.groups:
+            if first:
                 torch._foreach_copy_(mine, theirs)
-        else:
-            for mine, theirs in self.groups:
+            else:
                 self.step(mine, theirs, self.model.n_averaged)
         for mine, theirs in self.counts:
             mine.copy_(theirs)

@@ -1,13 +1,11 @@
-"""G and D for each architecture, with shapes derived from the dataset.
-
-G maps z (m, z_dim) to samples of the data's shape; image sets get a sigmoid output (pixels in
-[0, 1]), point sets a linear one. D maps a sample to ONE logit a(x) per example (D(x) = sigma(a)).
-A new architecture is a builder function and one registered entry (see ARCHS).
-"""
+"""G and D for each architecture, with shapes derived from the dataset. G maps z (m, z_dim) to samples of the
+data's shape (images: a sigmoid output, pixels in [0, 1]; points: linear); D maps a sample to ONE logit a(x)
+per example (D(x) = sigma(a))."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 import torch
@@ -29,20 +27,15 @@ class Maxout(nn.Module):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout, with a faster mask on the CPU (elsewhere nn.Dropout itself).
-
-    torch's CPU dropout draws one Bernoulli variate per element, which costs as much as a tenth of a
-    maxout D's update. Here each element takes 32 random bits instead (two per 64-bit draw of the
-    same generator, so ``torch.manual_seed`` and a checkpoint's RNG state govern it as before) and is
-    kept when they fall below round((1 - p) * 2^32): the drop rate is p to within 2^-33, and the kept
-    elements are scaled by the exact inverse of their keep rate, so the expected output is x.
-    """
+    """nn.Dropout, with a faster mask on the CPU: torch's draws one Bernoulli variate per element (up to a
+    tenth of a maxout D's update). Here each element takes 32 random bits (two per 64-bit draw of the same
+    generator, so ``torch.manual_seed`` and a checkpoint's RNG state govern it) and is kept when they fall
+    below round((1 - p) * 2^32): the drop rate is p to within 2^-33, and the kept elements are scaled by the
+    exact inverse of their keep rate, so the expected output is x."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
-            return super().forward(x)
-        kept = round((1.0 - self.p) * 2 ** 32)  # of the 2^32 values of 32 random bits
-        if not 0 < kept < 2 ** 32:  # p within 2^-33 of 0 or 1
+        kept = round((1.0 - self.p) * 2 ** 32)  # of the 2^32 values of 32 bits (0, 2^32: p ~ 1, 0)
+        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < kept < 2 ** 32:
             return super().forward(x)
         n = x.numel()
         bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits uniform
@@ -50,60 +43,20 @@ class Dropout(nn.Dropout):
         return x * mask.to(x.dtype).mul_(2 ** 32 / kept)
 
 
-class Reshape(nn.Module):
-    def __init__(self, *shape: int):
-        super().__init__()
-        self.shape = shape
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], *self.shape)
-
-
-def _uniform_init(module: nn.Module, r: float) -> None:
-    """Weights ~ U(-r, r), biases 0: the paper's irange init (pylearn2)."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.uniform_(layer.weight, -r, r)
-            nn.init.zeros_(layer.bias)
-
-
-PAPER_DROPOUT = (0.2, 0.5)  # the paper's D: drop 0.2 of the inputs, 0.5 of the hidden units
-
-
 def dropout(arch, data) -> Tuple[float, float]:
-    """D's (input, hidden) dropout: the arch's values; where one is null (automatic), the paper's on
-    images and none on 1-D / 2-D points (dropping an input there drops the data's only coordinates, and
-    a D that cannot approach D* makes V-hat = -log 4 meaningless)."""
-    auto = PAPER_DROPOUT if data.is_image else (0.0, 0.0)
+    """D's (input, hidden) dropout: the arch's; where null, the paper's on images and none on points (dropping
+    the data's only coordinates, D could not approach D*, which makes V-hat = -log 4 meaningless)."""
+    auto = (0.2, 0.5) if data.is_image else (0.0, 0.0)  # the paper's D: drop 0.2 of the inputs, 0.5 of the hidden
     return tuple(a if p is None else p for p, a in zip((arch.d_dropout_input, arch.d_dropout_hidden), auto))
 
 
-def _mlp(arch, data, z_dim: int, pack: int = 1):
-    d, h = data.dim, arch.g_hidden
-    G = nn.Sequential(
-        nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d),
-    )
-    h, (p_in, p_hid) = arch.d_hidden, dropout(arch, data)
-    D = nn.Sequential(
-        nn.Flatten(), Dropout(p_in),
-        nn.Linear(d * pack, h), nn.LeakyReLU(0.2), Dropout(p_hid),
-        nn.Linear(h, h), nn.LeakyReLU(0.2), Dropout(p_hid),
-        nn.Linear(h, 1),
-    )
-    return G, D
-
-
-def _maxout(arch, data, z_dim: int, pack: int = 1):
-    """The paper's MNIST nets: G z -> 1200 ReLU -> 1200 ReLU -> out; D maxout 240x5 -> 240x5 -> 1."""
-    d, h = data.dim, arch.g_hidden
+def _two_hidden(arch, data, z_dim: int, pack: int = 1, *, layer: Callable[..., list]):
+    """G z -> h ReLU -> h ReLU -> out; D: dropout, two hidden ``layer(arch, n_in, units)`` each then dropout, a logit
+    (mlp: linear + leaky ReLU; maxout, the paper's MNIST nets: maxout units)."""
+    d, h, u, (p_in, p_hid) = data.dim, arch.g_hidden, arch.d_hidden, dropout(arch, data)
     G = nn.Sequential(nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d))
-    u, p, (p_in, p_hid) = arch.d_hidden, arch.pieces, dropout(arch, data)
-    D = nn.Sequential(
-        nn.Flatten(), Dropout(p_in),
-        Maxout(d * pack, u, p), Dropout(p_hid),
-        Maxout(u, u, p), Dropout(p_hid),
-        nn.Linear(u, 1),
-    )
+    D = nn.Sequential(nn.Flatten(), Dropout(p_in), *layer(arch, d * pack, u), Dropout(p_hid),
+                      *layer(arch, u, u), Dropout(p_hid), nn.Linear(u, 1))
     return G, D
 
 
@@ -111,42 +64,31 @@ def _pacgan(arch, data, z_dim: int, pack: int = 1):
     """The 2-D networks of VEEGAN / PacGAN's mode-collapse benchmarks (PacGAN's code, fjxmlzn/PacGAN,
     synthetic_data_experiments): G z -> 4 x [400 linear, batch norm, ReLU] -> out; D 3 x [maxout 200 x 5]
     -> 1, its input the ``pack`` samples of a tuple side by side; weights ~ N(0, 0.02), biases 0."""
-    d, h = data.dim, arch.g_hidden
-    layers, width = [], z_dim
-    for _ in range(4):
-        layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, momentum=0.05), nn.ReLU()]
-        width = h
-    G = nn.Sequential(*layers, nn.Linear(h, d))
-    u, p = arch.d_hidden, arch.pieces
+    d, h, u, p = data.dim, arch.g_hidden, arch.d_hidden, arch.pieces
+    G = nn.Sequential(*[m for width in (z_dim, h, h, h)
+                        for m in (nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, momentum=0.05), nn.ReLU())],
+                      nn.Linear(h, d))
     D = nn.Sequential(nn.Flatten(), Maxout(d * pack, u, p), Maxout(u, u, p), Maxout(u, u, p), nn.Linear(u, 1))
-    for net in (G, D):
-        for layer in net.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.normal_(layer.weight, 0.0, 0.02)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+    for layer in (m for net in (G, D) for m in net.modules() if isinstance(m, nn.Linear)):
+        nn.init.normal_(layer.weight, 0.0, 0.02)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
     return G, D
 
 
 def _dcgan(arch, data, z_dim: int, pack: int = 1):
-    """DCGAN-style (Radford et al. 2016): two stride-2 stages each way, sized from the image side.
-
-    D has no batch norm, so it also serves as a WGAN-GP critic (the penalty is per sample).
-    """
+    """DCGAN-style (Radford et al. 2016): two stride-2 stages each way, sized from the image side. D has no
+    batch norm, so it also serves as a WGAN-GP critic (the penalty is per sample)."""
     c, h, w = data.shape
     if h != w or h % 4:
         raise UserError(f"arch=dcgan needs square images with a side divisible by 4; dataset={data.name} has {h}x{w}")
     s, g, f, p_hid = h // 4, arch.g_hidden, arch.d_hidden, dropout(arch, data)[1]
-    G = nn.Sequential(
-        nn.Linear(z_dim, 2 * g * s * s), Reshape(2 * g, s, s), nn.BatchNorm2d(2 * g), nn.ReLU(),
-        nn.ConvTranspose2d(2 * g, g, 4, 2, 1), nn.BatchNorm2d(g), nn.ReLU(),
-        nn.ConvTranspose2d(g, c, 4, 2, 1), nn.Flatten(),
-    )
-    D = nn.Sequential(
-        nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
-        nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
-        nn.Flatten(), nn.Linear(2 * f * s * s, 1),
-    )
+    G = nn.Sequential(nn.Linear(z_dim, 2 * g * s * s), nn.Unflatten(1, (2 * g, s, s)), nn.BatchNorm2d(2 * g), nn.ReLU(),
+                      nn.ConvTranspose2d(2 * g, g, 4, 2, 1), nn.BatchNorm2d(g), nn.ReLU(),
+                      nn.ConvTranspose2d(g, c, 4, 2, 1), nn.Flatten())
+    D = nn.Sequential(nn.Conv2d(c, f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
+                      nn.Conv2d(f, 2 * f, 4, 2, 1), nn.LeakyReLU(0.2), Dropout(p_hid),
+                      nn.Flatten(), nn.Linear(2 * f * s * s, 1))
     return G, D
 
 
@@ -164,14 +106,8 @@ class Constant(nn.Module):
 def _dirac(arch, data, z_dim: int, pack: int = 1):
     """The bilinear game: G(z) = theta, D(x) = psi * x (no bias); equilibrium (theta, psi) = (0, 0)."""
     D = nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        D.weight.fill_(arch.psi0)
+    nn.init.constant_(D.weight, arch.psi0)
     return Constant(arch.theta0), D
-
-
-def _dirac_point(G: nn.Module, D: nn.Module) -> torch.Tensor:
-    """(theta, psi) of the Dirac-GAN, on the device."""
-    return torch.cat([G.body.theta, D.body.weight.view(1)]).detach()
 
 
 class Arch(NamedTuple):
@@ -195,18 +131,18 @@ share("arch", {
 HIDDEN = {"g_hidden": integer(256, 1, 65536, "units per hidden layer of G (dcgan: base channels)"),
           "d_hidden": integer(256, 1, 65536, "units per hidden layer of D (dcgan: base channels)")}
 PIECES = {"pieces": integer(5, 1, 64, "maxout: linear pieces per unit")}
-# probability of dropping an input / a hidden unit of D; null: the paper's 0.2 / 0.5 on images, none on
-# 1-D and 2-D points, whose only coordinates it would drop
+# null (automatic): the paper's 0.2 / 0.5 on images, none on points (see dropout())
 DROP_IN = {"d_dropout_input": real(0.0, 0, 1, "probability of dropping an input of D", hi_open=True, null="automatic")}
 DROP_HIDDEN = {"d_dropout_hidden": real(0.0, 0, 1, "probability of dropping a hidden unit of D", hi_open=True,
                                         null="automatic")}
 
-# The choices of arch=. A new architecture is a builder and one register(...) here, and a YAML file in
-# conf/arch/ where it has defaults of its own.
+# The choices of arch=: a builder and one register(...) each, and a YAML file in conf/arch/ where it has defaults.
 ARCHS = {name: register("arch", name, arch) for name, arch in {
-    "mlp": Arch(_mlp, "two hidden layers each; D's dropout the paper's on images, none on points",
+    "mlp": Arch(partial(_two_hidden, layer=lambda arch, n, u: [nn.Linear(n, u), nn.LeakyReLU(0.2)]),
+                "two hidden layers each; D's dropout the paper's on images, none on points",
                 {**HIDDEN, **DROP_IN, **DROP_HIDDEN}),
-    "maxout": Arch(_maxout, "the paper's MNIST networks: G 1200-1200 ReLU, D maxout 240x5 twice with dropout",
+    "maxout": Arch(partial(_two_hidden, layer=lambda arch, n, u: [Maxout(n, u, arch.pieces)]),
+                   "the paper's MNIST networks: G 1200-1200 ReLU, D maxout 240x5 twice with dropout",
                    {**HIDDEN, **PIECES, **DROP_IN, **DROP_HIDDEN}),
     "pacgan": Arch(_pacgan, "the 2-D networks of VEEGAN / PacGAN: G 4x400 batch-norm ReLU, D 3 maxout layers of 200x5",
                    {**HIDDEN, **PIECES}),
@@ -215,7 +151,8 @@ ARCHS = {name: register("arch", name, arch) for name, arch in {
     "dirac": Arch(_dirac, "G(z) = theta, D(x) = psi x: the bilinear game of Mescheder et al. (2018)",
                   {"theta0": real(1.0, -1000, 1000, "initial G(z) = theta"),
                    "psi0": real(1.0, -1000, 1000, "initial D(x) = psi * x")},
-                  dim=1, point=_dirac_point, packs=False),
+                  dim=1, packs=False,  # the point: (theta, psi), on the device
+                  point=lambda G, D: torch.cat([G.body.theta, D.body.weight.view(1)]).detach()),
 }.items()}
 
 
@@ -248,28 +185,22 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.body(z)
-        if self.image:
-            out = torch.sigmoid(out)
-        return out.view(z.shape[0], *self.shape)
+        return (torch.sigmoid(out) if self.image else out).view(z.shape[0], *self.shape)
 
 
 class Discriminator(nn.Module):
-    """Returns the logit a(x), shape (m,); with ``pack`` = p > 1 (PacGAN), one logit per p consecutive
-    samples, read side by side: shape (m / p,)."""
+    """The logit a(x), shape (m,); with ``pack`` = p > 1 (PacGAN), one per p consecutive samples side by side."""
 
     def __init__(self, body: nn.Module, pack: int = 1):
         super().__init__()
         self.body, self.pack = body, pack
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pack > 1:
-            x = x.reshape(x.shape[0] // self.pack, -1)
-        return self.body(x).squeeze(1)
+        return self.body(x.reshape(x.shape[0] // self.pack, -1) if self.pack > 1 else x).squeeze(1)
 
 
 class Nets:
-    """G and D of one architecture (``G, D = nets`` unpacks them) and, for games whose state is a
-    point in the plane (the Dirac-GAN's (theta, psi)), that point."""
+    """G and D (``G, D = nets`` unpacks them) and, for games whose state is a point (Dirac-GAN), that point."""
 
     def __init__(self, G: Generator, D: Discriminator, point: Optional[Callable] = None):
         self.G, self.D, self._point = G, D, point
@@ -293,23 +224,20 @@ class Nets:
         return Nets(G, self.D, self._point)
 
 
-BIAS_CLIP = 1e-7  # pylearn2's clip of the pixel marginals in init_bias_target_marginals
-
-
 def build(arch, data, z_dim: int, pack: int = 1) -> Nets:
-    """G, D for ``arch`` on ``data`` (D reading ``pack`` samples at a time), initialised as the arch
-    config says."""
+    """G, D for ``arch`` on ``data`` (D reading ``pack`` samples at a time), initialised as the arch config says."""
     entry = spec(arch.name)
     G_body, D_body = entry.build(arch, data, z_dim, pack)
-    if arch.g_init_range > 0:
-        _uniform_init(G_body, arch.g_init_range)
-    if arch.d_init_range > 0:
-        _uniform_init(D_body, arch.d_init_range)
-    last = G_body[-1] if isinstance(G_body, nn.Sequential) and isinstance(G_body[-1], nn.Linear) else None
-    if arch.g_output_bias_from_data and data.is_image and last is not None:
+    for body, r in ((G_body, arch.g_init_range), (D_body, arch.d_init_range)):
+        for layer in body.modules() if r > 0 else ():  # the paper's irange init (pylearn2): U(-r, r), biases 0
+            if isinstance(layer, nn.Linear):
+                nn.init.uniform_(layer.weight, -r, r)
+                nn.init.zeros_(layer.bias)
+    last = G_body[-1] if isinstance(G_body, nn.Sequential) else None
+    if arch.g_output_bias_from_data and data.is_image and isinstance(last, nn.Linear):
         # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data,
         # the means clipped to [1e-7, 1 - 1e-7] (a pixel that is always 0 starts at logit(1e-7) = -16.1)
-        mean = data.pixel_mean().clamp(BIAS_CLIP, 1 - BIAS_CLIP)
+        mean = data.pixel_mean().clamp(1e-7, 1 - 1e-7)
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias.device, last.bias.dtype))
     return Nets(Generator(G_body, data.shape, data.is_image), Discriminator(D_body, pack), entry.point)
@@ -317,12 +245,10 @@ def build(arch, data, z_dim: int, pack: int = 1) -> Nets:
 
 @contextmanager
 def evaluating(net: nn.Module) -> Iterator[nn.Module]:
-    """``net`` in eval mode for the block (no dropout; batch norm uses its running statistics), then
-    back in the mode it was in."""
+    """``net`` in eval mode for the block (no dropout; batch norm's running statistics), then as it was."""
     was_training = net.training
-    net.eval()
     try:
-        yield net
+        yield net.eval()
     finally:
         net.train(was_training)
 

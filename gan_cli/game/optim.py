@@ -1,11 +1,6 @@
-"""One optimizer per network, and the paper's schedules (lr decay, momentum ramp).
-
-Each network has its own learning rate when ``optimizer.d_lr`` / ``optimizer.g_lr`` are set (the
-two time-scale update rule of Heusel et al. 2017, TTUR); unset, both take ``optimizer.lr``.
-
-Schedules are pure functions of the iteration, so a resumed run sets exactly the values an
-uninterrupted one would have had. A new optimizer is a builder and one registered entry here.
-"""
+"""One optimizer per network, and the paper's schedules (lr decay, momentum ramp). ``optimizer.d_lr`` / ``g_lr``
+give each network its own learning rate (TTUR, Heusel et al. 2017); unset, both take ``optimizer.lr``. Schedules
+are pure functions of the iteration: a resumed run sets exactly the values an uninterrupted one would have."""
 
 from __future__ import annotations
 
@@ -20,14 +15,9 @@ from gan_cli.config import MAX_ITERATIONS, Knob, UserError, entry, flag, integer
 
 
 def eager(cls: type) -> type:
-    """``cls`` (a torch optimizer) with the same method bodies, minus torch's compiler guards.
-
-    torch wraps step, zero_grad, add_param_group, state_dict and load_state_dict in guards that keep
-    torch.compile from tracing them, and those import its compiler stack (torch._dynamo: about 2 s
-    on first use, paid by every process). A run that compiles nothing needs none of it. The subclass
-    calls the unwrapped bodies (``step`` under torch.no_grad, as the guard runs a non-differentiable
-    optimizer); its updates, state and state_dict are the same (tests/test_optim.py checks).
-    """
+    """``cls`` (a torch optimizer) minus torch's compiler guards, which import its compiler stack (torch._dynamo:
+    about 2 s in every process) that a run compiling nothing does not need. ``step`` runs under torch.no_grad, as
+    the guard runs it; updates, state and state_dict are the same (tests/test_optim.py)."""
     raw_step = inspect.unwrap(cls.step)
 
     def step(self, closure=None):
@@ -42,15 +32,6 @@ def eager(cls: type) -> type:
 SGD, Adam = eager(torch.optim.SGD), eager(torch.optim.Adam)
 
 
-def _sgd(cfg, params, fused, lr) -> torch.optim.Optimizer:
-    return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-               fused=fused)
-
-
-def _adam(cfg, params, fused, lr) -> torch.optim.Optimizer:
-    return Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused)
-
-
 class Optimizer(NamedTuple):
     """A choice of ``optimizer=``: its builder and the knobs it reads beyond the shared ones."""
 
@@ -62,7 +43,6 @@ class Optimizer(NamedTuple):
 
 share("optimizer", {
     "lr": real(0.1, 0, 10, "the learning rate of both networks", lo_open=True),
-    # TTUR (Heusel et al. 2017): D's and G's own learning rates
     "d_lr": real(None, 0, 10, "D's own learning rate", lo_open=True, null="optimizer.lr"),
     "g_lr": real(None, 0, 10, "G's own learning rate", lo_open=True, null="optimizer.lr"),
     "lr_decay": real(1.0, 1, 2, "lr is divided by this every iteration (the paper: 1.000004)"),
@@ -77,15 +57,18 @@ def _nesterov_needs_momentum(cfg) -> None:
                         "momentum > 0")
 
 
-# The choices of optimizer=: a builder and one register(...) each (a YAML file in conf/optimizer/ where it
-# has defaults of its own).
+# The choices of optimizer=: a builder and one register(...) each (and a YAML file in conf/optimizer/).
 OPTIMIZERS = {name: register("optimizer", name, o) for name, o in {
-    "sgd": Optimizer(_sgd, "SGD with momentum (the paper's)", {
+    "sgd": Optimizer(lambda cfg, params, fused, lr: SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                                        weight_decay=cfg.weight_decay, fused=fused),
+                     "SGD with momentum (the paper's)", {
         "momentum": real(0.5, 0, 1, "initial momentum", hi_open=True),
         "final_momentum": real(None, 0, 1, "ramp momentum linearly to this value ...", hi_open=True, null="no ramp"),
         "momentum_ramp_steps": integer(0, 0, MAX_ITERATIONS, "... over this many iterations (0: no ramp)"),
         "nesterov": flag(False, "Nesterov's momentum")}, check=_nesterov_needs_momentum),
-    "adam": Optimizer(_adam, "Adam (Kingma & Ba 2015)", {
+    "adam": Optimizer(lambda cfg, params, fused, lr: Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2),
+                                                          weight_decay=cfg.weight_decay, fused=fused),
+                      "Adam (Kingma & Ba 2015)", {
         "beta1": real(0.5, 0, 1, "Adam's beta1", hi_open=True),
         "beta2": real(0.999, 0, 1, "Adam's beta2", hi_open=True)}),
 }.items()}
@@ -94,15 +77,6 @@ OPTIMIZERS = {name: register("optimizer", name, o) for name, o in {
 def check(cfg) -> None:
     """The optimizer exists (an unknown name is a UserError that lists the choices)."""
     entry("optimizer", cfg.name)
-
-
-def fused(device: torch.device) -> bool | None:
-    """Whether the optimizers use torch's fused kernels: on a GPU (one kernel for every parameter's
-    update); on the CPU torch's default (per-parameter loops measured as fast here)."""
-    return True if device.type == "cuda" else None
-
-
-NETS = ("D", "G")
 
 
 def base_lr(cfg, net: str) -> float:
@@ -117,57 +91,50 @@ def two_rates(cfg) -> bool:
 
 
 def build(cfg, params, device: torch.device = torch.device("cpu"), net: str = "D") -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or Adam for network ``net``, from the optimizer config node, fused on a GPU."""
-    return entry("optimizer", cfg.name).build(cfg, params, fused(device), base_lr(cfg, net))
+    """SGD with momentum (the paper) or Adam for network ``net``, from the optimizer config node. Fused on a
+    GPU (one kernel for every parameter's update); on the CPU torch's default (per-parameter loops, as fast)."""
+    fused = True if device.type == "cuda" else None
+    return entry("optimizer", cfg.name).build(cfg, params, fused, base_lr(cfg, net))
 
 
 def lr_at(cfg, step: int, net: str = "D") -> float:
     """The lr of network ``net`` / decay^step, floored at min_lr (the paper: 0.1 / 1.000004^t, floor 1e-6)."""
     lr = base_lr(cfg, net)
-    if cfg.lr_decay == 1.0:
-        return lr
-    return max(lr / cfg.lr_decay**step, cfg.min_lr)
+    return lr if cfg.lr_decay == 1.0 else max(lr / cfg.lr_decay**step, cfg.min_lr)
 
 
 def momentum_at(cfg, step: int) -> float:
     """Momentum ramped linearly from ``momentum`` to ``final_momentum`` over momentum_ramp_steps."""
     if cfg.final_momentum is None or cfg.momentum_ramp_steps == 0:
         return cfg.momentum
-    frac = min(step / cfg.momentum_ramp_steps, 1.0)
-    return cfg.momentum + frac * (cfg.final_momentum - cfg.momentum)
-
-
-def apply_schedule(cfg, step: int, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer) -> None:
-    """Set the lr (and SGD momentum) that iteration ``step`` uses; host-side floats, no sync."""
-    momentum = momentum_at(cfg, step) if cfg.name == "sgd" else None
-    for net, opt in (("G", opt_G), ("D", opt_D)):
-        lr = lr_at(cfg, step, net)
-        for group in opt.param_groups:
-            group["lr"] = lr
-            if momentum is not None:
-                group["momentum"] = momentum
-
-
-def has_schedule(cfg) -> bool:
-    return cfg.lr_decay != 1.0 or (cfg.name == "sgd" and cfg.final_momentum is not None and cfg.momentum_ramp_steps > 0)
+    return cfg.momentum + min(step / cfg.momentum_ramp_steps, 1.0) * (cfg.final_momentum - cfg.momentum)
 
 
 class Schedule:
     """The schedule of one run, read every iteration from plain values (OmegaConf access is slow)."""
 
     def __init__(self, cfg):
-        self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg))
-        self.active = has_schedule(self.cfg)
+        self.cfg = c = SimpleNamespace(**OmegaConf.to_container(cfg))
+        self.active = c.lr_decay != 1.0 or (c.name == "sgd" and c.final_momentum is not None
+                                            and c.momentum_ramp_steps > 0)
 
     def apply(self, step: int, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer) -> None:
-        if self.active:
-            apply_schedule(self.cfg, step, opt_G, opt_D)
+        """Set the lr (and SGD momentum) that iteration ``step`` uses; host-side floats, no sync."""
+        if not self.active:
+            return
+        momentum = momentum_at(self.cfg, step) if self.cfg.name == "sgd" else None
+        for net, opt in (("G", opt_G), ("D", opt_D)):
+            lr = lr_at(self.cfg, step, net)
+            for group in opt.param_groups:
+                group["lr"] = lr
+                if momentum is not None:
+                    group["momentum"] = momentum
 
     def values(self, step: int) -> Dict[str, float]:
         """The optim/ tags at iteration ``step`` (none when no schedule is on): optim/lr, or optim/lr_D and
         optim/lr_G when they differ (TTUR); optim/momentum."""
         if not self.active:
             return {}
-        rates = ({f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in NETS} if two_rates(self.cfg)
+        rates = ({f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")} if two_rates(self.cfg)
                  else {"optim/lr": lr_at(self.cfg, step)})
         return {**rates, "optim/momentum": momentum_at(self.cfg, step)}

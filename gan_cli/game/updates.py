@@ -1,9 +1,5 @@
-"""Algorithm 1's updates and their statistics.
-
-:class:`GAN` holds G, D, their optimizers and the loss, with one method per kind of update: a D
-step, a G step, and the authors' simultaneous step. :class:`Stats` sums what each update reports, on
-the device, until the log window is read (one host sync). The loop that calls them is game.loop.
-"""
+"""Algorithm 1's updates (:class:`GAN`: a D step, a G step, the authors' simultaneous step) and their
+statistics (:class:`Stats`: summed on the device until the log window is read, one host sync)."""
 
 from __future__ import annotations
 
@@ -30,7 +26,7 @@ def reads_jointly(D: torch.nn.Module) -> bool:
 
 
 class DStep(NamedTuple):
-    """What one D update reports: loss, mean/std of D's scores (Loss.score) of x and G(z), grad norm; and the scores."""
+    """What one D update reports: loss, mean/std of D's scores (Loss.score) of x and G(z), grad norm; the scores."""
 
     values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
     real: torch.Tensor  # D(x) of the minibatch (for the histograms)
@@ -47,11 +43,9 @@ class GAN:
         # convolutions on a GPU: channels-last layout (the tensor cores' own)
         self.channels_last = device.type == "cuda" and any(
             isinstance(m, torch.nn.modules.conv._ConvNd) for net in self.nets for m in net.modules())
-        if self.channels_last:
-            self.G.to(memory_format=torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
-        # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP);
-        # G, D themselves sample, evaluate and are saved (the same parameters)
+        for net in self.nets if self.channels_last else ():
+            net.to(memory_format=torch.channels_last)
+        # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP)
         self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
         self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device, net="G")
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device, net="D")
@@ -59,22 +53,15 @@ class GAN:
         self.ema = averaging.build(cfg.ema, self.G)  # the moving average of G (None: ema.decay=null)
         self.prior, self.z_dim = cfg.prior, cfg.z_dim
         self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
-        self.joint = reads_jointly(self.D)
-        self.bf16 = cfg.precision == "bf16"
-        # the modules the updates call: G_train / D_train learn (DDP under torchrun), G / D as plain
-        # functions (D's samples, G's loss through a frozen D); with compile=true, their compiled forms
-        self.G_train, self.D_train, self.G_plain, self.D_plain = self.G_ddp, self.D_ddp, self.G, self.D
+        self.joint, self.bf16 = reads_jointly(self.D), cfg.precision == "bf16"
+        # the modules the updates call: G_train / D_train learn, G / D as plain functions (D's samples, G's loss
+        # through a frozen D; they sample, evaluate and are saved); with compile=true, their compiled forms
         self.graphs = bool(cfg.compile) and device.type == "cuda"  # CUDA graphs: replayed fixed-shape steps
-        if cfg.compile:
-            compiled = {}  # one compiled form per module object
-
-            def compile_(module):
-                if id(module) not in compiled:
-                    compiled[id(module)] = torch.compile(module, mode="reduce-overhead" if self.graphs else None)
-                return compiled[id(module)]
-
-            self.G_train, self.D_train = compile_(self.G_ddp), compile_(self.D_ddp)
-            self.G_plain, self.D_plain = compile_(self.G), compile_(self.D)
+        modules, forms = (self.G_ddp, self.D_ddp, self.G, self.D), {}  # one form per module object
+        for m in modules:
+            if id(m) not in forms:
+                forms[id(m)] = torch.compile(m, mode="reduce-overhead" if self.graphs else None) if cfg.compile else m
+        self.G_train, self.D_train, self.G_plain, self.D_plain = (forms[id(m)] for m in modules)
 
     def autocast(self):
         """The forward passes' precision: bfloat16 autocast with precision=bf16, none with fp32."""
@@ -98,9 +85,8 @@ class GAN:
     def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
         real, fake = self.loss.score(a_real), self.loss.score(a_fake)
         c = 1 if len(real) > 1 else 0  # the sample std; 0 for a minibatch of one (batch_size=1)
-        values = torch.stack([loss.detach(), real.mean(), real.std(correction=c),
-                              fake.mean(), fake.std(correction=c), grad_norm])
-        return DStep(values, real, fake)
+        return DStep(torch.stack([loss.detach(), real.mean(), real.std(correction=c), fake.mean(),
+                                  fake.std(correction=c), grad_norm]), real, fake)
 
     def d_step(self, m: int) -> DStep:
         """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
@@ -160,18 +146,12 @@ class GAN:
     @torch.no_grad()
     def finite(self) -> bool:
         """Every parameter of G and D is finite (one host sync: checked before a checkpoint is written)."""
-        params = [p for net in self.nets for p in net.parameters()]
-        return bool(torch.stack([p.isfinite().all() for p in params]).all())
-
-    def average(self, it: int) -> None:
-        """After iteration ``it``: the moving average of G takes it in (with ema.decay set)."""
-        if self.ema is not None:
-            self.ema.update(it)
+        return bool(torch.stack([p.isfinite().all() for net in self.nets for p in net.parameters()]).all())
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """G(z) in eval mode (batch norm uses its running statistics): the moving average of G (with ema.decay,
-        once it has started) unless ``raw``, as the evaluation reads it (Evaluator.measure)."""
+        """G(z) in eval mode: the moving average of G (with ema.decay, once it has started) unless ``raw``, as
+        the evaluation reads it (Evaluator.measure)."""
         G = self.G if self.ema is None or raw else self.ema.generator()
         with models.evaluating(G):
             return G(z)
@@ -186,11 +166,9 @@ class Stats:
 
     def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
         self.nets = nets
-        self.d = torch.zeros(len(self.D_TAGS), device=device)
-        self.g = torch.zeros(len(self.G_TAGS), device=device)
+        self.d, self.g = torch.zeros(len(self.D_TAGS), device=device), torch.zeros(len(self.G_TAGS), device=device)
         self.n_d = self.n_g = 0
-        self.last_d: Optional[DStep] = None
-        self.i = 0  # iterations since the start (rows of the path)
+        self.i, self.last_d = 0, None  # iterations since the start (rows of the path); the last D update's
         self._path = None
         if nets.has_point:  # its state after every iteration, kept on the device
             self._path = torch.empty(iterations + 1, 2, device=device)
@@ -235,10 +213,6 @@ class Stats:
             self.g.zero_()
             self.n_d = self.n_g = 0
         return dict(zip(tags, values))
-
-    @property
-    def empty(self) -> bool:
-        return self.n_g == 0
 
     def nonfinite(self) -> list:
         """The tags whose sums in the window so far are not finite (one host sync)."""

@@ -11,7 +11,9 @@ Checkpoints hold only tensors and plain containers, and are always read with
 
 from __future__ import annotations
 
+import errno
 import pickle
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,18 +27,15 @@ from gan_cli.runs import rundir
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
 NEEDED = ("G", "D", "opt_G", "opt_D", "step", "rng", "config")
-# what torch.load(weights_only=True) raises for a file that is not a checkpoint it can read: an unreadable
-# file, a truncated or corrupt zip or pickle, a foreign pickle (its weights-only unpickler refuses it); a
-# damaged pickle stream reaches the unpickler's own checks (struct, assertion, index and key errors)
+# what torch.load(weights_only=True) raises for an unreadable file, a truncated or corrupt zip or pickle, a foreign
+# pickle (its weights-only unpickler refuses it), a damaged stream (the unpickler's struct, assert, index, key checks)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError,
               AssertionError, struct.error, pickle.UnpicklingError)
 
 
 @dataclass
 class State:
-    """What a checkpoint holds: the two nets, their optimizers (None when only evaluating), the
-    update counters, the config, the fixed noise of the sample grids and the best eval.best_by value.
-    The random number generators' states are taken when saving."""
+    """What a checkpoint holds (optimizers None when only evaluating); the RNG states are taken when saving."""
 
     G: torch.nn.Module
     D: torch.nn.Module
@@ -64,53 +63,35 @@ def rng_state() -> Dict[str, Any]:
 
 
 def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None:
-    """Write atomically (temp file + rename): an interrupted save never leaves a broken file.
-
-    ``rng``: the generators' states to record (default: now), so that work done between the training
-    and the save (samples, evaluation) cannot change what a resumed run draws."""
-    saved = {
-        "format": FORMAT,
-        "G": state.G.state_dict(),
-        "D": state.D.state_dict(),
-        "opt_G": state.opt_G.state_dict(),
-        "opt_D": state.opt_D.state_dict(),
-        "step": state.step,
-        "d_updates": state.d_updates,
-        "g_updates": state.g_updates,
-        "rng": rng or rng_state(),
-        "fixed_noise": state.fixed_noise.detach().cpu(),
-        "config": state.config,
-        "best_value": state.best_value,
-        "window": state.window,
-    }
+    """Write atomically (temp file + rename). ``rng``: the generators' states to record (default: now), so that
+    work between the training and the save (samples, evaluation) cannot change what a resumed run draws."""
+    saved = {"format": FORMAT, "G": state.G.state_dict(), "D": state.D.state_dict(),
+             "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(), "step": state.step,
+             "d_updates": state.d_updates, "g_updates": state.g_updates, "rng": rng or rng_state(),
+             "fixed_noise": state.fixed_noise.detach().cpu(), "config": state.config,
+             "best_value": state.best_value, "window": state.window}
     if state.G_ema is not None:
         saved["G_ema"] = state.G_ema.state_dict()
     path = Path(path)
     with rundir.replacing(path) as tmp:  # a temporary of this process alone, renamed when written
         try:
             torch.save(saved, tmp)
-        except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
-            raise _as_os_error(err, path) from None
-
-
-def _as_os_error(err: RuntimeError, path: Path) -> OSError:
-    """torch.save's writer reports a failed write as a RuntimeError (``basic_ios::clear``, ``unexpected
-    pos``): name the likely cause by looking at the disk (full) or say what torch said."""
-    import errno
-    import shutil
-
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if free is not None and free < 64 * 2**20:
-        return OSError(errno.ENOSPC, "no space left", str(path))
-    return OSError(errno.EIO, f"torch.save failed ({str(err).strip().splitlines()[0][:120]})", str(path))
+        except RuntimeError as err:
+            # torch's writer reports a failed write as a RuntimeError (``basic_ios::clear``, ``unexpected
+            # pos``): name the likely cause by looking at the disk (full) or say what torch said
+            try:
+                full = shutil.disk_usage(path.parent).free < 64 * 2**20
+            except OSError:
+                full = False
+            if full:
+                raise OSError(errno.ENOSPC, "no space left", str(path)) from None
+            raise OSError(errno.EIO, f"torch.save failed ({str(err).strip().splitlines()[0][:120]})",
+                          str(path)) from None
 
 
 def find(path: str, best: bool = False, label: str = "resume") -> Path:
-    """The checkpoint a path names: the file itself, or a run directory's checkpoints/last.pt
-    (best.pt with ``best``). ``label`` names the argument in error messages (``resume=PATH``)."""
+    """The checkpoint a path names: the file, or a run directory's checkpoints/last.pt (best.pt with ``best``).
+    ``label`` names the argument in error messages (``resume=PATH``)."""
     given = f"{label}={path}" if label else str(path)
     p = Path(path).expanduser()
     name = "best.pt" if best else "last.pt"
@@ -162,8 +143,7 @@ def check_steps(cfg, saved: Dict[str, Any]) -> None:
 
 
 def restore(saved: Dict[str, Any], state: State, path: str) -> None:
-    """Put a loaded checkpoint into ``state``: weights, optimizer states (when it has optimizers),
-    counters, fixed noise, best value and the RNG states. Other networks are a UserError."""
+    """Put a loaded checkpoint into ``state`` (every field it has, and the RNG states); other networks: UserError."""
     if state.G_ema is not None and "G_ema" not in saved:
         raise UserError(f"checkpoint {path} has no G_ema (the moving average of G): its run had ema.decay=null")
     try:
@@ -177,8 +157,7 @@ def restore(saved: Dict[str, Any], state: State, path: str) -> None:
     state.step = int(saved["step"])
     state.d_updates, state.g_updates = int(saved.get("d_updates", 0)), int(saved.get("g_updates", state.step))
     state.fixed_noise = saved.get("fixed_noise", state.fixed_noise)
-    state.best_value = saved.get("best_value")
-    state.window = saved.get("window")
+    state.best_value, state.window = saved.get("best_value"), saved.get("window")
     torch.set_rng_state(saved["rng"]["torch"])
     if saved["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
@@ -189,22 +168,15 @@ RESUMABLE = ("steps", "device", "log_every", "sample_every", "ckpt_every", "n_sa
              "dataset.root", "dataset.download", "dataset.workers", "dataset.in_memory")
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str, Any]]]:
-    """For ``resume=PATH``: the saved config, with the RESUMABLE keys that the command line sets.
-
-    Returns (config to run, loaded checkpoint or None). An override of anything else that differs
-    from the saved run is a UserError: a resumed run continues the same experiment.
-    """
+    """For ``resume=PATH``: (the saved config with the RESUMABLE keys the command line sets, the loaded
+    checkpoint), or (cfg, None). Any other override that differs from the saved run is a UserError."""
     if not cfg.resume:
         return cfg, None
     saved = load(find(cfg.resume))
     # on the schema, so that a key added since the checkpoint was written takes its default
     before_cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
-    given = list(dict.fromkeys(_key(o) for o in overrides))
+    given = list(dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for o in overrides))
     for key in given:
         if key.startswith("hydra") or key in RESUMABLE:
             continue
@@ -224,11 +196,7 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
 def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
     """Never overwrite another run's checkpoint: a run dir with one must be the run being resumed."""
     existing = Path(run_dir) / "checkpoints" / "last.pt"
-    if not existing.exists():
-        return
-    if resume:
-        source = Path(resume).expanduser().resolve()
-        if source in (existing.resolve(), Path(run_dir).resolve(), existing.parent.resolve()):
-            return
-    raise UserError(f"hydra.run.dir={run_dir} already holds a run (checkpoints/last.pt); pass resume={existing} "
-                    f"to continue it, or choose another hydra.run.dir")
+    if existing.exists() and not (resume and Path(resume).expanduser().resolve() in
+                                  (existing.resolve(), Path(run_dir).resolve(), existing.parent.resolve())):
+            raise UserError(f"hydra.run.dir={run_dir} already holds a run (checkpoints/last.pt); "
+                        f"pass resume={existing} to continue it, or choose another hydra.run.dir")

@@ -1,13 +1,11 @@
 """One run on several processes (``torchrun --nproc_per_node=N -m gan_cli ...``), data-parallel.
 
-Each rank draws its own minibatches of ``batch_size`` (the global minibatch is N x batch_size) and
-G's and D's gradients are averaged over the ranks by DistributedDataParallel, one wrapper per network,
-so the k:1 order of Algorithm 1 and the frozen D of G's step stay as they are (G's step runs D's own
-module: no DDP, no gradient). The authors' simultaneous step takes its gradients with autograd.grad,
-which DDP does not see: it averages them itself with one all-reduce per network. Rank 0 alone writes
-the run directory (events, checkpoints, metrics.json); the log window's figures are averaged over the
-ranks (one all-reduce per window), so every rank sees the same figures and stops at the same
-iteration on divergence; a stop signal is honoured at the next log window, by every rank at once.
+Each rank draws its own minibatches of ``batch_size`` (global minibatch N x batch_size); DistributedDataParallel,
+one wrapper per network, averages G's and D's gradients, so the k:1 order of Algorithm 1 and the frozen D of G's step
+stay (G's step runs D's own module: no DDP, no gradient). The simultaneous step's autograd.grad gradients, which DDP
+does not see, are averaged here (one all-reduce per network). Rank 0 alone writes the run directory; the log window's
+figures are averaged over the ranks (one all-reduce), so every rank stops at the same iteration on divergence, and a
+stop signal is honoured at the next log window by every rank at once.
 """
 
 from __future__ import annotations
@@ -28,10 +26,6 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -40,18 +34,14 @@ def is_main() -> bool:
     return not active() or dist.get_rank() == 0
 
 
-def wants_cpu(argv: Iterable[str]) -> bool:
-    return any(a == "device=cpu" for a in argv)
-
-
 def init(argv: Iterable[str]) -> None:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs) and agree on the run's
     start time, so every rank names the same run directory (the ``gan_now`` resolver)."""
     if world_size() <= 1 or active():
         return
-    gpu = torch.cuda.is_available() and not wants_cpu(argv)
+    gpu = torch.cuda.is_available() and "device=cpu" not in argv
     if gpu:
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if gpu else "gloo")
     stamp = [datetime.now().timestamp()]
     dist.broadcast_object_list(stamp, src=0)
@@ -61,7 +51,7 @@ def init(argv: Iterable[str]) -> None:
 def device(name: str) -> Optional[torch.device]:
     """This rank's GPU under torchrun with CUDA (None: the usual choice applies)."""
     if active() and name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank())
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return None
 
 
@@ -70,24 +60,19 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if not active() or not any(p.requires_grad for p in module.parameters()):
         return module
     from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Average ``.grad`` over the ranks (one flat all-reduce) where DDP's hooks do not run."""
-    if not active():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None] if active() else []
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 def mean(values: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,6 @@
-"""What a run draws: matplotlib figures of toy data (samples, the paper's Figure 1, a game's trajectory)
-and grids of generated images. Nothing here writes a file or a log: the monitor does.
-
-matplotlib is imported when the first figure is drawn (or ahead of it, in the background: see
-:func:`warm_figures`), so that a run of images, which draws none, never pays for it.
-"""
+"""What a run draws: matplotlib figures of toy data (samples, the paper's Figure 1, a game's trajectory) and
+grids of generated images; the monitor writes them. matplotlib is imported at the first figure (or ahead of it in
+the background: :func:`warm_figures`), so that a run of images, which draws none, never pays for it."""
 
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ _WARMING: Optional[threading.Thread] = None  # matplotlib's import, under way in
 def _import_matplotlib() -> None:
     try:
         import matplotlib
-
         matplotlib.use("Agg")
         import matplotlib.pyplot  # noqa: F401
     except (ImportError, OSError, RuntimeError) as err:  # the first figure imports it again and reports what fails
@@ -31,12 +27,10 @@ def _import_matplotlib() -> None:
 
 
 def warm_figures() -> None:
-    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run that draws figures
-    does not wait for it at its first figure. The import holds the interpreter lock; it overlaps well
-    with work that releases it on cores that are free. On a small machine torch's own operations use
-    every core, so a theory/ run starts it as its first evaluation's neighbour searches start
-    (Evaluator.searching) and not while torch computes; other runs that draw figures start it with
-    the Monitor."""
+    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run does not wait for it at its
+    first figure. The import holds the interpreter lock and overlaps well only with work that releases it on free
+    cores; torch's own operations use every core of a small machine, so a theory/ run starts it with its first
+    evaluation's neighbour searches (Evaluator.searching), other runs that draw figures with the Monitor."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
         _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
@@ -44,15 +38,12 @@ def warm_figures() -> None:
 
 
 def _figure(figsize):
-    """A new matplotlib figure and its axes, outside pyplot's registry of open figures (nothing global
-    keeps it once TensorBoard or a PNG has it)."""
+    """A new figure and its axes, outside pyplot's registry (nothing global keeps it once written)."""
     if _WARMING is not None:
         _WARMING.join()  # never import matplotlib from two threads at once
     import matplotlib
-
     matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
     from matplotlib.figure import Figure
-
     fig = Figure(figsize=figsize, dpi=100)
     return fig, fig.subplots()
 
@@ -67,12 +58,9 @@ def figure_toy(samples: torch.Tensor, data, title: str):
         ax.scatter(real[:, 0], real[:, 1], s=3, c="black", alpha=0.4, label="data")
         ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:green", alpha=0.5, label="G(z)")
         span = float(c.abs().max()) + 6 * data.std + 0.5
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-span, span)
-        ax.set_aspect("equal")
+        ax.set(xlim=(-span, span), ylim=(-span, span), aspect="equal")
     else:
-        lo = float(c.min()) - 5 * data.std - 1
-        hi = float(c.max()) + 5 * data.std + 1
+        lo, hi = float(c.min()) - 5 * data.std - 1, float(c.max()) + 5 * data.std + 1
         xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
         if data.has_density:
             ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
@@ -98,8 +86,7 @@ def figure_1(curves: Dict[str, torch.Tensor], title: str):
     ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
     ax2.plot(x, curves["D_star"].cpu(), c="tab:blue", ls="--", label="D*(x)")
     ax2.axhline(0.5, c="grey", lw=0.5)
-    ax2.set_ylim(-0.02, 1.02)
-    ax2.set_ylabel("D")
+    ax2.set(ylim=(-0.02, 1.02), ylabel="D")
     fig.legend(loc="upper right", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -114,8 +101,7 @@ def figure_trajectory(points: torch.Tensor, start: int, step: int):
     ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
     ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")
     ax.scatter([0], [0], marker="*", c="tab:green", s=60, label="equilibrium (0, 0)")
-    ax.set_xlabel("theta (G)")
-    ax.set_ylabel("psi (D)")
+    ax.set(xlabel="theta (G)", ylabel="psi (D)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -123,11 +109,9 @@ def figure_trajectory(points: torch.Tensor, start: int, step: int):
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
-    """The images (N, C, H, W) tiled ``nrow`` to a row, as ``torchvision.utils.make_grid`` tiles them
-    (the same tensor, checked in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of
-    ``pad_value`` around each, a lone image as itself. Importing torchvision costs 1.5-2 s, most of it
-    torch's compiler stack (torchvision.ops imports torch._dynamo), which a run that only draws a
-    grid does not need."""
+    """The images (N, C, H, W) tiled ``nrow`` to a row, the same tensor as ``torchvision.utils.make_grid`` (checked
+    in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of ``pad_value`` around each, a lone image as
+    itself. Importing torchvision costs 1.5-2 s (torchvision.ops imports torch._dynamo), which a grid does not need."""
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     n, c, h, w = images.shape

@@ -18,7 +18,6 @@ def memory_mb() -> Dict[str, float]:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):  # no /proc (macOS): the peak is what the system reports
         import resource
-
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     out = {"perf/rss_mb": rss / 2**20}
     if torch.cuda.is_initialized():
@@ -27,14 +26,12 @@ def memory_mb() -> Dict[str, float]:
 
 
 def release_memory() -> None:
-    """Hand the heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing). The
-    evaluations and figures free large temporary buffers that glibc would otherwise keep, so that
-    the resident memory crept up by ~2 MB per 1,000 iterations of a ring run although nothing is kept."""
+    """Hand the heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing): glibc kept the
+    evaluations' and figures' freed buffers, and a ring run's resident memory crept up by ~2 MB per 1,000 iterations."""
     global _LIBC
     if _LIBC is None:
         try:
             import ctypes
-
             _LIBC = ctypes.CDLL("libc.so.6")
             _LIBC.malloc_trim  # noqa: B018 (glibc only)
         except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left as it is

@@ -1,10 +1,6 @@
-"""TensorBoard, the console and the run's JSON files: the only module that writes logs.
-
-The loop hands over plain numbers (read from the device once per log_every) and tensors to draw;
-the monitor knows tags, timing and the terminal, not losses or networks (runs.figures draws what it
-writes). It writes metrics.json and the final table of gan-train, and eval.json, samples.png and the
-table of gan-eval.
-"""
+"""TensorBoard, the console and the run's JSON files (metrics.json and gan-train's final table; gan-eval's
+eval.json, samples.png and table): the only module that writes logs. The loop hands over plain numbers (read
+from the device once per log_every) and tensors to draw; the monitor knows tags, timing and the terminal."""
 
 from __future__ import annotations
 
@@ -21,7 +17,7 @@ import torch
 from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from torch.utils.tensorboard import SummaryWriter
 
 from gan_cli.runs import rundir
@@ -36,7 +32,6 @@ def console_handler() -> logging.Handler:
     """Hydra's console log handler: rich in a terminal, plain timestamped lines otherwise (CI, clusters)."""
     if sys.stdout.isatty():
         from rich.logging import RichHandler
-
         return RichHandler(show_path=False, markup=False)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S"))
@@ -58,15 +53,13 @@ SESSION_STATUS = {"ok": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "dive
 
 
 def start_session(writer: SummaryWriter, choices: Dict[str, object], metrics: Sequence[str]) -> None:
-    """The HPARAMS experiment (hyperparameter and metric names) and this run's session start. The
-    metrics are the run's own tags: no ``hparam/...`` copies of final values in the Scalars tab."""
+    """The HPARAMS experiment (hyperparameter and metric names) and this run's session start. The metrics are
+    the run's own tags (their columns read their last values): no ``hparam/...`` copies in the Scalars tab."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
     values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
     exp, ssi, _ = hparams_summaries(values, {tag: 0.0 for tag in metrics})
-    file_writer = writer._get_file_writer()
-    file_writer.add_summary(exp)
-    file_writer.add_summary(ssi)
+    for summary in (exp, ssi):
+        writer._get_file_writer().add_summary(summary)
     writer.flush()
 
 
@@ -76,7 +69,6 @@ def end_session(writer: SummaryWriter, status: str) -> None:
     from tensorboard.plugins.hparams.api_pb2 import Status
     from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
-
     info = SessionEndInfo(status=Status.Value(SESSION_STATUS.get(status, "STATUS_UNKNOWN")))
     content = HParamsPluginData(session_end_info=info, version=PLUGIN_DATA_VERSION).SerializeToString()
     meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content))
@@ -85,9 +77,7 @@ def end_session(writer: SummaryWriter, status: str) -> None:
 
 
 def _table(title: str, rows: Mapping[str, Any]) -> Table:
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table("metric", Column("value", justify="right"), title=title, show_header=True, header_style="bold")
     for key, value in rows.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     return table
@@ -95,16 +85,14 @@ def _table(title: str, rows: Mapping[str, Any]) -> Table:
 
 def save_samples(path: Path, samples: torch.Tensor, data) -> None:
     """A PNG of samples: an image grid, or a scatter / density figure for point data."""
-    n = samples.shape[0]
     if data.is_image:
         from PIL import Image
-
         # torchvision.utils.save_image's pixels: the grid, each value v as the byte floor(255 v + 0.5)
         grid = sample_grid(samples)
         pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(path)  # RGB: image_grid shows gray images as RGB, as torchvision does
     else:
-        figure_toy(samples.cpu(), data, f"{n} samples").savefig(path)
+        figure_toy(samples.cpu(), data, f"{samples.shape[0]} samples").savefig(path)
 
 
 def _new_dir(parent: Path, name: str) -> Path:
@@ -119,9 +107,8 @@ def _new_dir(parent: Path, name: str) -> Path:
 
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
                 console: Optional[Console] = None, samples_png: Optional[Path] = None) -> Path:
-    """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their
-    own (``<run>/gan-eval/<checkpoint>_<time>``, at the checkpoint's iteration: the run's own history is
-    never touched), and a table of the figures with their protocols. Returns that TensorBoard folder."""
+    """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their own (returned:
+    ``<run>/gan-eval/<checkpoint>_<time>``, the run's own history untouched), and a table with their protocols."""
     rundir.write_text(ckpt.parent / "eval.json", json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     log_dir = _new_dir(run_dir / "gan-eval", f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
@@ -138,11 +125,8 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
 
 
 class Monitor:
-    """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock.
-
-    Time spent inside ``with monitor.aside():`` (samples, evaluation, checkpoints) is left out of
-    ``perf/steps_per_s``. Use it as a context manager: leaving closes the writer and the bar.
-    """
+    """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock (time inside
+    ``with monitor.aside():`` is left out of ``perf/steps_per_s``). Leaving it as a context closes writer and bar."""
 
     def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False,
                  figures: bool = False):
@@ -165,12 +149,10 @@ class Monitor:
         self.aside_s = self.aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
-                TextColumn("D(x) {task.fields[dx]}  D(G(z)) {task.fields[dgz]}"),
-                console=self.console, transient=False,
-            )
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
+                                     TextColumn("D(x) {task.fields[dx]}  D(G(z)) {task.fields[dgz]}"),
+                                     console=self.console, transient=False)
             self.task = self.progress.add_task("train", total=total, completed=start, rate="-", dx="-", dgz="-")
             self.progress.start()
 
@@ -208,10 +190,8 @@ class Monitor:
         dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
         if self.progress is not None:
             self.progress.update(self.task, completed=step, rate=f"{rate:.0f}", dx=f"{dx:.3f}", dgz=f"{dgz:.3f}")
-        log.info(
-            "step %d/%d | loss/D %.4f | loss/G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s",
-            step, self.total, scalars.get("loss/D", math.nan), scalars.get("loss/G", math.nan), dx, dgz, rate,
-        )
+        log.info("step %d/%d | loss/D %.4f | loss/G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s",
+                 step, self.total, scalars.get("loss/D", math.nan), scalars.get("loss/G", math.nan), dx, dgz, rate)
         return scalars
 
     @contextmanager
@@ -257,15 +237,13 @@ class Monitor:
 
     # -- end of run -----------------------------------------------------------------------------
     def start_session(self, choices: Dict[str, object], metrics: Sequence[str]) -> None:
-        """The HPARAMS entry, written as the run starts (so a run that fails shows too): its
-        hyperparameters and the metric tags its columns read (their last values in this run)."""
+        """The HPARAMS entry, written as the run starts (so a run that fails shows too)."""
         start_session(self.writer, choices, metrics)
 
     def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
                status: str = "ok", announce: bool = True) -> Dict[str, Any]:
-        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the end of the HPARAMS
-        session (its status) and, for a finished run that ``announce``s, the summary table and the
-        tensorboard line; returns the final figures."""
+        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the HPARAMS session's end and, for a
+        finished run that ``announce``s, the summary table and the tensorboard line; returns the final figures."""
         elapsed = time.perf_counter() - self.t_start
         metrics: Dict[str, Any] = {
             "status": status, **counts, **{k: v for k, v in window.items() if not k.startswith("perf/")}, **evaluation,
@@ -291,9 +269,8 @@ class Monitor:
 
 
 class Quiet:
-    """What a rank other than 0 has instead of a Monitor under torchrun: it writes nothing (rank 0
-    writes the run directory) and reports the figures it is given. It has the Monitor calls that the
-    loop makes on every rank, each doing nothing; a call that only rank 0 makes fails here."""
+    """A Monitor for ranks other than 0 under torchrun: writes nothing and reports the figures it is given. It has
+    only the Monitor calls the loop makes on every rank; one that only rank 0 makes fails here."""
 
     def __init__(self, total: int, start: int):
         self.total, self.start, self.t_start = total, start, time.perf_counter()
@@ -301,23 +278,10 @@ class Quiet:
     def __enter__(self) -> "Quiet":
         return self
 
-    def __exit__(self, *exc) -> None:
-        pass
+    def _nothing(self, *args, **kwargs) -> None:
+        """What only writes, on rank 0 (which warns too: every rank reads the same window)."""
 
-    def describe(self, choices: Dict[str, object], params: Dict[str, int], device, protocol: Dict[str, str]) -> None:
-        pass
-
-    def start_session(self, choices: Dict[str, object], metrics: Sequence[str]) -> None:
-        pass
-
-    def phase(self, name: str) -> None:
-        pass
-
-    def advance(self, step: int) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass  # rank 0 warns: every rank reads the same window
+    __exit__ = describe = start_session = phase = advance = warn = _nothing
 
     def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
         return dict(scalars)

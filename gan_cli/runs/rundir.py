@@ -1,10 +1,6 @@
-"""What a run may do to the directories it writes: one process per run directory, names within the
-file system's limits, temporary files of its own, and write failures as one line.
-
-    with_lock = hold(run_dir)      # the exclusive lock, held until the process ends (or release())
-    tmp = temporary(path)          # checkpoints/last.pt -> checkpoints/last.pt.tmp-<pid>
-    clean(run_dir)                 # leftovers of processes that died mid-write
-    raise write_error(err, path)   # OSError (full disk, read-only) -> UserError naming path and reason
+"""What a run may do to the directories it writes: one process per run directory (:func:`hold`, until the
+process ends or :func:`release`), files written atomically through temporaries of its own (:func:`replacing`;
+:func:`clean` removes those of processes that died mid-write), and write failures as one line (:func:`write_error`).
 
 The lock is ``fcntl.flock`` on ``<dir>/.gan-cli.lock``: the kernel drops it when its holder ends,
 however it ends, so a lock left by a killed process is taken over (with a warning naming it). The
@@ -21,9 +17,12 @@ import logging
 import os
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Dict, Iterator, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from gan_cli.config import UserError
 
@@ -60,13 +59,10 @@ class Lock:
                     raise write_error(err, self.path) from None
                 raise UserError(f"{self.what} {self.directory} is in use by another gan-train ({holder}); "
                                 "wait for it to end, or choose another directory") from None
-            try:  # the file may have been removed by a holder that ended just now: lock the new one
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
+            with suppress(FileNotFoundError):  # the file may have been removed by a holder that ended just now
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            os.close(fd)  # lock the new one
         before = _read(fd)
         if before:
             log.warning("%s %s: taking over the lock of a gan-train that is no longer running (%s)",
@@ -78,14 +74,11 @@ class Lock:
         return self
 
     def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.unlink(self.path)  # while still held, so that no one locks a file on its way out
-        except OSError:
-            pass
-        os.close(self.fd)
-        self.fd = None
+        if self.fd is not None:
+            with suppress(OSError):
+                os.unlink(self.path)  # while still held, so that no one locks a file on its way out
+            os.close(self.fd)
+            self.fd = None
 
 
 def _read(fd: int) -> dict:
@@ -96,22 +89,17 @@ def _read(fd: int) -> dict:
 
 
 def _describe(holder: dict) -> str:
-    if not holder:
-        return "PID unknown"
-    return f"PID {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+    return f"PID {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}" if holder else "PID unknown"
 
 
 def hold(directory: Path, what: str = "run directory") -> Lock:
     """Lock ``directory`` for this process (again: the lock it already holds); released at exit.
     Under torchrun only rank 0 writes the run directory, so only it locks."""
     key = Path(os.path.abspath(directory))
-    if key in _HELD:
-        return _HELD[key]
-    lock = Lock(key, what)
-    if int(os.environ.get("RANK", "0")) == 0:
-        lock.acquire()
-    _HELD[key] = lock
-    return lock
+    if key not in _HELD:
+        lock = Lock(key, what)
+        _HELD[key] = lock.acquire() if int(os.environ.get("RANK", "0")) == 0 else lock
+    return _HELD[key]
 
 
 def holds(directory: Path) -> bool:
@@ -131,22 +119,14 @@ def _release_all() -> None:
         release(key)
 
 
-def temporary(path: Path) -> Path:
-    """A temporary name beside ``path`` that no other process uses (renamed over ``path`` when done)."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
 def clean(run_dir: Path) -> int:
-    """Remove the temporary files that processes which died mid-write left in the run directory's
-    checkpoints/ (the lock is held, so no other process is writing them); returns how many."""
+    """Remove (and count) the temporaries left in checkpoints/ by processes that died mid-write (the lock is
+    held: no other process is writing them)."""
     removed = 0
     for leftover in Path(run_dir).glob("checkpoints/*.pt.tmp*"):
-        try:
+        with suppress(OSError):
             leftover.unlink()
             removed += 1
-        except OSError:
-            pass
     if removed:
         log.warning("removed %d unfinished checkpoint file(s) left in %s by an earlier run", removed,
                     Path(run_dir) / "checkpoints")
@@ -180,53 +160,36 @@ def _hold_or_refuse(directory, what: str) -> None:
         raise Refused(err) from None
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a dependency; this keeps the module importable alone
-    Callback = object
-
-
 class LockCallback(Callback):
     """Hydra callback: a single run locks its run directory, a sweep its sweep directory, before
     Hydra writes anything there (.hydra/, train.log); each job of a sweep locks its own in train()."""
 
     def on_run_start(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
         _hold_or_refuse(OmegaConf.select(config, "hydra.run.dir"), "run directory")
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
         _hold_or_refuse(OmegaConf.select(config, "hydra.sweep.dir"), "sweep directory")
 
     def on_run_end(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
         release(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from omegaconf import OmegaConf
-
         release(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))
 
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """Write ``path`` atomically: yields a temporary of this process, renamed over ``path`` when the
-    block ends. On failure the temporary is removed and the previous file stays whole; an OSError
-    (a full disk, a read-only place) becomes one line (UserError)."""
+    """Write ``path`` atomically: yields a temporary of this process, renamed over ``path`` at the block's end. On
+    failure it is removed and the previous file stays whole; an OSError becomes one line (UserError)."""
     path = Path(path)
-    tmp = temporary(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # no other process uses it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
     except BaseException as err:
-        try:
+        with suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
         if isinstance(err, OSError):
             raise write_error(err, path) from None
         raise
