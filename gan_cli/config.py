@@ -222,7 +222,7 @@ EMA = {
     "decay": real(None, 0, 1, "an exponential moving average of G's weights for samples and evaluation (e.g. 0.999)",
                   lo_open=True, hi_open=True, null="no average"),
     "start": integer(0, 0, MAX_ITERATIONS, "the average starts after this iteration (before it: G itself)"),
-    "also_raw": flag(False, "also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/samples)"),
+    "also_raw": flag(False, "also sample and evaluate G itself, its tags under raw/ (raw/eval/fid, raw/game/samples)"),
 }
 TOP = {
     "k": integer(1, 1, 1000, "discriminator updates per generator update (Algorithm 1)"),
@@ -242,12 +242,19 @@ TOP = {
     "log_every": integer(100, 1, MAX_ITERATIONS, "iterations between scalar logs"),
     "sample_every": integer(500, 1, MAX_ITERATIONS, "iterations between sample images"),
     "ckpt_every": integer(1000, 1, MAX_ITERATIONS, "iterations between checkpoints"),
-    "eval_every": integer(1000, 1, MAX_ITERATIONS, "iterations between evaluations (theory/ and eval/ tags, best.pt)"),
+    "eval_every": integer(None, 1, MAX_ITERATIONS, "iterations between evaluations (eval/ and theory/ tags, best.pt)",
+                          null="1,000, or steps / 5 for a shorter run (at least 5 points)"),
     "n_samples": integer(64, 1, 1024, "images in the sample grid / points in the toy scatter (x16)"),
     "resume": text(None, "a run directory or checkpoint to continue from", "path", null="a new run"),
     "optimized_metric": text(None, "the figure a hyperparameter search optimises (hparams_search=...)", longest=200,
                              null="the run's figures"),
 }
+
+
+def eval_every(cfg) -> int:
+    """Iterations between evaluations: ``eval_every``, or when it is null 1,000 and at most steps / 5 (rounded
+    up), so that a run of any length draws its evaluation curves through at least 5 points (and iteration 0)."""
+    return cfg.eval_every or min(1000, -(-cfg.steps // 5))
 
 
 def schema(group: Optional[str] = None) -> type:
@@ -310,7 +317,6 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=schema())
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{short_name(s)}" if s else "", replace=True)
-    OmegaConf.register_new_resolver("gan_name", short_name, replace=True)
     # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (distributed.init)
     OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern),
                                     use_cache=True, replace=True)

@@ -23,7 +23,7 @@ from gan_cli.config import UserError, config_dir, register_configs
 from gan_cli.game import losses
 
 DATASETS = ("mixture1d", "ring", "grid", "digits")
-HEADLINE = {"mixture1d": "theory/jsd", "ring": "theory/jsd", "grid": "theory/jsd", "digits": "eval/fid"}
+HEADLINE = {"mixture1d": "eval/jsd", "ring": "eval/jsd", "grid": "eval/jsd", "digits": "eval/fid"}
 
 
 def main() -> int:
@@ -52,8 +52,8 @@ def main() -> int:
             failed += status != "ok"
             metric = HEADLINE[dataset]
             print(f"{dataset:10s} {loss:19s} {status:8s} "
-                  f"loss/D {m.get('loss/D', math.nan):8.4f} loss/G {m.get('loss/G', math.nan):8.4f} "
-                  f"D(x) {m.get('D/real_mean', math.nan):7.3f} D(G(z)) {m.get('D/fake_mean', math.nan):7.3f} "
+                  f"loss_D {m.get('game/loss_D', math.nan):8.4f} loss_G {m.get('game/loss_G', math.nan):8.4f} "
+                  f"D(x) {m.get('game/D_real', math.nan):7.3f} D(G(z)) {m.get('game/D_fake', math.nan):7.3f} "
                   f"{metric} {m.get(metric, math.nan):8.4f}  {time.perf_counter() - start:5.1f} s", flush=True)
     return 1 if failed else 0
 

@@ -96,11 +96,11 @@ def figure1(args) -> str:
         d = RUNS / f"figure1_seed{seed}"
         total += (t := run(d, "experiment=figure1", f"seed={seed}", "device=cpu"))
         m = final(d)
-        ok = m["theory/jsd"] < 0.05 and abs(m["theory/value"] + math.log(4)) < 0.1 and m["theory/d_star_mse"] < 0.01
-        rows.append(f"| {seed} | {m['theory/jsd']:.4f} | {m['theory/value']:.4f} | {m['theory/d_gap']:.4f} | "
-                    f"{m['theory/d_star_mse']:.4f} | {'yes' if ok else 'NO'} | {minutes(t)} |")
+        ok = m["eval/jsd"] < 0.05 and abs(m["eval/value"] + math.log(4)) < 0.1 and m["eval/d_star_mse"] < 0.01
+        rows.append(f"| {seed} | {m['eval/jsd']:.4f} | {m['eval/value']:.4f} | {m['theory/d_gap']:.4f} | "
+                    f"{m['eval/d_star_mse']:.4f} | {'yes' if ok else 'NO'} | {minutes(t)} |")
         if seed == 0:
-            png = last_image(d, "theory/figure1", FIGS / "figure1.png")
+            png = last_image(d, "game/figure1", FIGS / "figure1.png")
     return "\n".join([
         "## Figure 1: D and G learning together on a 1-D mixture",
         "",
@@ -108,11 +108,11 @@ def figure1(args) -> str:
         "so V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. `gan-train experiment=figure1 seed=S`, its default",
         "length (4,000 iterations, k = 5). The target: JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01.",
         "",
-        "| seed | theory/jsd | theory/value (V-hat) | theory/d_gap | theory/d_star_mse | target met | time |",
+        "| seed | eval/jsd | eval/value (V-hat) | theory/d_gap | eval/d_star_mse | target met | time |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"![theory/figure1 at the end, seed 0](results/{png})",
+        f"![game/figure1 at the end, seed 0](results/{png})",
         "",
         f"Total {minutes(total)}.",
     ])
@@ -123,7 +123,7 @@ def saturation(args) -> str:
     t = run(d, "experiment=saturation", "device=cpu", *QUIET, multirun=True)
     jobs = {p.name.rsplit("loss=", 1)[1].split(",")[0]: p for p in d.iterdir() if p.is_dir()}
     grad = {loss: scalars(p, "grad/G") for loss, p in jobs.items()}
-    fake = {loss: scalars(p, "D/fake_mean") for loss, p in jobs.items()}
+    fake = {loss: scalars(p, "game/D_fake") for loss, p in jobs.items()}
     steps = [s for s in sorted(grad["minimax"]) if s <= args.saturation_window]
     ratio = np.mean([grad["minimax"][s] for s in steps]) / np.mean([grad["nonsaturating"][s] for s in steps])
     import matplotlib
@@ -135,7 +135,7 @@ def saturation(args) -> str:
         axes[0].semilogy(xs, [grad[loss][s] for s in xs], label=loss)
         axes[1].plot(xs, [fake[loss][s] for s in xs], label=loss)
     axes[0].set(xlabel="iteration", ylabel="grad/G (norm of G's gradient)")
-    axes[1].set(xlabel="iteration", ylabel="D/fake_mean = mean D(G(z))")
+    axes[1].set(xlabel="iteration", ylabel="game/D_fake = mean D(G(z))")
     for ax in axes:
         ax.legend()
     fig.tight_layout()
@@ -152,7 +152,7 @@ def saturation(args) -> str:
         "|---|---|---|",
         f"| mean grad/G, iterations 1-{steps[-1]} | {np.mean([grad['minimax'][s] for s in steps]):.4g} | "
         f"{np.mean([grad['nonsaturating'][s] for s in steps]):.4g} |",
-        f"| D/fake_mean at iteration {steps[-1]} | {fake['minimax'][steps[-1]]:.4f} | "
+        f"| game/D_fake at iteration {steps[-1]} | {fake['minimax'][steps[-1]]:.4f} | "
         f"{fake['nonsaturating'][steps[-1]]:.4f} |",
         "",
         f"Ratio of the mean grad/G (minimax / nonsaturating) over iterations 1-{steps[-1]}: **{ratio:.4f}** "
@@ -179,8 +179,8 @@ def dirac(args) -> str:
     d = RUNS / "dirac_default"
     t0 = run(d, "experiment=dirac", "device=cpu", multirun=True)
     order = {p.name.rsplit("updates=", 1)[1]: p for p in d.iterdir() if p.is_dir()}
-    pngs = {u: last_image(p, "theory/trajectory", FIGS / f"dirac_{u}.png") for u, p in order.items()}
-    rows = [f"| {u} | {final(p)['theory/distance']:.4g} |" for u, p in sorted(order.items(), reverse=True)]
+    pngs = {u: last_image(p, "game/trajectory", FIGS / f"dirac_{u}.png") for u, p in order.items()}
+    rows = [f"| {u} | {final(p)['eval/distance']:.4g} |" for u, p in sorted(order.items(), reverse=True)]
     table, t1 = [], 0.0
     for loss in ("nonsaturating", "wasserstein_gp"):  # the README's sweep, one run each (a run may overflow)
         for momentum in ("0", "0.5"):
@@ -192,8 +192,8 @@ def dirac(args) -> str:
                 if m["status"] == "diverged":
                     dist, verdict = "overflow", f"spirals out (not finite at iteration {m['steps']})"
                 else:
-                    dist = f"{m['theory/distance']:.4g}"
-                    d = m["theory/distance"]
+                    dist = f"{m['eval/distance']:.4g}"
+                    d = m["eval/distance"]
                     verdict = _verdict(d)
                 table.append(f"| {loss} | {momentum} | {updates} | {dist} | {verdict} |")
     return "\n".join([
@@ -204,7 +204,7 @@ def dirac(args) -> str:
         "steps multiply the distance to the equilibrium by sqrt(1 + lr²) per step: sqrt(2)·1.01^500 = 204.7",
         "after 1,000 steps of lr 0.1. `gan-train -m experiment=dirac`:",
         "",
-        "| updates | theory/distance after 1,000 steps |",
+        "| updates | eval/distance after 1,000 steps |",
         "|---|---|",
         *rows,
         "",
@@ -215,7 +215,7 @@ def dirac(args) -> str:
         "the preset sets `loss.gp_weight=0`), run here one combination at a time, because the linear loss with",
         "momentum 0.5 and simultaneous steps overflows and a diverged job ends a `-m` sweep:",
         "",
-        "| loss | momentum | updates | theory/distance after 1,000 steps | |",
+        "| loss | momentum | updates | eval/distance after 1,000 steps | |",
         "|---|---|---|---|---|",
         *table,
         "",
@@ -292,9 +292,9 @@ def paper(args) -> str:
     from omegaconf import OmegaConf
 
     d = Path(args.paper_run)
-    ll, se = scalars(d, "eval/parzen_ll"), scalars(d, "eval/parzen_se")
-    sigma, fid = scalars(d, "eval/parzen_sigma"), scalars(d, "eval/fid")
-    fake = scalars(d, "D/fake_mean")
+    ll, se = scalars(d, "eval/parzen_ll"), scalars(d, "spread/parzen_se")
+    sigma, fid = scalars(d, "spread/parzen_sigma"), scalars(d, "eval/fid")
+    fake = scalars(d, "game/D_fake")
     status = final(d) if (d / "metrics.json").exists() else {"status": "running", "steps": max(ll)}
     seed = OmegaConf.load(d / ".hydra" / "config.yaml").seed
     rows = [f"| {s:,} | {ll[s]:.1f} ± {se[s]:.1f} | {sigma[s]:.3f} | {fid.get(s, float('nan')):.2f} | "
@@ -338,8 +338,8 @@ def paper(args) -> str:
         report = final(o)
         o_seed = OmegaConf.load(o / ".hydra" / "config.yaml").seed
         lines += ["", f"An earlier attempt with seed {o_seed} was stopped at iteration {report['steps']:,} "
-                      f"({report['status']}): D had won (D(x) {report['D/real_mean']:.4f}, D(G(z)) "
-                      f"{report['D/fake_mean']:.2g}, loss/G {report['loss/G']:.1f}) and the samples were a few "
+                      f"({report['status']}): D had won (D(x) {report['game/D_real']:.4f}, D(G(z)) "
+                      f"{report['game/D_fake']:.2g}, loss_G {report['game/loss_G']:.1f}) and the samples were a few "
                       f"binary strokes. The preset is unchanged between the two runs; only the seed differs."]
     return "\n".join(lines)
 

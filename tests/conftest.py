@@ -21,9 +21,10 @@ from scripts.forkserver import CommandServer
 REPO = Path(__file__).resolve().parent.parent
 # small evaluations: the classifier trains for a few steps, few samples (tests check wiring, not values)
 QUICK_EVAL = ("eval.n_samples=300", "eval.classifier_steps=30", "eval.theory_samples=2000", "eval.mode_samples=500")
-# a 4-iteration CPU run of train(): two log windows, samples and a checkpoint at the end
-FAST = ("steps=4", "log_every=2", "sample_every=4", "ckpt_every=4", "batch_size=8", "device=cpu", *QUICK_EVAL)
-EVAL_FAST = (*FAST, "eval_every=2")  # the same, evaluated twice
+# a 4-iteration CPU run of train(): two log windows; evaluation and samples at iterations 0 and 4; a checkpoint at 4
+FAST = ("steps=4", "log_every=2", "sample_every=4", "ckpt_every=4", "eval_every=4", "batch_size=8", "device=cpu",
+        *QUICK_EVAL)
+EVAL_FAST = (*FAST, "eval_every=2")  # the same, evaluated at iterations 0, 2 and 4
 
 
 def choices_in_conf(group: str) -> set:

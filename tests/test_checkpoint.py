@@ -84,7 +84,7 @@ def test_the_format_is_checked_on_load(make_cfg, tmp_path):
 
 def test_find_is_where_resume_and_gan_eval_look(make_cfg, tmp_path):
     run = tmp_path / "run"
-    train(make_cfg(*FAST, "eval_every=2", "dataset=ring"), run)  # ring: best.pt by theory/jsd
+    train(make_cfg(*FAST, "eval_every=2", "dataset=ring"), run)  # ring: best.pt by eval/jsd
     assert checkpoint.find(str(run)) == run / "checkpoints" / "last.pt"
     assert checkpoint.find(str(run), best=True) == run / "checkpoints" / "best.pt"
     assert checkpoint.find(str(run / "checkpoints")) == run / "checkpoints" / "last.pt"

@@ -48,7 +48,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
     try:
         deadline, log = time.time() + 240, None
         while time.time() < deadline:  # wait until the job is well into its run
-            logs = list(sweep.glob("0_*/train.log"))
+            logs = list(sweep.glob("0*/train.log"))  # one job: named "0" (nothing varies)
             log = logs[0] if logs else None
             if log is not None and last_step(log) >= 500:
                 break
@@ -72,14 +72,14 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
     requeued = json.loads((job / "metrics.json").read_text())
     assert requeued["status"] == "ok" and requeued["steps"] == 3000
     # each window once; the stop wrote the window it cut (continued after the requeue)
-    assert [e.step for e in events(job).Scalars("loss/D")] == sorted({*range(100, 3001, 100), stopped})
+    assert [e.step for e in events(job).Scalars("game/loss_D")] == sorted({*range(100, 3001, 100), stopped})
 
     # the same run, never interrupted: the same final figures, bit for bit
     whole = tmp_path / "whole"
     done = run_cli([*RUN, f"hydra.run.dir={whole}"])
     assert done.returncode == 0, done.stderr
     reference = json.loads((whole / "metrics.json").read_text())
-    for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/G", "eval/reverse_kl", "theory/jsd"):
+    for key in ("game/loss_D", "game/loss_G", "game/D_real", "game/D_fake", "grad/G", "eval/reverse_kl", "eval/jsd"):
         assert requeued[key] == reference[key], key
 
 

@@ -41,7 +41,7 @@ def test_two_ranks_keep_equal_networks_in_one_run_directory(tmp_path, args):
     assert metrics["status"] == "ok" and metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
     assert metrics["d_updates"] == 20 * (2 if "k=2" in args else 1)
     assert len(list(run.glob("events.out.tfevents.*"))) == 1 and len(list(run.glob("*.log"))) == 1
-    assert [e.step for e in events(run).Scalars("loss/D")] == [10, 20]
+    assert [e.step for e in events(run).Scalars("game/loss_D")] == [10, 20]
     # rank 1 drew minibatches of its own: the averaged run is not the one-process run
     single = run_cli([*common, "device=cpu", f"hydra.run.dir={tmp_path / 'single'}"],
                      env_extra={"OMP_NUM_THREADS": "1"})
@@ -56,7 +56,7 @@ def test_two_ranks_keep_equal_networks_in_one_run_directory(tmp_path, args):
     assert only_run(tmp_path) == run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["ranks_in_sync"] is True
-    assert [e.step for e in events(run).Scalars("loss/D")] == [10, 20, 30]
+    assert [e.step for e in events(run).Scalars("game/loss_D")] == [10, 20, 30]
 
 
 def test_ctrl_c_stops_every_rank_at_the_same_log_window(tmp_path):

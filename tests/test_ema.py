@@ -78,7 +78,7 @@ def test_an_ema_run_samples_and_evaluates_the_average_and_gan_eval_measures_it_a
     # the average's figures under eval/, G's own under raw/ (the same noise, another generator)
     assert metrics["eval/fid"] != metrics["raw/eval/fid"] and "raw/eval/fid_floor" not in metrics
     tags = events(run).Tags()
-    assert {"samples", "raw/samples"} <= set(tags["images"]) and "raw/eval/fid" in tags["scalars"]
+    assert {"game/samples", "raw/game/samples"} <= set(tags["images"]) and "raw/eval/fid" in tags["scalars"]
     report = gan_eval.run([str(run)])
     assert report["metrics"]["eval/fid"] == pytest.approx(metrics["eval/fid"], rel=1e-6)
     assert report["metrics"]["raw/eval/fid"] == pytest.approx(metrics["raw/eval/fid"], rel=1e-6)

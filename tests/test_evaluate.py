@@ -50,10 +50,10 @@ def test_theory_at_the_global_optimum(make_cfg):
     ev, data = evaluator(make_cfg, "mixture1d")
     torch.manual_seed(0)
     scalars, curves = ev.theory(Nets(DataSampler(data), ConstantD(0.0))), ev.curves
-    assert scalars["theory/value"] == pytest.approx(-math.log(4), abs=1e-6)
-    assert scalars["theory/optimum"] == pytest.approx(-1.3862944, abs=1e-6)
-    assert scalars["theory/jsd"] < 2.5e-3  # the floor (the estimator's bias at this size) is subtracted
-    assert scalars["theory/d_star_mse"] < 0.01
+    assert scalars["eval/value"] == pytest.approx(-math.log(4), abs=1e-6)
+    assert "theory/optimum" not in scalars  # a constant, -log 4: not a figure
+    assert scalars["eval/jsd"] < 2.5e-3  # the floor (the estimator's bias at this size) is subtracted
+    assert scalars["eval/d_star_mse"] < 0.01
     assert set(curves) == {"x", "p_data", "p_g", "D", "D_star"}
 
 
@@ -64,8 +64,8 @@ def test_theory_far_from_the_optimum(make_cfg):
     nn.init.zeros_(stuck[0].weight)
     nn.init.constant_(stuck[0].bias, 7.0)
     scalars = ev.theory(Nets(stuck, ConstantD(0.0)))
-    assert scalars["theory/jsd"] == pytest.approx(math.log(2), abs=0.01)
-    assert scalars["theory/value"] <= scalars["theory/c_of_g"] + 1e-6
+    assert scalars["eval/jsd"] == pytest.approx(math.log(2), abs=0.01)
+    assert scalars["eval/value"] <= scalars["theory/c_of_g"] + 1e-6
 
 
 def test_mode_metrics_of_a_perfect_ring_generator(make_cfg):
@@ -78,12 +78,12 @@ def test_mode_metrics_of_a_perfect_ring_generator(make_cfg):
 
 def test_training_logs_theory_and_keeps_best(make_cfg, tmp_path):
     metrics = train(make_cfg(*EVAL_FAST, "dataset=ring"), tmp_path)
-    for tag in ("theory/jsd", "theory/jsd_floor", "theory/value", "theory/d_star_mse", "eval/modes_covered",
+    for tag in ("eval/jsd", "eval/jsd_floor", "eval/value", "eval/d_star_mse", "eval/modes_covered",
                 "eval/hq_fraction", "eval/reverse_kl"):
         assert tag in metrics and math.isfinite(metrics[tag]), tag
     assert (tmp_path / "checkpoints" / "best.pt").exists()
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
-    assert best["best_value"] <= metrics["theory/jsd"] + 1e-12
+    assert best["best_value"] <= metrics["eval/jsd"] + 1e-12
 
 
 def test_best_by_must_be_measured(make_cfg, tmp_path):
@@ -93,10 +93,10 @@ def test_best_by_must_be_measured(make_cfg, tmp_path):
 
 def test_image_metrics_during_training(make_cfg, tmp_path):
     metrics = train(make_cfg(*EVAL_FAST, f"eval.cache_dir={tmp_path / 'cache'}"), tmp_path / "run")
-    for tag in ("eval/parzen_ll", "eval/parzen_se", "eval/parzen_sigma", "eval/fid", "eval/kid", "eval/precision",
+    for tag in ("eval/parzen_ll", "spread/parzen_se", "spread/parzen_sigma", "eval/fid", "eval/kid", "eval/precision",
                 "eval/recall", "eval/fid_floor", "eval/classifier_accuracy"):
         assert tag in metrics and math.isfinite(metrics[tag]), tag
-    assert min(abs(metrics["eval/parzen_sigma"] - s) for s in torch.logspace(-1, 0, 10).tolist()) < 1e-6
+    assert min(abs(metrics["spread/parzen_sigma"] - s) for s in torch.logspace(-1, 0, 10).tolist()) < 1e-6
     assert 0 <= metrics["eval/precision"] <= 1 and metrics["eval/fid"] > metrics["eval/fid_floor"]
     assert list((tmp_path / "cache").glob("digits-*.pt"))
 
@@ -110,10 +110,10 @@ def test_dirac_game_through_the_train_loop(make_cfg, tmp_path):
             "sample_every=300")
     sim = train(make_cfg(*base, "updates=simultaneous"), tmp_path / "sim")
     alt = train(make_cfg(*base, "updates=alternating"), tmp_path / "alt")
-    assert sim["theory/distance"] == pytest.approx(math.sqrt(2) * (1 + 0.1**2) ** (300 / 2), rel=1e-3)
-    assert 0.5 < alt["theory/distance"] < 2.5
+    assert sim["eval/distance"] == pytest.approx(math.sqrt(2) * (1 + 0.1**2) ** (300 / 2), rel=1e-3)
+    assert 0.5 < alt["eval/distance"] < 2.5
     tags = events(tmp_path / "sim").Tags()
-    assert "theory/trajectory" in tags["images"] and "theory/distance" in tags["scalars"]
+    assert "game/trajectory" in tags["images"] and "eval/distance" in tags["scalars"]
 
 
 def test_a_diverged_generator_skips_evaluation(make_cfg):
@@ -133,8 +133,8 @@ def test_every_figure_an_evaluation_writes_is_in_the_table_of_facts(make_cfg, tm
 
 
 @pytest.mark.parametrize("overrides,auto", [
-    ((), "eval/fid"), (("dataset=ring",), "theory/jsd"), (("experiment=figure1",), "theory/jsd"),
-    (("experiment=dirac",), "theory/distance"), (("dataset=mixture1d", "arch=dirac"), "theory/jsd"),
+    ((), "eval/fid"), (("dataset=ring",), "eval/jsd"), (("experiment=figure1",), "eval/jsd"),
+    (("experiment=dirac",), "eval/distance"), (("dataset=mixture1d", "arch=dirac"), "eval/jsd"),
     (("dataset=dirac",), None),  # a point mass with an ordinary G: nothing to rank by
 ])
 def test_best_by_auto_follows_the_table(make_cfg, overrides, auto):
@@ -147,16 +147,16 @@ def test_what_can_rank_runs_depends_on_the_data_and_the_loss(make_cfg):
     assert evaluate.rankable(evaluate.families(make_cfg()), True) == (
         "eval/parzen_ll", "eval/fid", "eval/kid", "eval/precision", "eval/recall")
     ring = evaluate.families(make_cfg("dataset=ring"))
-    assert "theory/value" in evaluate.rankable(ring, True) and "theory/value" not in evaluate.rankable(ring, False)
+    assert "eval/value" in evaluate.rankable(ring, True) and "eval/value" not in evaluate.rankable(ring, False)
     evaluate.check(make_cfg("dataset=ring", "eval.best_by=eval/modes_covered"))
     with pytest.raises(UserError,
-                       match="eval.best_by=theory/d_star_mse is not measured on dataset=ring with loss=hinge"):
-        evaluate.check(make_cfg("dataset=ring", "loss=hinge", "eval.best_by=theory/d_star_mse"))
+                       match="eval.best_by=eval/d_star_mse is not measured on dataset=ring with loss=hinge"):
+        evaluate.check(make_cfg("dataset=ring", "loss=hinge", "eval.best_by=eval/d_star_mse"))
 
 
 def test_better_goes_the_way_the_table_says():
     assert evaluate.is_better("eval/parzen_ll", 2.0, 1.0) and not evaluate.is_better("eval/fid", 2.0, 1.0)
-    assert evaluate.is_better("eval/modes_covered", 8, 7) and evaluate.is_better("theory/jsd", 0.1, 0.2)
+    assert evaluate.is_better("eval/modes_covered", 8, 7) and evaluate.is_better("eval/jsd", 0.1, 0.2)
     assert evaluate.is_better("eval/fid", 5.0, None) and not evaluate.is_better("eval/fid", math.nan, None)
 
 
@@ -175,8 +175,8 @@ def test_d_star_is_one_half_for_a_perfect_generator(make_cfg, dataset):
     ev, data = evaluator(make_cfg, dataset)
     torch.manual_seed(0)
     scalars = ev.theory(Nets(DataSampler(data), ConstantD(0.0)))
-    assert scalars["theory/d_star_mse"] < 1e-3 and scalars["theory/jsd"] < 0.01
-    assert scalars["theory/d_gap"] == pytest.approx(2 * scalars["theory/jsd"], abs=1e-6)  # D = 1/2 gives V = -log 4
+    assert scalars["eval/d_star_mse"] < 1e-3 and scalars["eval/jsd"] < 0.01
+    assert scalars["theory/d_gap"] == pytest.approx(2 * scalars["eval/jsd"], abs=1e-6)  # D = 1/2 gives V = -log 4
 
 
 class HalfStd(nn.Module):
@@ -210,10 +210,10 @@ def test_a_d_trained_against_a_fixed_g_stays_below_c_of_g(make_cfg):
         loss.backward()
         gan.opt_D.step()
     after = ev.theory(Nets(G, gan.D))
-    assert after["theory/jsd"] == pytest.approx(0.0927, rel=0.1)  # quadrature: JSD of N(m, s²) and N(m, s²/4)
+    assert after["eval/jsd"] == pytest.approx(0.0927, rel=0.1)  # quadrature: JSD of N(m, s²) and N(m, s²/4)
     for s in (before, after):
-        assert s["theory/value"] <= s["theory/c_of_g"] + 0.01 and s["theory/d_gap"] >= -0.01
-    assert after["theory/d_gap"] < before["theory/d_gap"] and after["theory/d_star_mse"] < before["theory/d_star_mse"]
+        assert s["eval/value"] <= s["theory/c_of_g"] + 0.01 and s["theory/d_gap"] >= -0.01
+    assert after["theory/d_gap"] < before["theory/d_gap"] and after["eval/d_star_mse"] < before["eval/d_star_mse"]
 
 
 class Replay(nn.Module):
@@ -239,7 +239,7 @@ def test_the_floors_and_the_run_compare_the_same_sample_sizes(make_cfg, tmp_path
     assert scalars["eval/reference_samples"] == 1000 and scalars["eval/feature_samples"] == len(data.test) == 297
     for key in ("fid", "precision", "recall"):
         assert scalars[f"eval/{key}"] == pytest.approx(scalars[f"eval/{key}_floor"], rel=1e-9), key
-    assert abs(scalars["eval/kid"] - scalars["eval/kid_floor"]) < 3 * scalars["eval/kid_std"]
+    assert abs(scalars["eval/kid"] - scalars["eval/kid_floor"]) < 3 * scalars["spread/kid_std"]
     assert "1000 training images" in ev.protocol()["features"] and "3 disjoint sets of 297" in ev.protocol()["features"]
     # MNIST-sized splits: 10,000 samples against 10,000 held-out images, one set
     assert evaluate.feature_sizes(10000, 50000, 10000) == (10000, 10000, 1)
@@ -275,13 +275,13 @@ def test_theory_keeps_what_depends_on_the_real_samples_alone(make_cfg, monkeypat
             p.mul_(0.5)
     moved, _ = ev.run(nets)
     fresh, _ = evaluate.Evaluator(cfg, data, torch.device("cpu")).run(nets)
-    assert moved == fresh and moved["theory/value"] != first["theory/value"]
+    assert moved == fresh and moved["eval/value"] != first["eval/value"]
     # other real samples (another seed): the kept values are not used for them
     ev.seed = 1
     reseeded, _ = ev.run(nets)
     ev1 = evaluate.Evaluator(cfg, data, torch.device("cpu"))
     ev1.seed = 1
-    assert reseeded == ev1.run(nets)[0] and reseeded["theory/jsd_floor"] != first["theory/jsd_floor"]
+    assert reseeded == ev1.run(nets)[0] and reseeded["eval/jsd_floor"] != first["eval/jsd_floor"]
 
 
 @pytest.mark.slow
@@ -318,10 +318,10 @@ def test_theory_is_the_estimators_of_metrics(make_cfg, dataset, n):
                                                log_p(other).double(), knn(other, other, k, exclude_self=True))
         jsd = metrics.jsd_corrected(log_p(real).double(), knn(real, fake, k),
                                     log_p(fake).double(), knn(fake, fake, k, exclude_self=True), floor)
-        assert 0.01 < got["theory/jsd"] < 0.6
-        assert got["theory/jsd"] == jsd.item() and got["theory/jsd_floor"] == floor.item()
+        assert 0.01 < got["eval/jsd"] < 0.6
+        assert got["eval/jsd"] == jsd.item() and got["eval/jsd_floor"] == floor.item()
         with torch.no_grad():
             d_real, d_fake = torch.sigmoid(nets.D(real[:m])), torch.sigmoid(nets.D(fake[:m]))
         d_star = metrics.d_star_mse_samples(d_real, d_fake, knn(real[:m], other, K), knn(real[:m], fake, K),
                                             knn(fake[:m], other, K), knn(fake[:m], fake, K, exclude_self=True))
-        assert got["theory/d_star_mse"] == pytest.approx(d_star.item(), rel=1e-12)
+        assert got["eval/d_star_mse"] == pytest.approx(d_star.item(), rel=1e-12)

@@ -126,7 +126,7 @@ def test_gan_train_on_a_folder_held_or_streamed(make_cfg, tmp_path, extra):
     root = write_folder(tmp_path / "imgs", n=12)
     cfg = folder_cfg(make_cfg, root, *FAST, "arch=dcgan", "arch.g_hidden=8", "arch.d_hidden=8", *extra)
     out = train(cfg, tmp_path / "run")
-    assert out["status"] == "ok" and out["g_updates"] == 4 and math.isfinite(out["loss/D"])
+    assert out["status"] == "ok" and out["g_updates"] == 4 and math.isfinite(out["game/loss_D"])
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 

@@ -15,14 +15,15 @@ def test_cli_theory_tags_and_gan_eval(tmp_path):
                     "eval.theory_samples=5000", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr
     tags = events(run).Tags()
-    assert {"theory/value", "theory/jsd", "theory/d_star_mse", "theory/optimum"} <= set(tags["scalars"])
-    assert "theory/figure1" in tags["images"]
+    assert {"eval/value", "eval/jsd", "eval/d_star_mse"} <= set(tags["scalars"])
+    assert "eval/jsd_floor" not in tags["scalars"] and "constants/text_summary" in tags["tensors"]  # a text card
+    assert "game/figure1" in tags["images"]
     proc = run_eval([str(run), "--samples", "200", "eval.theory_samples=5000"])
     assert proc.returncode == 0, proc.stderr
     report = json.loads((run / "checkpoints" / "eval.json").read_text())
-    assert report["step"] == 40 and "theory/jsd" in report["metrics"] and "theory" in report["protocol"]
+    assert report["step"] == 40 and "eval/jsd" in report["metrics"] and "theory" in report["protocol"]
     assert (run / "checkpoints" / "samples.png").stat().st_size > 0
-    assert "theory/jsd" in proc.stdout
+    assert "eval/jsd" in proc.stdout
 
 
 @pytest.mark.parametrize("case", ["no-checkpoint", "other-arch", "bad-override"])
@@ -56,5 +57,5 @@ def test_gan_eval_never_touches_what_the_run_logged(tmp_path):
     assert history() == before  # nothing replaced, nothing hidden: TensorBoard shows the run as it was
     evaluations = sorted((run / "gan-eval").iterdir())
     assert [p.name.split("_")[0] for p in evaluations] == ["best", "last"]
-    steps = {p.name.split("_")[0]: [e.step for e in events(p).Scalars("theory/jsd")] for p in evaluations}
+    steps = {p.name.split("_")[0]: [e.step for e in events(p).Scalars("eval/jsd")] for p in evaluations}
     assert steps["last"] == [6] and steps["best"][0] <= 6

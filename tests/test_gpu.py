@@ -28,7 +28,7 @@ def test_gpu_resume_matches(make_cfg, tmp_path):
     train(make_cfg(*base, "steps=10"), tmp_path / "half")
     ckpt = str(tmp_path / "half" / "checkpoints" / "last.pt")
     resumed = train(make_cfg(f"resume={ckpt}", "steps=20"), tmp_path / "r", overrides=[f"resume={ckpt}", "steps=20"])
-    assert resumed["loss/D"] == pytest.approx(full["loss/D"], rel=1e-4)
+    assert resumed["game/loss_D"] == pytest.approx(full["game/loss_D"], rel=1e-4)
 
 
 def _gpu_updates(make_cfg, *extra, steps=6):
@@ -67,4 +67,4 @@ def test_dcgan_runs_channels_last_on_the_gpu(make_cfg, tmp_path):
     assert gan.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
     metrics = train(make_cfg("device=cuda", "dataset=digits", "arch=dcgan", "optimizer=adam", "precision=bf16",
                              "compile=true", "steps=30", "log_every=10", *QUICK_EVAL), tmp_path)
-    assert metrics["status"] == "ok" and math.isfinite(metrics["loss/D"])
+    assert metrics["status"] == "ok" and math.isfinite(metrics["game/loss_D"])

@@ -132,7 +132,7 @@ def test_an_unknown_loss_names_the_choices():
         pair("nope")
 
 
-# (D/real_mean, D/fake_mean, D's loss) of a window where D has won, and of one where it has not, per loss
+# (game/D_real, game/D_fake, D's loss) of a window where D has won, and of one where it has not, per loss
 WON = {
     "minimax": ((0.995, 0.004, 5.9), (0.9, 0.1, 0.2)),
     "nonsaturating": ((0.995, 0.004, 5.9), (0.995, 0.02, 0.03)),

@@ -288,7 +288,7 @@ def test_precision_and_recall_separate_quality_from_coverage():
     assert result["precision"] == 1.0 and result["recall"] == pytest.approx(0.5, abs=0.03)
 
 
-# --- k-NN density and the JSD of known-density data (theory/jsd) --------------------------------
+# --- k-NN density and the JSD of known-density data (eval/jsd) --------------------------------
 
 
 def radial_jsd(std_p: float, std_q: float, dim: int) -> float:

@@ -4,6 +4,7 @@ import io
 import json
 import time
 
+import pytest
 import torch
 from rich.console import Console
 
@@ -18,7 +19,7 @@ def test_time_aside_is_left_out_of_the_training_rate(tmp_path):
     with Monitor(tmp_path, total=20, start=0, console=Console(file=io.StringIO())) as mon:
         with mon.aside():
             time.sleep(0.5)
-        window = mon.log_window(10, {"loss/D": 1.0}, {"D/real": torch.rand(8)})
+        window = mon.log_window(10, {"game/loss_D": 1.0}, {"spread/D_real": torch.rand(8)})
         assert mon.aside_s >= 0.5
         assert window["perf/steps_per_s"] > 10 / 0.25, "the half second aside was counted as training"
     assert [e.step for e in events(tmp_path).Scalars("perf/steps_per_s")] == [10]
@@ -27,36 +28,37 @@ def test_time_aside_is_left_out_of_the_training_rate(tmp_path):
 def test_finish_writes_metrics_json_and_the_table(tmp_path):
     out = io.StringIO()
     with Monitor(tmp_path, total=8, start=4, console=Console(file=out, width=120)) as mon:
-        mon.start_session({"loss": "minimax", "k": 2}, ["loss/D", "eval/fid"])
-        window = mon.log_window(8, {"loss/D": 1.25, "loss/G": 0.5}, {})
+        mon.start_session({"loss": "minimax", "k": 2})
+        window = mon.log_window(8, {"game/loss_D": 1.25, "game/loss_G": 0.5}, {})
         metrics = mon.finish({"steps": 8, "d_updates": 16, "g_updates": 8}, window, {"eval/fid": 3.5})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    assert list(saved)[:7] == ["status", "steps", "d_updates", "g_updates", "loss/D", "loss/G", "eval/fid"]
+    assert list(saved)[:7] == ["status", "steps", "d_updates", "g_updates", "game/loss_D", "game/loss_G", "eval/fid"]
     assert saved["status"] == "ok"
     assert saved["perf/steps_per_s"] > 0 and saved["wall_s"] >= saved["perf/aside_s"] >= 0
     assert "gan-train: final figures" in out.getvalue() and f"tensorboard --logdir {tmp_path}" in out.getvalue()
+    # no experiment declaration: TensorBoard derives the columns from every run it reads
     assert set(events(tmp_path).PluginTagToContent("hparams")) == {
-        "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+        "_hparams_/session_start_info", "_hparams_/session_end_info"}
     assert not [t for t in events(tmp_path).Tags()["scalars"] if t.startswith("hparam/")]
 
 
 def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.pt"
     ckpt.parent.mkdir()
-    report = {"checkpoint": str(ckpt), "step": 7, "dataset": "ring", "metrics": {"theory/jsd": 0.125},
+    report = {"checkpoint": str(ckpt), "step": 7, "dataset": "ring", "metrics": {"eval/jsd": 0.125},
               "protocol": {"theory": "how it was measured"}}
     out = io.StringIO()
     first = monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
-    second = monitor.report_eval(ckpt, {**report, "metrics": {"theory/jsd": 0.5}}, None,
+    second = monitor.report_eval(ckpt, {**report, "metrics": {"eval/jsd": 0.5}}, None,
                                  console=Console(file=io.StringIO()))
-    assert json.loads((ckpt.parent / "eval.json").read_text())["metrics"] == {"theory/jsd": 0.5}
+    assert json.loads((ckpt.parent / "eval.json").read_text())["metrics"] == {"eval/jsd": 0.5}
     # each evaluation is a TensorBoard run of its own under <run>/gan-eval/: none replaces another
     assert first.parent == second.parent == tmp_path / "gan-eval" and first != second
-    assert [(e.step, e.value) for e in events(first).Scalars("theory/jsd")] == [(7, 0.125)]
-    assert [(e.step, e.value) for e in events(second).Scalars("theory/jsd")] == [(7, 0.5)]
+    assert [(e.step, e.value) for e in events(first).Scalars("eval/jsd")] == [(7, 0.125)]
+    assert [(e.step, e.value) for e in events(second).Scalars("eval/jsd")] == [(7, 0.5)]
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # nothing written into the run's own event files
-    assert "theory/jsd" in out.getvalue() and "how it was measured" in out.getvalue()
+    assert "eval/jsd" in out.getvalue() and "how it was measured" in out.getvalue()
 
 
 def test_sample_files_for_images_and_points(make_cfg, tmp_path):
@@ -90,11 +92,11 @@ def test_a_run_that_did_not_finish_says_so_without_the_table(tmp_path):
 def test_a_resumed_run_supersedes_what_was_logged_after_its_checkpoint(tmp_path):
     with Monitor(tmp_path, total=10, start=0, console=Console(file=io.StringIO())) as mon:
         for step in (2, 4, 6, 8):
-            mon.log_window(step, {"loss/D": float(step)}, {})
+            mon.log_window(step, {"game/loss_D": float(step)}, {})
     with Monitor(tmp_path, total=10, start=4, console=Console(file=io.StringIO())) as mon:  # resumed from 4
         for step in (6, 8, 10):
-            mon.log_window(step, {"loss/D": -float(step)}, {})
-    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/D")] == [(2, 2), (4, 4), (6, -6), (8, -8),
+            mon.log_window(step, {"game/loss_D": -float(step)}, {})
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("game/loss_D")] == [(2, 2), (4, 4), (6, -6), (8, -8),
                                                                                (10, -10)]
 
 
@@ -110,3 +112,32 @@ def test_image_grid_is_torchvisions_make_grid():
                 expected = make_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
                 got = figures.image_grid(x, nrow=nrow, padding=padding, pad_value=0.5)
                 assert got.shape == expected.shape and torch.equal(got, expected), (shape, nrow, padding)
+
+
+def test_figure_1_keeps_its_axes_and_draws_d_star_where_it_is_defined():
+    """The film's density axis is the same in every frame (1.6 x p_data's peak, whatever p_g does), D* is left
+    out where p_data + p_g holds no mass (the tails: 0/0, or p_data/p_data = 1 of an empty histogram), and the
+    legend sits below the axes, not over the curves."""
+    from gan_cli.runs.figures import figure_1
+
+    x = torch.linspace(-6, 6, 200, dtype=torch.float64)
+    p_data = torch.exp(-0.5 * x**2) / (2 * torch.pi) ** 0.5
+    frames = []
+    for p_g in (torch.where(x.abs() < 1, 0.5, 0.0).double(), 3 * p_data):  # a wide G, then one that overshoots
+        d_star = torch.where(p_data + p_g > 0, p_data / (p_data + p_g), 0.5)
+        frames.append(figure_1({"x": x, "p_data": p_data, "p_g": p_g, "D": torch.full_like(x, 0.5),
+                                "D_star": d_star}, "iteration 0"))
+    (first, second) = frames
+    assert first.axes[0].get_ylim() == second.axes[0].get_ylim() == pytest.approx((0, 1.6 * float(p_data.max())))
+    assert first.axes[0].get_xlabel() == "x" and first.axes[1].get_ylim() == pytest.approx((-0.02, 1.02))
+    d_star_line = next(line for line in first.axes[1].lines if line.get_label() == "D*(x)")
+    drawn = torch.as_tensor(d_star_line.get_ydata())
+    assert torch.isnan(drawn[x.abs() > 5]).all() and not torch.isnan(drawn[x.abs() < 2]).any()
+    legend = first.legends[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(first)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= first.axes[0].get_window_extent(renderer).y0 + 1
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 10

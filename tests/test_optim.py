@@ -45,6 +45,10 @@ def test_schedule_sets_and_reports_the_iterations_values(make_cfg):
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.6)
     assert paper.values(62500) == {"optim/lr": opt.param_groups[0]["lr"],
                                    "optim/momentum": opt.param_groups[0]["momentum"]}
+    decay_only = optim.Schedule(make_cfg("optimizer.lr_decay=1.001").optimizer)  # momentum constant: no curve
+    ramp_only = optim.Schedule(make_cfg("optimizer.final_momentum=0.7", "optimizer.momentum_ramp_steps=10").optimizer)
+    assert set(decay_only.values(5)) == {"optim/lr"} and set(ramp_only.values(5)) == {"optim/momentum"}
+    assert ramp_only.values(5)["optim/momentum"] == pytest.approx(0.6)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -84,7 +88,7 @@ def test_ttur_gives_each_network_its_own_rate_and_the_schedule_decays_both(make_
     schedule.apply(1000, opt_G, opt_D)
     assert opt_G.param_groups[0]["lr"] == pytest.approx(0.0001 / 1.001**1000)
     assert opt_D.param_groups[0]["lr"] == pytest.approx(0.0004 / 1.001**1000)
-    assert set(schedule.values(1000)) == {"optim/lr_D", "optim/lr_G", "optim/momentum"}
+    assert set(schedule.values(1000)) == {"optim/lr_D", "optim/lr_G"}  # Adam: no momentum (its beta1 is fixed)
     assert schedule.values(1000)["optim/lr_D"] == opt_D.param_groups[0]["lr"]
     only_d = make_cfg("optimizer.d_lr=0.3").optimizer  # sgd: G keeps optimizer.lr
     assert (optim.base_lr(only_d, "D"), optim.base_lr(only_d, "G")) == (0.3, 0.1)

@@ -26,9 +26,9 @@ def test_figure1_ends_converged_at_its_default_length(make_cfg, tmp_path):
     cfg = make_cfg("experiment=figure1", "device=cpu", "sample_every=100000", "ckpt_every=100000")
     assert cfg.arch.d_dropout_input == 0 and cfg.arch.d_dropout_hidden == 0 and cfg.k == 5
     final = train(cfg, tmp_path)
-    assert final["theory/jsd"] < 0.05, final
-    assert abs(final["theory/value"] + math.log(4)) < 0.1, final
-    assert final["theory/d_star_mse"] < 0.01, final
+    assert final["eval/jsd"] < 0.05, final
+    assert abs(final["eval/value"] + math.log(4)) < 0.1, final
+    assert final["eval/d_star_mse"] < 0.01, final
     assert 0 <= final["theory/d_gap"] < 0.1, final
 
 
@@ -46,7 +46,7 @@ def test_saturation_minimax_gradient_far_below_nonsaturating_early(make_cfg, tmp
         cfg = make_cfg("experiment=saturation", f"loss={loss}", "device=cpu", "steps=200", "eval_every=100000",
                        "sample_every=100000", "ckpt_every=100000")
         train(cfg, tmp_path / loss)
-        grad[loss], fake[loss] = _scalars(tmp_path / loss, "grad/G"), _scalars(tmp_path / loss, "D/fake_mean")
+        grad[loss], fake[loss] = _scalars(tmp_path / loss, "grad/G"), _scalars(tmp_path / loss, "game/D_fake")
     steps = sorted(grad["minimax"])
     assert len(steps) == 20
     ratio = np.mean([grad["minimax"][s] for s in steps]) / np.mean([grad["nonsaturating"][s] for s in steps])
@@ -55,7 +55,7 @@ def test_saturation_minimax_gradient_far_below_nonsaturating_early(make_cfg, tmp
 
 
 def _distances(run_dir):
-    d = _scalars(run_dir, "theory/distance")
+    d = _scalars(run_dir, "eval/distance")
     return np.array([d[s] for s in sorted(d)])
 
 
@@ -137,7 +137,8 @@ def test_dirac_spiralling_past_what_histograms_bin_keeps_training(make_cfg, tmp_
     where TensorBoard cannot bin a histogram: the run goes on, warns once, logs its scalars."""
     cfg = make_cfg("experiment=dirac", "device=cpu", "updates=alternating", "optimizer.momentum=0.5")
     final = train(cfg, tmp_path)
-    assert final["theory/distance"] > 1e13 and final["steps"] == 1000
-    # once, for D/fake (D/real = psi * 0 stays 0)
-    assert [r.message.split()[0] for r in caplog.records if "TensorBoard's histograms bin" in r.message] == ["D/fake"]
-    assert max(e.step for e in events(tmp_path).Histograms("D/fake")) < 1000
+    assert final["eval/distance"] > 1e13 and final["steps"] == 1000
+    # once, for spread/D_fake (spread/D_real = psi * 0 stays 0)
+    warned = [r.message.split()[0] for r in caplog.records if "TensorBoard's histograms bin" in r.message]
+    assert warned == ["spread/D_fake"]
+    assert max(e.step for e in events(tmp_path).Histograms("spread/D_fake")) < 1000

@@ -92,7 +92,7 @@ def test_new_choices_compose_check_warn_and_train(extended, tmp_path):
         check(compose(config_dir(), ["dataset=shifted", "dataset.offset=20"]))
 
     figures = train(cfg, tmp_path)
-    assert figures["status"] == "ok" and "eval/sample_mean" in figures and "theory/jsd" in figures
+    assert figures["status"] == "ok" and "eval/sample_mean" in figures and "eval/jsd" in figures
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert saved["D"]["body.1.weight"].shape == (8, 1)  # arch.width read
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"

@@ -28,10 +28,10 @@ def test_a_search_returns_its_metric_and_records_failed_trials_as_failed(tmp_pat
     assert proc.returncode == 1 and "did not finish" in proc.stderr  # and the sweep says which
     with (sweep / "summary.csv").open() as fh:
         rows = {row["job"]: row for row in csv.DictReader(fh)}
-    for trial in trials:  # each trial's value is its run's final theory/jsd
+    for trial in trials:  # each trial's value is its run's final eval/jsd
         row = rows[str(trial.number)]
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            assert row["status"] == "ok" and math.isclose(trial.value, float(row["theory/jsd"]), rel_tol=1e-5)
+            assert row["status"] == "ok" and math.isclose(trial.value, float(row["eval/jsd"]), rel_tol=1e-5)
         else:
             assert row["status"] == "invalid"
     best = OmegaConf.load(sweep / "optimization_results.yaml")

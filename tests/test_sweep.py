@@ -22,7 +22,8 @@ def hparams_entry(run_dir):
     """(experiment, session start, session end) as the HPARAMS plugin reads them from a run."""
     content = events(run_dir).PluginTagToContent("hparams")
     parsed = {tag: HParamsPluginData.FromString(blob) for tag, blob in content.items()}
-    return (parsed["_hparams_/experiment"].experiment, parsed["_hparams_/session_start_info"].session_start_info,
+    experiment = parsed.get("_hparams_/experiment")
+    return (experiment and experiment.experiment, parsed["_hparams_/session_start_info"].session_start_info,
             parsed.get("_hparams_/session_end_info"))
 
 
@@ -36,7 +37,7 @@ def test_a_sweep_runs_every_valid_job_and_records_the_others(tmp_path):
     status = {(r["optimizer.lr"], r["k"]): r["status"] for r in table}
     assert status == {("10", "1"): "diverged", ("0.01", "1"): "ok", ("10", "0"): "invalid", ("0.01", "0"): "invalid"}
     assert table[0]["status"] == "ok"  # the main metric's best (the only finished job) comes first
-    assert float(table[0]["steps"]) == 300 and table[0]["theory/jsd"] != ""
+    assert float(table[0]["steps"]) == 300 and table[0]["eval/jsd"] != ""
     invalid = next(r for r in table if r["status"] == "invalid")
     assert "k=0" in invalid["error"] and float(invalid["wall_s"]) == 0
     assert "3 of the 4 jobs of the sweep did not finish" in proc.stderr and "#" in proc.stderr
@@ -83,22 +84,23 @@ def test_an_exception_in_one_job_is_recorded_and_a_ctrl_c_stops_the_sweep(tmp_pa
     assert [r["status"] for r in rows(second)] == ["interrupted"]  # the second job never started
 
 
-def test_every_job_declares_the_same_hparams_and_metrics_from_the_start(tmp_path):
+def test_every_job_gives_its_hyperparameters_and_no_experiment_of_its_own(tmp_path):
+    """Each job (failed ones included) writes its session: its hyperparameters at the values in force, and no
+    experiment declaration, so TensorBoard derives the columns from every run it reads (tests/test_tensorboard.py).
+    The job directories are named by what varies in the sweep alone."""
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", "dataset=ring", "optimizer.momentum=0,0.5", "k=1,0", "steps=3", "log_every=3", *QUICK_EVAL,
                     f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 1  # the k=0 jobs are invalid
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert len(jobs) == 4
-    entries = [hparams_entry(job) for job in jobs]
-    metric_lists = {tuple(m.name.tag for m in exp.metric_infos) for exp, _, _ in entries}
-    assert len(metric_lists) == 1  # the same columns for every job, failed ones included
-    metrics = metric_lists.pop()
-    assert {"loss/D", "D/fake_mean", "theory/jsd", "eval/modes_covered", "eval/reverse_kl"} <= set(metrics)
-    assert "eval/fid" not in metrics  # not measured on ring
-    for (exp, start, end), job in zip(entries, jobs):
-        names = [h.name for h in exp.hparam_infos]
-        assert {"dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.momentum", "k", "seed"} <= set(names)
+    assert [j.name for j in jobs] == ["0_k=1,optimizer.momentum=0", "1_k=0,optimizer.momentum=0",
+                                      "2_k=1,optimizer.momentum=0.5", "3_k=0,optimizer.momentum=0.5"]
+    assert "dataset=ring" in (jobs[0] / ".hydra" / "overrides.yaml").read_text()  # every override is kept there
+    for job in jobs:
+        exp, start, end = hparams_entry(job)
+        assert exp is None
+        assert {"dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.momentum", "k", "seed"} \
+            <= set(start.hparams)
         momentum = start.hparams["optimizer.momentum"].number_value
         assert momentum == (0.5 if "optimizer.momentum=0.5" in job.name else 0.0)
         ok = json.loads((job / "metrics.json").read_text())["status"] == "ok"
@@ -106,4 +108,13 @@ def test_every_job_declares_the_same_hparams_and_metrics_from_the_start(tmp_path
         scalars = events(job).Tags()["scalars"]
         assert not [t for t in scalars if t.startswith("hparam/")]  # no duplicates of final values
         if ok:
-            assert set(metrics) <= set(scalars)  # every column has its value in the run
+            assert {"eval/jsd", "eval/modes_covered", "game/loss_D"} <= set(scalars)
+
+
+def test_hyperparameters_name_own_rates_only_where_a_run_gives_one(make_cfg):
+    from gan_cli.cli.sweep import job_hparams
+
+    plain = job_hparams(make_cfg("loss=minimax"), {}, ["k"])
+    assert plain["optimizer.lr"] == 0.02 and "optimizer.d_lr" not in plain  # the recipe's lr, the value in force
+    ttur = job_hparams(make_cfg("optimizer.d_lr=0.3"), {}, [])
+    assert (ttur["optimizer.d_lr"], ttur["optimizer.g_lr"]) == (0.3, 0.1)  # G's: the rate in use

@@ -94,7 +94,7 @@ def test_every_loss_and_arch_on_digits(make_cfg, tmp_path, loss, arch):
 def test_toy_datasets(make_cfg, tmp_path, dataset, arch):
     metrics = train(make_cfg(*FAST, f"dataset={dataset}", f"arch={arch}", "arch.g_hidden=16",
                              "arch.d_hidden=8", "prior=normal", "optimizer=adam"), tmp_path)
-    assert metrics["g_updates"] == 4 and math.isfinite(metrics["loss/D"])
+    assert metrics["g_updates"] == 4 and math.isfinite(metrics["game/loss_D"])
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -102,15 +102,15 @@ def test_toy_datasets(make_cfg, tmp_path, dataset, arch):
 def test_image_datasets_from_tiny_files(make_cfg, tmp_path, tiny_mnist, dataset, arch):
     metrics = train(make_cfg(*FAST, f"dataset={dataset}", f"dataset.root={tiny_mnist}", f"arch={arch}",
                              "arch.g_hidden=16", "arch.d_hidden=8"), tmp_path)
-    assert math.isfinite(metrics["loss/G"])
+    assert math.isfinite(metrics["game/loss_G"])
 
 
 def test_same_seed_gives_identical_losses(make_cfg, tmp_path):
     a = train(make_cfg(*FAST, "seed=3"), tmp_path / "a")
     b = train(make_cfg(*FAST, "seed=3"), tmp_path / "b")
     c = train(make_cfg(*FAST, "seed=4"), tmp_path / "c")
-    assert a["loss/D"] == b["loss/D"] and a["loss/G"] == b["loss/G"]
-    assert a["loss/D"] != c["loss/D"]
+    assert a["game/loss_D"] == b["game/loss_D"] and a["game/loss_G"] == b["game/loss_G"]
+    assert a["game/loss_D"] != c["game/loss_D"]
 
 
 @pytest.mark.parametrize("extra", [(), ("arch=maxout", "arch.g_hidden=32", "arch.d_hidden=16", "experiment=paper_mnist",
@@ -122,7 +122,7 @@ def test_resumed_run_matches_uninterrupted(make_cfg, tmp_path, extra):
     ckpt = tmp_path / "half" / "checkpoints" / "last.pt"
     resumed = train(make_cfg("resume=" + str(ckpt), "steps=20"), tmp_path / "resumed",
                     overrides=["resume=" + str(ckpt), "steps=20"])
-    for key in ("loss/D", "loss/G", "D/real_mean", "D/fake_mean", "grad/D", "grad/G"):
+    for key in ("game/loss_D", "game/loss_G", "game/D_real", "game/D_fake", "grad/D", "grad/G"):
         assert resumed[key] == full[key], key
     g_full = checkpoint.load(str(tmp_path / "full" / "checkpoints" / "last.pt"))["G"]
     g_res = checkpoint.load(str(tmp_path / "resumed" / "checkpoints" / "last.pt"))["G"]
@@ -178,10 +178,10 @@ def test_stats_average_each_window_and_start_over(make_cfg):
         stats.end_iteration()
     window = stats.read()
     assert list(window) == list(Stats.D_TAGS + Stats.G_TAGS)
-    assert window["loss/D"] == 2.0 and window["grad/D"] == 2.0 and window["loss/G"] == 20.0
-    assert torch.equal(stats.histograms()["D/fake"], 1 - scores) and stats.path() is None
+    assert window["game/loss_D"] == 2.0 and window["grad/D"] == 2.0 and window["game/loss_G"] == 20.0
+    assert torch.equal(stats.histograms()["spread/D_fake"], 1 - scores) and stats.path() is None
     stats.add(DStep(torch.zeros(6), scores, scores), torch.zeros(2))
-    assert stats.read()["loss/D"] == 0.0  # a new window: the earlier sums are gone
+    assert stats.read()["game/loss_D"] == 0.0  # a new window: the earlier sums are gone
 
 
 def test_stats_keep_the_path_of_a_game_with_a_point(make_cfg):
@@ -195,10 +195,11 @@ def test_stats_keep_the_path_of_a_game_with_a_point(make_cfg):
     path = stats.path()
     assert path.shape == (6, 2) and path[0].tolist() == [1.0, 1.0]
     assert torch.equal(path[-1], gan.nets.point())
-    assert stats.read()["theory/distance"] == pytest.approx(gan.nets.point().norm().item())
+    assert stats.read()["eval/distance"] == pytest.approx(gan.nets.point().norm().item())
 
 
-RESUMED_TAGS = ("loss/D", "loss/G", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D", "grad/G")
+RESUMED_TAGS = ("game/loss_D", "game/loss_G", "game/D_real", "spread/D_real_std", "game/D_fake", "spread/D_fake_std",
+                "grad/D", "grad/G")
 
 
 def logged_after(run_dir, step):
@@ -249,8 +250,8 @@ def test_resume_is_exact_from_any_checkpoint(make_cfg, tmp_path, monkeypatch, ex
     resume = [f"resume={tmp_path / 'first'}", "steps=12"]
     resumed = train(make_cfg(*resume), tmp_path / "resumed", overrides=resume)
     assert logged_after(tmp_path / "resumed", 6) == logged_after(tmp_path / "full", 6)
-    assert [s for s, _ in logged_after(tmp_path / "full", 6)["loss/D"]] == [10, 12]
-    for key in ("loss/D", "loss/G", "d_updates", "g_updates"):
+    assert [s for s, _ in logged_after(tmp_path / "full", 6)["game/loss_D"]] == [10, 12]
+    for key in ("game/loss_D", "game/loss_G", "d_updates", "g_updates"):
         assert resumed[key] == full[key], key
     for net in ("G", "G_ema"):
         g_full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt").get(net, {})
@@ -282,13 +283,13 @@ def test_divergence_is_caught_before_anything_of_the_window_is_written(make_cfg,
     saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert 0 < saved["step"] <= metrics["steps"]
     assert all(torch.isfinite(v).all() for net in ("G", "D") for v in saved[net].values())
-    assert "loss/D" not in events(tmp_path).Tags()["scalars"] or all(
-        math.isfinite(e.value) for e in events(tmp_path).Scalars("loss/D"))
+    assert "game/loss_D" not in events(tmp_path).Tags()["scalars"] or all(
+        math.isfinite(e.value) for e in events(tmp_path).Scalars("game/loss_D"))
 
 
 def test_a_minibatch_of_one_is_not_a_divergence(make_cfg, tmp_path):
     metrics = train(make_cfg(*FAST, "batch_size=1", "optimizer=adam"), tmp_path)
-    assert metrics["status"] == "ok" and metrics["D/real_std"] == 0.0
+    assert metrics["status"] == "ok" and metrics["spread/D_real_std"] == 0.0
 
 
 def test_the_gradient_penalty_sees_d_without_dropout(make_cfg, monkeypatch):
@@ -337,7 +338,7 @@ class _Monitor:
         self.warnings.append(message)
 
 
-# (D/real_mean, D/fake_mean, loss/D) of a window where D has won, and of one where it has not (see test_losses.WON)
+# (game/D_real, game/D_fake, game/loss_D) of a window where D has won, and of one where it has not (see test_losses.WON)
 DEAD_D = {
     "minimax": ((0.995, 0.004, 5.9), (0.9, 0.1, 0.2)),
     "nonsaturating": ((0.995, 0.004, 5.9), (0.995, 0.02, 0.03)),
@@ -360,8 +361,9 @@ def test_the_d_has_won_warning_fires_by_each_losss_criterion(make_cfg, tmp_path,
         book = Bookkeeping(cfg, gan, checkpoint.State(gan.G, gan.D), None, optim.Schedule(cfg.optimizer),
                            type("Ev", (), {"families": ("image",)})(), monitor, tmp_path)
         for it, (real, fake, loss_d) in enumerate(windows, 1):
-            # loss/D is what D minimised: d_scale (0.5 here) times the pair's loss
-            book.stats = _Window({"loss/D": 0.5 * loss_d, "D/real_mean": real, "D/fake_mean": fake, "loss/G": 1.0})
+            # game/loss_D is what D minimised: d_scale (0.5 here) times the pair's loss
+            book.stats = _Window({"game/loss_D": 0.5 * loss_d, "game/D_real": real, "game/D_fake": fake,
+                                  "game/loss_G": 1.0})
             book.log(it * 100)
         return monitor.warnings
 
@@ -395,4 +397,4 @@ def test_a_short_run_loads_only_what_it_needs(tmp_path, dataset, unneeded):
     if dataset == "digits":
         assert math.isfinite(report["eval/fid"]) and math.isfinite(report["eval/parzen_ll"])
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
-    assert "samples" in events(tmp_path / "run").Tags()["images"]
+    assert "game/samples" in events(tmp_path / "run").Tags()["images"]

@@ -20,8 +20,8 @@ def test_d_tags_show_a_probability_only_where_d_is_one(make_cfg, loss):
     assert torch.equal(gan.loss.score(a), expected)
     step = gan.d_step(16)
     window = dict(zip(Stats.D_TAGS, step.values.tolist()))
-    assert window["D/real_mean"] == pytest.approx(step.real.mean().item())
-    assert window["D/fake_mean"] == pytest.approx(step.fake.mean().item())
+    assert window["game/D_real"] == pytest.approx(step.real.mean().item())
+    assert window["game/D_fake"] == pytest.approx(step.fake.mean().item())
 
 
 def _updates(cfg, steps=4):

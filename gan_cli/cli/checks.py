@@ -62,7 +62,9 @@ def _explain(err: Exception, overrides: List[str]) -> str:
 
 def check(cfg) -> None:
     """Everything about a composed config that is known before data or networks are built: the
-    range of every knob (config.py), each group's choice (its builder), what fits with what."""
+    range of every knob (config.py), each group's choice (its builder), what fits with what. A figure named by
+    its old tag (eval.best_by=theory/jsd) is renamed in place."""
+    evaluate.upgrade(cfg)
     config.validate(cfg)
     dataset = data.spec(cfg.dataset.name)
     models.check(cfg.arch.name, cfg.dataset.name, is_image=dataset.dim is None, dim=dataset.dim, pack=cfg.pack)
@@ -174,12 +176,13 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     except (OmegaConfBaseException, HydraException) as err:
         raise ComposeError(_explain(err, overrides)) from None
     cfg, saved = checkpoint.resume_config(cfg, overrides)
+    renamed = evaluate.upgrade(cfg)
     check(cfg)
     if saved is not None:
         checkpoint.check_steps(cfg, saved)
     data.check_available(cfg.dataset)
     config.resolve_device(cfg.device)
-    return config.inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
+    return renamed + config.inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
 
 
 def _flags(argv: Sequence[str]) -> None:

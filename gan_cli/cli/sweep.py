@@ -3,8 +3,8 @@
 A job never ends the sweep: what stops it is its ``status`` in ``metrics.json`` (ok, diverged, interrupted,
 invalid, failed). :class:`SweepSummary` (a Hydra callback, conf/config.yaml) rewrites ``summary.csv`` after each
 job (a row each: swept values, status, wall time, final figures) and prints it at the end, best main metric first;
-gan-train exits non-zero if a job did not finish. Every job declares the same hyperparameters and metric list to
-TensorBoard's HPARAMS tab, read from the sweep's ``multirun.yaml``.
+gan-train exits non-zero if a job did not finish. Every job gives TensorBoard's HPARAMS tab its hyperparameters
+(those the sweep's command line sets among them); TensorBoard compares them across every run it reads.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -37,8 +37,9 @@ UNREADABLE = (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBase
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
 GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
-BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr", "k",
-                "steps", "batch_size", "z_dim", "prior", "updates", "seed")
+BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
+                "updates", "seed")
+OWN_RATES = ("optimizer.d_lr", "optimizer.g_lr")  # columns of a run that gives D or G a rate of its own (TTUR)
 
 
 def _parse(overrides: Sequence[str]):
@@ -46,6 +47,23 @@ def _parse(overrides: Sequence[str]):
         return OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
         return []
+
+
+EXCLUDED = "hydra.job.config.override_dirname.exclude_keys"  # what a job directory's name leaves out
+
+
+def job_names(argv: Sequence[str]) -> List[str]:
+    """For a sweep (``-m``): the override that names each job's directory by the settings that vary in the sweep
+    (``3_k=5,loss=minimax``), leaving out those the command line gives one value, which every job shares (and
+    .hydra/overrides.yaml keeps). Nothing for a single run, or where the command line names them itself."""
+    if not {"-m", "--multirun"} & set(argv) or any(a.startswith(EXCLUDED) for a in argv):
+        return []
+    shared = [o.key_or_group for o in _parse([a for a in argv if not a.startswith("-")])
+              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    if not shared:
+        return []
+    base = OmegaConf.select(OmegaConf.load(Path(config.config_dir()) / "config.yaml"), EXCLUDED, default=[])
+    return [f"{EXCLUDED}=[{','.join(dict.fromkeys([*base, *shared]))}]"]
 
 
 def command_keys(overrides: Sequence[str]) -> List[str]:
@@ -70,19 +88,6 @@ def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
         return [str(o) for o in OmegaConf.load(path).hydra.overrides.task] if path.is_file() else None
     except UNREADABLE:  # the job's own command line stands in
         return None
-
-
-def families(overrides: Sequence[str]) -> Tuple[str, ...]:
-    """The metric families of every dataset and architecture the command line names, presets included
-    (a name that is not a choice has none)."""
-    presets = [config.preset(name)[0] for name in values(overrides, "experiment")]
-    datasets = values(overrides, "dataset") + [groups["dataset"] for groups in presets if "dataset" in groups]
-    archs = values(overrides, "arch") + [groups["arch"] for groups in presets if "arch" in groups]
-    known, nets = config.choices("dataset"), config.choices("arch")
-    found = [f for name in datasets if name in known for f in known[name].families]
-    if any(name in nets and nets[name].point for name in archs):
-        found.append("point")
-    return tuple(dict.fromkeys(found))
 
 
 @dataclass
@@ -265,9 +270,12 @@ def finish_interrupted() -> Optional[Summary]:
 
 
 def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, object]:
-    """A job's hyperparameters: every group choice, the usual knobs, and ``keys`` (what the sweep sets)."""
+    """A job's hyperparameters: every group choice, the usual knobs, and ``keys`` (what the sweep sets); D's and
+    G's own rates (the rate in use where one is unset) where the run or the sweep sets either."""
     out: Dict[str, object] = {}
-    for key in [*BASE_HPARAMS, *[k for k in keys if k not in BASE_HPARAMS]]:
+    ttur = any(OmegaConf.select(cfg, k, default=None) is not None for k in OWN_RATES)
+    own = OWN_RATES if ttur else ()
+    for key in dict.fromkeys([*BASE_HPARAMS, *own, *keys]):
         if key in GROUP_KEYS:
             value = choices.get(key) if key in choices else (cfg[key].name if key in cfg else None)
             if value is None and key in ("experiment", "hparams_search"):

@@ -92,18 +92,11 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def session(cfg, command: Sequence[str]) -> Tuple[Dict[str, object], Tuple[str, ...]]:
-    """The HPARAMS entry of a run: its hyperparameters (every group choice, the usual knobs, every key
-    of ``command``, the sweep's command line for a job of a sweep) and the metric list of ``command``'s
-    datasets (so every job of a sweep declares the same)."""
+def session(cfg, command: Sequence[str]) -> Dict[str, object]:
+    """The hyperparameters of a run's HPARAMS entry: every group choice, the usual knobs and every key of
+    ``command`` (the sweep's command line for a job of a sweep), at the values in force (a recipe's included)."""
     choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}  # tests call train()
-    hp = sweep.job_hparams(cfg, choices, sweep.command_keys(command))
-    try:
-        own = evaluate.families(cfg)
-    except (UserError, OmegaConfBaseException) as err:  # a job refused for its dataset or arch: the sweep's lists
-        log.debug("the metrics of this run's own dataset are not known (%s); those of the command line are", err)
-        own = ()
-    return hp, evaluate.hparam_metrics(tuple(dict.fromkeys(own + sweep.families(command))))
+    return sweep.job_hparams(cfg, choices, sweep.command_keys(command))
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None,
@@ -138,12 +131,12 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
 
     with SummaryWriter(log_dir=str(run_dir)) as writer:
         try:
-            hp, metrics = session(cfg, command)
+            hp = session(cfg, command)
         except (UserError, HydraException, OmegaConfBaseException, OSError, ValueError) as err:
             log.warning("the job's HPARAMS entry has no hyperparameters: they could not be read (%s: %s)",
                         type(err).__name__, err)
-            hp, metrics = {}, evaluate.CORE_METRICS
-        start_session(writer, hp, metrics)
+            hp = {}
+        start_session(writer, hp)
         end_session(writer, status)
 
 
@@ -151,7 +144,7 @@ def searched(cfg, figures: Dict[str, Any]):
     """What a job returns to the sweeper: for a search (optimized_metric set, e.g. by hparams_search), that
     figure's final value as a float, None for a run that did not finish or has no finite value (Optuna records
     the trial as failed and the search goes on; NaN would end it); otherwise the run's final figures."""
-    metric = cfg.get("optimized_metric")
+    metric = evaluate.RENAMED.get(cfg.get("optimized_metric"), cfg.get("optimized_metric"))
     if metric is None:
         return figures
     value = figures.get(metric) if figures.get("status") == "ok" else None
@@ -218,6 +211,7 @@ def main() -> None:
             print(shown, end="")
             return
         precheck(sys.argv[1:], config_dir())
+        sys.argv += sweep.job_names(sys.argv[1:])  # a sweep's job directories named by what varies
         _hydra_main()
         if sweep.LAST is not None and sweep.LAST.failed:
             print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)

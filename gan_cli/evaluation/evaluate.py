@@ -16,6 +16,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from gan_cli import config
 from gan_cli import data as datasets
@@ -24,7 +25,9 @@ from gan_cli.evaluation import metrics
 from gan_cli.game import losses, models
 
 LOG4 = math.log(4.0)
+SPREAD = {"kid_std": "spread/kid_std"}  # features.compare's figures that are a spread, not a figure of merit
 HIGHER, LOWER = "higher", "lower"  # which way a tag is better (eval.best_by follows it)
+FIXED = "fixed"  # a tag whose value does not change over a run (a size, a floor): metrics.json and a text card
 log = logging.getLogger("gan_cli")
 
 
@@ -98,16 +101,16 @@ class Evaluator:
             cache["floor"] = metrics.jsd_from_log_densities(log_p_real, o_real, data.log_prob(other).double(), o_other)
         floor = cache["floor"]
         jsd = metrics.jsd_corrected(log_p_real, q_real, log_p_fake, q_fake, floor)
-        out = {"theory/jsd": jsd, "theory/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
+        out = {"eval/jsd": jsd, "eval/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
         if k_star is not None:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
-            out["theory/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
-            out["theory/d_gap"] = out["theory/c_of_g"] - out["theory/value"]  # C(G) - V-hat >= 0: D's distance from D*
+            out["eval/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
+            out["theory/d_gap"] = out["theory/c_of_g"] - out["eval/value"]  # C(G) - V-hat >= 0: D's distance from D*
             # D* from k*-NN densities of BOTH laws from samples of equal size (p_data's: the second real
             # sample), so their smoothing cancels where p_g = p_data; the mean over m = 10,000 of each suffices
             p_f = cache["others"].log_density(fake[:m], [k_star])[0]
-            out["theory/d_star_mse"] = metrics.d_star_mse_samples(
+            out["eval/d_star_mse"] = metrics.d_star_mse_samples(
                 torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], q_r, p_f, q_f)
             if data.dim == 1:
                 bins = self.cfg.bins_1d
@@ -118,11 +121,11 @@ class Evaluator:
                                "D": torch.sigmoid(self._logits(D, grid)).double(),
                                "D_star": metrics.d_star(p_data, p_g)}
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()])
-        return {**dict(zip(out.keys(), values.tolist())), "theory/optimum": -LOG4}
+        return dict(zip(out.keys(), values.tolist()))
 
     def distance(self, nets) -> Dict[str, float]:
         """The game's state as a point (the Dirac-GAN's (theta, psi)): its distance to (0, 0)."""
-        return {"theory/distance": nets.point().norm().item()}
+        return {"eval/distance": nets.point().norm().item()}
 
     def modes(self, nets) -> Dict[str, float]:
         report = metrics.mode_metrics(self.generate(nets.G, self.cfg.mode_samples), self.data.centres, self.data.std)
@@ -151,8 +154,8 @@ class Evaluator:
     def parzen(self, nets) -> Dict[str, float]:
         # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
         parzen = metrics.parzen_log_likelihood(self._generated_images(nets.G), self.data.val[:1000], self.data.test)
-        return {"eval/parzen_ll": parzen["ll"], "eval/parzen_se": parzen["se"], "eval/parzen_sigma": parzen["sigma"],
-                "eval/parzen_samples": self.cfg.n_samples}
+        return {"eval/parzen_ll": parzen["ll"], "spread/parzen_se": parzen["se"],
+                "spread/parzen_sigma": parzen["sigma"], "eval/parzen_samples": self.cfg.n_samples}
 
     def features(self, nets) -> Dict[str, float]:
         from gan_cli.evaluation import features
@@ -161,7 +164,7 @@ class Evaluator:
         n_ref, size, _ = self.feature_sizes()
         fake = features.extract_features(model, self._generated_images(nets.G))
         quality = features.compare(self._reference, fake, size)  # the floor's sizes
-        return {**{f"eval/{k}": v for k, v in quality.items()}, **self._floor,
+        return {**{SPREAD.get(k, f"eval/{k}"): v for k, v in quality.items()}, **self._floor,
                 "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"]),
                 "eval/reference_samples": n_ref, "eval/feature_samples": size}
 
@@ -220,8 +223,8 @@ def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Opti
 
 def _theory_protocol(ev: Evaluator) -> str:
     return (f"{ev.cfg.theory_samples} generator and real samples; p_data exact, p_g by its k-nearest-neighbour "
-            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); theory/jsd is the mean of log 2p/(p+q) "
-            "over real and log 2q/(p+q) over generated samples minus theory/jsd_floor, the same estimate with a second "
+            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); eval/jsd is the mean of log 2p/(p+q) "
+            "over real and log 2q/(p+q) over generated samples minus eval/jsd_floor, the same estimate with a second "
             "real sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over both samples "
             "(weighted by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode")
 
@@ -261,7 +264,7 @@ class Metric(NamedTuple):
 
     name: str  # its key in the protocol texts (eval.json, train.log)
     applies: str  # which runs have it: a dataset family (image, rgb, density, modes; data.DATASETS) or "point"
-    tags: Dict[str, Optional[str]]  # tag -> HIGHER or LOWER is better; None: a floor, a size or a constant
+    tags: Dict[str, Optional[str]]  # tag -> HIGHER or LOWER is better; None: neither; FIXED: a constant of the run
     measure: Callable[[Evaluator, object], Dict[str, float]]  # (the evaluator, the networks) -> scalars by tag
     protocol: Optional[Callable[[Evaluator], str]] = None
     probability: Tuple[str, ...] = ()  # tags measured only when D is a probability (cross-entropy losses)
@@ -307,21 +310,21 @@ def _inception_file(cfg) -> None:
 
 
 config.share("eval", {
-    "best_by": text("auto", "the figure that keeps checkpoints/best.pt (auto: eval/fid, theory/jsd or theory/distance)",
+    "best_by": text("auto", "the figure that keeps checkpoints/best.pt (auto: eval/fid, eval/jsd or eval/distance)",
                     longest=200),
     "n_samples": integer(10000, 1, 200_000, "image sets: generated samples for Parzen (the paper: 10,000), FID/KID/PR"),
 })
 for _metric in (
-    Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "eval/parzen_se": None, "eval/parzen_sigma": None,
-                               "eval/parzen_samples": None},
+    Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "spread/parzen_se": None, "spread/parzen_sigma": None,
+                               "eval/parzen_samples": FIXED},
            Evaluator.parzen, _parzen_protocol, switch="parzen", samples=lambda cfg: cfg.n_samples,
            knobs={"parzen": flag(True, "image sets: the paper's Parzen-window log-likelihood")},
            about="the paper's Parzen-window log-likelihood of the test images"),
-    Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "eval/kid_std": None, "eval/precision": HIGHER,
-                                 "eval/recall": HIGHER, "eval/fid_floor": None, "eval/kid_floor": None,
-                                 "eval/precision_floor": None, "eval/recall_floor": None,
-                                 "eval/classifier_accuracy": None, "eval/reference_samples": None,
-                                 "eval/feature_samples": None},
+    Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "spread/kid_std": None, "eval/precision": HIGHER,
+                                 "eval/recall": HIGHER, "eval/fid_floor": FIXED, "eval/kid_floor": FIXED,
+                                 "eval/precision_floor": FIXED, "eval/recall_floor": FIXED,
+                                 "eval/classifier_accuracy": FIXED, "eval/reference_samples": FIXED,
+                                 "eval/feature_samples": FIXED},
            Evaluator.features, _features_protocol, auto="eval/fid", switch="features",
            samples=lambda cfg: cfg.n_samples,
            knobs={"features": flag(True, "image sets: FID / KID / precision / recall in a classifier's feature space"),
@@ -330,29 +333,28 @@ for _metric in (
                   "cache_dir": text(None, "folder of cached classifiers", "path", null="~/.cache/gan-cli/classifiers")},
            about="FID, KID, precision and recall in the feature space of a small classifier"),
     Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER,
-                                "eval/inception_kid_std": None, "eval/inception_samples": None},
+                                "spread/inception_kid_std": None, "eval/inception_samples": FIXED},
            Evaluator.inception, _inception_protocol, auto="eval/inception_fid", switch="inception_weights",
            samples=lambda cfg: cfg.n_samples, check=_inception_file,
            knobs={"inception_weights": text(None, "RGB sets: Inception FID / KID from this LOCAL weights file "
                                                   "(torch-fidelity's pt_inception-2015-12-05-6726825d.pth)", "path",
                                             null="off")},
            about="Inception FID and KID (a local weights file)"),
-    Metric("theory", "density", {"theory/jsd": LOWER, "theory/jsd_floor": None, "theory/c_of_g": None,
-                                 "theory/value": LOWER, "theory/d_gap": None, "theory/d_star_mse": LOWER,
-                                 "theory/optimum": None},
-           Evaluator.theory, _theory_protocol, probability=("theory/value", "theory/d_gap", "theory/d_star_mse"),
-           auto="theory/jsd", samples=lambda cfg: cfg.theory_samples, check=_theory_sizes,
+    Metric("theory", "density", {"eval/jsd": LOWER, "eval/jsd_floor": FIXED, "theory/c_of_g": None,
+                                 "eval/value": LOWER, "theory/d_gap": None, "eval/d_star_mse": LOWER},
+           Evaluator.theory, _theory_protocol, probability=("eval/value", "theory/d_gap", "eval/d_star_mse"),
+           auto="eval/jsd", samples=lambda cfg: cfg.theory_samples, check=_theory_sizes,
            knobs={"theory_samples": integer(50000, 2, 1_000_000, "known-density data: samples for JSD, V-hat and D*"),
                   "knn": integer(10, 1, 10_000, "neighbours of the k-NN density of p_g in the JSD"),
                   "knn_d_star": integer(200, 1, 10_000, "the same for D* = p_data / (p_data + p_g)"),
                   "bins_1d": integer(200, 2, 100_000, "1-D data: histogram cells of p_g in the Figure 1 curves")},
            about="V-hat against C(G) and -log 4, the JSD to p_data, D against D*"),
     Metric("modes", "modes", {"eval/modes_covered": HIGHER, "eval/hq_fraction": HIGHER, "eval/reverse_kl": LOWER,
-                              "eval/mode_samples": None, "eval/hq_threshold_std": None},
+                              "eval/mode_samples": FIXED, "eval/hq_threshold_std": FIXED},
            Evaluator.modes, _modes_protocol, samples=lambda cfg: cfg.mode_samples,
            knobs={"mode_samples": integer(2500, 1, 1_000_000, "ring / grid: samples for the mode metrics (2,500)")},
            about="modes covered, high-quality fraction, reverse KL (VEEGAN / PacGAN)"),
-    Metric("distance", "point", {"theory/distance": LOWER}, Evaluator.distance, auto="theory/distance",
+    Metric("distance", "point", {"eval/distance": LOWER}, Evaluator.distance, auto="eval/distance",
            about="the Dirac-GAN's distance to its equilibrium"),
 ):
     register(_metric)
@@ -382,20 +384,37 @@ def reads_points_as_probability(cfg) -> bool:
 def rankable(run_families: Iterable[str], probability: bool) -> Tuple[str, ...]:
     """The tags that can choose checkpoints/best.pt on such a run."""
     return tuple(tag for m in applicable(run_families) for tag, better in m.tags.items()
-                 if better is not None and (probability or tag not in m.probability))
-
-
-CORE_METRICS = ("loss/D", "loss/G", "D/real_mean", "D/fake_mean")  # figures every run logs: HPARAMS' first columns
-
-
-def hparam_metrics(run_families: Iterable[str]) -> Tuple[str, ...]:
-    """The HPARAMS tab's metric columns: the core figures, then every ranked one (the same for a sweep's jobs)."""
-    return CORE_METRICS + tuple(tag for m in applicable(run_families)
-                                for tag, better in m.tags.items() if better is not None)
+                 if better in (HIGHER, LOWER) and (probability or tag not in m.probability))
 
 
 def direction(tag: str) -> Optional[str]:
-    return next((m.tags[tag] for m in METRICS if tag in m.tags), None)
+    """HIGHER or LOWER: which way ``tag`` is better; None for a tag that is not ranked."""
+    better = next((m.tags[tag] for m in METRICS if tag in m.tags), None)
+    return better if better in (HIGHER, LOWER) else None
+
+
+def constants(scalars: Dict[str, float]) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """(the curves, the constants) of an evaluation's figures: a constant (a sample size, a floor, the
+    classifier's accuracy) is not drawn over iterations but written once (a text card; metrics.json)."""
+    fixed = {tag for m in METRICS for tag, kind in m.tags.items() if kind == FIXED}
+    return ({k: v for k, v in scalars.items() if k not in fixed}, {k: v for k, v in scalars.items() if k in fixed})
+
+
+# tags renamed so that TensorBoard opens on the game and eval/ (its groups sort by name): the old names of ranked
+# figures are still read where a setting names one (eval.best_by, optimized_metric)
+RENAMED = {"theory/jsd": "eval/jsd", "theory/value": "eval/value", "theory/d_star_mse": "eval/d_star_mse",
+           "theory/distance": "eval/distance"}
+
+
+def upgrade(cfg) -> List[str]:
+    """Settings that name a figure by its old tag, renamed in ``cfg`` in place; a line for each (a warning)."""
+    out = []
+    for key in ("eval.best_by", "optimized_metric"):
+        old = OmegaConf.select(cfg, key, default=None)
+        if old in RENAMED:
+            OmegaConf.update(cfg, key, RENAMED[old])
+            out.append(f"{key}={old} is now named {RENAMED[old]} (read as that)")
+    return out
 
 
 def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:

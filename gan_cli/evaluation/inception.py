@@ -94,7 +94,7 @@ class InceptionMetrics:
             torch.manual_seed(0)
             kid_mean, kid_std = kid.compute()
         return {"eval/inception_fid": float(self.fid.compute()), "eval/inception_kid": float(kid_mean),
-                "eval/inception_kid_std": float(kid_std), "eval/inception_samples": len(feats)}
+                "spread/inception_kid_std": float(kid_std), "eval/inception_samples": len(feats)}
 
 
 _NETWORKS: Dict[str, nn.Module] = {}

@@ -25,13 +25,13 @@ import signal
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_cli import data as datasets
-from gan_cli.config import UserError, resolve_device
+from gan_cli.config import UserError, eval_every, resolve_device
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import models, optim
 from gan_cli.game.updates import GAN, Stats
@@ -68,7 +68,7 @@ class Bookkeeping:
         self.best_tag = evaluate.best_metric(cfg.eval.best_by, evaluator.families)
         # plain ints: OmegaConf attribute access costs microseconds every time
         self.steps, self.log_every = cfg.steps, cfg.log_every
-        self.every = (cfg.sample_every, cfg.eval_every, cfg.ckpt_every)
+        self.every = (cfg.sample_every, eval_every(cfg), cfg.ckpt_every)
         self.window: Dict[str, float] = {}  # the last log window's values
         self.evaluation: Dict[str, float] = {}  # the last evaluation's
         self.warned_dead = False
@@ -89,10 +89,7 @@ class Bookkeeping:
                 if evaluation:  # first: its numerical work overlaps matplotlib's import (Monitor's figures=)
                     self.evaluate(it)
                 if sample:
-                    self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
-                    if self.also_raw:  # G itself beside its moving average
-                        self.monitor.samples(it, self.gan.sample(self.state.fixed_noise, raw=True), self.gan.data,
-                                             tag="raw/samples")
+                    self.sample(it)
                 if save:
                     self.save("last.pt")
         self.monitor.advance(it)
@@ -115,20 +112,35 @@ class Bookkeeping:
             raise self.diverged(it, ", ".join(bad))
         self.window = self.monitor.log_window(it, {**values, **self.schedule.values(it - 1)}, self.stats.histograms())
         # the loss's own "D has won" test, on the window's means
-        why = None if self.warned_dead else self.gan.loss.has_won(values["D/real_mean"], values["D/fake_mean"],
-                                                                  values["loss/D"])
+        why = None if self.warned_dead else self.gan.loss.has_won(values["game/D_real"], values["game/D_fake"],
+                                                                  values["game/loss_D"])
         if why:
             self.warned_dead = True
             self.monitor.warn(f"iteration {it}: {why} (loss={self.cfg.loss.name})")
 
-    def evaluate(self, it: int) -> None:
+    def start(self) -> None:
+        """Iteration 0 of a new run: the untrained G's evaluation and samples, where every curve and film
+        starts (no checkpoint: best.pt is chosen among trained generators)."""
+        if self.main and self.state.step == 0:
+            with self.aside():
+                self.evaluate(0, keep_best=False)
+                self.sample(0)
+
+    def sample(self, it: int) -> None:
+        self.monitor.samples(it, self.gan.sample(self.state.fixed_noise), self.gan.data, self.stats.path())
+        if self.also_raw:  # G itself beside its moving average
+            self.monitor.samples(it, self.gan.sample(self.state.fixed_noise, raw=True), self.gan.data,
+                                 tag="raw/game/samples")
+
+    def evaluate(self, it: int, keep_best: bool = True) -> None:
         self.monitor.phase("eval")
         self.evaluation, curves, raw_curves = self.evaluator.measure(self.gan.nets, self.gan.ema, self.also_raw)
+        figures, constants = evaluate.constants(self.evaluation)
         if raw_curves is not None:
-            self.monitor.log_eval(it, {}, raw_curves, figure_tag="raw/theory/figure1")
-        self.monitor.log_eval(it, self.evaluation, curves)
+            self.monitor.log_eval(it, {}, raw_curves, figure_tag="raw/game/figure1")
+        self.monitor.log_eval(it, figures, curves, constants=constants)
         self.monitor.phase("train")
-        value = self.evaluation.get(self.best_tag)
+        value = self.evaluation.get(self.best_tag) if keep_best else None
         if value is not None and evaluate.is_better(self.best_tag, value, self.state.best_value):
             self.state.best_value = value
             self.save("best.pt")
@@ -190,15 +202,15 @@ def requeued(run_dir: Path) -> Optional[Path]:
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None, announce: bool = True, *,
           check: Optional[Callable[[DictConfig], None]] = None,
-          hparams: Optional[Callable[[DictConfig], Tuple[Dict[str, object], Sequence[str]]]] = None,
+          hparams: Optional[Callable[[DictConfig], Dict[str, object]]] = None,
           stop: Callable[[], ContextManager[Any]] = (  # nothing asks to stop (no signal handlers installed)
               lambda: nullcontext(SimpleNamespace(signum=None, handoff=lambda: None)))) -> Dict[str, float]:
     """Run Algorithm 1 as ``cfg`` says, writing everything into ``run_dir``; return the final figures.
     ``overrides``: the command line's settings (what a resumed run may change); ``announce``: print the final
     table and the tensorboard line. ``check`` refuses the config in force (UserError) before anything is built;
-    ``hparams`` gives the run's HPARAMS entry (hyperparameters, metric tags) from it (default: none, its own
-    dataset's metrics); ``stop()`` is entered around the loop, its value's ``signum`` (None until a stop is
-    asked) and ``handoff()`` read after each iteration. ``run_dir`` is locked for the run (or stays locked)."""
+    ``hparams`` gives the run's HPARAMS hyperparameters from it (default: none); ``stop()`` is entered around
+    the loop, its value's ``signum`` (None until a stop is asked) and ``handoff()`` read after each iteration.
+    ``run_dir`` is locked for the run (or stays locked)."""
     run_dir = Path(run_dir)
     held = rundir.holds(run_dir)
     try:
@@ -212,8 +224,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             evaluator.searching = warm_figures
         # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
         evaluator.progress = lambda done, n: monitor.phase("eval" if done == n else f"classifier {done}/{n}")
-        hp, metrics = hparams(cfg) if hparams else ({}, evaluate.hparam_metrics(evaluate.families(cfg)))
-        monitor.start_session(hp, metrics)
+        hp = hparams(cfg) if hparams else {}
+        monitor.start_session(hp)
         monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
                          device, evaluator.protocol())
         stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
@@ -267,6 +279,7 @@ def _iterate(cfg: DictConfig, gan: GAN, state: checkpoint.State, book: Bookkeepi
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
     several = distributed.active()  # ranks agree on a stop at log windows (a collective, not per step)
     with book.monitor, stop() as request:
+        book.start()
         for it in range(state.step + 1, cfg.steps + 1):
             schedule.apply(it - 1, gan.opt_G, gan.opt_D)  # lr and momentum of this iteration (the paper's schedule)
             # ---- Algorithm 1 (Goodfellow et al. 2014) -------------------------------------------------

@@ -94,7 +94,7 @@ class Loss(NamedTuple):
     # D minimizes the cross-entropy: sigma(a) estimates p_data / (p_data + p_g); the D/ tags show sigma(a), else a
     probability: bool = False
     critic: bool = False  # D's output is an unbounded score with no targets (WGAN): no "D has won" test (won is None)
-    won: Optional[Callable[[float, float, float], Optional[str]]] = None  # (D/real_mean, D/fake_mean, D's loss) -> why
+    won: Optional[Callable[[float, float, float], Optional[str]]] = None  # (game/D_real, game/D_fake, D's loss) -> why
     knobs: Mapping[str, Knob] = {}  # the loss.* settings it reads beyond the shared ones
     penalty: Optional[Callable[[object], float]] = None  # the loss config -> the weight of the gradient penalty
     build: Optional[Callable[[object], "Loss"]] = None  # the loss config -> this entry with its knobs applied

@@ -115,8 +115,9 @@ class Schedule:
 
     def __init__(self, cfg):
         self.cfg = c = SimpleNamespace(**OmegaConf.to_container(cfg))
-        self.active = c.lr_decay != 1.0 or (c.name == "sgd" and c.final_momentum is not None
-                                            and c.momentum_ramp_steps > 0)
+        self.decays = c.lr_decay != 1.0
+        self.ramps = c.name == "sgd" and c.final_momentum is not None and c.momentum_ramp_steps > 0
+        self.active = self.decays or self.ramps
 
     def apply(self, step: int, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer) -> None:
         """Set the lr (and SGD momentum) that iteration ``step`` uses; host-side floats, no sync."""
@@ -131,10 +132,9 @@ class Schedule:
                     group["momentum"] = momentum
 
     def values(self, step: int) -> Dict[str, float]:
-        """The optim/ tags at iteration ``step`` (none when no schedule is on): optim/lr, or optim/lr_D and
-        optim/lr_G when they differ (TTUR); optim/momentum."""
-        if not self.active:
-            return {}
-        rates = ({f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")} if two_rates(self.cfg)
-                 else {"optim/lr": lr_at(self.cfg, step)})
-        return {**rates, "optim/momentum": momentum_at(self.cfg, step)}
+        """The optim/ tags at iteration ``step``: what changes over the run, as the optimizer uses it. optim/lr
+        (optim/lr_D and optim/lr_G when they differ: TTUR) while lr decays; optim/momentum while SGD's ramps."""
+        rates = {} if not self.decays else (
+            {f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")} if two_rates(self.cfg)
+            else {"optim/lr": lr_at(self.cfg, step)})
+        return {**rates, **({"optim/momentum": momentum_at(self.cfg, step)} if self.ramps else {})}

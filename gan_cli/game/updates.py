@@ -161,8 +161,8 @@ class Stats:
     """Running sums of every update's statistics, on the device; ``read()`` is the one host sync of
     a log window. For a game whose state is a point (models.Nets.point), its path is kept too."""
 
-    D_TAGS = ("loss/D", "D/real_mean", "D/real_std", "D/fake_mean", "D/fake_std", "grad/D")
-    G_TAGS = ("loss/G", "grad/G")
+    D_TAGS = ("game/loss_D", "game/D_real", "spread/D_real_std", "game/D_fake", "spread/D_fake_std", "grad/D")
+    G_TAGS = ("game/loss_G", "grad/G")
 
     def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
         self.nets = nets
@@ -197,7 +197,7 @@ class Stats:
         return None if self._path is None else self._path[: self.i + 1]
 
     def histograms(self) -> Dict[str, torch.Tensor]:
-        return {"D/real": self.last_d.real, "D/fake": self.last_d.fake}
+        return {"spread/D_real": self.last_d.real, "spread/D_fake": self.last_d.fake}
 
     def read(self, flush: bool = True) -> Dict[str, float]:
         """The window's means by tag (and the point's distance to (0, 0)); with ``flush``, start a new
@@ -206,7 +206,7 @@ class Stats:
         tags = self.D_TAGS + self.G_TAGS
         if self._path is not None:
             parts.append(self._path[self.i].norm().view(1))
-            tags += ("theory/distance",)
+            tags += ("eval/distance",)
         values = distributed.mean(torch.cat(parts)).tolist()  # the one host sync per window (all ranks' mean)
         if flush:
             self.d.zero_()

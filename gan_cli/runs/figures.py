@@ -37,6 +37,9 @@ def warm_figures() -> None:
         _WARMING.start()
 
 
+FONT = 13  # points: a 400-pixel figure is shown about 270 pixels wide in a TensorBoard card
+
+
 def _figure(figsize):
     """A new figure and its axes, outside pyplot's registry (nothing global keeps it once written)."""
     if _WARMING is not None:
@@ -45,67 +48,91 @@ def _figure(figsize):
     matplotlib.use("Agg")  # no display: figures go to TensorBoard and PNG files
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, dpi=100)
-    return fig, fig.subplots()
+    ax = fig.subplots()
+    ax.tick_params(labelsize=FONT - 1)
+    return fig, ax
+
+
+def _finish(fig, ax, title: str, handles=None, ncol: int = 2, markerscale: float = 1.0):
+    """Title, and the legend in a row below the axes (never over the data)."""
+    ax.set_title(title, fontsize=FONT)
+    handles = handles if handles is not None else ax.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=FONT - 1, frameon=False,
+               markerscale=markerscale)
+    fig.tight_layout(rect=(0, 0.07 * (1 + (len(handles) - 1) // ncol) + 0.03, 1, 1))
+    return fig
+
+
+def _density_axes(ax, lo: float, hi: float, peak: float) -> None:
+    """x from lo to hi, density from 0 to 1.6 x p_data's peak: the same in every frame of a film."""
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(0, 1.6 * peak)
+    ax.set_xlabel("x", fontsize=FONT)
+    ax.set_ylabel("density", fontsize=FONT)
 
 
 def figure_toy(samples: torch.Tensor, data, title: str):
-    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
-    fig, ax = _figure((4.5, 4.5) if samples.shape[1] == 2 else (6, 3.5))
+    """Generator samples against the data: a scatter (2-D) or a density plot (1-D), axes fixed by the data."""
     s = samples.detach().float().cpu()
     c = data.centres.cpu()
     if s.shape[1] == 2:
+        fig, ax = _figure((4, 4.4))
         real = data.sample(s.shape[0]).cpu()
         ax.scatter(real[:, 0], real[:, 1], s=3, c="black", alpha=0.4, label="data")
         ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:green", alpha=0.5, label="G(z)")
         span = float(c.abs().max()) + 6 * data.std + 0.5
         ax.set(xlim=(-span, span), ylim=(-span, span), aspect="equal")
-    else:
-        lo, hi = float(c.min()) - 5 * data.std - 1, float(c.max()) + 5 * data.std + 1
-        xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
-        if data.has_density:
-            ax.plot(xs.cpu().squeeze(1), data.log_prob(xs).exp().cpu(), c="black", label="p_data")
-        else:  # a point mass
-            ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
-        ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
-                alpha=0.5, label="p_g (histogram)")
-        ax.set_xlim(lo, hi)
-    ax.legend(loc="upper right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+        return _finish(fig, ax, title, markerscale=3)
+    fig, ax = _figure((4, 3.2))
+    lo, hi = float(c.min()) - 5 * data.std - 1, float(c.max()) + 5 * data.std + 1
+    xs = torch.linspace(lo, hi, 400, device=data.centres.device).unsqueeze(1)
+    if data.has_density:
+        density = data.log_prob(xs).exp().cpu()
+        ax.plot(xs.cpu().squeeze(1), density, c="black", label="p_data")
+        peak = float(density.max())
+    else:  # a point mass
+        ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
+        peak = 2.0
+    ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
+            alpha=0.5, label="p_g (histogram)")
+    _density_axes(ax, lo, hi, peak)
+    return _finish(fig, ax, title)
 
 
 def figure_1(curves: Dict[str, torch.Tensor], title: str):
-    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed)."""
-    fig, ax = _figure((6, 3.5))
-    x = curves["x"].cpu()
-    ax.plot(x, curves["p_data"].cpu(), c="black", label="p_data")
-    ax.plot(x, curves["p_g"].cpu(), c="tab:green", label="p_g (histogram)")
-    ax.set_ylabel("density")
+    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed). D* is drawn
+    where the densities hold mass: not where both vanish (0 / 0), nor in p_data's thin tails where p_g's
+    histogram is empty (there its estimate p_data / p_data = 1 says nothing of G; a dropped mode still reads 1)."""
+    fig, ax = _figure((4, 3.4))
+    x, p_data, p_g = curves["x"].cpu(), curves["p_data"].cpu(), curves["p_g"].cpu()
+    lines = ax.plot(x, p_data, c="black", label="p_data")
+    lines += ax.plot(x, p_g, c="tab:green", label="p_g")
+    _density_axes(ax, float(x[0]), float(x[-1]), float(p_data.max()))
     ax2 = ax.twinx()
-    ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
-    ax2.plot(x, curves["D_star"].cpu(), c="tab:blue", ls="--", label="D*(x)")
+    d_star = curves["D_star"].cpu().clone()
+    peak = float(p_data.max())
+    d_star[((p_g <= 0) & (p_data < 0.05 * peak)) | ((p_data + p_g) < 1e-3 * peak)] = float("nan")
+    lines += ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
+    lines += ax2.plot(x, d_star, c="tab:blue", ls="--", label="D*(x)")
     ax2.axhline(0.5, c="grey", lw=0.5)
-    ax2.set(ylim=(-0.02, 1.02), ylabel="D")
-    fig.legend(loc="upper right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_ylabel("D", fontsize=FONT)
+    ax2.tick_params(labelsize=FONT - 1)
+    return _finish(fig, ax, title, lines, ncol=2)
 
 
 def figure_trajectory(points: torch.Tensor, start: int, step: int):
     """The path of a game whose state is a point (theta of G, psi of D) from iteration ``start`` to ``step``."""
     p = points.detach().float().cpu()
-    fig, ax = _figure((4.5, 4.5))
+    fig, ax = _figure((4, 4.4))
     ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
-    ax.scatter(p[:1, 0], p[:1, 1], c="black", s=15, label=f"iteration {start}")
-    ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=15, label=f"iteration {step}")
-    ax.scatter([0], [0], marker="*", c="tab:green", s=60, label="equilibrium (0, 0)")
-    ax.set(xlabel="theta (G)", ylabel="psi (D)")
+    ax.scatter(p[:1, 0], p[:1, 1], c="black", s=20, label=f"iteration {start}")
+    ax.scatter(p[-1:, 0], p[-1:, 1], c="tab:red", s=20, label=f"iteration {step}")
+    ax.scatter([0], [0], marker="*", c="tab:green", s=80, label="equilibrium (0, 0)")
+    ax.set_xlabel("theta (G)", fontsize=FONT)
+    ax.set_ylabel("psi (D)", fontsize=FONT)
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"iteration {step}", ncol=2)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:

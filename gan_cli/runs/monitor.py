@@ -39,12 +39,18 @@ def console_handler() -> logging.Handler:
 
 
 def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
-               curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "theory/figure1") -> None:
-    """theory/ and eval/ scalars; for 1-D data the paper's Figure 1 as ``theory/figure1``."""
+               curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "game/figure1",
+               constants: Optional[Mapping[str, float]] = None) -> None:
+    """An evaluation's figures as scalars; for 1-D data the paper's Figure 1 as ``game/figure1``; its
+    ``constants`` (sample sizes, floors: no curve) as one text card."""
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
     if curves is not None:
         writer.add_figure(figure_tag, figure_1(curves, f"iteration {step}"), step)
+    if constants:
+        rows = "\n".join(f"| `{tag}` | {value:.6g} |" for tag, value in sorted(constants.items()))
+        writer.add_text("constants", "figures that do not change over the run\n\n| figure | value |\n|---|---|\n"
+                        + rows, step)
 
 
 # HPARAMS session status of each run status (TensorBoard's hparams dashboard filters by it)
@@ -52,14 +58,14 @@ SESSION_STATUS = {"ok": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "dive
                   "invalid": "STATUS_FAILURE", "failed": "STATUS_FAILURE"}
 
 
-def start_session(writer: SummaryWriter, choices: Dict[str, object], metrics: Sequence[str]) -> None:
-    """The HPARAMS experiment (hyperparameter and metric names) and this run's session start. The metrics are
-    the run's own tags (their columns read their last values): no ``hparam/...`` copies in the Scalars tab."""
+def start_session(writer: SummaryWriter, choices: Dict[str, object]) -> None:
+    """This run's HPARAMS session: its hyperparameters, and no experiment declaration. TensorBoard then derives
+    the columns from every run it reads: the union of their hyperparameters, those that differ across the runs
+    shown first, and their scalar tags as metrics in name order (eval/ first; their last values)."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
     values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
-    exp, ssi, _ = hparams_summaries(values, {tag: 0.0 for tag in metrics})
-    for summary in (exp, ssi):
-        writer._get_file_writer().add_summary(summary)
+    _, ssi, _ = hparams_summaries(values, {})
+    writer._get_file_writer().add_summary(ssi)
     writer.flush()
 
 
@@ -106,14 +112,17 @@ def _new_dir(parent: Path, name: str) -> Path:
 
 
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
-                console: Optional[Console] = None, samples_png: Optional[Path] = None) -> Path:
+                console: Optional[Console] = None, samples_png: Optional[Path] = None,
+                constants: Sequence[str] = ()) -> Path:
     """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their own (returned:
     ``<run>/gan-eval/<checkpoint>_<time>``, the run's own history untouched), and a table with their protocols."""
     rundir.write_text(ckpt.parent / "eval.json", json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     log_dir = _new_dir(run_dir / "gan-eval", f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     writer = SummaryWriter(log_dir=str(log_dir))
-    write_eval(writer, report["step"], report["metrics"], curves)
+    figures = report["metrics"]
+    write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
+               constants={k: v for k, v in figures.items() if k in constants})
     writer.close()
     console = console or Console()
     console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", report["metrics"]))
@@ -135,14 +144,14 @@ class Monitor:
             warm_figures()  # (a theory/ run: at its first neighbour search, see warm_figures)
         # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
-        if theory:  # Custom Scalars tab: V-hat, C(G) and -log 4 in one chart; JSD beside its floor
+        if theory:  # Custom Scalars tab: V-hat as a line, shaded up to C(G): one line and band per run
             self.writer.add_custom_scalars({"theory": {
-                "V-hat <= C(G) = -log 4 + 2 JSD; minimum -log 4":
-                    ["Multiline", ["theory/value", "theory/c_of_g", "theory/optimum"]],
-                "JSD(p_data || p_g) and the estimator's floor": ["Multiline", ["theory/jsd", "theory/jsd_floor"]],
+                "V-hat, shaded up to C(G) = -log 4 + 2 JSD (the band: D's distance from D*); both reach -log 4 = "
+                "-1.386 at the optimum": ["Margin", ["eval/value", "eval/value", "theory/c_of_g"]],
             }})
         self.console = console or get_console()  # the console the log handler writes to
         self.total, self.start = total, start
+        self.constants: Dict[str, float] = {}  # the constants last written (a text card)
         self.unbinnable: set = set()  # histogram tags whose values went beyond HIST_LIMIT (warned once each)
         self.t_start = self.t_window = time.perf_counter()
         self.step_window = start
@@ -187,11 +196,11 @@ class Monitor:
                 log.warning("%s reaches %.3g at iteration %d: beyond the +-%.0e that TensorBoard's histograms bin, "
                             "so its histograms are left out from here while the values stay that large (the scalars "
                             "go on)", tag, values.abs().max().item(), step, HIST_LIMIT)
-        dx, dgz = scalars.get("D/real_mean", math.nan), scalars.get("D/fake_mean", math.nan)
+        dx, dgz = scalars.get("game/D_real", math.nan), scalars.get("game/D_fake", math.nan)
         if self.progress is not None:
             self.progress.update(self.task, completed=step, rate=f"{rate:.0f}", dx=f"{dx:.3f}", dgz=f"{dgz:.3f}")
-        log.info("step %d/%d | loss/D %.4f | loss/G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s",
-                 step, self.total, scalars.get("loss/D", math.nan), scalars.get("loss/G", math.nan), dx, dgz, rate)
+        log.info("step %d/%d | loss_D %.4f | loss_G %.4f | D(x) %.3f | D(G(z)) %.3f | %.1f it/s", step, self.total,
+                 scalars.get("game/loss_D", math.nan), scalars.get("game/loss_G", math.nan), dx, dgz, rate)
         return scalars
 
     @contextmanager
@@ -214,31 +223,36 @@ class Monitor:
             self.progress.update(self.task, description=name)
 
     def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None,
-                tag: str = "samples") -> None:
-        """An image grid (image sets) or a scatter / density figure (toy sets) under ``samples``; for a
-        game whose state is a point, its ``path`` since iteration ``start`` as ``theory/trajectory``."""
+                tag: str = "game/samples") -> None:
+        """An image grid (image sets) or a scatter / density figure (toy sets) under ``tag``; for a
+        game whose state is a point, its ``path`` since iteration ``start`` as ``game/trajectory``."""
         if data.is_image:
             self.writer.add_image(tag, sample_grid(samples, enlarge=True), step)
         else:
-            self.writer.add_figure(tag, figure_toy(samples, data, f"step {step}"), step)
+            self.writer.add_figure(tag, figure_toy(samples, data, f"iteration {step}"), step)
         if path is not None:
-            self.writer.add_figure("theory/trajectory", figure_trajectory(path, self.start, step), step)
+            self.writer.add_figure("game/trajectory", figure_trajectory(path, self.start, step), step)
 
     def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]],
-                 figure_tag: str = "theory/figure1") -> None:
-        write_eval(self.writer, step, scalars, curves, figure_tag)
+                 figure_tag: str = "game/figure1", constants: Optional[Mapping[str, float]] = None) -> None:
+        """An evaluation: its curves' points, its Figure 1, its constants (one text card when they change)."""
+        if constants == self.constants:
+            constants = None
+        else:
+            self.constants = dict(constants or {})
+        write_eval(self.writer, step, scalars, curves, figure_tag, constants)
         if not scalars:
             return
-        shown = {k: v for k, v in scalars.items() if not k.endswith(("_floor", "_samples", "_std", "optimum"))}
+        shown = {k: v for k, v in scalars.items() if not k.startswith("spread/")}
         log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
     def warn(self, message: str) -> None:
         log.warning(message)
 
     # -- end of run -----------------------------------------------------------------------------
-    def start_session(self, choices: Dict[str, object], metrics: Sequence[str]) -> None:
+    def start_session(self, choices: Dict[str, object]) -> None:
         """The HPARAMS entry, written as the run starts (so a run that fails shows too)."""
-        start_session(self.writer, choices, metrics)
+        start_session(self.writer, choices)
 
     def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
                status: str = "ok", announce: bool = True) -> Dict[str, Any]:
