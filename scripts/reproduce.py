@@ -90,31 +90,56 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+FIGURE1_TARGET = "JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01"
+
+
 def figure1(args) -> str:
-    rows, total = [], 0.0
-    for seed in range(args.seeds):
-        d = RUNS / f"figure1_seed{seed}"
-        total += (t := run(d, "experiment=figure1", f"seed={seed}", "device=cpu"))
-        m = final(d)
-        ok = m["eval/jsd"] < 0.05 and abs(m["eval/value"] + math.log(4)) < 0.1 and m["eval/d_star_mse"] < 0.01
-        rows.append(f"| {seed} | {m['eval/jsd']:.4f} | {m['eval/value']:.4f} | {m['theory/d_gap']:.4f} | "
-                    f"{m['eval/d_star_mse']:.4f} | {'yes' if ok else 'NO'} | {minutes(t)} |")
-        if seed == 0:
-            png = last_image(d, "game/figure1", FIGS / "figure1.png")
+    sweep = RUNS / "figure1_seeds"
+    total = run(sweep, "experiment=figure1", f"seed=range({args.figure1_seeds})", "device=cpu", multirun=True)
+    return figure1_section(sweep, total)
+
+
+def figure1_section(sweep: Path, total: float) -> str:
+    """The Figure-1 section from a sweep of experiment=figure1 over seeds: every seed's figures, how many of
+    them meet the preset's target, and each figure's mean, sd and 95 % interval over the seeds."""
+    sys.path.insert(0, str(ROOT))
+    from gan_cli.cli.sweep import Spread, collect
+
+    jobs = collect(sweep)
+    rows, met, finals, missed = [], 0, [], []
+    for job in jobs:
+        m = job.metrics
+        ok = job.status == "ok" and m["eval/jsd"] < 0.05 and abs(m["eval/value"] + math.log(4)) < 0.1 \
+            and m["eval/d_star_mse"] < 0.01
+        met += ok
+        finals.append(m)
+        missed += [] if ok else [m]
+        rows.append(f"| {job.overrides.get('seed', job.num)} | {m['eval/jsd']:.4f} | {m['eval/value']:.4f} | "
+                    f"{m['theory/d_gap']:.4f} | {m['eval/d_star_mse']:.4f} | {'yes' if ok else 'NO'} |")
+    spread = {tag: Spread.of([m[tag] for m in finals]) for tag in ("eval/jsd", "eval/value", "eval/d_star_mse")}
+    png = last_image(jobs[0].dir, "game/figure1", FIGS / "figure1.png")
     return "\n".join([
         "## Figure 1: D and G learning together on a 1-D mixture",
         "",
         "The paper (Goodfellow et al. 2014, Figure 1 (d)): at the end p_g = p_data and D = 1/2 everywhere,",
-        "so V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. `gan-train experiment=figure1 seed=S`, its default",
-        "length (4,000 iterations, k = 5). The target: JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01.",
+        "so V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. `gan-train -m experiment=figure1 "
+        f"seed='range({len(jobs)})'`, the preset's default length (4,000 iterations, k = 5), every seed reported.",
+        f"The target: {FIGURE1_TARGET}.",
         "",
-        "| seed | eval/jsd | eval/value (V-hat) | theory/d_gap | eval/d_star_mse | target met | time |",
-        "|---|---|---|---|---|---|---|",
+        f"**{met} of {len(jobs)} seeds meet the target.** Over the {len(jobs)} seeds (mean ± sd [95 % interval of "
+        f"the mean]): JSD {spread['eval/jsd']}, V-hat {spread['eval/value']}, D*-MSE {spread['eval/d_star_mse']}.",
+        *([f"The {len(missed)} that miss it end with D(x) {Spread.of([m['game/D_real'] for m in missed])}, D(G(z)) "
+           f"{Spread.of([m['game/D_fake'] for m in missed])} (the last log window's means) and JSD "
+           f"{Spread.of([m['eval/jsd'] for m in missed])}; those that meet it: D(x) "
+           f"{Spread.of([m['game/D_real'] for m in finals if m not in missed])}."] if missed else []),
+        "",
+        "| seed | eval/jsd | eval/value (V-hat) | theory/d_gap | eval/d_star_mse | target met |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"![game/figure1 at the end, seed 0](results/{png})",
+        f"![game/figure1 at the end, seed {jobs[0].overrides.get('seed', 0)}](results/{png})",
         "",
-        f"Total {minutes(total)}.",
+        f"Total {minutes(total)} (one process, the seeds one after another).",
     ])
 
 
@@ -359,7 +384,8 @@ def write_results() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="figure1,saturation,dirac,modes", help=f"sections, of {', '.join(SECTIONS)}")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of each mode-collapse preset")
+    parser.add_argument("--figure1-seeds", type=int, default=16, help="seeds of the Figure-1 sweep")
     parser.add_argument("--mode-steps", type=int, default=20000, help="iterations per mode-collapse run")
     parser.add_argument("--jobs", type=int, default=1, help="mode-collapse runs at a time (> 1: one CPU thread each)")
     parser.add_argument("--device", default="cpu", help="mode-collapse runs: cpu or cuda")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import sys
 
 import pytest
@@ -118,3 +119,32 @@ def test_hyperparameters_name_own_rates_only_where_a_run_gives_one(make_cfg):
     assert plain["optimizer.lr"] == 0.02 and "optimizer.d_lr" not in plain  # the recipe's lr, the value in force
     ttur = job_hparams(make_cfg("optimizer.d_lr=0.3"), {}, [])
     assert (ttur["optimizer.d_lr"], ttur["optimizer.g_lr"]) == (0.3, 0.1)  # G's: the rate in use
+
+
+def test_spread_over_seeds_against_a_known_answer():
+    from gan_cli.cli.sweep import Spread
+
+    s = Spread.of([1.0, 2.0, 3.0, 4.0, 5.0, float("nan")])  # a figure a job did not reach is left out
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) from the tables
+    assert (s.n, s.mean, s.sd) == (5, 3.0, pytest.approx(math.sqrt(2.5)))
+    assert (s.low, s.high) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    one = Spread.of([0.25])
+    assert one.n == 1 and one.mean == 0.25 and math.isnan(one.sd) and math.isnan(one.low) and str(one) == "0.25"
+    assert Spread.of([]).n == 0 and str(Spread.of([])) == ""
+
+
+@pytest.mark.slow
+def test_a_sweep_over_seeds_reports_each_setting_over_its_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "dataset=ring", "seed=0,1,2", "k=1,2", "steps=2", "log_every=1", *QUICK_EVAL,
+                    f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr
+    assert "over seeds" in proc.stdout and "3 / 3" in proc.stdout
+    with (sweep / "seeds.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [(r["k"], r["jobs"], r["ok"]) for r in table] == [("1", "3", "3"), ("2", "3", "3")]
+    jobs = rows(sweep)
+    for row in table:
+        values = [float(j["eval/jsd"]) for j in jobs if j["k"] == row["k"]]
+        assert float(row["eval/jsd_mean"]) == pytest.approx(sum(values) / 3, rel=1e-5)
+        assert float(row["eval/jsd_low95"]) <= float(row["eval/jsd_mean"]) <= float(row["eval/jsd_high95"])

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -196,7 +196,80 @@ def summarize(sweep_dir: Path) -> Summary:
                              *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]],
                              job.error, job.dir.name])
     os.replace(tmp, sweep_dir / "summary.csv")
-    return Summary(sweep_dir, ordered, keys, metric)
+    summary = Summary(sweep_dir, ordered, keys, metric)
+    _write_csv(sweep_dir / "seeds.csv", seed_table(summary, names))
+    return summary
+
+
+@dataclass
+class Spread:
+    """One figure over the finished jobs of a group: mean, sample standard deviation, the 95 % interval of
+    the mean (Student's t with n - 1 degrees of freedom; none for a single job), and n."""
+
+    mean: float
+    sd: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        finite = [v for v in values if math.isfinite(v)]
+        n = len(finite)
+        if n == 0:
+            return cls(math.nan, math.nan, math.nan, math.nan, 0)
+        mean = math.fsum(finite) / n
+        if n == 1:
+            return cls(mean, math.nan, math.nan, math.nan, 1)
+        from scipy.stats import t as student
+
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
+        half = float(student.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        return cls(mean, sd, mean - half, mean + half, n)
+
+    def __str__(self) -> str:
+        if not self.n:
+            return ""
+        return f"{self.mean:.4g}" + ("" if self.n == 1 else f" ± {self.sd:.2g} [{self.low:.4g}, {self.high:.4g}]")
+
+
+def seed_groups(summary: Summary) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
+    """A sweep over ``seed``: its jobs grouped by every swept value but the seed (each group one setting, its
+    jobs that setting's seeds); nothing when the sweep does not vary the seed."""
+    if "seed" not in summary.keys:
+        return {}
+    groups: Dict[Tuple[Tuple[str, str], ...], List[Job]] = {}
+    for job in sorted(summary.jobs, key=lambda j: j.num):
+        key = tuple((k, job.overrides.get(k, "")) for k in summary.keys if k != "seed")
+        groups.setdefault(key, []).append(job)
+    return groups
+
+
+def seed_table(summary: Summary, names: Sequence[str]) -> List[List[str]]:
+    """seeds.csv: a row per setting with its jobs, those that finished, and every final figure over the
+    finished ones (mean, sd, 95 % interval of the mean); no rows when the sweep does not vary the seed."""
+    groups = seed_groups(summary)
+    if not groups:
+        return []
+    keys = [k for k in summary.keys if k != "seed"]
+    figures = [n for n in names if n != "steps"]
+    rows = [[*keys, "jobs", "ok", *[f"{n}_{part}" for n in figures for part in ("mean", "sd", "low95", "high95")]]]
+    for key, jobs in groups.items():
+        done = [j for j in jobs if j.status == "ok"]
+        spreads = [Spread.of([j.metrics.get(n, math.nan) for j in done]) for n in figures]
+        rows.append([*dict(key).values(), str(len(jobs)), str(len(done)),
+                     *[_fmt(v) for s in spreads for v in (s.mean, s.sd, s.low, s.high)]])
+    return rows
+
+
+def _write_csv(path: Path, rows: List[List[str]]) -> None:
+    """``rows`` as a CSV file, written atomically; an empty table removes nothing and writes nothing."""
+    if not rows:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    os.replace(tmp, path)
 
 
 def _fmt(value: float) -> str:
@@ -225,6 +298,18 @@ def print_summary(summary: Summary) -> None:
                       _fmt(round(job.wall_s, 1)), _fmt(job.metrics.get("steps", math.nan)),
                       *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
     console.print(table)
+    groups = seed_groups(summary)
+    if groups:
+        seeds = Table(title="over seeds: mean ± sd [95 % interval of the mean] of the finished jobs")
+        keys = [k for k in summary.keys if k != "seed"]
+        for name in [*keys, "ok / jobs", *shown]:
+            seeds.add_column(name, justify="left" if name in keys else "right")
+        for key, jobs in groups.items():
+            done = [j for j in jobs if j.status == "ok"]
+            seeds.add_row(*dict(key).values(), f"{len(done)} / {len(jobs)}",
+                          *[str(Spread.of([j.metrics.get(m, math.nan) for j in done])) for m in shown])
+        console.print(seeds)
+        console.print(f"Over seeds: {summary.sweep_dir / 'seeds.csv'}", soft_wrap=True, highlight=False)
     console.print(f"Summary: {summary.sweep_dir / 'summary.csv'}", soft_wrap=True, highlight=False)
     console.print(f"Compare the jobs:  tensorboard --logdir {summary.sweep_dir}", soft_wrap=True, highlight=False)
 
