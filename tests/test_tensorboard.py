@@ -77,3 +77,25 @@ def test_hparams_compares_every_run_differing_columns_first(served):
     metrics = [m["name"]["tag"] for m in shown["metricInfos"] if not m["name"].get("group")]
     assert {"eval/fid", "eval/parzen_ll", "eval/modes_covered", "eval/jsd"} <= set(metrics)  # every run's
     assert all(tag.startswith("eval/") for tag in metrics[:5])  # the five the tab shows
+
+
+def readme_tags() -> set:
+    """The tags README's "Reading TensorBoard" table names (its first column, each in backticks)."""
+    import re
+
+    from .conftest import REPO
+
+    text = (REPO / "README.md").read_text().split("## Reading TensorBoard")[1].split("\n## ")[0]
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    return {tag for cell in rows for tag in re.findall(r"`([^`]+)`", cell) if "/" in tag and "…" not in tag}
+
+
+def test_readmes_tag_table_names_every_tag_the_runs_log(served):
+    named = readme_tags()
+    for plugin in ("scalars", "images", "histograms"):
+        for run, found in tags(served, plugin).items():
+            assert not set(found) - named, (run, set(found) - named)
+    # and every figure a metric registers as a curve (eval/, theory/, spread/) is in the table, no more
+    curves = {tag for m in evaluate.METRICS for tag, kind in m.tags.items() if kind != evaluate.FIXED}
+    assert curves <= named
+    assert {t for t in named if t.split("/")[0] in ("eval", "theory")} <= curves
