@@ -101,3 +101,25 @@ def test_counters_count_the_updates_made(make_cfg, tmp_path, extra, d_updates):
     saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert (saved["step"], saved["d_updates"], saved["g_updates"]) == (4, d_updates, 4)
     assert (metrics["d_updates"], metrics["g_updates"]) == (d_updates, 4)
+
+
+def test_a_run_killed_before_its_first_last_pt_is_not_overwritten(tmp_path):
+    """A run that wrote best.pt (eval_every below ckpt_every) and died before its first last.pt, or one with only
+    its event history: the next gan-train into that directory is refused, and writes nothing there."""
+    from .conftest import QUICK_EVAL, run_cli
+
+    run = tmp_path / "run"
+    first = run_cli(["dataset=ring", "steps=4", "eval_every=2", "ckpt_every=4", *QUICK_EVAL, f"hydra.run.dir={run}"])
+    assert first.returncode == 0, first.stderr
+    (run / "checkpoints" / "last.pt").unlink()  # as if killed between best.pt and last.pt
+    (run / "metrics.json").unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    again = run_cli(["dataset=ring", "steps=4", "seed=3", *QUICK_EVAL, f"hydra.run.dir={run}"])
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"hydra.run.dir={run} already holds a run (checkpoints/best.pt); pass resume=" in again.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written there
+    for p in (run / "checkpoints").glob("*.pt"):
+        p.unlink()
+    only_events = run_cli(["dataset=ring", "steps=4", *QUICK_EVAL, f"hydra.run.dir={run}"])
+    assert only_events.returncode == 2 and "already holds a run (events.out.tfevents." in only_events.stderr
+    assert "choose another hydra.run.dir" in only_events.stderr

@@ -194,9 +194,17 @@ def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str
 
 
 def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
-    """Never overwrite another run's checkpoint: a run dir with one must be the run being resumed."""
-    existing = Path(run_dir) / "checkpoints" / "last.pt"
-    if existing.exists() and not (resume and Path(resume).expanduser().resolve() in
-                                  (existing.resolve(), Path(run_dir).resolve(), existing.parent.resolve())):
-            raise UserError(f"hydra.run.dir={run_dir} already holds a run (checkpoints/last.pt); "
-                        f"pass resume={existing} to continue it, or choose another hydra.run.dir")
+    """Never write into another run: a run directory that holds a run's record (a checkpoint, an event history,
+    metrics.json) must be the run being resumed."""
+    run_dir = Path(run_dir)
+    found = [*sorted((run_dir / "checkpoints").glob("*.pt")), *sorted(run_dir.glob("events.out.tfevents.*")),
+             *[p for p in (run_dir / "metrics.json",) if p.exists()]]
+    if not found:
+        return
+    ours = {run_dir.resolve(), (run_dir / "checkpoints").resolve(), *(p.resolve() for p in found)}
+    if resume and Path(resume).expanduser().resolve() in ours:
+        return
+    ckpt = next((p for p in found if p.name == "last.pt"), next((p for p in found if p.suffix == ".pt"), None))
+    hint = f"pass resume={ckpt} to continue it, or choose another hydra.run.dir" if ckpt else \
+        "choose another hydra.run.dir"
+    raise UserError(f"hydra.run.dir={run_dir} already holds a run ({found[0].relative_to(run_dir)}); {hint}")
