@@ -387,3 +387,38 @@ def test_train_releases_the_lock_it_took(make_cfg, tmp_path):
 def test_a_resume_path_too_long_for_the_file_system_is_one_line(tmp_path):
     line = one_error_line(run_cli(["dataset=ring", "steps=1", "resume=" + "x" * 300], cwd=tmp_path))
     assert line.startswith("gan-train: error: resume=xxx") and "the name is too long" in line
+
+
+RING_QUICK = ("dataset=ring", "eval.theory_samples=2000", "eval.mode_samples=500")
+
+
+@pytest.mark.slow
+def test_a_run_outlives_a_reader_that_left(tmp_path):
+    """`gan-train ... | head -1`: the reader leaves after one line; the run finishes and saves, exit 0, no
+    traceback (each log line after it used to print one)."""
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    proc = subprocess.Popen([exe, *RING_QUICK, "steps=200", "log_every=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "Logging error" not in err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_run_with_a_closed_standard_stream(tmp_path, closed):
+    """`gan-train ... >&-` (or `2>&-`): the run goes on, its output dropped; no file of the run takes the closed
+    descriptor's number."""
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    run = tmp_path / "run"
+    keep = subprocess.PIPE
+    proc = subprocess.run([exe, *RING_QUICK, "steps=2", f"hydra.run.dir={run}"], preexec_fn=lambda: os.close(closed),
+                          stdout=keep if closed == 2 else None, stderr=keep if closed == 1 else None, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "Traceback" not in (proc.stdout or "") + (proc.stderr or "")
+    assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
+    assert "step 2/2" in (run / "train.log").read_text()  # the log file itself is whole

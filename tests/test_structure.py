@@ -11,7 +11,7 @@ PACKAGE = Path(gan_cli.__file__).parent
 # Each module (dotted, below gan_cli) may import only from the layers below its own.
 LAYERS = (
     # schemas and the registry of choices; pure estimators; torchrun's process group
-    ("config", "evaluation.metrics", "runs.distributed"),
+    ("config", "evaluation.metrics", "runs.distributed", "cli"),  # cli: the standard streams made safe
     ("data.base",),  # what the loop and the monitor know of a dataset; the noise prior
     # the datasets' loaders (toy sets, image files, folders), the networks, the losses and optimizers; the moving
     # average of G; the Inception metrics; the run directory's lock, temporary files and write errors; the figures
