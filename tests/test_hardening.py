@@ -422,3 +422,22 @@ def test_a_run_with_a_closed_standard_stream(tmp_path, closed):
     assert "Traceback" not in (proc.stdout or "") + (proc.stderr or "")
     assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
     assert "step 2/2" in (run / "train.log").read_text()  # the log file itself is whole
+
+
+@pytest.mark.parametrize("where", ["env", "setting"])
+def test_a_classifier_cache_that_cannot_be_a_folder_is_refused_before_training(tmp_path, where):
+    """GAN_CLI_CACHE (or eval.cache_dir) on a file used to fail at the first evaluation, after training, with a
+    traceback and no checkpoint: now one line before anything is written."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    run = tmp_path / "run"
+    args = ["steps=2", f"hydra.run.dir={run}"]
+    if where == "env":
+        proc = run_cli(args, env_extra={"GAN_CLI_CACHE": str(blocker)})
+        named = f"GAN_CLI_CACHE={blocker}"
+    else:
+        proc = run_cli([*args, f"eval.cache_dir={blocker / 'classifiers'}"])
+        named = f"eval.cache_dir={blocker / 'classifiers'}"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"gan-train: error: {named} cannot hold")
+    assert f"{blocker} is a file" in proc.stderr and not run.exists()

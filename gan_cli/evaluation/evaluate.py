@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
@@ -296,6 +297,25 @@ def _theory_sizes(cfg) -> None:
                             f"= [1, {ev.theory_samples})")
 
 
+def _cache_writable(cfg) -> None:
+    """Where the feature classifier is cached can hold a folder this process writes (checked before training:
+    a file in the way would otherwise fail the first evaluation, after the training it follows)."""
+    import os
+
+    if "image" not in families(cfg) or not cfg.eval.features:
+        return
+    from gan_cli.evaluation import features
+
+    named = f"eval.cache_dir={cfg.eval.cache_dir}" if cfg.eval.cache_dir else \
+        f"GAN_CLI_CACHE={os.environ['GAN_CLI_CACHE']}" if os.environ.get("GAN_CLI_CACHE") else None
+    path = Path(cfg.eval.cache_dir or features.default_cache_dir()).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is a file" if not existing.is_dir() else f"{existing} is not writable"
+        raise UserError(f"{named or 'the classifier cache ' + str(path)} cannot hold the feature classifier's cache: "
+                        f"{why}; set eval.cache_dir=<a folder you can write> (or eval.features=false)")
+
+
 def _inception_file(cfg) -> None:
     """eval.inception_weights is a file of those weights, on an RGB set."""
     if cfg.eval.inception_weights is None:
@@ -326,7 +346,7 @@ for _metric in (
                                  "eval/classifier_accuracy": FIXED, "eval/reference_samples": FIXED,
                                  "eval/feature_samples": FIXED},
            Evaluator.features, _features_protocol, auto="eval/fid", switch="features",
-           samples=lambda cfg: cfg.n_samples,
+           samples=lambda cfg: cfg.n_samples, check=_cache_writable,
            knobs={"features": flag(True, "image sets: FID / KID / precision / recall in a classifier's feature space"),
                   "classifier_steps": integer(1000, 1, 100_000,
                                               "training steps of that classifier (once; then cached)"),
