@@ -187,15 +187,10 @@ def summarize(sweep_dir: Path) -> Summary:
     names = sorted({k for j in jobs for k in j.metrics})
     leading = [m for m in ("steps", metric) if m in names]
     columns = ["job", *keys, "status", "wall_s", *leading, *[n for n in names if n not in leading], "error", "dir"]
-    tmp = sweep_dir / f".summary.csv.{os.getpid()}"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for job in ordered:
-            writer.writerow([job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
-                             *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]],
-                             job.error, job.dir.name])
-    os.replace(tmp, sweep_dir / "summary.csv")
+    _write_csv(sweep_dir / "summary.csv", [columns, *[
+        [job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
+         *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]], job.error, job.dir.name]
+        for job in ordered]])
     summary = Summary(sweep_dir, ordered, keys, metric)
     _write_csv(sweep_dir / "seeds.csv", seed_table(summary, names))
     return summary
@@ -262,8 +257,9 @@ def seed_table(summary: Summary, names: Sequence[str]) -> List[List[str]]:
     return rows
 
 
-def _write_csv(path: Path, rows: List[List[str]]) -> None:
-    """``rows`` as a CSV file, written atomically; an empty table removes nothing and writes nothing."""
+def _write_csv(path: Path, rows: List[List[Any]]) -> None:
+    """``rows`` as a CSV file, written atomically (jobs running side by side each rewrite it); an empty table
+    writes nothing."""
     if not rows:
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
