@@ -441,3 +441,32 @@ def test_a_classifier_cache_that_cannot_be_a_folder_is_refused_before_training(t
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"gan-train: error: {named} cannot hold")
     assert f"{blocker} is a file" in proc.stderr and not run.exists()
+
+
+@pytest.mark.parametrize("fails", ["evaluation", "figure"])
+def test_networks_are_saved_before_what_follows_training_can_fail(make_cfg, tmp_path, monkeypatch, fails):
+    """The final evaluation or a figure that fails (a broken cache, a full disk while drawing, a bug) used to
+    lose the trained networks: last.pt of the last iteration now comes first, and metrics.json says failed."""
+    from gan_cli.evaluation import evaluate
+    from gan_cli.game.loop import Bookkeeping
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"the {fails} broke")
+
+    calls = {"n": 0}
+    measure = evaluate.Evaluator.measure
+
+    def measure_then_break(self, *args, **kwargs):  # iteration 0's evaluation works, the last one fails
+        calls["n"] += 1
+        return broken() if calls["n"] > 1 else measure(self, *args, **kwargs)
+
+    if fails == "evaluation":
+        monkeypatch.setattr(evaluate.Evaluator, "measure", measure_then_break)
+    else:
+        monkeypatch.setattr(Bookkeeping, "sample", lambda self, it: broken() if it else None)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=f"the {fails} broke"):
+        train(make_cfg(*FAST, "dataset=ring"), run)
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] == 4
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1

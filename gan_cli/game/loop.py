@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, Optional, Tuple
@@ -71,7 +71,7 @@ class Bookkeeping:
         self.every = (cfg.sample_every, eval_every(cfg), cfg.ckpt_every)
         self.window: Dict[str, float] = {}  # the last log window's values
         self.evaluation: Dict[str, float] = {}  # the last evaluation's
-        self.warned_dead = False
+        self.warned_dead = self.finished = False
         # the newest good checkpoint (the one resumed from, until this run writes one) and its iteration
         self.kept, self.kept_at = (checkpoint.find(cfg.resume) if cfg.resume else None), state.step
         self.rng: Optional[Dict[str, Any]] = None  # the generators' states when the current aside work began
@@ -86,12 +86,12 @@ class Bookkeeping:
         sample, evaluation, save = (last or it % every == 0 for every in self.every)
         if (sample or evaluation or save) and self.main:
             with self.aside():
-                if evaluation:  # first: its numerical work overlaps matplotlib's import (Monitor's figures=)
-                    self.evaluate(it)
+                if save:  # first: the networks are kept whatever fails after (an evaluation, a figure)
+                    self.save("last.pt")
+                if evaluation and self.evaluate(it) and save:
+                    self.save("last.pt")  # with the new best value, which a resumed run compares against
                 if sample:
                     self.sample(it)
-                if save:
-                    self.save("last.pt")
         self.monitor.advance(it)
 
     @contextmanager
@@ -132,7 +132,8 @@ class Bookkeeping:
             self.monitor.samples(it, self.gan.sample(self.state.fixed_noise, raw=True), self.gan.data,
                                  tag="raw/game/samples")
 
-    def evaluate(self, it: int, keep_best: bool = True) -> None:
+    def evaluate(self, it: int, keep_best: bool = True) -> bool:
+        """Measure G (figures logged) and keep it as best.pt when it is the best yet; True when it is."""
         self.monitor.phase("eval")
         self.evaluation, curves, raw_curves = self.evaluator.measure(self.gan.nets, self.gan.ema, self.also_raw)
         figures, constants = evaluate.constants(self.evaluation)
@@ -144,6 +145,8 @@ class Bookkeeping:
         if value is not None and evaluate.is_better(self.best_tag, value, self.state.best_value):
             self.state.best_value = value
             self.save("best.pt")
+            return True
+        return False
 
     def save(self, name: str) -> None:
         """A checkpoint of this iteration, never of a non-finite state (the last good one stays)."""
@@ -156,11 +159,23 @@ class Bookkeeping:
             self.kept, self.kept_at = self.run_dir / "checkpoints" / name, self.state.step
 
     def finish(self, status: str = "ok") -> Dict[str, float]:
+        self.finished = True
         counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
         if distributed.active():  # one check at the end that DDP kept the ranks' networks equal
             counts.update(world_size=distributed.world_size(),
                           ranks_in_sync=distributed.in_sync(self.gan.nets, self.gan.device))
         return self.monitor.finish(counts, self.window, self.evaluation, status=status, announce=self.announce)
+
+    @contextmanager
+    def failing(self) -> Iterator[None]:
+        """A fault after training began (an evaluation, a figure): metrics.json says so (status failed)."""
+        try:
+            yield
+        except Exception:
+            if not self.finished:
+                with suppress(OSError, RuntimeError, ValueError):
+                    self.finish("failed")
+            raise
 
     def interrupt(self, it: int, signum: int, handoff=None) -> Interrupted:
         """Stop after iteration ``it``: its window, a checkpoint and metrics.json (status interrupted)."""
@@ -278,7 +293,7 @@ def _iterate(cfg: DictConfig, gan: GAN, state: checkpoint.State, book: Bookkeepi
     stats, schedule, log_every = book.stats, book.schedule, cfg.log_every
     m, k, simultaneous = cfg.batch_size, cfg.k, cfg.updates == "simultaneous"
     several = distributed.active()  # ranks agree on a stop at log windows (a collective, not per step)
-    with book.monitor, stop() as request:
+    with book.monitor, stop() as request, book.failing():
         book.start()
         for it in range(state.step + 1, cfg.steps + 1):
             schedule.apply(it - 1, gan.opt_G, gan.opt_D)  # lr and momentum of this iteration (the paper's schedule)
