@@ -226,3 +226,74 @@ def test_a_streamed_cpu_run_leaves_the_workers_their_cores_unless_omp_num_thread
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     datasets.load(cfg, torch.device("cpu"))
     assert torch.get_num_threads() == 2
+
+
+def _fuzz_folder():
+    import importlib.util
+    import sys
+
+    from .conftest import REPO
+    spec = importlib.util.spec_from_file_location("gan_fuzz_folder", REPO / "scripts" / "fuzz_folder.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gan_fuzz_folder"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_png_depth_reads_as_its_level(tmp_path, channels):
+    """A 16-bit PNG used to read as white (samples clipped at 255): each colour type and depth reads as its level."""
+    fz = _fuzz_folder()
+    for color_type, depths in fz.DEPTHS.items():
+        for depth in depths:
+            value = (2 ** depth - 1) // 3
+            path = tmp_path / f"{color_type}-{depth}.png"
+            path.write_bytes(fz.png(5, 9, depth, color_type, value))
+            x = folder_module.read_image(str(path), channels, 8)
+            assert x.shape == (channels, 8, 8)
+            assert (x.float() / 255 - value / (2 ** depth - 1)).abs().max() <= 1 / 255, (color_type, depth)
+
+
+def test_a_long_thin_image_costs_its_own_pixels(tmp_path, monkeypatch):
+    """A 1 x 600,000 PNG used to be scaled up whole before the crop (4 GB at resolution 28): the centered square is
+    cut from the source first, so nothing larger than the result is ever made."""
+    path = tmp_path / "thin.png"
+    path.write_bytes(_fuzz_folder().png(1, 600_000, 8, 0, 200))
+    made = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: made.append(size) or resize(im, size, *a, **k))
+    x = folder_module.read_image(str(path), 1, 28)
+    assert made == [(28, 28)] and torch.all(x == 200)
+
+
+def test_a_streamed_folder_whose_files_stop_decoding_is_one_line(make_cfg, tmp_path, monkeypatch):
+    """Files that stop decoding mid-run (moved, unmounted, truncated) used to end in a RuntimeError traceback with no
+    metrics.json: now one line naming the folder, and metrics.json says failed."""
+    import json
+
+    root = write_folder(tmp_path / "imgs", n=6)
+    cfg = folder_cfg(make_cfg, root, *FAST, "arch=dcgan", "arch.g_hidden=8", "arch.d_hidden=8",
+                     "dataset.in_memory=false", "eval_every=100", "sample_every=100")
+    read = folder_module.read_image
+    calls = {"n": 0}
+
+    def failing_later(*args):
+        calls["n"] += 1
+        if calls["n"] > 16:  # the first minibatches read; then the disk goes away
+            raise OSError("unmounted")
+        return read(*args)
+
+    monkeypatch.setattr(folder_module, "read_image", failing_later)
+    with pytest.raises(UserError) as err:
+        train(cfg, tmp_path / "run")
+    assert "none of the 6 image files decodes any more" in str(err.value) and "\n" not in str(err.value)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_fuzzed_folders_load_or_fail_in_one_line():
+    """The folder fuzzer (scripts/fuzz_folder.py), a few derandomised folders: every intact file reads as its colour,
+    every folder loads or is refused in one line, nothing else is raised, no file is slow to read."""
+    outcomes = _fuzz_folder().run(n=15, seed=0, budget=5.0)
+    bad = [line for outcome in ("wrong", "traceback", "slow") for line in outcomes.get(outcome, [])]
+    assert not bad, bad
+    assert outcomes.get("ok") and outcomes.get("error")

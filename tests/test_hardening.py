@@ -3,6 +3,7 @@ files, memory limits, resume edge cases, long run names, every value's domain.""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -470,3 +471,51 @@ def test_networks_are_saved_before_what_follows_training_can_fail(make_cfg, tmp_
     assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] == 4
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_sweep_writes_nothing_into_a_job_directory_another_process_holds(tmp_path):
+    """A job whose directory a live gan-train holds is invalid, and neither Hydra's records (.hydra/, train.log)
+    nor the job's (metrics.json, an event file) go into that directory: the summary reads a record beside it."""
+    sweep = tmp_path / "sweep"
+    held = sweep / "0_k=1"
+    (held / ".hydra").mkdir(parents=True)
+    (held / ".hydra" / "config.yaml").write_text("theirs: 1\n")
+    (held / "train.log").write_text("their log\n")
+    lock = rundir.Lock(held).acquire()
+    before = {p: p.read_bytes() for p in held.rglob("*") if p.is_file()}
+    try:
+        proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+        after = {p: p.read_bytes() for p in held.rglob("*") if p.is_file()}
+    finally:
+        lock.release()
+    assert after == before, sorted(set(after) - set(before))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows["0"]["status"] == "invalid" and "in use by another gan-train" in rows["0"]["error"]
+    assert rows["1"]["status"] == "ok" and rows["0"]["k"] == "1"
+
+
+def test_a_resumed_run_records_what_it_continues(tmp_path):
+    """A resumed run's records (train.log's description, .hydra/resume-*/config.yaml, its HPARAMS session) used to
+    describe the command line's composition (dataset=digits for a plain resume=, grid for experiment=grid);
+    they describe the checkpoint's run, and a group choice that would change it is refused, naming the key."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    run = tmp_path / "run"
+    assert run_cli([*RING, "steps=2", f"hydra.run.dir={run}"], cwd=tmp_path).returncode == 0
+    for preset, key in (("grid", "dataset=grid"), ("ring", "arch=pacgan")):
+        line = one_error_line(run_cli([f"resume={run}", "steps=4", f"experiment={preset}"], cwd=tmp_path))
+        assert f"{key} (set by experiment={preset}) differs from the checkpoint's" in line
+    proc = run_cli([f"resume={run}", "steps=4", "eval.theory_samples=2000", "eval.mode_samples=500"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    described = [ln for ln in (run / "train.log").read_text().splitlines() if "| run dir" in ln]
+    assert len(described) == 2 and all("dataset=ring arch=mlp" in ln for ln in described)
+    (again,) = run.glob(".hydra/resume-*/config.yaml")
+    assert "name: ring" in again.read_text().split("arch:")[0]
+    newest = max(run.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns)
+    acc = EventAccumulator(str(newest))
+    acc.Reload()
+    start = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["dataset"].string_value == "ring"
+    assert start.session_start_info.hparams["steps"].number_value == 4

@@ -175,7 +175,8 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
         raise ComposeError(_explain(err, overrides)) from None
-    cfg, saved = checkpoint.resume_config(cfg, overrides)
+    resumable = [o for o in overrides if o.lstrip("+~").partition("=")[0] in checkpoint.RESUMABLE]
+    cfg, saved = checkpoint.resume_config(cfg, overrides, compose(conf_dir, resumable) if cfg.resume else None)
     renamed = evaluate.upgrade(cfg)
     check(cfg)
     if saved is not None:

@@ -101,13 +101,24 @@ class Job:
     error: str = ""
 
 
+REFUSED = ".refused.json"  # beside a job directory that another gan-train held: the job's record (not run)
+
+
 def collect(sweep_dir: Path) -> List[Job]:
     """Every job directory of a sweep, read back: a job without metrics.json did not end by itself
-    (killed, out of memory): its status is ``failed``."""
+    (killed, out of memory): its status is ``failed``. A job refused its directory has a REFUSED record."""
     jobs = []
+    for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):
+        try:
+            record = json.loads(path.read_text())
+            jobs.append(Job(int(record["num"]), path.with_name(path.name[:-len(REFUSED)]),
+                            {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(record["overrides"])},
+                            record["status"], 0.0, error=record["error"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("gan-train: %s is not readable: %s", path, err)
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        if not overrides_file.is_file():
+        if not overrides_file.is_file() or job_dir.with_name(job_dir.name + REFUSED).exists():
             continue
         try:
             num = int(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.job.num)
@@ -357,8 +368,8 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
     ttur = any(OmegaConf.select(cfg, k, default=None) is not None for k in OWN_RATES)
     own = OWN_RATES if ttur else ()
     for key in dict.fromkeys([*BASE_HPARAMS, *own, *keys]):
-        if key in GROUP_KEYS:
-            value = choices.get(key) if key in choices else (cfg[key].name if key in cfg else None)
+        if key in GROUP_KEYS:  # a group in the config says its choice (a resumed run's is its checkpoint's)
+            value = cfg[key].name if key in cfg else choices.get(key)
             if value is None and key in ("experiment", "hparams_search"):
                 continue
         else:

@@ -107,8 +107,17 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     final table and the tensorboard line."""
     overrides = list(overrides)
     named = overrides if command is None else command
-    return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=check,
+    return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=in_force,
                       hparams=lambda resolved: session(resolved, named), stop=StopRequest)
+
+
+def in_force(cfg: DictConfig) -> None:
+    """Check the config that runs (a loss's recipe applied; a resumed run's is its checkpoint's) and keep it as
+    this attempt's .hydra/config.yaml, in place of the one Hydra composed from the command line alone."""
+    check(cfg)
+    hc = HydraConfig.get() if HydraConfig.initialized() else None  # tests call train() without Hydra
+    if hc is not None and hc.output_subdir:
+        OmegaConf.save(cfg, Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml")
 
 
 def fail(err: Exception) -> None:
@@ -118,7 +127,13 @@ def fail(err: Exception) -> None:
 
 def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str]) -> None:
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
-    and its HPARAMS entry, so that the summary and TensorBoard show it with its status."""
+    and its HPARAMS entry, so that the summary and TensorBoard show it with its status. A job directory that
+    another gan-train holds is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
+    if not rundir.owned(run_dir):
+        hc = HydraConfig.get()
+        record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": status, "error": error}
+        rundir.write_text(run_dir.parent / f"{run_dir.name}{sweep.REFUSED}", json.dumps(record, indent=2) + "\n")
+        return
     path = run_dir / "metrics.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     ran = json.loads(path.read_text()) if path.is_file() else None
@@ -162,11 +177,9 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
         recipe = apply_recipe(cfg, overrides)
-        if recipe:  # .hydra/config.yaml shows what runs
+        if recipe:  # .hydra/config.yaml shows what runs (in_force)
             log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
-            if hc.output_subdir:
-                OmegaConf.save(cfg, run_dir / hc.output_subdir / "config.yaml")
         figures = train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
         return searched(cfg, figures)
     except Interrupted as stop:

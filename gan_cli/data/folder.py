@@ -28,21 +28,21 @@ def undecodable() -> tuple:
 
 
 def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
-    """One image file as uint8 (channels, resolution, resolution): converted to grayscale or RGB, its
-    shorter side resized to ``resolution`` (PIL's bicubic filter, antialiased when it shrinks; not at
-    all when it already fits), then center-cropped."""
+    """One image file as uint8 (channels, resolution, resolution): converted to grayscale or RGB (16-bit
+    samples scaled to 8 bits, not clipped), its centered square resized to ``resolution`` (PIL's bicubic
+    filter, antialiased when it shrinks; not at all when it already fits). The square is cut from the source
+    first, so a very long, thin image costs no more than its own pixels."""
     import numpy as np
     from PIL import Image
     with Image.open(path) as im:
+        if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray: by its depth, as 0-65535
+            im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
         im = im.convert("L" if channels == 1 else "RGB")
     w, h = im.size
-    if min(w, h) != resolution:
-        scale = resolution / min(w, h)
-        w, h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-        im = im.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    if (w, h) != (resolution, resolution):
-        im = im.crop((left, top, left + resolution, top + resolution))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    box = (left, top, left + side, top + side)
+    im = im.crop(box) if side == resolution else im.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box)
     x = torch.from_numpy(np.array(im, dtype=np.uint8))
     return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
 
@@ -55,8 +55,11 @@ class ImageFiles(torch.utils.data.Dataset):
     """The image files of a folder as uint8 tensors. A file that fails to decode is reported (with
     ``substitute``: replaced by the next readable file, so a streamed minibatch keeps its size)."""
 
+    NAMED = 5  # skipped files named in warnings, per worker
+
     def __init__(self, files, channels: int, resolution: int, substitute: bool):
         self.files, self.channels, self.resolution, self.substitute = list(files), channels, resolution, substitute
+        self.skipped = 0  # files that failed to decode here (each worker counts its own)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -69,16 +72,21 @@ class ImageFiles(torch.utils.data.Dataset):
             except undecodable() as err:
                 if not self.substitute:
                     return torch.zeros(self.channels, self.resolution, self.resolution, dtype=torch.uint8), False
-                warnings.warn(f"dataset=folder: skipped {path}, which does not decode ({type(err).__name__})",
-                              stacklevel=1)  # about a file, not a caller: reported here, as before
+                self.skipped += 1
+                if self.skipped <= self.NAMED:  # about a file, not a caller: reported here (a few per worker)
+                    more = " (further files that fail are not named)" if self.skipped == self.NAMED else ""
+                    warnings.warn(f"dataset=folder: skipped {path}, which does not decode ({type(err).__name__}){more}",
+                                  stacklevel=1)
                 continue
             return (x, True) if not self.substitute else x
-        raise RuntimeError("dataset=folder: no file of the folder decodes any more")
+        return None  # no file decodes any more: the minibatch is None (Stream.batch says so)
 
     def __getitems__(self, indices):
         """A streamed minibatch as one uint8 tensor (one transfer from a worker, not one per image)."""
         items = [self[i] for i in indices]
-        return torch.stack(items) if self.substitute else items
+        if not self.substitute:
+            return items
+        return None if any(x is None for x in items) else torch.stack(items)
 
 
 class Stream:
@@ -105,8 +113,15 @@ class Stream:
                 prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
                 generator=gen, sampler=sampler, drop_last=True, collate_fn=_batch)
             self._batches, self._size = iter(loader), m
-        x = next(self._batches)
+        x = self._decoded(next(self._batches))
         return x.to(self.device, non_blocking=True).float().div_(255)
+
+    def _decoded(self, x: Optional[torch.Tensor]) -> torch.Tensor:
+        if x is None:
+            files = self.files.files
+            raise UserError(f"dataset=folder: none of the {len(files)} image files decodes any more (e.g. {files[0]}): "
+                            "they were moved, unmounted or damaged during the run; the last checkpoint is kept")
+        return x
 
     def reference(self, n: int) -> torch.Tensor:
         """n images of the folder (a fixed random choice, read once), float pixels on the device."""
@@ -114,7 +129,7 @@ class Stream:
             pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
             subset = torch.utils.data.Subset(self.files, pick)
             loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers, collate_fn=_batch)
-            self._reference = torch.cat(list(loader)).to(self.device)
+            self._reference = torch.cat([self._decoded(x) for x in loader]).to(self.device)
         return self._reference[:n].float().div(255)
 
 

@@ -17,7 +17,7 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -168,24 +168,37 @@ RESUMABLE = ("steps", "device", "log_every", "sample_every", "ckpt_every", "n_sa
              "dataset.root", "dataset.download", "dataset.workers", "dataset.in_memory")
 
 
-def resume_config(cfg, overrides: Iterable[str]) -> Tuple[Any, Optional[Dict[str, Any]]]:
+def _leaves(cfg, prefix: str = "") -> Iterator[str]:
+    for key, value in cfg.items():
+        yield from _leaves(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else (f"{prefix}{key}",)
+
+
+def resume_config(cfg, overrides: Iterable[str], defaults=None) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """For ``resume=PATH``: (the saved config with the RESUMABLE keys the command line sets, the loaded
-    checkpoint), or (cfg, None). Any other override that differs from the saved run is a UserError."""
+    checkpoint), or (cfg, None). Any other override that differs from the saved run is a UserError; with
+    ``defaults`` (the config composed without the command line), so is every key that a group choice of the
+    command line changes (``experiment=grid`` sets dataset, arch, optimizer...)."""
     if not cfg.resume:
         return cfg, None
     saved = load(find(cfg.resume))
     # on the schema, so that a key added since the checkpoint was written takes its default
     before_cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
     given = list(dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for o in overrides))
-    for key in given:
+    leaves = list(_leaves(cfg))
+    by = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in leaves)  # choices of groups
+    set_by_choice = [] if defaults is None else [
+        k for k in leaves if OmegaConf.select(cfg, k) != OmegaConf.select(defaults, k)]
+    for key in dict.fromkeys(given + set_by_choice):
         if key.startswith("hydra") or key in RESUMABLE:
             continue
         now, before = OmegaConf.select(cfg, key), OmegaConf.select(before_cfg, key)
         if isinstance(now, DictConfig):  # a group choice such as loss=hinge
             now, before = OmegaConf.to_container(now), OmegaConf.to_container(before) if before is not None else None
         if now != before:
-            raise UserError(f"{key}={now if not isinstance(now, dict) else now.get('name')} differs from the "
-                            f"checkpoint's {key}={before if not isinstance(before, dict) else before.get('name')}: "
+            key = key.removesuffix(".name")  # a group's choice: dataset.name=grid reads dataset=grid
+            origin = f" (set by {by})" if key not in given and by else ""
+            raise UserError(f"{key}={now if not isinstance(now, dict) else now.get('name')}{origin} differs from "
+                            f"the checkpoint's {key}={before if not isinstance(before, dict) else before.get('name')}: "
                             f"a resumed run keeps its config; only {', '.join(RESUMABLE)} can change")
     for key in RESUMABLE:
         if key in given or key == "resume":

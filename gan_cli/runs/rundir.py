@@ -32,6 +32,10 @@ LOCK_NAME = ".gan-cli.lock"
 _HELD: Dict[Path, "Lock"] = {}
 
 
+class InUse(UserError):
+    """Another live process holds the directory."""
+
+
 class Lock:
     """An exclusive lock on a directory (see the module's text); :meth:`acquire` or a UserError."""
 
@@ -57,8 +61,8 @@ class Lock:
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise write_error(err, self.path) from None
-                raise UserError(f"{self.what} {self.directory} is in use by another gan-train ({holder}); "
-                                "wait for it to end, or choose another directory") from None
+                raise InUse(f"{self.what} {self.directory} is in use by another gan-train ({holder}); "
+                            "wait for it to end, or choose another directory") from None
             with suppress(FileNotFoundError):  # the file may have been removed by a holder that ended just now
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                     break
@@ -105,6 +109,27 @@ def hold(directory: Path, what: str = "run directory") -> Lock:
 def holds(directory: Path) -> bool:
     """Whether this process holds ``directory``'s lock."""
     return Path(os.path.abspath(directory)) in _HELD
+
+
+def owned(directory) -> bool:
+    """Whether this process holds ``directory``'s lock, taking it when it is free; False when another holds it."""
+    try:
+        hold(Path(str(directory)))
+    except InUse:
+        return False
+    return True
+
+
+# A job of a sweep writes its Hydra records (.hydra/, train.log) only into a job directory it owns: Hydra's
+# job_logging builds its file handler with log_file, and hydra.output_subdir is ${gan_owned:...}; nothing of the
+# job then reaches a directory that another gan-train holds (train() refuses the job, which is recorded beside it).
+OmegaConf.register_new_resolver("gan_owned", lambda directory, subdir: subdir if owned(directory) else None,
+                                replace=True)
+
+
+def log_file(filename: str, **kwargs) -> logging.Handler:
+    """The job's train.log handler: a FileHandler in a directory this process owns, else a NullHandler."""
+    return logging.FileHandler(filename, **kwargs) if owned(Path(filename).parent) else logging.NullHandler()
 
 
 def release(directory: Path) -> None:
@@ -169,6 +194,9 @@ class LockCallback(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         _hold_or_refuse(OmegaConf.select(config, "hydra.sweep.dir"), "sweep directory")
+
+    def on_job_end(self, config, **kwargs) -> None:  # a job's directory (held since its log file opened)
+        release(Path(str(config.hydra.runtime.output_dir)))
 
     def on_run_end(self, config, **kwargs) -> None:
         release(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
