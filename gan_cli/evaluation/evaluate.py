@@ -1,11 +1,7 @@
-"""What a generator has learned, measured offline: theory/ diagnostics (known-density data, the Dirac-GAN's
-point) and eval/ metrics (mode coverage, Parzen window, FID / KID / precision / recall in the feature space of
-a classifier trained once on the real data, Inception FID / KID).
-
-METRICS, at the end, is the one table of facts about each family: which runs have it, which direction is better
-for each tag, how it was measured; a new metric is one entry there and its measure method. All sampling uses
-the evaluator's own random generator, so evaluating never changes the training run's random stream.
-"""
+"""What a generator has learned: theory/ diagnostics (known-density data, the Dirac-GAN's point) and eval/ metrics
+(mode coverage, Parzen window, FID / KID / precision / recall in a classifier's feature space, Inception FID / KID).
+METRICS is the one table of facts about each family (which runs have it, which way each tag is better, how it is
+measured). Sampling uses the evaluator's own generator: evaluating never changes the run's random stream."""
 
 from __future__ import annotations
 
@@ -37,7 +33,6 @@ class Evaluator:
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.cfg, self.data, self.device = cfg.eval, data, device
-        # D = sigma(a) estimates p_data / (p_data + p_g) at a point (not when it reads packed tuples)
         self.probability = reads_points_as_probability(cfg)
         self.prior, self.z_dim, self.seed = cfg.prior, cfg.z_dim, cfg.seed
         self.families = families(cfg)
@@ -47,10 +42,9 @@ class Evaluator:
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         # called as theory/'s neighbour searches start (they release the interpreter lock): work to overlap them
         self.searching: Optional[Callable[[], None]] = None
-        # theory's real samples and what depends on them alone; the features.Reference of the real images (with the
-        # classifier); the inception.InceptionMetrics; this evaluation's generated images; the Figure 1 curves
+        # theory's real samples (and what depends on them alone); features.Reference; inception.InceptionMetrics
         self._real = self._reference = self._inception = self._images = self.curves = None
-        self.seconds: Dict[str, float] = {}  # the last evaluation's time per metric family (wall clock)
+        self.seconds: Dict[str, float] = {}  # the last evaluation's wall time per metric family
         if data.has_density:  # the grid of the Figure 1 curves (1-D data)
             pad = 5 * data.std + (1.0 if data.dim == 1 else 0.2)
             self.lo, self.hi = float(data.centres.min()) - pad, float(data.centres.max()) + pad
@@ -79,14 +73,13 @@ class Evaluator:
         fake = self.generate(G, n)
         real = data.sample(n, generator=self.generator)
         other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
-        # the real samples are the same at every evaluation (the generator is seeded afresh, G's noise is
-        # drawn first, always as much): what depends on them alone is computed at the first and kept
+        # the same real samples at every evaluation (seeded afresh, G's noise drawn first): what depends on them
+        # alone is kept from the first
         if self._real is None or not (torch.equal(self._real["real"], real)
                                       and torch.equal(self._real["other"], other)):
             self._real = {"real": real, "other": other}
         cache = self._real
-        # p_g by its k-NN density (k for the JSD at every point; k* for D* at the first m, found by the
-        # same search); the floor (the estimator's bias at this size) subtracted
+        # p_g by its k-NN density: k for the JSD at every point, k* for D* at the first m (one search)
         k, m = self.cfg.knn, min(n, 10000)
         k_star = self.cfg.knn_d_star if self.probability else None  # D* (and V-hat) only where D is a probability
         log_p_real, log_p_fake = data.log_prob(real).double(), data.log_prob(fake).double()
@@ -108,8 +101,8 @@ class Evaluator:
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
             out["eval/value"] = -F.softplus(-a_real).mean() - F.softplus(a_fake).mean()
             out["theory/d_gap"] = out["theory/c_of_g"] - out["eval/value"]  # C(G) - V-hat >= 0: D's distance from D*
-            # D* from k*-NN densities of BOTH laws from samples of equal size (p_data's: the second real
-            # sample), so their smoothing cancels where p_g = p_data; the mean over m = 10,000 of each suffices
+            # D* from k*-NN densities of BOTH laws (p_data's: the second real sample), samples of equal size, so
+            # their smoothing cancels where p_g = p_data; m = 10,000 of each suffice
             p_f = cache["others"].log_density(fake[:m], [k_star])[0]
             out["eval/d_star_mse"] = metrics.d_star_mse_samples(
                 torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], q_r, p_f, q_f)
@@ -134,12 +127,10 @@ class Evaluator:
                 "eval/mode_samples": self.cfg.mode_samples, "eval/hq_threshold_std": 3.0}
 
     def feature_sizes(self) -> Tuple[int, int, int]:
-        """(reference, size, sets) of the feature metrics on this dataset: see :func:`feature_sizes`."""
         return feature_sizes(self.cfg.n_samples, len(self.data.train), len(self.data.test))
 
     def classifier(self):
-        """The dataset's cached feature classifier, with the real reference and its floor against the held-out
-        images at the run's sizes, made on first use."""
+        """The dataset's cached feature classifier, with the real reference and its floor (made on first use)."""
         from gan_cli.evaluation import features
 
         if self._classifier is None:
@@ -203,7 +194,7 @@ class Evaluator:
         if average is None or not also_raw:
             return figures, curves, None
         raw, raw_curves = self.run(nets)
-        return {**figures, **raw_figures(raw)}, curves, raw_curves
+        return {**figures, **{f"raw/{t}": v for t, v in raw.items() if direction(t) is not None}}, curves, raw_curves
 
     def protocol(self) -> Dict[str, str]:
         """How each figure was measured, in words (for eval.json and the log)."""
@@ -298,8 +289,7 @@ def _theory_sizes(cfg) -> None:
 
 
 def _cache_writable(cfg) -> None:
-    """Where the feature classifier is cached can hold a folder this process writes (checked before training:
-    a file in the way would otherwise fail the first evaluation, after the training it follows)."""
+    """The feature classifier's cache can be written (checked before training, not at the first evaluation)."""
     import os
 
     if "image" not in families(cfg) or not cfg.eval.features:
@@ -382,7 +372,7 @@ for _metric in (
 
 def feature_sizes(n_samples: int, n_train: int, n_test: int) -> Tuple[int, int, int]:
     """(reference, size, sets): the first ``reference`` training images against ``size`` held-out images (the
-    floor) or ``sets`` disjoint sets of ``size`` samples, averaged (a run; digits: 297 held-out images)."""
+    floor) or the mean over ``sets`` disjoint sets of ``size`` samples (digits: 297 held-out images)."""
     reference, size = min(n_samples, n_train), min(n_samples, n_test)
     return reference, size, n_samples // size
 
@@ -414,14 +404,12 @@ def direction(tag: str) -> Optional[str]:
 
 
 def constants(scalars: Dict[str, float]) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """(the curves, the constants) of an evaluation's figures: a constant (a sample size, a floor, the
-    classifier's accuracy) is not drawn over iterations but written once (a text card; metrics.json)."""
+    """(the curves, the constants: sizes, floors, written once) of an evaluation's figures."""
     fixed = {tag for m in METRICS for tag, kind in m.tags.items() if kind == FIXED}
     return ({k: v for k, v in scalars.items() if k not in fixed}, {k: v for k, v in scalars.items() if k in fixed})
 
 
-# tags renamed so that TensorBoard opens on the game and eval/ (its groups sort by name): the old names of ranked
-# figures are still read where a setting names one (eval.best_by, optimized_metric)
+# old tags of ranked figures, still read where a setting names one (eval.best_by, optimized_metric)
 RENAMED = {"theory/jsd": "eval/jsd", "theory/value": "eval/value", "theory/d_star_mse": "eval/d_star_mse",
            "theory/distance": "eval/distance"}
 
@@ -442,11 +430,6 @@ def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:
     if choice == "auto":
         return next((m.auto for m in applicable(run_families) if m.auto is not None), None)
     return choice
-
-
-def raw_figures(scalars: Dict[str, float]) -> Dict[str, float]:
-    """G's own ranked figures beside its moving average's (ema.also_raw), under raw/."""
-    return {f"raw/{tag}": value for tag, value in scalars.items() if direction(tag) is not None}
 
 
 def is_better(tag: str, new: float, old: Optional[float]) -> bool:

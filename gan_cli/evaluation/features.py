@@ -1,8 +1,6 @@
-"""An offline feature space for image metrics (no pretrained weights to fetch): the penultimate layer of a small
-CNN trained once, seeded and cached, on the real training split, for FID, KID and k-NN precision/recall (the
-domain-classifier variant of FID used for MNIST-like data). Report its test accuracy and the real-vs-real floor
-(:func:`real_floor`) with the figures; they are not comparable with published Inception-FID values.
-"""
+"""An offline feature space for FID, KID and k-NN precision/recall: the penultimate layer of a small CNN trained
+once (seeded, cached) on the real training split, as FID is often done for MNIST-like data. Report its test accuracy
+and the real-vs-real floor (:func:`real_floor`); the figures are not comparable with published Inception FIDs."""
 
 import hashlib
 import logging
@@ -23,9 +21,8 @@ log = logging.getLogger("gan_cli")
 
 
 class Classifier(nn.Module):
-    """CNN for (N, C, S, S) images in [0, 1], S divisible by 4 (8×8, 28×28, 32×32): two blocks of (3×3
-    convolution, ReLU, 2×2 max-pooling) with ``width`` and 2·``width`` channels, a ReLU layer of
-    ``num_features`` units (the feature layer), and a linear layer to the class logits."""
+    """CNN for (N, C, S, S) images in [0, 1], S divisible by 4: two blocks of (3×3 convolution, ReLU, 2×2
+    max-pooling), ``width`` and 2·``width`` channels, a ReLU feature layer, a linear layer to the class logits."""
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, num_features: int = 128, width: int = 16):
         super().__init__()
@@ -37,11 +34,9 @@ class Classifier(nn.Module):
         self.head = nn.Linear(num_features, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate-layer activations, (N, num_features)."""
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class logits, (N, num_classes)."""
         return self.head(self.body(x))
 
 
@@ -53,8 +48,7 @@ def default_cache_dir() -> Path:
 
 
 def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float, progress=None) -> None:
-    """Adam with a cosine-decayed learning rate; minibatches from seeded per-epoch permutations;
-    ``progress(done, steps)`` twenty times along the way."""
+    """Adam, cosine-decayed lr, minibatches from seeded permutations; ``progress(done, steps)`` 20 times."""
     generator = torch.Generator().manual_seed(seed)
     epochs = math.ceil(steps * batch_size / len(x))
     order = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(epochs)])
@@ -78,12 +72,10 @@ def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, 
                    cache_dir: str | Path | None = None, seed: int = 0, device: torch.device | str | None = None,
                    steps: int = 1000, batch_size: int = 128, lr: float = 2e-3,
                    progress=None) -> tuple[Classifier, dict]:
-    """The classifier of (N, C, S, S) images in [0, 1] with integer labels, trained on first use (``steps`` Adam
-    steps on minibatches of ``batch_size``, from ``seed``: the caller's random state untouched), then cached
-    atomically with its test accuracy in ``<cache_dir>/<name>-<hash>.pt`` (default :func:`default_cache_dir`;
-    the hash covers the architecture, data shapes and sums, seed and settings; read with ``weights_only=True``).
-    Returns the model (eval mode, frozen, on ``device``, default ``train_x``'s) and ``{"name", "test_accuracy",
-    "train_seconds", "cached" (loaded, not trained), "path"}``."""
+    """The classifier of (N, C, S, S) images in [0, 1], trained on first use from ``seed`` (the caller's random
+    state untouched), then cached with its test accuracy in ``<cache_dir>/<name>-<hash>.pt`` (the hash covers the
+    architecture, the data's shapes and sums and the settings). Returns the model (eval mode, frozen, on
+    ``device``) and ``{"name", "test_accuracy", "train_seconds", "cached" (loaded, not trained), "path"}``."""
     if train_x.dim() != 4 or train_x.shape[-1] != train_x.shape[-2] or train_x.shape[-1] % 4:
         raise ValueError(f"images must be (N, C, S, S) with S divisible by 4, got {tuple(train_x.shape)}")
     device = torch.device(device) if device is not None else train_x.device
@@ -121,9 +113,8 @@ def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, 
 
 @torch.inference_mode()
 def extract_features(model: Classifier, images: Tensor, batch_size: int = 250) -> Tensor:
-    """``model.features`` of (N, C, S, S) images in [0, 1], channels-last, ``batch_size`` at a time (the same to
-    float32 rounding for any batch size). 250 MNIST images make 12.5 MB activations, which the allocator reuses;
-    1,000 make 50 MB ones, mapped afresh for every batch: twice as long on a 2-core CPU."""
+    """``model.features`` of images in [0, 1], channels-last, ``batch_size`` at a time: 250 MNIST images make 12.5 MB
+    activations, which the allocator reuses; 1,000 make 50 MB ones, mapped afresh each batch (twice as slow)."""
     device = next(model.parameters()).device
     layout = torch.channels_last if images.dim() == 4 else torch.contiguous_format
     return torch.cat([model.features(batch.to(device).contiguous(memory_format=layout))
@@ -131,8 +122,8 @@ def extract_features(model: Classifier, images: Tensor, batch_size: int = 250) -
 
 
 class Reference(NamedTuple):
-    """The real reference set in feature space: the features, the per-dimension mean and std that standardise
-    every set for KID (std 1 for a dead unit), and ``cache`` of what every comparison would recompute."""
+    """The real set's features, the per-dimension mean and std that standardise every set for KID (std 1 for a dead
+    unit), and ``cache`` of what every comparison would recompute."""
 
     features: Tensor
     mean: Tensor
@@ -145,29 +136,24 @@ class Reference(NamedTuple):
         return self.cache[key]
 
     def standardise(self, feats: Tensor) -> Tensor:
-        """(feats - mean) / std, float64."""
         return (feats.to(torch.float64) - self.mean) / self.std
 
 
-def reference(model: Classifier, images: Tensor, batch_size: int = 250) -> Reference:
-    """The :class:`Reference` of real ``images``."""
-    feats = extract_features(model, images, batch_size)
+def reference(model: Classifier, images: Tensor) -> Reference:
+    feats = extract_features(model, images)
     std = feats.to(torch.float64).std(0)
     return Reference(feats, feats.to(torch.float64).mean(0), torch.where(std > 0, std, torch.ones_like(std)), {})
 
 
 def compare(ref: Reference, feats: Tensor, size: int, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000,
             batch_size: int = 1000) -> dict[str, float]:
-    """FID, KID and k-NN precision/recall of the features ``feats`` against the reference, at sets of ``size``.
+    """FID, KID (and kid_std), precision and recall of ``feats`` against the reference, at sets of ``size``.
 
-    FID and recall grow as the sets shrink (MNIST real vs real: FID 1.85 at 10,000 vs 10,000, 7.44 at 1,500
-    vs 10,000, 28.1 at 1,500 vs 297), so figures compared (a run and its floor) must use the same sizes:
-    ``feats`` is split into len(feats) // ``size`` disjoint sets of ``size`` rows (the rest left out), FID and
-    recall the means over the sets. KID (unbiased at any size) is on features standardised by the reference's
-    mean and std (the cubic kernel's x·y/d of order one whatever each feature's scale), on subsets of
-    min(``kid_subset_size``, size, len(reference)) rows from all the sets; FID and precision/recall (k-th
-    neighbour ``k``) on the raw features. Returns ``{"fid", "kid", "kid_std", "precision", "recall"}``.
-    """
+    FID and recall grow as the sets shrink (MNIST real vs real: FID 1.85 at 10,000 vs 10,000, 28.1 at 1,500 vs
+    297), so a run and its floor must use the same sizes: ``feats`` makes len(feats) // ``size`` disjoint sets
+    (the rest left out), FID and recall the means over them. KID (unbiased at any size) is on features
+    standardised by the reference's mean and std (the cubic kernel's x·y/d of order one whatever each feature's
+    scale); FID and precision/recall on the raw features."""
     sets = len(feats) // size
     if sets < 1:
         raise ValueError(f"{len(feats)} samples cannot make a set of {size}")
@@ -183,11 +169,11 @@ def compare(ref: Reference, feats: Tensor, size: int, k: int = 3, kid_subsets: i
 
 def image_metrics(model: Classifier, real_images: Tensor, fake_images: Tensor, size: int | None = None,
                   **kwargs) -> dict[str, float]:
-    """:func:`compare` (with ``kwargs``) of ``fake_images`` to ``real_images`` at sets of ``size`` (default: one)."""
+    """:func:`compare` of the images' features at sets of ``size`` (default: one set)."""
     ref, fake = reference(model, real_images), extract_features(model, fake_images)
     return compare(ref, fake, size or len(fake), **kwargs)
 
 
 def real_floor(model: Classifier, train_x: Tensor, test_x: Tensor, n: int = 10000, **kwargs) -> dict[str, float]:
-    """The real-vs-real floor (a perfect generator's score): the first ``n`` test vs training images."""
+    """A perfect generator's score: the first ``n`` test vs training images."""
     return image_metrics(model, train_x[:n], test_x[:n], **kwargs)

@@ -1,11 +1,7 @@
-"""Inception FID and KID, the feature space of published GAN numbers, from a LOCAL weights file.
-
-    eval.inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
-
-torch-fidelity's port of the FID paper's Inception-v3 (2048-d pool features of 299x299 inputs), loaded from
-that file (nothing is downloaded at run time), reads the run's pixels as uint8 RGB; its features go to
-torchmetrics' FID and KID, which keep the real ones between evaluations. Needs ``pip install 'gan-cli[inception]'``.
-"""
+"""Inception FID and KID (published GAN numbers' feature space) from a LOCAL weights file,
+``eval.inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth``: torch-fidelity's port of the FID paper's
+Inception-v3 reads the pixels as uint8 RGB; torchmetrics' FID and KID keep the real features between evaluations.
+Needs ``pip install 'gan-cli[inception]'``."""
 
 from __future__ import annotations
 
@@ -75,7 +71,6 @@ class InceptionMetrics:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The network's features of images in [0, 1], (N, features), float64, on the device."""
         out = [self.net(as_uint8_rgb(b.to(self.device))).reshape(len(b), -1) for b in images.split(self.batch)]
         return torch.cat(out).double()
 
@@ -101,7 +96,7 @@ _NETWORKS: Dict[str, nn.Module] = {}
 
 
 def load(path: str) -> nn.Module:
-    """:func:`network`, loaded once per process (the run's check loads it before training starts)."""
+    """:func:`network`, loaded once per process (the run's check loads it before training)."""
     if path not in _NETWORKS:
         _NETWORKS[path] = network(path)
     return _NETWORKS[path]

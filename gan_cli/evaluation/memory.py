@@ -1,16 +1,8 @@
 """Memory: refuse a run that cannot fit before allocating it; name the setting to lower when an allocation fails.
-
-:func:`estimate` builds G and D on the ``meta`` device (shapes only), so parameters are counted on the config's
-real networks; activations are bounded by the layers' widths (measured on the meta device before a refusal).
-A training step needs, in float32:
-
-    parameters x 5 (weights, gradients, up to two optimizer moments, the moving average of G)
-    + activations x 2 (kept for the backward pass, and their gradients): G on m x pack noise vectors,
-      D on m x pack real and m x pack generated examples
-    + the evaluation's generated samples (the most that one of the run's metrics holds, made in chunks)
-
-:func:`check` refuses (UserError) a run whose estimate exceeds the memory free on its device.
-"""
+G and D are built on the ``meta`` device (shapes only); activations are bounded by the layers' widths (measured on
+the meta device before a refusal). A training step needs, in float32: parameters x 5 (weights, gradients, two
+optimizer moments, G's moving average) + activations x 2 (and their gradients: G on m x pack noise vectors, D on as
+many real and generated examples) + the evaluation's generated samples (the most one of the run's metrics holds)."""
 
 from __future__ import annotations
 
@@ -49,8 +41,8 @@ class Estimate:
 
 
 def _bound(net: torch.nn.Module, spatial: int) -> int:
-    """An upper bound of one sample's activations in ``net``: each leaf's output is its width (out_features, or
-    out_channels x the image's pixels: no map is larger) or, element-wise, the previous width."""
+    """A bound of one sample's activations in ``net``: each leaf's output is its width (out_features, or out_channels
+    x the image's pixels: no map is larger) or, element-wise, the previous width."""
     total, last = 0, 0
     for mod in net.modules():
         if list(mod.children()):
@@ -64,8 +56,8 @@ def _bound(net: torch.nn.Module, spatial: int) -> int:
 
 
 def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
-    """Bytes a training step and the evaluation need (see above); ``exact``: activations measured by a forward
-    pass on the meta device instead of bounded (it makes torch import its compiler stack: seconds)."""
+    """Bytes a training step and the evaluation need; ``exact``: activations measured by a forward pass on the meta
+    device instead of bounded (torch then imports its compiler stack: seconds)."""
     m = cfg.batch_size * cfg.pack
     probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None,
                           data.shape)
@@ -109,8 +101,7 @@ def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
 
 
 def as_user_error(err: BaseException) -> Optional[UserError]:
-    """The one line for an error the user can act on: a write that failed (full disk, read-only) or an
-    allocation that failed (out of memory, CPU or CUDA); None for anything else."""
+    """The one line for a failed write (full disk, read-only) or allocation (CPU or CUDA); None for anything else."""
     if isinstance(err, OSError) and err.errno in rundir.REASONS:
         return rundir.write_error(err, err.filename)
     text = str(err).strip()

@@ -1,9 +1,8 @@
-"""Evaluation metrics for generative models: pure, batched functions on torch tensors, run on their inputs'
-device, in float64 where rounding matters. One number comes back as a 0-dim tensor (no host synchronisation:
-safe inside a training loop), a protocol report as a dict of Python numbers (JSON-ready). References (arXiv):
-Goodfellow et al. 2014, 1406.2661; Srivastava et al. 2017 (VEEGAN), 1705.07761; Lin et al. 2018 (PacGAN),
-1712.04086; Heusel et al. 2017 (FID), 1706.08500; Bińkowski et al. 2018 (KID), 1801.01401; Kynkäänniemi et al.
-2019 (improved precision and recall), 1904.06991.
+"""Evaluation metrics: pure, batched functions on torch tensors, on their inputs' device, float64 where rounding
+matters. One number comes back as a 0-dim tensor (no host sync), a protocol's report as a dict of Python numbers.
+References (arXiv): Goodfellow et al. 2014, 1406.2661; Srivastava et al. 2017 (VEEGAN), 1705.07761; Lin et al.
+2018 (PacGAN), 1712.04086; Heusel et al. 2017 (FID), 1706.08500; Bińkowski et al. 2018 (KID), 1801.01401;
+Kynkäänniemi et al. 2019 (improved precision and recall), 1904.06991.
 """
 
 import functools
@@ -15,14 +14,14 @@ from torch import Tensor
 
 
 def parzen_sigma_grid(device: torch.device | str | None = None) -> Tensor:
-    """The paper's bandwidth grid: ``torch.logspace(-1, 0, 10)`` (0.1 ... 1), float64."""
+    """The paper's bandwidth grid, 0.1 ... 1, float64."""
     return torch.logspace(-1, 0, 10, dtype=torch.float64, device=device)
 
 
 class _ParzenWindow:
-    """An isotropic Gaussian Parzen window on the rows of ``centres``, prepared once for any number of query sets.
-    Sparse queries (1,000 MNIST test images are non-zero on ~600 of 784 columns) take products over their columns
-    alone, uncentred (m the centres' mean, μ' = μ - m): ‖x - μ‖² = ‖x - m‖² - 2x·μ' + (‖μ'‖² + 2m·μ')."""
+    """An isotropic Gaussian Parzen window on the rows of ``centres``. Sparse queries (MNIST test images are non-zero
+    on ~600 of 784 columns) take products over those columns alone, uncentred (m the centres' mean, μ' = μ - m):
+    ‖x - μ‖² = ‖x - m‖² - 2x·μ' + (‖μ'‖² + 2m·μ')."""
 
     def __init__(self, centres: Tensor):
         centres = centres.flatten(1).to(torch.float64)
@@ -37,22 +36,18 @@ class _ParzenWindow:
 
     @functools.cached_property
     def by_column(self) -> Tensor:
-        """The centres as (d, n) rows, one per column, for sparse batches."""
         return self.centres.T.contiguous()
 
     def sparse_columns(self, batch: Tensor) -> Tensor | None:
-        """The columns where some row of ``batch`` is not zero, where those are at most 90 % of them."""
+        """The columns where some row of ``batch`` is not zero, if at most 90 % of them."""
         columns = _any(batch != 0, 0).nonzero()[:, 0]
         return columns if len(columns) <= 0.9 * self.d else None
 
     def log_density(self, x: Tensor, sigmas: Tensor, batch_size: int = 1000) -> Tensor:
-        """Log-density of each row of ``x`` for every sigma, a (len(sigmas), len(x)) float64 tensor:
-
-        log p_σ(x) = logsumexp_i(-‖x - μ_i‖² / 2σ²) - log n - d·log(σ·√(2π)),
-
-        n centres μ_i in d dimensions. ‖x - μ‖² = ‖x‖² - 2x·μ + ‖μ‖² is a float32 matrix product per batch, both
-        sets centred (on MNIST within 1e-4 nats of float64). The log-sum-exp is relative to the nearest centre,
-        terms below e^-80 of it counted as e^-80 (error under 1e-30; no float32 subnormals, many times slower)."""
+        """log p_σ(x) = logsumexp_i(-‖x - μ_i‖² / 2σ²) - log n - d·log(σ·√(2π)) for each row of ``x`` and sigma,
+        (len(sigmas), len(x)) float64. The distances are float32 matrix products of centred sets (on MNIST within
+        1e-4 nats of float64); the log-sum-exp is relative to the nearest centre, terms below e^-80 of it counted
+        as e^-80 (error under 1e-30; float32 subnormals are many times slower)."""
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=self.centres.device)
         log_norm = math.log(self.n) + self.d * torch.log(sigmas * math.sqrt(2 * math.pi))
         scales = (-0.5 / sigmas.square()).tolist()
@@ -61,16 +56,15 @@ class _ParzenWindow:
             centred = batch.to(torch.float64) - self.mean
             columns = self.sparse_columns(batch)
             sq_dist = self.buffers.get("sq_dist", (len(batch), self.n), self.centres)
-            # ‖x - m‖² + the centres' terms, then the product added in place (no copy of a bias)
             norms = self.sq_norms if columns is None else self.uncentred_norms
             torch.add(centred.square().sum(1, keepdim=True).float(), norms, out=sq_dist)
-            if columns is not None:  # the columns where some x is not zero: -2x·μ' + (‖μ'‖² + 2m·μ')
+            if columns is not None:  # -2x·μ' + (‖μ'‖² + 2m·μ') over x's non-zero columns
                 sq_dist.addmm_(batch[:, columns].float(), self.by_column.index_select(0, columns), alpha=-2)
             else:  # -2(x - m)·μ' + ‖μ'‖²
                 sq_dist.addmm_(centred.float(), self.centres.T, alpha=-2)
             nearest = sq_dist.amin(1, keepdim=True)
             excess = sq_dist.sub_(nearest)  # ‖x - μ_i‖² - min_i ‖x - μ_i‖² >= 0
-            nearest = nearest[:, 0].clamp_min_(0).double()  # a distance, whatever the rounding
+            nearest = nearest[:, 0].clamp_min_(0).double()
             term = self.buffers.get("term", excess.shape, excess)
             log_kernel_sums.append(torch.stack([
                 nearest * scale + torch.mul(excess, scale, out=term).clamp_min_(-80).exp_().sum(1).log().double()
@@ -79,37 +73,28 @@ class _ParzenWindow:
 
 
 class _Buffers:
-    """Named scratch tensors reused across blocks: a (1,000 × 10,000) float32 block (40 MB, above glibc's 32 MiB
-    mmap threshold) allocated afresh is mapped and zeroed by the kernel each time, as costly as its arithmetic."""
+    """Named scratch tensors reused across blocks: a 40 MB block allocated afresh (above glibc's mmap threshold) is
+    mapped and zeroed by the kernel each time, as costly as its arithmetic."""
 
     def __init__(self):
         self._tensors: dict = {}
 
     def get(self, name: str, shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """An empty ``shape`` tensor (``like``'s device, ``dtype`` or like's), reusing ``name``'s if big enough."""
         shape, have = torch.Size(shape), self._tensors.get(name)
         if have is None or have.numel() < shape.numel():
             have = self._tensors[name] = torch.empty(shape.numel(), dtype=dtype or like.dtype, device=like.device)
         return have[: shape.numel()].view(shape)
 
 
-def parzen_log_likelihood(samples: Tensor, val: Tensor, test: Tensor, sigmas: Tensor | None = None,
-                          batch_size: int = 1000) -> dict[str, float]:
-    """Parzen-window log-likelihood of ``test``: Goodfellow et al. 2014, Table 1 (after Breuleux et al. 2011).
-
-    As goodfeli/adversarial's parzen_ll.py: the generator ``samples`` (10,000 in the paper) are the kernel
-    centres; sigma is the one of ``sigmas`` (default :func:`parzen_sigma_grid`) with the best mean
-    log-likelihood on ``val`` (the first 1,000 validation images). Unreliable in high dimension (Theis et al.
-    2016, arXiv:1511.01844): report it with its sigma. Returns ``{"ll": mean over test, "se": std/√N
-    (population std, as numpy's), "sigma": chosen sigma}``.
-    """
-    if sigmas is None:
-        sigmas = parzen_sigma_grid(samples.device)
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=samples.device)
+def parzen_log_likelihood(samples: Tensor, val: Tensor, test: Tensor) -> dict[str, float]:
+    """Parzen-window log-likelihood of ``test`` (Goodfellow et al. 2014, Table 1; goodfeli/adversarial's
+    parzen_ll.py): the generator ``samples`` are the centres, sigma the one of :func:`parzen_sigma_grid` with the
+    best mean log-likelihood on ``val``. Unreliable in high dimension (Theis et al. 2016, arXiv:1511.01844): report
+    its sigma. Returns ``{"ll": mean over test, "se": std/√N (population std, as numpy's), "sigma"}``."""
+    sigmas = parzen_sigma_grid(samples.device)
     window = _ParzenWindow(samples)
-    val_ll = window.log_density(val, sigmas, batch_size).mean(1)
-    sigma = sigmas[val_ll.argmax()]
-    test_ll = window.log_density(test, sigma[None], batch_size)[0]
+    sigma = sigmas[window.log_density(val, sigmas).mean(1).argmax()]
+    test_ll = window.log_density(test, sigma[None])[0]
     se = test_ll.std(correction=0) / math.sqrt(len(test_ll))
     ll, se, sigma = torch.stack([test_ll.mean(), se, sigma]).tolist()
     return {"ll": ll, "se": se, "sigma": sigma}
@@ -122,8 +107,8 @@ def grid_centres(lo: float, hi: float, bins: int, dim: int, device=None) -> Tens
 
 
 def histogram_density(samples: Tensor, lo: float, hi: float, bins: int) -> Tensor:
-    """Histogram density on the cells of :func:`grid_centres`: count_j / (n·Δ^d), Δ = (hi - lo) / bins; samples
-    (n,) or (n, d) outside [lo, hi)^d fall in no cell, but n counts them."""
+    """count_j / (n·Δ^d), Δ = (hi - lo) / bins, on the cells of :func:`grid_centres`; samples outside [lo, hi)^d
+    fall in no cell but count in n."""
     points = samples.reshape(len(samples), -1).to(torch.float64)
     cell = torch.floor((points - lo) * (bins / (hi - lo))).long()
     inside = ((cell >= 0) & (cell < bins)).all(1)
@@ -133,30 +118,27 @@ def histogram_density(samples: Tensor, lo: float, hi: float, bins: int) -> Tenso
 
 
 def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
-    """Optimal D for a fixed G (Goodfellow et al. 2014, Prop. 1): D* = p_data / (p_data + p_g); ½ where both
-    densities vanish (0/0: either answer is optimal there, ½ is the value at the optimum p_g = p_data)."""
+    """D* = p_data / (p_data + p_g) (Goodfellow et al. 2014, Prop. 1); ½ where both vanish (its value at p_g =
+    p_data; any value is optimal there)."""
     total = p_data + p_g
     return torch.where(total > 0, p_data / torch.where(total > 0, total, 1), 0.5)
 
 
 class NeighbourTree:
-    """A k-d tree of ``samples`` (scipy's, built once) for the k-nearest-neighbour density of their law."""
+    """A k-d tree of ``samples`` (scipy's) for the k-nearest-neighbour density of their law."""
 
     def __init__(self, samples: Tensor):
         from scipy.spatial import cKDTree
 
         data = samples.detach().reshape(len(samples), -1).double().cpu().numpy()
         self.n, self.d = data.shape
-        # sliding-midpoint splits: faster to build than median splits and, for the same exact neighbours,
-        # 0-15 % faster to search on the toy sets (measured: ring and grid, trained and untrained G)
+        # sliding-midpoint splits: faster to build, and 0-15 % faster to search on the toy sets (measured)
         self.tree = cKDTree(data, balanced_tree=False)
 
     def log_density(self, queries: Tensor, ks: Sequence[int], exclude_self: bool = False) -> list:
-        """[log q̂_k(x) for k in ``ks``], (len(queries),) float64 each, from one CPU search up to the largest k:
-        log q̂_k(x) = ψ(k) - log n - log V_d - d·log r_k(x), r_k(x) the distance to the k-th nearest sample, V_d
-        the unit d-ball's volume, ψ the digamma function (Kozachenko & Leonenko 1987: unbiased in log space where
-        q is locally flat; the radius adapts to narrow modes). ``exclude_self``: the queries are the samples, each
-        one's own point skipped. A point mass gives r_k = 0, log q̂ = +inf."""
+        """[log q̂_k(x) for k in ``ks``] from one search: log q̂_k(x) = ψ(k) - log n - log V_d - d·log r_k(x), r_k
+        the distance to the k-th nearest sample, V_d the unit d-ball's volume (Kozachenko & Leonenko 1987).
+        ``exclude_self``: the queries are the samples, each one's own point skipped. A point mass reads +inf."""
         n = self.n - int(exclude_self)
         for k in ks:
             if not 1 <= k <= n:
@@ -170,8 +152,8 @@ class NeighbourTree:
 
 
 def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:
-    """JSD = ½ E_{x~p}[log 2p/(p+q)] + ½ E_{x~q}[log 2q/(p+q)], as means over samples of p (``*_real``) and
-    of q (``*_fake``) of the given log-densities. Where q = +inf (a point mass) the term is its limit, log 2."""
+    """JSD = ½ E_p[log 2p/(p+q)] + ½ E_q[log 2q/(p+q)], means over samples of p (``*_real``) and q (``*_fake``);
+    where q = +inf (a point mass) the term is its limit, log 2."""
     on_real = math.log(2) + log_p_real - torch.logaddexp(log_p_real, log_q_real)
     on_fake = torch.where(torch.isinf(log_q_fake), torch.full_like(log_q_fake, math.log(2)),
                           math.log(2) + log_q_fake - torch.logaddexp(log_p_fake, log_q_fake))
@@ -180,32 +162,26 @@ def jsd_from_log_densities(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: T
 
 def jsd_corrected(log_p_real: Tensor, log_q_real: Tensor, log_p_fake: Tensor, log_q_fake: Tensor,
                   floor: Tensor) -> Tensor:
-    """JSD (nats; C(G) = -log 4 + 2·JSD, Theorem 1) of a known p_data and the generated law p_g, less the bias:
-    :func:`jsd_from_log_densities` of p = p_data exact and q = p_g by its k-NN density (leave one out at the
-    generated samples), minus ``floor`` (the same estimate with an independent real sample of the same size
-    for the generated one: the bias of q̂ at this size, about -0.015 at k = 10), clamped to [0, log 2]. With
-    50,000 samples and k = 10 a half-std generator reads 0.094 on mixture1d (quadrature: 0.0927), 0.172 on
-    ring and 0.166 on grid (0.1733), one collapsed onto the centres 0.688-0.693 (log 2); few samples per
-    mode read low (grid, 2,000: 0.082)."""
+    """JSD(p_data, p_g) in nats (C(G) = -log 4 + 2·JSD, Theorem 1): :func:`jsd_from_log_densities` with p_data
+    exact and p_g by its k-NN density, less ``floor`` (the same estimate with a second real sample in place of the
+    generated one: q̂'s bias at this size, about -0.015 at k = 10), clamped to [0, log 2]. At 50,000 samples, k = 10,
+    a half-std generator reads 0.094 on mixture1d (quadrature: 0.0927), 0.172 on ring, 0.166 on grid (0.1733)."""
     return (jsd_from_log_densities(log_p_real, log_q_real, log_p_fake, log_q_fake) - floor).clamp(0, math.log(2))
 
 
 def d_star_mse_samples(d_real: Tensor, d_fake: Tensor, log_p_real: Tensor, log_q_real: Tensor,
                        log_p_fake: Tensor, log_q_fake: Tensor) -> Tensor:
-    """E_{x ~ (p_data + p_g)/2}[(D(x) - D*(x))²], D* = p_data / (p_data + p_g) (Proposition 1), on equal
-    numbers of real and generated samples (together a sample of the mixture), from D's values ``d_*`` = σ(logit)
-    and the log-densities of p_data and p_g at those points (p_g: e.g. :meth:`NeighbourTree.log_density`)."""
+    """E_{x ~ (p_data + p_g)/2}[(D(x) - D*(x))²] over equal numbers of real and generated samples, from D = σ(logit)
+    and the log-densities of p_data and p_g at those points."""
     d = torch.cat([d_real, d_fake]).double()
     log_ratio = torch.cat([log_p_real - log_q_real, log_p_fake - log_q_fake]).double()
     return (d - torch.sigmoid(log_ratio)).square().mean()  # σ(log p - log q) = p / (p + q)
 
 
 def mode_metrics(samples: Tensor, centres: Tensor, std: float, n_required: int = 1) -> dict:
-    """Mode coverage of ``samples`` on a mixture of isotropic Gaussians with common ``std`` (VEEGAN's protocol, as
-    PacGAN's): each sample goes to its nearest centre, high quality (HQ) if within 3·std; modes covered = centres
-    nearest to >= ``n_required`` HQ samples; reverse KL = KL(q‖u) = Σ_k q_k log(K·q_k), q the histogram of HQ
-    samples over the K modes, u uniform, 0·log 0 = 0; log K with no HQ sample (total collapse). Returns
-    ``{"modes_covered", "hq_fraction", "reverse_kl", "protocol"}``, the last a sentence of the protocol."""
+    """VEEGAN's protocol (as PacGAN's) on a mixture of isotropic Gaussians: a sample is high quality (HQ) within
+    3·std of its nearest centre; a mode is covered by >= ``n_required`` HQ samples; reverse KL = Σ_k q_k log(K·q_k),
+    q the histogram of HQ samples over the K modes (log K with none). Returns modes_covered, hq_fraction, reverse_kl."""
     num_modes = len(centres)
     distances = torch.cdist(samples.to(torch.float64), centres.to(samples.device, torch.float64))
     nearest_distance, nearest = distances.min(1)
@@ -215,16 +191,11 @@ def mode_metrics(samples: Tensor, centres: Tensor, std: float, n_required: int =
     reverse_kl = torch.xlogy(q, q).sum() + math.log(num_modes)
     covered, hq_fraction, reverse_kl = torch.stack(
         [(counts >= n_required).sum(), high_quality.double().mean(), reverse_kl]).tolist()
-    protocol = (f"VEEGAN/PacGAN: {len(samples)} samples, high quality if within 3σ (σ={std:g}) of the "
-                f"nearest of {num_modes} centres; a mode is covered by >= {n_required} high-quality "
-                f"sample(s); reverse KL of the high-quality mode histogram vs uniform (log {num_modes} "
-                "when none is high quality)")
-    return {"modes_covered": int(covered), "hq_fraction": hq_fraction, "reverse_kl": reverse_kl, "protocol": protocol}
+    return {"modes_covered": int(covered), "hq_fraction": hq_fraction, "reverse_kl": reverse_kl}
 
 
 def gaussian_stats(feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean, unbiased covariance, its PSD square root by eigendecomposition) of (n, d) features, float64:
-    the reference side of :func:`frechet_distance`, computed once per reference set."""
+    """(mean, unbiased covariance, its PSD square root) of (n, d) features, float64: FID's reference side."""
     a = feats.to(torch.float64)
     cov = torch.cov(a.T)
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
@@ -232,33 +203,26 @@ def gaussian_stats(feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def frechet_distance(feat_a: Tensor, feat_b: Tensor, stats_a: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID, Heusel et al. 2017).
-
-    d² = ‖μ_a - μ_b‖² + Tr(C_a + C_b - 2(C_a^½ C_b C_a^½)^½),
-
-    μ, C each (n, d) set's mean and unbiased covariance (Dowson & Landau 1982). Tr((C_a C_b)^½) sums the roots
-    of the eigenvalues of the symmetric C_a^½ C_b C_a^½ in float64: unlike scipy's sqrtm it stays real, with no
-    offset for rank-deficient covariances (ReLU features). Agrees with torchmetrics' FrechetInceptionDistance.
-    """
+    """FID (Heusel et al. 2017): d² = ‖μ_a - μ_b‖² + Tr(C_a + C_b - 2(C_a^½ C_b C_a^½)^½) of Gaussians fitted to two
+    feature sets. The trace sums the roots of the eigenvalues of the symmetric C_a^½ C_b C_a^½ in float64: unlike
+    scipy's sqrtm it stays real for rank-deficient covariances (ReLU features). Agrees with torchmetrics'."""
     mean_a, cov_a, sqrt_a = stats_a if stats_a is not None else gaussian_stats(feat_a)
     b = feat_b.to(torch.float64)
     cov_b = torch.cov(b.T)
     middle = sqrt_a @ cov_b @ sqrt_a
     trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    mean_term = (mean_a - b.mean(0)).square().sum()
-    return mean_term + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
+    return (mean_a - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
 
 
 def kid(feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
         cache: dict | None = None) -> dict[str, float]:
-    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with a cubic kernel.
+    """KID (Bińkowski et al. 2018): the unbiased MMD² with the kernel k(x, y) = (x·y / d + 1)³,
 
-    k(x, y) = (x·y / d + 1)³ on d-dimensional features;
     MMD²_u = Σ_{i≠j} k(a_i, a_j)/(m(m-1)) + Σ_{i≠j} k(b_i, b_j)/(m(m-1)) - 2 Σ_{i,j} k(a_i, b_j)/m²,
-    over ``subsets`` pairs of subsets of m = ``subset_size`` rows (at most the smaller set) drawn without
-    replacement by its own generator seeded with ``seed`` (torchmetrics' uses the global one). Kernel values in
-    float32 (features of order one: rounding ~1e-7), sums in float64. Returns ``{"kid": mean, "kid_std"}``.
-    """
+
+    over ``subsets`` pairs of subsets of m = ``subset_size`` rows drawn by a generator of its own (torchmetrics'
+    uses the global one). Kernels in float32, sums in float64. ``cache`` keeps the a-side sums for a fixed
+    ``feat_a``. Returns ``{"kid": mean, "kid_std"}``."""
     a, b = feat_a.to(torch.float32), feat_b.to(torch.float32)
     m = min(subset_size, len(a), len(b))
     one = torch.ones((), dtype=torch.float32, device=a.device)
@@ -267,8 +231,6 @@ def kid(feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1
         return torch.addmm(one, u, v.T, alpha=1 / a.shape[1]).pow_(3)
 
     generator = torch.Generator().manual_seed(seed)
-    # the a-side sums depend only on a and the subsets drawn: with ``cache`` (kept with a fixed
-    # ``feat_a``, e.g. a run's real reference) they are computed once for each (len(b), m, ...)
     key = ("kid_within_a", len(b), m, subsets, seed)
     cached = cache.get(key) if cache is not None else None
     first, within_a, estimates = cached is None, [] if cached is None else cached, []
@@ -290,9 +252,9 @@ def kid(feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1
 
 
 class _Screen:
-    """Squared distances of float64 feature sets screened in float32: a float32 matrix product per block is within
-    ``tol(i, j)`` = (d + 8)·2⁻²³·(‖x_i‖² + ‖y_j‖²) (bounding the rounding of ‖x‖² - 2x·y + ‖y‖² in any summation
-    order) of each pair; pairs that margin leaves open are computed exactly, as Σ (x - y)² in float64."""
+    """Squared distances of float64 feature sets screened in float32: a float32 product is within tol = (d + 8)·2⁻²³·
+    (‖x_i‖² + ‖y_j‖²) of each pair (bounding the rounding of ‖x‖² - 2x·y + ‖y‖² in any summation order); pairs that
+    margin leaves open are computed exactly, as Σ (x - y)² in float64."""
 
     def __init__(self, x: Tensor, y: Tensor):
         self.x, self.y = x.to(torch.float64), y.to(torch.float64)
@@ -303,8 +265,7 @@ class _Screen:
         self.buffers = _Buffers()
 
     def block(self, rows: slice) -> tuple[Tensor, float]:
-        """(float32 squared distances of x's ``rows`` to all of y, possibly just below 0 and overwritten by the
-        next call; one margin bounding their error, the block's largest)."""
+        """(float32 squared distances of x's ``rows`` to all of y, overwritten by the next call; the block's margin)."""
         x32 = self.x32[rows]
         d2 = torch.add(self.x_sq32[rows, None], self.y_sq32, out=self.buffers.get("d2", (len(x32), len(self.y32)), x32))
         d2.addmm_(x32, self.y32.T, alpha=-2)
@@ -312,17 +273,15 @@ class _Screen:
 
 
 def _any(mask: Tensor, dim: int | None = None) -> Tensor:
-    """``mask.any(dim)`` (a Python bool when ``dim`` is None), reduced as uint8: on CPU, torch's bool
-    ``any`` over a (1,000 × 10,000) block takes about 10 ms, uint8 ``amax`` under 1 ms."""
+    """``mask.any(dim)`` (a bool when ``dim`` is None), reduced as uint8: on CPU torch's bool ``any`` over a
+    (1,000 × 10,000) block takes about 10 ms, uint8 ``amax`` under 1 ms."""
     as_bytes = mask.view(torch.uint8)
     return bool(as_bytes.max()) if dim is None else as_bytes.amax(dim).bool()
 
 
 def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int = 8) -> Tensor:
-    """Squared distance from each row to its k-th nearest other row (the row itself is the 0-th), float64.
-
-    The k + 1 + ``extra`` float32-nearest candidates (:class:`_Screen`) give it in float64; a row whose gap to its
-    last candidate is within the margin (one may be missed) is computed in full, ‖x‖² - 2x·y + ‖y‖² in float64."""
+    """Squared distance from each row to its k-th nearest other row, float64: exact among the k + 1 + ``extra``
+    float32-nearest candidates (:class:`_Screen`); a row whose last candidate is within the margin is done in full."""
     screen, n = _Screen(feats, feats), len(feats)
     width = min(k + 1 + extra, n)
     radii = []
@@ -343,21 +302,15 @@ def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int =
 
 def precision_recall_knn(real_feats: Tensor, fake_feats: Tensor, k: int = 3, batch_size: int = 1000,
                          fake_sets: int = 1, real_sq_radii: Tensor | None = None) -> dict[str, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
-
-    The manifold of a set X is the union of balls B(x, r_k(x)), r_k(x) the distance from x to its k-th
-    nearest neighbour in X (itself excluded; k = 3 in the paper):
-      precision = fraction of fake samples inside the manifold of the real set,
-      recall    = fraction of real samples inside the manifold of the fake set.
-    Recall depends on the number of fakes (their radii shrink as it grows): ``fake_sets`` > 1 splits them into
-    that many consecutive equal sets, each with its own manifold, recall the mean. Squared distances are screened
-    in float32 (:class:`_Screen`), ``batch_size`` rows a block serving both. Returns ``{"precision", "recall"}``.
-    """
+    """Improved precision and recall (Kynkäänniemi et al. 2019): a set's manifold is the union of balls B(x, r_k(x)),
+    r_k(x) the distance to x's k-th nearest neighbour in the set (k = 3 in the paper); precision is the fraction of
+    fakes inside the real manifold, recall of reals inside the fake one. Recall depends on the number of fakes:
+    ``fake_sets`` > 1 splits them into equal consecutive sets, each its own manifold, recall the mean."""
     if len(fake_feats) % fake_sets:
         raise ValueError(f"cannot split {len(fake_feats)} fakes into {fake_sets} sets of equal size")
     real, fake = real_feats.to(torch.float64), fake_feats.to(torch.float64)
     # squared radii, compared with squared distances (a distance equal to a radius is inside)
-    real_r2 = knn_sq_radii(real, k, batch_size) if real_sq_radii is None else real_sq_radii  # may be cached
+    real_r2 = knn_sq_radii(real, k, batch_size) if real_sq_radii is None else real_sq_radii
     size = len(fake) // fake_sets
     fake_r2 = torch.cat([knn_sq_radii(part, k, batch_size) for part in fake.chunk(fake_sets)])
     real_r2_32, fake_r2_32 = real_r2.float(), fake_r2.float()
@@ -369,9 +322,7 @@ def precision_recall_knn(real_feats: Tensor, fake_feats: Tensor, k: int = 3, bat
         rows = slice(start, min(start + batch_size, len(real)))
         d2, tol = screen.block(rows)
         # precision: fake j inside the ball of real i; recall: real i inside the ball of fake j
-        for radius2, radius2_exact, precision_side in ((real_r2_32[rows, None], lambda i, j: real_r2[i], True),
-                                                      (fake_r2_32[None, :], lambda i, j: fake_r2[j], False)):
-            # comparisons into reused masks, reduced as uint8 (amax): several times faster than bool any()
+        for precision_side, radius2 in ((True, real_r2_32[rows, None]), (False, fake_r2_32[None, :])):
             sure = torch.le(d2, radius2 - tol, out=screen.buffers.get("sure", d2.shape, d2, torch.bool))
             if precision_side:
                 fake_inside |= _any(sure, 0)
@@ -384,7 +335,7 @@ def precision_recall_knn(real_feats: Tensor, fake_feats: Tensor, k: int = 3, bat
                 open_pairs = maybe.index_select(0, open_rows).nonzero()
                 i, j = open_rows[open_pairs[:, 0]] + start, open_pairs[:, 1]
                 exact = (screen.x.index_select(0, i) - screen.y.index_select(0, j)).square().sum(-1)  # float64
-                inside = exact <= radius2_exact(i, j)
+                inside = exact <= (real_r2[i] if precision_side else fake_r2[j])
                 if precision_side:
                     fake_inside[j[inside]] = True
                 else:
