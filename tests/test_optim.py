@@ -27,8 +27,6 @@ def test_every_optimizer_choice_is_one_hydra_composes():
 def test_an_unknown_optimizer_names_the_choices(make_cfg):
     cfg = make_cfg("optimizer.name=rmsprop").optimizer
     with pytest.raises(UserError, match="optimizer=rmsprop is not an optimizer; choose one of: sgd, adam"):
-        optim.check(cfg)
-    with pytest.raises(UserError, match="optimizer=rmsprop"):
         optim.build(cfg, [torch.nn.Parameter(torch.zeros(1))])
 
 
@@ -79,7 +77,7 @@ def test_ttur_gives_each_network_its_own_rate_and_the_schedule_decays_both(make_
     # optimizer.d_lr / g_lr: separate rates; unset, both take optimizer.lr (today's commands unchanged)
     params = lambda: [torch.nn.Parameter(torch.zeros(1))]  # noqa: E731
     same = make_cfg("optimizer=adam").optimizer
-    assert optim.base_lr(same, "D") == optim.base_lr(same, "G") == 0.0002 and not optim.two_rates(same)
+    assert optim.base_lr(same, "D") == optim.base_lr(same, "G") == 0.0002
     cfg = make_cfg("optimizer=adam", "optimizer.d_lr=0.0004", "optimizer.g_lr=0.0001",
                    "optimizer.lr_decay=1.001").optimizer
     opt_G, opt_D = optim.build(cfg, params(), net="G"), optim.build(cfg, params(), net="D")

@@ -1,11 +1,6 @@
-"""An exponential moving average of G's weights (``ema.decay``), kept by torch's AveragedModel.
-
-    W_ema <- decay * W_ema + (1 - decay) * W_G      after every iteration past ``ema.start``
-
-G's buffers are averaged too (batch norm's running statistics), by torch's own EMA step. :meth:`EMA.update` calls
-that step directly, its count kept on the host: AveragedModel.update_parameters reads it on the device (a host
-sync per iteration on a GPU). Until the first update (a copy of G) samples and evaluation use G itself.
-"""
+"""An exponential moving average of G's weights and buffers, W_ema <- decay * W_ema + (1 - decay) * W_G after every
+iteration past ``ema.start``, by torch's AveragedModel's EMA step, called directly with its count on the host
+(update_parameters reads it on the device: a sync per iteration). Until the first update (a copy) G stands in."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ def _tensors(module: nn.Module) -> List[torch.Tensor]:
 
 
 class EMA:
-    """The moving average of ``G``: :meth:`update` after each iteration, :attr:`model` to checkpoint."""
+    """The moving average of ``G``: :meth:`update` after each iteration; :attr:`model` is checkpointed."""
 
     def __init__(self, G: nn.Module, decay: float, start: int = 0):
         self.decay, self.start, self.source = float(decay), int(start), G
@@ -62,7 +57,6 @@ class EMA:
         self.model.n_averaged += 1
 
     def generator(self) -> nn.Module:
-        """The generator that samples and evaluation read: the average once it has started, else G."""
         return self.model.module if self.started else self.source
 
 

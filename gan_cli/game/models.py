@@ -27,11 +27,9 @@ class Maxout(nn.Module):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout, with a faster mask on the CPU: torch's draws one Bernoulli variate per element (up to a
-    tenth of a maxout D's update). Here each element takes 32 random bits (two per 64-bit draw of the same
-    generator, so ``torch.manual_seed`` and a checkpoint's RNG state govern it) and is kept when they fall
-    below round((1 - p) * 2^32): the drop rate is p to within 2^-33, and the kept elements are scaled by the
-    exact inverse of their keep rate, so the expected output is x."""
+    """nn.Dropout with a faster mask on the CPU (torch's Bernoulli draws take up to a tenth of a maxout D's update):
+    each element takes 32 random bits of the same generator (two per 64-bit draw) and is kept below round((1 - p)
+    * 2^32), a drop rate within 2^-33 of p; kept elements are scaled by the exact inverse of their keep rate."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kept = round((1.0 - self.p) * 2 ** 32)  # of the 2^32 values of 32 bits (0, 2^32: p ~ 1, 0)
@@ -44,15 +42,14 @@ class Dropout(nn.Dropout):
 
 
 def dropout(arch, data) -> Tuple[float, float]:
-    """D's (input, hidden) dropout: the arch's; where null, the paper's on images and none on points (dropping
-    the data's only coordinates, D could not approach D*, which makes V-hat = -log 4 meaningless)."""
-    auto = (0.2, 0.5) if data.is_image else (0.0, 0.0)  # the paper's D: drop 0.2 of the inputs, 0.5 of the hidden
+    """D's (input, hidden) dropout: the arch's; where null, the paper's (0.2, 0.5) on images and none on points
+    (dropping the data's only coordinates, D could not approach D*, and V-hat = -log 4 would mean nothing)."""
+    auto = (0.2, 0.5) if data.is_image else (0.0, 0.0)
     return tuple(a if p is None else p for p, a in zip((arch.d_dropout_input, arch.d_dropout_hidden), auto))
 
 
 def _two_hidden(arch, data, z_dim: int, pack: int = 1, *, layer: Callable[..., list]):
-    """G z -> h ReLU -> h ReLU -> out; D: dropout, two hidden ``layer(arch, n_in, units)`` each then dropout, a logit
-    (mlp: linear + leaky ReLU; maxout, the paper's MNIST nets: maxout units)."""
+    """G z -> h ReLU -> h ReLU -> out; D: dropout, two x [``layer(arch, n_in, units)``, dropout], a logit."""
     d, h, u, (p_in, p_hid) = data.dim, arch.g_hidden, arch.d_hidden, dropout(arch, data)
     G = nn.Sequential(nn.Linear(z_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d))
     D = nn.Sequential(nn.Flatten(), Dropout(p_in), *layer(arch, d * pack, u), Dropout(p_hid),
@@ -61,9 +58,8 @@ def _two_hidden(arch, data, z_dim: int, pack: int = 1, *, layer: Callable[..., l
 
 
 def _pacgan(arch, data, z_dim: int, pack: int = 1):
-    """The 2-D networks of VEEGAN / PacGAN's mode-collapse benchmarks (PacGAN's code, fjxmlzn/PacGAN,
-    synthetic_data_experiments): G z -> 4 x [400 linear, batch norm, ReLU] -> out; D 3 x [maxout 200 x 5]
-    -> 1, its input the ``pack`` samples of a tuple side by side; weights ~ N(0, 0.02), biases 0."""
+    """VEEGAN / PacGAN's 2-D networks (fjxmlzn/PacGAN): G z -> 4 x [400 linear, batch norm, ReLU] -> out; D 3 x
+    [maxout 200 x 5] -> 1 on ``pack`` samples side by side; weights ~ N(0, 0.02), biases 0."""
     d, h, u, p = data.dim, arch.g_hidden, arch.d_hidden, arch.pieces
     G = nn.Sequential(*[m for width in (z_dim, h, h, h)
                         for m in (nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, momentum=0.05), nn.ReLU())],
@@ -77,8 +73,8 @@ def _pacgan(arch, data, z_dim: int, pack: int = 1):
 
 
 def _dcgan(arch, data, z_dim: int, pack: int = 1):
-    """DCGAN-style (Radford et al. 2016): two stride-2 stages each way, sized from the image side. D has no
-    batch norm, so it also serves as a WGAN-GP critic (the penalty is per sample)."""
+    """DCGAN-style (Radford et al. 2016): two stride-2 stages each way. D has no batch norm, so it can be a WGAN-GP
+    critic (the penalty is per sample)."""
     c, h, w = data.shape
     if h != w or h % 4:
         raise UserError(f"arch=dcgan needs square images with a side divisible by 4; dataset={data.name} has {h}x{w}")
@@ -111,7 +107,7 @@ def _dirac(arch, data, z_dim: int, pack: int = 1):
 
 
 class Arch(NamedTuple):
-    """A choice of ``arch=``: its builder, the knobs it reads and the facts the other modules ask about."""
+    """A choice of ``arch=``: its builder, the knobs it reads and facts about it."""
 
     build: Callable  # (arch config node, data, z_dim, pack) -> (G body, D body)
     about: str = ""
@@ -177,7 +173,7 @@ def check(arch_name: str, dataset_name: str, is_image: bool, dim: Optional[int],
 
 
 class Generator(nn.Module):
-    """Wraps a body producing flat outputs; applies the output nonlinearity and the data shape."""
+    """A body's flat outputs through the output nonlinearity, in the data's shape."""
 
     def __init__(self, body: nn.Module, shape: tuple, image: bool):
         super().__init__()
@@ -213,14 +209,12 @@ class Nets:
         return self._point is not None
 
     def point(self) -> Optional[torch.Tensor]:
-        """The game's state as a point (on the device, no sync), or None for architectures without one."""
         return None if self._point is None else self._point(self.G, self.D)
 
     def to(self, device) -> "Nets":
         return Nets(self.G.to(device), self.D.to(device), self._point)
 
     def with_G(self, G: Generator) -> "Nets":
-        """The same D (and point) with another generator (the moving average of G)."""
         return Nets(G, self.D, self._point)
 
 

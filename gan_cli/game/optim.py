@@ -15,9 +15,8 @@ from gan_cli.config import MAX_ITERATIONS, Knob, UserError, entry, flag, integer
 
 
 def eager(cls: type) -> type:
-    """``cls`` (a torch optimizer) minus torch's compiler guards, which import its compiler stack (torch._dynamo:
-    about 2 s in every process) that a run compiling nothing does not need. ``step`` runs under torch.no_grad, as
-    the guard runs it; updates, state and state_dict are the same (tests/test_optim.py)."""
+    """``cls`` (a torch optimizer) minus torch's compiler guards, which import torch._dynamo (about 2 s in every
+    process); ``step`` runs under torch.no_grad as the guard runs it: the same updates and state (test_optim.py)."""
     raw_step = inspect.unwrap(cls.step)
 
     def step(self, closure=None):
@@ -74,31 +73,20 @@ OPTIMIZERS = {name: register("optimizer", name, o) for name, o in {
 }.items()}
 
 
-def check(cfg) -> None:
-    """The optimizer exists (an unknown name is a UserError that lists the choices)."""
-    entry("optimizer", cfg.name)
-
-
 def base_lr(cfg, net: str) -> float:
     """The learning rate of network ``net`` ("D" or "G"): optimizer.d_lr / g_lr, or optimizer.lr when unset."""
     own = cfg.d_lr if net == "D" else cfg.g_lr
     return cfg.lr if own is None else own
 
 
-def two_rates(cfg) -> bool:
-    """Whether D and G learn at different rates (TTUR)."""
-    return base_lr(cfg, "D") != base_lr(cfg, "G")
-
-
 def build(cfg, params, device: torch.device = torch.device("cpu"), net: str = "D") -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or Adam for network ``net``, from the optimizer config node. Fused on a
-    GPU (one kernel for every parameter's update); on the CPU torch's default (per-parameter loops, as fast)."""
+    """The optimizer of network ``net`` from the optimizer config node; fused on a GPU (one kernel per step)."""
     fused = True if device.type == "cuda" else None
     return entry("optimizer", cfg.name).build(cfg, params, fused, base_lr(cfg, net))
 
 
 def lr_at(cfg, step: int, net: str = "D") -> float:
-    """The lr of network ``net`` / decay^step, floored at min_lr (the paper: 0.1 / 1.000004^t, floor 1e-6)."""
+    """The lr of network ``net`` / decay^step, at least min_lr (the paper: 0.1 / 1.000004^t, floor 1e-6)."""
     lr = base_lr(cfg, net)
     return lr if cfg.lr_decay == 1.0 else max(lr / cfg.lr_decay**step, cfg.min_lr)
 
@@ -132,9 +120,10 @@ class Schedule:
                     group["momentum"] = momentum
 
     def values(self, step: int) -> Dict[str, float]:
-        """The optim/ tags at iteration ``step``: what changes over the run, as the optimizer uses it. optim/lr
-        (optim/lr_D and optim/lr_G when they differ: TTUR) while lr decays; optim/momentum while SGD's ramps."""
+        """The optim/ tags at iteration ``step``: optim/lr (optim/lr_D and optim/lr_G when they differ: TTUR) while lr
+        decays; optim/momentum while SGD's ramps."""
         rates = {} if not self.decays else (
-            {f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")} if two_rates(self.cfg)
+            {f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")}
+            if base_lr(self.cfg, "D") != base_lr(self.cfg, "G")
             else {"optim/lr": lr_at(self.cfg, step)})
         return {**rates, **({"optim/momentum": momentum_at(self.cfg, step)} if self.ramps else {})}

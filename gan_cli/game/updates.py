@@ -20,17 +20,17 @@ def _grad_norm(params) -> torch.Tensor:
 
 
 def reads_jointly(D: torch.nn.Module) -> bool:
-    """Whether a D update reads real and generated examples in one call of D (one pass of larger matrix
-    products): unless D's output for one example depends on the others of its batch (batch norm)."""
+    """Whether a D update may read real and generated examples in one call (larger matrix products): unless D's
+    output for one example depends on the others of its batch (batch norm)."""
     return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in D.modules())
 
 
 class DStep(NamedTuple):
-    """What one D update reports: loss, mean/std of D's scores (Loss.score) of x and G(z), grad norm; the scores."""
+    """What one D update reports: (6,) values in the order of Stats.D_TAGS, on the device; D's scores of x and G(z)."""
 
-    values: torch.Tensor  # (6,) in the order of Stats.D_TAGS, on the device
-    real: torch.Tensor  # D(x) of the minibatch (for the histograms)
-    fake: torch.Tensor  # D(G(z)) of the minibatch
+    values: torch.Tensor
+    real: torch.Tensor
+    fake: torch.Tensor
 
 
 class GAN:
@@ -51,11 +51,10 @@ class GAN:
         self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device, net="D")
         self.loss = losses.get(cfg.loss)
         self.ema = averaging.build(cfg.ema, self.G)  # the moving average of G (None: ema.decay=null)
-        self.prior, self.z_dim = cfg.prior, cfg.z_dim
-        self.pack = cfg.pack  # D reads pack samples as one example: an update of m examples draws pack x m
+        self.prior, self.z_dim, self.pack = cfg.prior, cfg.z_dim, cfg.pack  # an update of m examples draws pack x m
         self.joint, self.bf16 = reads_jointly(self.D), cfg.precision == "bf16"
-        # the modules the updates call: G_train / D_train learn, G / D as plain functions (D's samples, G's loss
-        # through a frozen D; they sample, evaluate and are saved); with compile=true, their compiled forms
+        # G_train / D_train learn, G_plain / D_plain are plain functions (D's samples, G's loss through a frozen D);
+        # with compile=true, their compiled forms
         self.graphs = bool(cfg.compile) and device.type == "cuda"  # CUDA graphs: replayed fixed-shape steps
         modules, forms = (self.G_ddp, self.D_ddp, self.G, self.D), {}  # one form per module object
         for m in modules:
@@ -64,12 +63,10 @@ class GAN:
         self.G_train, self.D_train, self.G_plain, self.D_plain = (forms[id(m)] for m in modules)
 
     def autocast(self):
-        """The forward passes' precision: bfloat16 autocast with precision=bf16, none with fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def _begin(self) -> None:
-        """A new update: with CUDA graphs, the previous replay's outputs may be reused."""
-        if self.graphs:
+        if self.graphs:  # a new update: the previous replay's outputs may be reused
             torch.compiler.cudagraph_mark_step_begin()
 
     def _real(self, n: int) -> torch.Tensor:
@@ -150,16 +147,15 @@ class GAN:
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """G(z) in eval mode: the moving average of G (with ema.decay, once it has started) unless ``raw``, as
-        the evaluation reads it (Evaluator.measure)."""
+        """G(z) in eval mode: the moving average of G (once started) unless ``raw``, as the evaluation reads it."""
         G = self.G if self.ema is None or raw else self.ema.generator()
         with models.evaluating(G):
             return G(z)
 
 
 class Stats:
-    """Running sums of every update's statistics, on the device; ``read()`` is the one host sync of
-    a log window. For a game whose state is a point (models.Nets.point), its path is kept too."""
+    """Running sums of every update's statistics, on the device (``read()``: a log window's one host sync); for a
+    game whose state is a point, its path."""
 
     D_TAGS = ("game/loss_D", "game/D_real", "spread/D_real_std", "game/D_fake", "spread/D_fake_std", "grad/D")
     G_TAGS = ("game/loss_G", "grad/G")
@@ -168,9 +164,8 @@ class Stats:
         self.nets = nets
         self.d, self.g = torch.zeros(len(self.D_TAGS), device=device), torch.zeros(len(self.G_TAGS), device=device)
         self.n_d = self.n_g = 0
-        self.i, self.last_d = 0, None  # iterations since the start (rows of the path); the last D update's
-        self._path = None
-        if nets.has_point:  # its state after every iteration, kept on the device
+        self.i, self.last_d, self._path = 0, None, None  # iterations since the start; the last D update
+        if nets.has_point:  # its state after every iteration
             self._path = torch.empty(iterations + 1, 2, device=device)
             self._path[0] = nets.point()
 
@@ -193,15 +188,13 @@ class Stats:
             self._path[self.i] = self.nets.point()
 
     def path(self) -> Optional[torch.Tensor]:
-        """The point's path so far (None when the game has no point)."""
         return None if self._path is None else self._path[: self.i + 1]
 
     def histograms(self) -> Dict[str, torch.Tensor]:
         return {"spread/D_real": self.last_d.real, "spread/D_fake": self.last_d.fake}
 
     def read(self, flush: bool = True) -> Dict[str, float]:
-        """The window's means by tag (and the point's distance to (0, 0)); with ``flush``, start a new
-        window (without it, the sums stay: a checkpoint written now carries them to a resumed run)."""
+        """The window's means by tag (and the point's distance to (0, 0)); with ``flush``, start a new window."""
         parts = [self.d / self.n_d, self.g / self.n_g]
         tags = self.D_TAGS + self.G_TAGS
         if self._path is not None:
@@ -215,17 +208,15 @@ class Stats:
         return dict(zip(tags, values))
 
     def nonfinite(self) -> list:
-        """The tags whose sums in the window so far are not finite (one host sync)."""
         sums = torch.cat([self.d, self.g]).isfinite().tolist()
         return [tag for tag, ok in zip(self.D_TAGS + self.G_TAGS, sums) if not ok]
 
-    def pending(self) -> Dict[str, Any]:
-        """The window not yet logged, for a checkpoint."""
+    def pending(self) -> Dict[str, Any]:  # the window not yet logged, for a checkpoint
         return {"d": self.d.detach().cpu().clone(), "g": self.g.detach().cpu().clone(),
                 "n_d": self.n_d, "n_g": self.n_g}
 
     def restore(self, window: Optional[Dict[str, Any]]) -> None:
-        """Continue the window that a checkpoint carried (so a resumed run logs the same windows)."""
+        """Continue a checkpoint's window (a resumed run logs the same windows)."""
         if window:
             self.d.copy_(window["d"])
             self.g.copy_(window["g"])
