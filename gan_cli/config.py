@@ -1,9 +1,5 @@
-"""The settings: the registry of choices, the schema derived from it, and every value's domain.
-
-Each choice of a group and each metric family is registered with the knobs it reads (:func:`register`); the
-schema, the range checks, the no-effect warnings and the choices the command line accepts all derive from that.
-OmegaConf enforces the types while Hydra composes; every other failure surfaces as one :class:`UserError` line.
-"""
+"""The settings: the registry of choices (each registered with the knobs it reads), the schema, range checks and
+no-effect warnings derived from it. OmegaConf enforces the types; every other failure is one :class:`UserError` line."""
 
 from __future__ import annotations
 
@@ -40,8 +36,8 @@ def choose(table: Mapping[str, T], name: str, group: str, what: str) -> T:
 
 @dataclass(frozen=True)
 class Domain:
-    """The values a setting accepts. ``kind``: int, real, flag, choice, text, path, reals (a list of reals),
-    group (a group's name: its builder checks it), free (not checked)."""
+    """The values a setting accepts. ``kind``: int, real, flag, choice, text, path, reals, group (a group's name: its
+    builder checks it), free (not checked)."""
 
     kind: str
     lo: Optional[float] = None
@@ -52,7 +48,6 @@ class Domain:
     null: str = ""  # what null means, when null is allowed
 
     def describe(self) -> str:
-        """What is allowed, in words (``an integer in [1, 1000]``, ``one of: sgd, adam``)."""
         if self.kind in ("group", "free", "flag"):
             text = {"group": "a choice of its group", "free": "anything", "flag": "true or false"}[self.kind]
         elif self.kind == "choice":
@@ -66,7 +61,6 @@ class Domain:
         return text + (f" (or null: {self.null})" if self.null else "")
 
     def allows(self, value: Any) -> bool:
-        """Whether ``value`` (a composed config's value) is in the domain."""
         if value is None:
             return bool(self.null) or self.kind in ("group", "free")
         if self.kind in ("group", "free"):
@@ -98,7 +92,7 @@ def _num(x: Optional[float]) -> str:
 
 @dataclass(frozen=True)
 class Knob:
-    """One setting: its default, its domain (checked before anything is built) and what it means."""
+    """One setting: its default, its domain and what it means."""
 
     default: Any
     domain: Domain
@@ -168,9 +162,8 @@ def share(group: str, knobs: Mapping[str, Knob]) -> None:
 
 
 def register(group: str, name: str, entry: T) -> T:
-    """Register ``entry`` (its group's own record, with ``knobs``: the settings it reads beyond the shared ones,
-    and ``about``: one line for --help and README) as the choice ``group=name``, replacing one of that name.
-    A knob that another choice declares too must be the same Knob (one fact: its default and domain)."""
+    """Register ``entry`` (with ``knobs``, the settings it reads beyond the shared ones, and ``about``) as the choice
+    ``group=name``; a knob that another choice declares too must be the same Knob."""
     for key, knob in entry.knobs.items():
         for other_name, other in _CHOICES[group].items():
             if other_name != name and key in other.knobs and other.knobs[key] != knob:
@@ -185,14 +178,12 @@ def register(group: str, name: str, entry: T) -> T:
 
 
 def registry() -> Dict[str, Dict[str, Any]]:
-    """Every registered choice by group (the built-in ones imported first)."""
     for module in BUILT_IN:
         importlib.import_module(module)
     return _CHOICES
 
 
 def choices(group: str) -> Dict[str, Any]:
-    """The entries of a group's choices, by name."""
     return registry()[group]
 
 
@@ -201,12 +192,10 @@ WHAT = {"dataset": "a dataset", "arch": "an architecture", "loss": "a loss", "op
 
 
 def entry(group: str, name: str) -> Any:
-    """The entry of ``group=name``, or a UserError naming the choices."""
     return choose(choices(group), name, group, WHAT[group])
 
 
 def shared(group: str) -> Dict[str, Knob]:
-    """The knobs every choice of ``group`` reads."""
     registry()
     return dict(_SHARED[group])
 
@@ -252,14 +241,12 @@ TOP = {
 
 
 def eval_every(cfg) -> int:
-    """Iterations between evaluations: ``eval_every``, or when it is null 1,000 and at most steps / 5 (rounded
-    up), so that a run of any length draws its evaluation curves through at least 5 points (and iteration 0)."""
+    """``eval_every``, or 1,000 and at most steps / 5 (rounded up): evaluation curves of at least 5 points."""
     return cfg.eval_every or min(1000, -(-cfg.steps // 5))
 
 
 def schema(group: Optional[str] = None) -> type:
-    """The structured config (a dataclass) of the whole run, or of one group (``dataset``, ``eval``, ...),
-    derived from the registry: each group holds its shared knobs and every knob one of its choices reads."""
+    """The structured config (a dataclass) of the whole run, or of one group, derived from the registry."""
     if not _SCHEMA:
         registry()
         for g in GROUPS + ("eval",):
@@ -278,8 +265,8 @@ def _named(cls: type) -> type:
 
 
 def __getattr__(name: str) -> type:
-    """The schema's classes by name (``gan_cli.config.TrainConfig``, ``DatasetConfig``, ...), built on first
-    use: so that a config pickled in one process (a submitit job's) is read back in another."""
+    """The schema's classes by name (``TrainConfig``, ...), built on first use: a config pickled in one process (a
+    submitit job's) is read back in another."""
     if name.endswith("Config") and not name.startswith("_"):
         schema()
         for cls in _SCHEMA.values():
@@ -289,7 +276,6 @@ def __getattr__(name: str) -> type:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device that ``device=auto|cpu|cuda`` names (auto: the GPU when there is one)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA GPU is visible to torch; "
                         "use device=auto (GPU when there is one) or device=cpu")
@@ -302,8 +288,7 @@ NAME_BYTES = 200  # the longest overrides part of a run directory's name (file s
 
 
 def short_name(overrides: str) -> str:
-    """``overrides`` as one directory name: path separators replaced, and shortened with a stable hash
-    when longer than NAME_BYTES (the full overrides stay in .hydra/overrides.yaml)."""
+    """``overrides`` as one directory name: separators replaced, past NAME_BYTES shortened with a stable hash."""
     name = overrides.replace(os.sep, "%2F")
     if len(name.encode()) <= NAME_BYTES:
         return name
@@ -329,7 +314,6 @@ def config_dir() -> str:
 
 
 def choice_node(group: str, name: str) -> Any:
-    """The config node of ``group=name``: its YAML file where it has one, else just its name."""
     path = Path(config_dir()) / group / f"{name}.yaml"
     return OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": name})
 
@@ -342,8 +326,8 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> List[str]:
 
 
 def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
-    """What the experiment preset ``name`` chooses: its group choices (``{"dataset": "ring"}``) and the
-    dotted settings it sets; nothing for a name that is not a preset."""
+    """The experiment preset ``name``'s group choices (``{"dataset": "ring"}``) and dotted settings (none if no such
+    preset)."""
     path = Path(config_dir()) / "experiment" / f"{name}.yaml"
     if not path.is_file():
         return {}, []
@@ -354,13 +338,13 @@ def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
 
 
 def start_time() -> datetime:
-    """The run's start: rank 0's clock under torchrun (GAN_CLI_START, set by distributed.init), now otherwise."""
+    """Now, or under torchrun rank 0's start (GAN_CLI_START, set by distributed.init)."""
     stamp = os.environ.get("GAN_CLI_START")
     return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
 
 
 def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
-    """Every setting's dotted key and its Domain, from the schema (nested groups walked)."""
+    """Every setting's dotted key and its Domain, from the schema."""
     cls = cls or schema()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -371,7 +355,7 @@ def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
 
 
 def first_line(err: Exception) -> str:
-    """An exception's first line of text (its type's name when it has none)."""
+    """An exception's first line (its type's name when it has no text)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -382,8 +366,9 @@ def shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
-def check_domains(cfg: Any) -> None:
-    """Every value of a composed config in its schema domain, or a UserError naming the key."""
+def validate(cfg: Any) -> None:
+    """Check a composed config (every knob's domain, the chosen entries' ``check`` of what must fit together, then
+    the top-level knobs); a UserError names the value."""
     for key, domain in domains():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -393,12 +378,18 @@ def check_domains(cfg: Any) -> None:
             value = OmegaConf.to_container(value)
         if not domain.allows(value):
             raise UserError(f"{key}={shown(value)} is not allowed: {key} must be {domain.describe()}")
+    for group in GROUPS:
+        own = getattr(entry(group, cfg[group].name), "check", None)
+        if own is not None:
+            own(cfg)
+    if cfg.updates != "alternating" and cfg.k != 1:
+        raise UserError(f"k={cfg.k} is not allowed with updates=simultaneous: "
+                        "it makes one D and one G update per step, so k must be 1")
 
 
 def inapplicable(cfg: Any, keys: Any) -> List[str]:
-    """The settings among ``keys`` (those the command line gave) that the chosen options do not read
-    (``optimizer.beta1`` with optimizer=sgd), from the registry: one line each, for a warning. The
-    eval.* knobs are left out: one set of them serves every dataset of a sweep."""
+    """A warning line for each of ``keys`` (given on the command line) that the chosen options do not read
+    (``optimizer.beta1`` with optimizer=sgd); eval.* is left out (one set serves every dataset of a sweep)."""
     out = []
     for key in sorted(k for k in keys if k.partition(".")[0] in GROUPS and "." in k):
         group, _, knob = key.partition(".")
@@ -415,17 +406,4 @@ def inapplicable(cfg: Any, keys: Any) -> List[str]:
             names = "|".join(n for n, e in choices(other).items() if family in e.families)
             out.append(f"{key} has no effect with {other}={cfg[other].name} (it applies to {other}={names})")
     return out
-
-
-def validate(cfg: Any) -> None:
-    """Check a composed config: every knob's domain, the chosen choices' own checks of what must fit together
-    (an entry's ``check``), then what top-level knobs must agree on; raise UserError naming the value."""
-    check_domains(cfg)
-    for group in GROUPS:
-        own = getattr(entry(group, cfg[group].name), "check", None)
-        if own is not None:
-            own(cfg)
-    if cfg.updates != "alternating" and cfg.k != 1:
-        raise UserError(f"k={cfg.k} is not allowed with updates=simultaneous: "
-                        "it makes one D and one G update per step, so k must be 1")
 

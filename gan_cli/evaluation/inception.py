@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from gan_cli.config import UserError
+from gan_cli.config import UserError, first_line
 
 WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's release file of the FID Inception
 SOURCE = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS
@@ -45,8 +45,8 @@ def network(path: str) -> nn.Module:
         return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(FEATURES)],
                                   feature_extractor_weights_path=str(p))
     except Exception as err:  # not a state dict, or another network's
-        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"eval.inception_weights={path} does not hold the FID Inception's weights ({detail})") from None
+        raise UserError(f"eval.inception_weights={path} does not hold the FID Inception's weights "
+                        f"({first_line(err)[:160]})") from None
 
 
 def as_uint8_rgb(x: torch.Tensor) -> torch.Tensor:

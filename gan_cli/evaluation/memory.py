@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import torch
 
 from gan_cli import data as datasets
-from gan_cli.config import UserError
+from gan_cli.config import UserError, first_line
 from gan_cli.data import base
 from gan_cli.evaluation import evaluate
 from gan_cli.game import models
@@ -104,10 +104,9 @@ def as_user_error(err: BaseException) -> Optional[UserError]:
     """The one line for a failed write (full disk, read-only) or allocation (CPU or CUDA); None for anything else."""
     if isinstance(err, OSError) and err.errno in rundir.REASONS:
         return rundir.write_error(err, err.filename)
-    text = str(err).strip()
+    text = str(err)
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
             or "out of memory" in text.lower():
-        first = text.splitlines()[0][:160] if text else type(err).__name__
-        return UserError(f"out of memory ({first}): "
+        return UserError(f"out of memory ({first_line(err)[:160]}): "
                          "lower batch_size, arch.g_hidden / arch.d_hidden, z_dim or eval.n_samples")
     return None

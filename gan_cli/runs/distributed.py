@@ -1,12 +1,7 @@
-"""One run on several processes (``torchrun --nproc_per_node=N -m gan_cli ...``), data-parallel.
-
-Each rank draws its own minibatches of ``batch_size`` (global minibatch N x batch_size); DistributedDataParallel,
-one wrapper per network, averages G's and D's gradients, so the k:1 order of Algorithm 1 and the frozen D of G's step
-stay (G's step runs D's own module: no DDP, no gradient). The simultaneous step's autograd.grad gradients, which DDP
-does not see, are averaged here (one all-reduce per network). Rank 0 alone writes the run directory; the log window's
-figures are averaged over the ranks (one all-reduce), so every rank stops at the same iteration on divergence, and a
-stop signal is honoured at the next log window by every rank at once.
-"""
+"""One run on several processes (``torchrun --nproc_per_node=N -m gan_cli ...``), data-parallel: each rank draws its
+own minibatches; one DistributedDataParallel per network averages the gradients (G's step runs D's own module: no
+DDP), the simultaneous step's autograd.grad ones are averaged here. Rank 0 alone writes; the log window's figures are
+averaged over the ranks, so all stop at the same iteration on divergence or at a stop signal."""
 
 from __future__ import annotations
 
@@ -35,8 +30,7 @@ def is_main() -> bool:
 
 
 def init(argv: Iterable[str]) -> None:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs) and agree on the run's
-    start time, so every rank names the same run directory (the ``gan_now`` resolver)."""
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs); agree on the start time (the run dir's name)."""
     if world_size() <= 1 or active():
         return
     gpu = torch.cuda.is_available() and "device=cpu" not in argv
@@ -56,7 +50,6 @@ def device(name: str) -> Optional[torch.device]:
 
 
 def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``module`` in a DistributedDataParallel wrapper when the run has several ranks; else itself."""
     if not active() or not any(p.requires_grad for p in module.parameters()):
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -64,7 +57,7 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average ``.grad`` over the ranks (one flat all-reduce) where DDP's hooks do not run."""
+    """Average ``.grad`` over the ranks (one flat all-reduce) where DDP does not."""
     grads = [p.grad for p in params if p.grad is not None] if active() else []
     if not grads:
         return
@@ -76,7 +69,6 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
 
 
 def mean(values: torch.Tensor) -> torch.Tensor:
-    """``values`` averaged over the ranks (itself with one process)."""
     if active():
         values = values.clone()
         dist.all_reduce(values)

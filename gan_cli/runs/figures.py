@@ -1,6 +1,5 @@
-"""What a run draws: matplotlib figures of toy data (samples, the paper's Figure 1, a game's trajectory) and
-grids of generated images; the monitor writes them. matplotlib is imported at the first figure (or ahead of it in
-the background: :func:`warm_figures`), so that a run of images, which draws none, never pays for it."""
+"""What a run draws: matplotlib figures of toy data (samples, the paper's Figure 1, a game's trajectory) and grids of
+images. matplotlib is imported at the first figure (or ahead, :func:`warm_figures`): an image run never pays for it."""
 
 from __future__ import annotations
 
@@ -27,10 +26,9 @@ def _import_matplotlib() -> None:
 
 
 def warm_figures() -> None:
-    """Start importing matplotlib (about 0.5 s) in a background thread, so that a run does not wait for it at its
-    first figure. The import holds the interpreter lock and overlaps well only with work that releases it on free
-    cores; torch's own operations use every core of a small machine, so a theory/ run starts it with its first
-    evaluation's neighbour searches (Evaluator.searching), other runs that draw figures with the Monitor."""
+    """Import matplotlib (about 0.5 s) in a background thread. The import holds the interpreter lock and overlaps
+    only with work that releases it on free cores (torch's operations use every core of a small machine), so a
+    theory/ run starts it with its first neighbour searches (Evaluator.searching), others with the Monitor."""
     global _WARMING
     if _WARMING is None and "matplotlib.pyplot" not in sys.modules:
         _WARMING = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
@@ -41,7 +39,7 @@ FONT = 13  # points: a 400-pixel figure is shown about 270 pixels wide in a Tens
 
 
 def _figure(figsize):
-    """A new figure and its axes, outside pyplot's registry (nothing global keeps it once written)."""
+    """A new figure and its axes, outside pyplot's registry (nothing global keeps it)."""
     if _WARMING is not None:
         _WARMING.join()  # never import matplotlib from two threads at once
     import matplotlib
@@ -54,7 +52,7 @@ def _figure(figsize):
 
 
 def _finish(fig, ax, title: str, handles=None, ncol: int = 2, markerscale: float = 1.0):
-    """Title, and the legend in a row below the axes (never over the data)."""
+    """Title, and the legend in rows below the axes (never over the data)."""
     ax.set_title(title, fontsize=FONT)
     handles = handles if handles is not None else ax.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=FONT - 1, frameon=False,
@@ -64,7 +62,7 @@ def _finish(fig, ax, title: str, handles=None, ncol: int = 2, markerscale: float
 
 
 def _density_axes(ax, lo: float, hi: float, peak: float) -> None:
-    """x from lo to hi, density from 0 to 1.6 x p_data's peak: the same in every frame of a film."""
+    """The same axes in every frame: x in [lo, hi], density up to 1.6 x p_data's peak."""
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, 1.6 * peak)
     ax.set_xlabel("x", fontsize=FONT)
@@ -72,7 +70,7 @@ def _density_axes(ax, lo: float, hi: float, peak: float) -> None:
 
 
 def figure_toy(samples: torch.Tensor, data, title: str):
-    """Generator samples against the data: a scatter (2-D) or a density plot (1-D), axes fixed by the data."""
+    """Generator samples against the data: a scatter (2-D) or a density plot (1-D)."""
     s = samples.detach().float().cpu()
     c = data.centres.cpu()
     if s.shape[1] == 2:
@@ -100,9 +98,9 @@ def figure_toy(samples: torch.Tensor, data, title: str):
 
 
 def figure_1(curves: Dict[str, torch.Tensor], title: str):
-    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed). D* is drawn
-    where the densities hold mass: not where both vanish (0 / 0), nor in p_data's thin tails where p_g's
-    histogram is empty (there its estimate p_data / p_data = 1 says nothing of G; a dropped mode still reads 1)."""
+    """Goodfellow et al. (2014), Figure 1: p_data (black), p_g (green), D (blue) and D* (dashed). D* is left out
+    where both densities vanish and in p_data's thin tails where p_g's histogram is empty (there D* = 1 says nothing
+    of G; a dropped mode still reads 1)."""
     fig, ax = _figure((4, 3.4))
     x, p_data, p_g = curves["x"].cpu(), curves["p_data"].cpu(), curves["p_g"].cpu()
     lines = ax.plot(x, p_data, c="black", label="p_data")
@@ -122,7 +120,7 @@ def figure_1(curves: Dict[str, torch.Tensor], title: str):
 
 
 def figure_trajectory(points: torch.Tensor, start: int, step: int):
-    """The path of a game whose state is a point (theta of G, psi of D) from iteration ``start`` to ``step``."""
+    """The path of a point game's (theta, psi) from iteration ``start`` to ``step``."""
     p = points.detach().float().cpu()
     fig, ax = _figure((4, 4.4))
     ax.plot(p[:, 0], p[:, 1], lw=0.8, c="tab:blue")
@@ -136,9 +134,8 @@ def figure_trajectory(points: torch.Tensor, start: int, step: int):
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
-    """The images (N, C, H, W) tiled ``nrow`` to a row, the same tensor as ``torchvision.utils.make_grid`` (checked
-    in tests/test_monitor.py): gray images as RGB, ``padding`` pixels of ``pad_value`` around each, a lone image as
-    itself. Importing torchvision costs 1.5-2 s (torchvision.ops imports torch._dynamo), which a grid does not need."""
+    """``torchvision.utils.make_grid``'s tensor (tests/test_monitor.py) without importing torchvision (1.5-2 s: its
+    ops import torch._dynamo): (N, C, H, W) images ``nrow`` to a row, gray as RGB, ``padding`` of ``pad_value``."""
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     n, c, h, w = images.shape
@@ -154,8 +151,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value:
 
 
 def sample_grid(samples: torch.Tensor, enlarge: bool = False) -> torch.Tensor:
-    """Generated images as a square-ish grid on the CPU, values in [0, 1], gray padding; with ``enlarge``
-    images under 32 pixels (8x8 digits) are scaled up by whole pixels, so the grid is readable."""
+    """Images as a square-ish grid on the CPU, gray padding; ``enlarge``: small images (8x8 digits) scaled up."""
     images = samples.detach().float().cpu().clamp(0, 1)
     if enlarge and images.shape[-1] < 32:
         images = torch.nn.functional.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")

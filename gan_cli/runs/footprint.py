@@ -11,8 +11,7 @@ import torch
 
 
 def memory_mb() -> Dict[str, float]:
-    """The process's memory now: resident host memory (Linux; elsewhere its peak so far) and, once CUDA
-    is in use, the memory torch has allocated on the GPU (host-side counters: no device sync)."""
+    """Resident host memory (Linux; elsewhere its peak) and, once CUDA is in use, torch's GPU allocation (no sync)."""
     try:
         with open("/proc/self/statm") as f:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -26,8 +25,8 @@ def memory_mb() -> Dict[str, float]:
 
 
 def release_memory() -> None:
-    """Hand the heap's freed pages back to the system (glibc's malloc_trim; elsewhere nothing): glibc kept the
-    evaluations' and figures' freed buffers, and a ring run's resident memory crept up by ~2 MB per 1,000 iterations."""
+    """Hand the heap's freed pages back (glibc's malloc_trim): else a ring run's resident memory crept up ~2 MB per
+    1,000 iterations with the evaluations' and figures' freed buffers."""
     global _LIBC
     if _LIBC is None:
         try:

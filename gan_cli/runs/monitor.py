@@ -1,6 +1,5 @@
-"""TensorBoard, the console and the run's JSON files (metrics.json and gan-train's final table; gan-eval's
-eval.json, samples.png and table): the only module that writes logs. The loop hands over plain numbers (read
-from the device once per log_every) and tensors to draw; the monitor knows tags, timing and the terminal."""
+"""TensorBoard, the console and the run's JSON files (metrics.json, gan-eval's eval.json and samples.png): the only
+module that writes logs. The loop hands over plain numbers and tensors to draw; the monitor knows tags and timing."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def console_handler() -> logging.Handler:
 def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
                curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "game/figure1",
                constants: Optional[Mapping[str, float]] = None) -> None:
-    """An evaluation's figures as scalars; for 1-D data the paper's Figure 1 as ``game/figure1``; its
-    ``constants`` (sample sizes, floors: no curve) as one text card."""
+    """An evaluation's figures as scalars, 1-D data's Figure 1 as ``figure_tag``, ``constants`` as one text card."""
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
     if curves is not None:
@@ -59,9 +57,8 @@ SESSION_STATUS = {"ok": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "dive
 
 
 def start_session(writer: SummaryWriter, choices: Dict[str, object]) -> None:
-    """This run's HPARAMS session: its hyperparameters, and no experiment declaration. TensorBoard then derives
-    the columns from every run it reads: the union of their hyperparameters, those that differ across the runs
-    shown first, and their scalar tags as metrics in name order (eval/ first; their last values)."""
+    """This run's HPARAMS session: its hyperparameters and no experiment declaration, so TensorBoard derives the
+    columns from every run it reads (the union of their hyperparameters, their scalar tags as metrics)."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
     values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
     _, ssi, _ = hparams_summaries(values, {})
@@ -70,7 +67,6 @@ def start_session(writer: SummaryWriter, choices: Dict[str, object]) -> None:
 
 
 def end_session(writer: SummaryWriter, status: str) -> None:
-    """The HPARAMS session's end, with the run's status."""
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams.api_pb2 import Status
     from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
@@ -101,24 +97,19 @@ def save_samples(path: Path, samples: torch.Tensor, data) -> None:
         figure_toy(samples.cpu(), data, f"{samples.shape[0]} samples").savefig(path)
 
 
-def _new_dir(parent: Path, name: str) -> Path:
-    """``parent/name``, or ``name_2``, ``name_3`` ... : a directory no earlier call has used."""
-    path, n = parent / name, 1
-    while path.exists():
-        n += 1
-        path = parent / f"{name}_{n}"
-    path.mkdir(parents=True)
-    return path
-
-
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
                 console: Optional[Console] = None, samples_png: Optional[Path] = None,
                 constants: Sequence[str] = ()) -> Path:
     """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their own (returned:
-    ``<run>/gan-eval/<checkpoint>_<time>``, the run's own history untouched), and a table with their protocols."""
+    ``<run>/gan-eval/<checkpoint>_<time>[_n]``, the run's own history untouched), and a table with their protocols."""
     rundir.write_text(ckpt.parent / "eval.json", json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    log_dir = _new_dir(run_dir / "gan-eval", f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    stem, n = f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}", 1
+    log_dir = run_dir / "gan-eval" / stem
+    while log_dir.exists():  # a directory no earlier call has used
+        n += 1
+        log_dir = run_dir / "gan-eval" / f"{stem}_{n}"
+    log_dir.mkdir(parents=True)
     writer = SummaryWriter(log_dir=str(log_dir))
     figures = report["metrics"]
     write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
@@ -135,13 +126,13 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
 
 class Monitor:
     """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock (time inside
-    ``with monitor.aside():`` is left out of ``perf/steps_per_s``). Leaving it as a context closes writer and bar."""
+    ``with monitor.aside():`` is left out of ``perf/steps_per_s``)."""
 
     def __init__(self, run_dir: Path, total: int, start: int, console: Optional[Console] = None, theory: bool = False,
                  figures: bool = False):
         self.run_dir = Path(run_dir)
-        if figures and not theory:  # the run draws matplotlib figures (toy data): import it in the background
-            warm_figures()  # (a theory/ run: at its first neighbour search, see warm_figures)
+        if figures and not theory:  # toy data's matplotlib figures (theory/ runs: at their first neighbour search)
+            warm_figures()
         # a resumed run: TensorBoard hides what an earlier attempt logged after the checkpoint's iteration
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=start + 1 if start else None)
         if theory:  # Custom Scalars tab: V-hat as a line, shaded up to C(G): one line and band per run
@@ -172,7 +163,6 @@ class Monitor:
         self.close()
 
     def describe(self, choices: Dict[str, object], params: Dict[str, int], device, protocol: Dict[str, str]) -> None:
-        """The opening lines: the run's choices, the networks' sizes, the device, how figures are measured."""
         log.info("%s | %s | %s | run dir %s", " ".join(f"{k}={v}" for k, v in choices.items()),
                  ", ".join(f"{name} {n:,} params" for name, n in params.items()), device, self.run_dir)
         for name, text in protocol.items():
@@ -180,7 +170,7 @@ class Monitor:
 
     # -- per log window -------------------------------------------------------------------------
     def log_window(self, step: int, scalars: Dict[str, float], hists: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """Write a window's figures (plus its ``perf/steps_per_s`` and ``perf/rss_mb``) and return them."""
+        """Write a window's figures (and its perf/ ones) and return them."""
         now = time.perf_counter()
         rate = (step - self.step_window) / max(now - self.t_window - self.aside_window, 1e-9)
         scalars = {**scalars, "perf/steps_per_s": rate, **memory_mb()}
@@ -217,15 +207,13 @@ class Monitor:
         if self.progress is not None:
             self.progress.update(self.task, completed=step)
 
-    def phase(self, name: str) -> None:
-        """What the bar says the run is doing: train, eval, ..."""
+    def phase(self, name: str) -> None:  # what the bar says the run is doing: train, eval, ...
         if self.progress is not None:
             self.progress.update(self.task, description=name)
 
     def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None,
                 tag: str = "game/samples") -> None:
-        """An image grid (image sets) or a scatter / density figure (toy sets) under ``tag``; for a
-        game whose state is a point, its ``path`` since iteration ``start`` as ``game/trajectory``."""
+        """An image grid or a toy set's figure under ``tag``; a point game's ``path`` as ``game/trajectory``."""
         if data.is_image:
             self.writer.add_image(tag, sample_grid(samples, enlarge=True), step)
         else:
@@ -235,7 +223,7 @@ class Monitor:
 
     def log_eval(self, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]],
                  figure_tag: str = "game/figure1", constants: Optional[Mapping[str, float]] = None) -> None:
-        """An evaluation: its curves' points, its Figure 1, its constants (one text card when they change)."""
+        """An evaluation: its figures, its Figure 1, its constants (a text card when they change)."""
         if constants == self.constants:
             constants = None
         else:
@@ -250,14 +238,13 @@ class Monitor:
         log.warning(message)
 
     # -- end of run -----------------------------------------------------------------------------
-    def start_session(self, choices: Dict[str, object]) -> None:
-        """The HPARAMS entry, written as the run starts (so a run that fails shows too)."""
+    def start_session(self, choices: Dict[str, object]) -> None:  # at the start: a run that fails shows too
         start_session(self.writer, choices)
 
     def finish(self, counts: Dict[str, int], window: Dict[str, float], evaluation: Dict[str, float],
                status: str = "ok", announce: bool = True) -> Dict[str, Any]:
-        """metrics.json (with the run's ``status``: ok, interrupted, diverged), the HPARAMS session's end and, for a
-        finished run that ``announce``s, the summary table and the tensorboard line; returns the final figures."""
+        """metrics.json (with the run's ``status``), the HPARAMS session's end and, for a finished run that
+        ``announce``s, the summary table; returns the final figures."""
         elapsed = time.perf_counter() - self.t_start
         metrics: Dict[str, Any] = {
             "status": status, **counts, **{k: v for k, v in window.items() if not k.startswith("perf/")}, **evaluation,
@@ -283,8 +270,7 @@ class Monitor:
 
 
 class Quiet:
-    """A Monitor for ranks other than 0 under torchrun: writes nothing and reports the figures it is given. It has
-    only the Monitor calls the loop makes on every rank; one that only rank 0 makes fails here."""
+    """The Monitor of ranks other than 0 under torchrun: writes nothing, has only the calls every rank makes."""
 
     def __init__(self, total: int, start: int):
         self.total, self.start, self.t_start = total, start, time.perf_counter()
@@ -292,8 +278,8 @@ class Quiet:
     def __enter__(self) -> "Quiet":
         return self
 
-    def _nothing(self, *args, **kwargs) -> None:
-        """What only writes, on rank 0 (which warns too: every rank reads the same window)."""
+    def _nothing(self, *args, **kwargs) -> None:  # what only writes, on rank 0 (every rank reads the same window)
+        pass
 
     __exit__ = describe = start_session = phase = advance = warn = _nothing
 
