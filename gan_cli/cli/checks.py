@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, List, NoReturn, Optional, Sequence
 
@@ -342,6 +343,9 @@ def run_and_exit(main: Callable[[], None]) -> NoReturn:
     if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
         code = 1
+    # what the interpreter's own exit does first: join the threads and run their exit hooks (an idle pool's, such
+    # as joblib's workers, which the exit functions below would otherwise wait on forever), then the exit functions
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -14,6 +14,9 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -324,14 +327,71 @@ def print_summary(summary: Summary) -> None:
 # the sweep of this process (set by the callback); gan-train's exit status reads LAST
 CURRENT: Optional[Path] = None
 LAST: Optional[Summary] = None
+STOPPED = ".stopped"  # in the sweep directory while a stop asked by signal is under way: jobs not begun skip
+STOP: Optional[int] = None  # the signal that stopped a sweep whose jobs run in other processes
+
+
+class _StopJobs:
+    """A sweep whose jobs run in other processes of this machine (joblib's workers, submitit_local's jobs): Ctrl-C
+    reaches each running job too (the terminal signals the whole process group), which checkpoints and ends as
+    interrupted. The sweep's own process waits for them rather than killing them mid-write, and jobs that have not
+    begun skip (the STOPPED mark); a second Ctrl-C aborts at once. Under submitit_local SIGINT stays blocked in
+    this process and in submitit's controller, which would otherwise pass a second SIGINT to each job (and abort
+    it); the jobs unblock it (StopRequest), and a Ctrl-C that came is read when the sweep ends."""
+
+    def __init__(self, sweep_dir: Path, block: bool):
+        self.sweep_dir, self.block = sweep_dir, block
+        self.before = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        if block:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def __call__(self, signum, frame) -> None:
+        global STOP
+        if STOP is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        STOP = signum
+        with suppress(OSError):
+            (self.sweep_dir / STOPPED).touch()
+        print("gan-train: stopping the sweep: each running job checkpoints and stops, the others do not begin "
+              "(Ctrl-C again aborts at once)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        global STOP
+        if self.block:
+            if signal.SIGINT in signal.sigpending():
+                STOP = signal.SIGINT
+                print("gan-train: the sweep was stopped (Ctrl-C): each running job checkpointed and stopped",
+                      file=sys.stderr, flush=True)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pending one is read: dropped on unblocking
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for s, handler in self.before.items():
+            signal.signal(s, handler)
+        with suppress(OSError):
+            (self.sweep_dir / STOPPED).unlink()
+
+
+_stopper: Optional[_StopJobs] = None
+
+
+def stopped(sweep_dir: Path) -> bool:
+    """In a job: whether its sweep was stopped by signal before the job began."""
+    return (Path(sweep_dir) / STOPPED).exists()
+
+
+def in_sweep_process() -> bool:
+    """In a job: whether it runs in the sweep's own process (the basic launcher), where a stop ends the sweep."""
+    return CURRENT is not None
 
 
 class SweepSummary(Callback):
     """Hydra callback: summary.csv after every job and at the end of a multirun, and the table."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global CURRENT, LAST
-        CURRENT, LAST = Path(str(config.hydra.sweep.dir)), None
+        global CURRENT, LAST, STOP, _stopper
+        CURRENT, LAST, STOP = Path(str(config.hydra.sweep.dir)), None, None
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
+        if launcher.endswith((".JoblibLauncher", ".LocalLauncher")):  # jobs in this machine's processes
+            _stopper = _StopJobs(CURRENT, block=launcher.endswith(".LocalLauncher"))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         try:
@@ -341,7 +401,10 @@ class SweepSummary(Callback):
             log.warning("gan-train: summary.csv not written after this job: %s", err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global LAST
+        global LAST, _stopper
+        if _stopper is not None:
+            _stopper.close()
+            _stopper = None
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
             LAST = summarize(sweep_dir)

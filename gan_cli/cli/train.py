@@ -85,6 +85,7 @@ class StopRequest:
             if self.requeue is not None:
                 signals = [s for s in signals if s != signal.SIGTERM] + [self.requeue[0]]
             self._before = {s: signal.signal(s, self._handle) for s in signals}
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a job of submitit_local inherits SIGINT blocked
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,6 +177,9 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     multirun = hc.mode == RunMode.MULTIRUN
     command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
+        if multirun and sweep.stopped(Path(hc.sweep.dir)):  # Ctrl-C stopped the sweep before this job began
+            record_job(run_dir, cfg, "interrupted", "not run: the sweep was stopped before this job began", command)
+            return searched(cfg, {"status": "interrupted"})
         recipe = apply_recipe(cfg, overrides)
         if recipe:  # .hydra/config.yaml shows what runs (in_force)
             log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
@@ -189,8 +193,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
             print(f"gan-train: {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff()  # submitit requeues the job and exits
-        if multirun:
+        if multirun and sweep.in_sweep_process():
             raise SweepInterrupted(stop.code) from None
+        if multirun:  # a job in a process of its own ends as interrupted; the sweep's process stops the sweep
+            return searched(cfg, {"status": "interrupted"})
         sys.exit(stop.code)
     except Exception as err:
         # a mistake in the config; a full disk, a read-only place, out of memory: one line; else a fault
@@ -226,6 +232,8 @@ def main() -> None:
         precheck(sys.argv[1:], config_dir())
         sys.argv += sweep.job_names(sys.argv[1:])  # a sweep's job directories named by what varies
         _hydra_main()
+        if sweep.STOP is not None:  # Ctrl-C or SIGTERM stopped a sweep whose jobs ran in other processes
+            sys.exit(128 + sweep.STOP)
         if sweep.LAST is not None and sweep.LAST.failed:
             print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
             sys.exit(1)

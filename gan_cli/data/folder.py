@@ -47,6 +47,17 @@ def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
     return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
 
 
+def loader(dataset, workers: int, **kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader whose workers start by the platform's own method, also inside a process of a pool that set
+    another (a job of a joblib sweep runs in a loky worker, whose start method cannot start them)."""
+    import multiprocessing
+
+    standard = multiprocessing.get_all_start_methods()  # the platform's default first
+    method = multiprocessing.get_start_method(allow_none=True)
+    context = multiprocessing.get_context(standard[0]) if workers and method not in (None, *standard) else None
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, multiprocessing_context=context, **kwargs)
+
+
 def _batch(items):  # the collate of ImageFiles.__getitems__, which already returns whole minibatches
     return items
 
@@ -108,11 +119,11 @@ class Stream:
             gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
             sampler = torch.utils.data.RandomSampler(self.files, replacement=True, num_samples=sys.maxsize // 2,
                                                      generator=gen)
-            loader = torch.utils.data.DataLoader(
-                self.files, batch_size=m, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            batches = loader(
+                self.files, self.workers, batch_size=m, pin_memory=self.device.type == "cuda",
                 prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
                 generator=gen, sampler=sampler, drop_last=True, collate_fn=_batch)
-            self._batches, self._size = iter(loader), m
+            self._batches, self._size = iter(batches), m
         x = self._decoded(next(self._batches))
         return x.to(self.device, non_blocking=True).float().div_(255)
 
@@ -128,8 +139,8 @@ class Stream:
         if self._reference is None or len(self._reference) < min(n, len(self.files)):
             pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
             subset = torch.utils.data.Subset(self.files, pick)
-            loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=self.workers, collate_fn=_batch)
-            self._reference = torch.cat([self._decoded(x) for x in loader]).to(self.device)
+            parts = loader(subset, self.workers, batch_size=256, collate_fn=_batch)
+            self._reference = torch.cat([self._decoded(x) for x in parts]).to(self.device)
         return self._reference[:n].float().div(255)
 
 
@@ -170,9 +181,7 @@ def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
     workers = int(cfg.workers) if cfg.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     bad = list(unreadable)
     if in_memory:
-        loader = torch.utils.data.DataLoader(ImageFiles(files, channels, r, substitute=False), batch_size=256,
-                                             num_workers=workers)
-        parts, oks = zip(*loader)
+        parts, oks = zip(*loader(ImageFiles(files, channels, r, substitute=False), workers, batch_size=256))
         ok = torch.cat(oks)
         bad += [files[i] for i in (~ok).nonzero().flatten().tolist()]
         if not bool(ok.any()):
