@@ -259,6 +259,7 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
 
 # what a choice needs installed: (module, the extra that brings it)
 PLUGINS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+           "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "launchers"),
            **{f"hydra/launcher={name}": ("hydra_plugins.hydra_submitit_launcher", "cluster")
               for name in ("slurm", "submitit_local", "submitit_slurm")}}
 
