@@ -519,3 +519,16 @@ def test_a_resumed_run_records_what_it_continues(tmp_path):
     start = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["dataset"].string_value == "ring"
     assert start.session_start_info.hparams["steps"].number_value == 4
+
+
+def test_a_stop_mark_left_by_a_killed_sweep_does_not_skip_the_next_sweeps_jobs(tmp_path):
+    """A sweep stopped by Ctrl-C marks its directory while its jobs checkpoint (jobs not begun skip); a sweep killed
+    then leaves the mark behind, and the next sweep into that directory runs its jobs anyway."""
+    from gan_cli.cli import sweep as sweeps
+
+    swept = tmp_path / "sweep"
+    swept.mkdir()
+    (swept / sweeps.STOPPED).touch()
+    proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={swept}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["status"] for r in csv.DictReader((swept / "summary.csv").open())] == ["ok", "ok"]

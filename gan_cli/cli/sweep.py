@@ -389,6 +389,8 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global CURRENT, LAST, STOP, _stopper
         CURRENT, LAST, STOP = Path(str(config.hydra.sweep.dir)), None, None
+        with suppress(OSError):  # a mark left by a sweep into this directory that was killed while stopping
+            (CURRENT / STOPPED).unlink()
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
         if launcher.endswith((".JoblibLauncher", ".LocalLauncher")):  # jobs in this machine's processes
             _stopper = _StopJobs(CURRENT, block=launcher.endswith(".LocalLauncher"))
