@@ -151,7 +151,7 @@ GROUPS = ("dataset", "arch", "loss", "optimizer")
 BUILT_IN = ("gan_cli.data", "gan_cli.game.models", "gan_cli.game.losses", "gan_cli.game.optim",
             "gan_cli.evaluation.evaluate")
 _SHARED: Dict[str, Dict[str, Knob]] = {g: {} for g in GROUPS + ("eval",)}  # knobs every choice of a group reads
-_CHOICES: Dict[str, Dict[str, Any]] = {g: {} for g in GROUPS + ("eval",)}  # group -> name -> entry (eval: metrics)
+CHOICES: Dict[str, Dict[str, Any]] = {g: {} for g in GROUPS + ("eval",)}  # group -> name -> entry (eval: metrics)
 _SCHEMA: Dict[str, Any] = {}
 
 
@@ -165,12 +165,12 @@ def register(group: str, name: str, entry: T) -> T:
     """Register ``entry`` (with ``knobs``, the settings it reads beyond the shared ones, and ``about``) as the choice
     ``group=name``; a knob that another choice declares too must be the same Knob."""
     for key, knob in entry.knobs.items():
-        for other_name, other in _CHOICES[group].items():
+        for other_name, other in CHOICES[group].items():
             if other_name != name and key in other.knobs and other.knobs[key] != knob:
                 raise ValueError(f"{group}.{key} is declared differently by {group}={other_name} and {group}={name}")
         if key in _SHARED[group]:
             raise ValueError(f"{group}.{key} is shared by every {group}; {group}={name} cannot declare it again")
-    _CHOICES[group][name] = entry
+    CHOICES[group][name] = entry
     _SCHEMA.clear()
     if group in GROUPS and not (Path(config_dir()) / group / f"{name}.yaml").is_file():
         ConfigStore.instance().store(group=group, name=name, node={"name": name})  # a choice with no YAML of its own
@@ -180,7 +180,7 @@ def register(group: str, name: str, entry: T) -> T:
 def registry() -> Dict[str, Dict[str, Any]]:
     for module in BUILT_IN:
         importlib.import_module(module)
-    return _CHOICES
+    return CHOICES
 
 
 def choices(group: str) -> Dict[str, Any]:

@@ -56,7 +56,6 @@ NEW_METRIC = evaluate.Metric(
 def extended():
     """The four new choices registered for one test, the registry as it was afterwards."""
     before = {group: dict(entries) for group, entries in config.registry().items()}
-    metrics = list(evaluate.METRICS)
     config.register("loss", "margin", NEW_LOSS)
     config.register("dataset", "shifted", NEW_DATASET)
     config.register("arch", "tiny", NEW_ARCH)
@@ -65,7 +64,6 @@ def extended():
     for group, entries in config.registry().items():
         entries.clear()
         entries.update(before[group])
-    evaluate.METRICS[:] = metrics
     config._SCHEMA.clear()
     from hydra.core.config_store import ConfigStore
 

@@ -75,9 +75,8 @@ class Evaluator:
         other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
         # the same real samples at every evaluation (seeded afresh, G's noise drawn first): what depends on them
         # alone is kept from the first
-        if self._real is None or not (torch.equal(self._real["real"], real)
-                                      and torch.equal(self._real["other"], other)):
-            self._real = {"real": real, "other": other}
+        if self._real is None or not all(map(torch.equal, self._real["samples"], (real, other))):
+            self._real = {"samples": (real, other)}
         cache = self._real
         # p_g by its k-NN density: k for the JSD at every point, k* for D* at the first m (one search)
         k, m = self.cfg.knn, min(n, 10000)
@@ -116,10 +115,6 @@ class Evaluator:
                                "D_star": metrics.d_star(p_data, p_g)}
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()])
         return dict(zip(out.keys(), values.tolist()))
-
-    def distance(self, nets) -> Dict[str, float]:
-        """The game's state as a point (the Dirac-GAN's (theta, psi)): its distance to (0, 0)."""
-        return {"eval/distance": nets.point().norm().item()}
 
     def modes(self, nets) -> Dict[str, float]:
         report = metrics.mode_metrics(self.generate(nets.G, self.cfg.mode_samples), self.data.centres, self.data.std)
@@ -213,26 +208,6 @@ def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Opti
     return head, head_star
 
 
-def _theory_protocol(ev: Evaluator) -> str:
-    return (f"{ev.cfg.theory_samples} generator and real samples; p_data exact, p_g by its k-nearest-neighbour "
-            f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); eval/jsd is the mean of log 2p/(p+q) "
-            "over real and log 2q/(p+q) over generated samples minus eval/jsd_floor, the same estimate with a second "
-            "real sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over both samples "
-            "(weighted by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode")
-
-
-def _modes_protocol(ev: Evaluator) -> str:
-    return (f"VEEGAN/PacGAN: {ev.cfg.mode_samples} samples, high quality within 3 std "
-            f"(std={ev.data.std:g}) of the nearest of {len(ev.data.centres)} centres")
-
-
-def _parzen_protocol(ev: Evaluator) -> str:
-    return (f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) "
-            "by the first 1,000 validation images, mean +- std/sqrt(N) on the test split"
-            + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)"
-               if ev.data.val is ev.data.test else ""))
-
-
 def _features_protocol(ev: Evaluator) -> str:
     n_ref, size, sets = ev.feature_sizes()
     samples = (f"{size} samples" if sets == 1 else
@@ -242,13 +217,6 @@ def _features_protocol(ev: Evaluator) -> str:
             "FID and recall depend on them); FID and precision/recall (k=3) on the raw features, KID (cubic kernel, "
             f"subsets of {min(1000, n_ref, size)}) on features standardised by the reference's per-dimension mean "
             "and std; not comparable with Inception FID")
-
-
-def _inception_protocol(ev: Evaluator) -> str:
-    return (f"Inception-v3 pool features (torch-fidelity's FID network, weights {ev.cfg.inception_weights}), images "
-            f"as uint8 RGB resized to 299x299; {ev.cfg.n_samples} samples vs up to {ev.cfg.n_samples} training images "
-            "(a fixed random choice); torchmetrics FID, and KID over 100 subsets of min(1000, N); comparable with "
-            "published figures at the same sample sizes (CIFAR-10 papers: 50,000 each, eval.n_samples=50000)")
 
 
 class Metric(NamedTuple):
@@ -271,12 +239,11 @@ class Metric(NamedTuple):
         return self.switch is None or (cfg[self.switch] is not None and cfg[self.switch] is not False)
 
 
-METRICS: List[Metric] = []
+METRICS = config.CHOICES["eval"].values()  # every metric family, in the order registered (a live view)
 
 
 def register(metric: Metric) -> Metric:
     """Add a metric family (replacing one of the same name): measured on runs of ``metric.applies``, knobs in eval.*."""
-    METRICS[:] = [m for m in METRICS if m.name != metric.name] + [metric]
     return config.register("eval", metric.name, metric)
 
 
@@ -327,7 +294,12 @@ config.share("eval", {
 for _metric in (
     Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "spread/parzen_se": None, "spread/parzen_sigma": None,
                                "eval/parzen_samples": FIXED},
-           Evaluator.parzen, _parzen_protocol, switch="parzen", samples=lambda cfg: cfg.n_samples,
+           Evaluator.parzen, lambda ev: (
+               f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) by the "
+               "first 1,000 validation images, mean +- std/sqrt(N) on the test split"
+               + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)"
+                  if ev.data.val is ev.data.test else "")),
+           switch="parzen", samples=lambda cfg: cfg.n_samples,
            knobs={"parzen": flag(True, "image sets: the paper's Parzen-window log-likelihood")},
            about="the paper's Parzen-window log-likelihood of the test images"),
     Metric("features", "image", {"eval/fid": LOWER, "eval/kid": LOWER, "spread/kid_std": None, "eval/precision": HIGHER,
@@ -344,7 +316,13 @@ for _metric in (
            about="FID, KID, precision and recall in the feature space of a small classifier"),
     Metric("inception", "rgb", {"eval/inception_fid": LOWER, "eval/inception_kid": LOWER,
                                 "spread/inception_kid_std": None, "eval/inception_samples": FIXED},
-           Evaluator.inception, _inception_protocol, auto="eval/inception_fid", switch="inception_weights",
+           Evaluator.inception, lambda ev: (
+               f"Inception-v3 pool features (torch-fidelity's FID network, weights {ev.cfg.inception_weights}), images "
+               f"as uint8 RGB resized to 299x299; {ev.cfg.n_samples} samples vs up to {ev.cfg.n_samples} training "
+               "images (a fixed random choice); torchmetrics FID, and KID over 100 subsets of min(1000, N); "
+               "comparable with published figures at the same sample sizes (CIFAR-10 papers: 50,000 each, "
+               "eval.n_samples=50000)"),
+           auto="eval/inception_fid", switch="inception_weights",
            samples=lambda cfg: cfg.n_samples, check=_inception_file,
            knobs={"inception_weights": text(None, "RGB sets: Inception FID / KID from this LOCAL weights file "
                                                   "(torch-fidelity's pt_inception-2015-12-05-6726825d.pth)", "path",
@@ -352,7 +330,13 @@ for _metric in (
            about="Inception FID and KID (a local weights file)"),
     Metric("theory", "density", {"eval/jsd": LOWER, "eval/jsd_floor": FIXED, "theory/c_of_g": None,
                                  "eval/value": LOWER, "theory/d_gap": None, "eval/d_star_mse": LOWER},
-           Evaluator.theory, _theory_protocol, probability=("eval/value", "theory/d_gap", "eval/d_star_mse"),
+           Evaluator.theory, lambda ev: (
+               f"{ev.cfg.theory_samples} generator and real samples; p_data exact, p_g by its k-nearest-neighbour "
+               f"density (k={ev.cfg.knn} for JSD, k={ev.cfg.knn_d_star} for D*); eval/jsd is the mean of log "
+               "2p/(p+q) over real and log 2q/(p+q) over generated samples minus eval/jsd_floor, the same estimate "
+               "with a second real sample in place of G's (its bias at this size); d_star_mse is mean (D - D*)^2 over "
+               "both samples (weighted by p_data + p_g); d_gap = C(G) - V-hat; D in eval mode"),
+           probability=("eval/value", "theory/d_gap", "eval/d_star_mse"),
            auto="eval/jsd", samples=lambda cfg: cfg.theory_samples, check=_theory_sizes,
            knobs={"theory_samples": integer(50000, 2, 1_000_000, "known-density data: samples for JSD, V-hat and D*"),
                   "knn": integer(10, 1, 10_000, "neighbours of the k-NN density of p_g in the JSD"),
@@ -361,10 +345,14 @@ for _metric in (
            about="V-hat against C(G) and -log 4, the JSD to p_data, D against D*"),
     Metric("modes", "modes", {"eval/modes_covered": HIGHER, "eval/hq_fraction": HIGHER, "eval/reverse_kl": LOWER,
                               "eval/mode_samples": FIXED, "eval/hq_threshold_std": FIXED},
-           Evaluator.modes, _modes_protocol, samples=lambda cfg: cfg.mode_samples,
+           Evaluator.modes, lambda ev: (f"VEEGAN/PacGAN: {ev.cfg.mode_samples} samples, high quality within 3 std "
+                                        f"(std={ev.data.std:g}) of the nearest of {len(ev.data.centres)} centres"),
+           samples=lambda cfg: cfg.mode_samples,
            knobs={"mode_samples": integer(2500, 1, 1_000_000, "ring / grid: samples for the mode metrics (2,500)")},
            about="modes covered, high-quality fraction, reverse KL (VEEGAN / PacGAN)"),
-    Metric("distance", "point", {"eval/distance": LOWER}, Evaluator.distance, auto="eval/distance",
+    # the game's state as a point (the Dirac-GAN's (theta, psi)): its distance to (0, 0)
+    Metric("distance", "point", {"eval/distance": LOWER},
+           lambda ev, nets: {"eval/distance": nets.point().norm().item()}, auto="eval/distance",
            about="the Dirac-GAN's distance to its equilibrium"),
 ):
     register(_metric)
@@ -443,10 +431,9 @@ def check(cfg) -> None:
     for metric in METRICS:
         if metric.check is not None:
             metric.check(cfg)
-    allowed = ("auto",) + rankable(families(cfg), reads_points_as_probability(cfg))
-    if cfg.eval.best_by not in allowed:
-        raise UserError(f"eval.best_by={cfg.eval.best_by} is not measured on dataset={cfg.dataset.name} "
-                        f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")
-    if cfg.get("optimized_metric") is not None and cfg.optimized_metric not in allowed[1:]:
-        raise UserError(f"optimized_metric={cfg.optimized_metric} is not measured on dataset={cfg.dataset.name} "
-                        f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed[1:])}")
+    ranked = rankable(families(cfg), reads_points_as_probability(cfg))
+    for key, allowed in (("eval.best_by", ("auto",) + ranked), ("optimized_metric", ranked)):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value} is not measured on dataset={cfg.dataset.name} "
+                            f"with loss={cfg.loss.name}; choose one of: {', '.join(allowed)}")

@@ -47,33 +47,13 @@ def default_cache_dir() -> Path:
     return Path(root).expanduser() / "classifiers"
 
 
-def _train(model, x, y, seed: int, steps: int, batch_size: int, lr: float, progress=None) -> None:
-    """Adam, cosine-decayed lr, minibatches from seeded permutations; ``progress(done, steps)`` 20 times."""
-    generator = torch.Generator().manual_seed(seed)
-    epochs = math.ceil(steps * batch_size / len(x))
-    order = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(epochs)])
-    batches = order[: steps * batch_size].view(steps, batch_size).to(x.device)
-    optimizer = Adam(model.parameters(), lr=lr)  # torch's Adam without its compiler guards (gan_cli.optim.eager)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    model.train()
-    every = max(1, steps // 20)
-    for i, idx in enumerate(batches):
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress is not None and ((i + 1) % every == 0 or i + 1 == steps):
-            progress(i + 1, steps)
-    model.eval()
-
-
 def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
                    cache_dir: str | Path | None = None, seed: int = 0, device: torch.device | str | None = None,
                    steps: int = 1000, batch_size: int = 128, lr: float = 2e-3,
                    progress=None) -> tuple[Classifier, dict]:
     """The classifier of (N, C, S, S) images in [0, 1], trained on first use from ``seed`` (the caller's random
-    state untouched), then cached with its test accuracy in ``<cache_dir>/<name>-<hash>.pt`` (the hash covers the
+    state untouched: Adam, cosine-decayed lr, minibatches from seeded permutations, ``progress(done, steps)`` 20
+    times), then cached with its test accuracy in ``<cache_dir>/<name>-<hash>.pt`` (the hash covers the
     architecture, the data's shapes and sums and the settings). Returns the model (eval mode, frozen, on
     ``device``) and ``{"name", "test_accuracy", "train_seconds", "cached" (loaded, not trained), "path"}``."""
     if train_x.dim() != 4 or train_x.shape[-1] != train_x.shape[-2] or train_x.shape[-1] % 4:
@@ -91,11 +71,24 @@ def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, 
     if cached:
         saved = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(saved["state_dict"])
-        model.eval()
     else:
         log.info("training the feature classifier for %s (once, cached in %s)", name, path.parent)
-        start = time.perf_counter()
-        _train(model, train_x.to(device), train_y.to(device), seed, steps, batch_size, lr, progress)
+        start, x, y = time.perf_counter(), train_x.to(device), train_y.to(device)
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.cat([torch.randperm(len(x), generator=generator)
+                           for _ in range(math.ceil(steps * batch_size / len(x)))])
+        optimizer = Adam(model.parameters(), lr=lr)  # torch's Adam without its compiler guards (gan_cli.optim.eager)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        every = max(1, steps // 20)
+        for i, idx in enumerate(order[: steps * batch_size].view(steps, batch_size).to(device)):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if progress is not None and ((i + 1) % every == 0 or i + 1 == steps):
+                progress(i + 1, steps)
+        model.eval()
         with torch.no_grad():  # the fraction of test images whose most likely class is their label
             batches = zip(test_x.to(device).split(1000), test_y.to(device).split(1000))
             accuracy = sum((model(xb).argmax(1) == yb).sum() for xb, yb in batches).item() / len(test_y)
@@ -103,12 +96,12 @@ def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, 
                  "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         with rundir.replacing(path) as tmp:
             torch.save(saved, tmp)
-        log.info("feature classifier for %s: test accuracy %.4f, trained in %.0f s", name, saved["test_accuracy"],
+        log.info("feature classifier for %s: test accuracy %.4f, trained in %.0f s", name, accuracy,
                  saved["train_seconds"])
     info = {"name": name, "test_accuracy": saved["test_accuracy"], "train_seconds": saved["train_seconds"],
             "cached": cached, "path": str(path)}
-    # channels-last convolutions and pooling: the same features (to float32 rounding), several times faster
-    return model.requires_grad_(False).to(memory_format=torch.channels_last), info
+    # eval mode; channels-last convolutions and pooling: the same features (to float32 rounding), several times faster
+    return model.eval().requires_grad_(False).to(memory_format=torch.channels_last), info
 
 
 @torch.inference_mode()
