@@ -54,25 +54,6 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-# "D has won": G's gradient vanishes or D stops learning. Each test reads one log window's means (D's scores as the
-# D/ tags show them, D's loss with d_scale undone) and returns what it saw, or None.
-def won_cross_entropy(real: float, fake: float, loss: float) -> Optional[str]:
-    return (f"D rejects nearly every fake (D(G(z)) = {fake:.4f}, D(x) = {real:.4f}): G's gradient may vanish, "
-            "watch grad/G") if real > 0.99 and fake < 0.01 else None
-
-
-def won_least_squares(real: float, fake: float, loss: float) -> Optional[str]:
-    """D's loss (its outputs' mean squared distance to targets 1 / 0) below 0.01, 4 % of its 0.25 at the
-    equilibrium: D's gradient, a - target, has almost vanished (G's, a_fake - 1, has not)."""
-    return (f"D's outputs sit on their targets (D(x) = {real:.3f} ~ 1, D(G(z)) = {fake:.3f} ~ 0, RMS distance "
-            f"{math.sqrt(loss):.3f} < 0.1): D has almost stopped learning, watch grad/D") if loss < 0.01 else None
-
-
-def won_hinge(real: float, fake: float, loss: float) -> Optional[str]:
-    return (f"every hinge term of D is inactive (all D(x) >= 1, all D(G(z)) <= -1; means {real:.3f}, {fake:.3f}): "
-            "D has stopped learning, watch grad/D") if loss == 0 else None
-
-
 class Loss(NamedTuple):
     """A choice of ``loss=``: the pair of objectives on D's logits, and all else D's side needs."""
 
@@ -118,11 +99,15 @@ share("loss", {
 
 
 def _cross_entropy(g: Callable[[torch.Tensor], torch.Tensor], about: str, **rest) -> Loss:
-    return Loss(d_cross_entropy, g, about, probability=True, won=won_cross_entropy, **rest)
+    return Loss(d_cross_entropy, g, about, probability=True, won=lambda real, fake, loss: (
+        f"D rejects nearly every fake (D(G(z)) = {fake:.4f}, D(x) = {real:.4f}): G's gradient may vanish, "
+        "watch grad/G") if real > 0.99 and fake < 0.01 else None, **rest)
 
 
-# The choices of loss=: one register(...) each (and a YAML file in conf/loss/). A WGAN critic's scores have no
-# scale to saturate at: G's gradient does not vanish as it separates, so wasserstein_gp has no "D has won" test.
+# The choices of loss=: one register(...) each (and a YAML file in conf/loss/). A "D has won" test (won: G's gradient
+# vanishes or D stops learning) reads one log window's means (D's scores as the D/ tags show them, D's loss with
+# d_scale undone) and returns what it saw, or None. A WGAN critic's scores have no scale to saturate at: G's gradient
+# does not vanish as it separates, so wasserstein_gp has no such test.
 LOSSES: Dict[str, Loss] = {name: register("loss", name, loss) for name, loss in {
     "minimax": _cross_entropy(lambda a_fake: -F.softplus(a_fake).mean(),  # log(1 - D(G(z))), see g_nonsaturating
                               "the true saturating game: G minimizes log(1 - D(G(z)))"),
@@ -132,9 +117,16 @@ LOSSES: Dict[str, Loss] = {name: register("loss", name, loss) for name, loss in 
         "G minimizes -exp(logit D(G(z))) / 2: maximum likelihood at the optimal D (Goodfellow 2016)",
         knobs={"max_logit": real(20.0, 0, 80, "D's logit is clamped here before exp", lo_open=True)},
         build=lambda cfg: LOSSES["maximum_likelihood"]._replace(g=make_g_maximum_likelihood(cfg.max_logit))),
+    # D's loss (its outputs' mean squared distance to targets 1 / 0) below 0.01, 4 % of its 0.25 at the equilibrium:
+    # D's gradient, a - target, has almost vanished (G's, a_fake - 1, has not)
     "least_squares": Loss(d_least_squares, lambda a_fake: 0.5 * (a_fake - 1).pow(2).mean(),  # G: 1/2 (a_fake - 1)^2
-                          "LSGAN (Mao et al. 2017), targets 1 and 0", won=won_least_squares),
-    "hinge": Loss(d_hinge, g_linear, "hinge loss (Lim & Ye 2017)", won=won_hinge),
+                          "LSGAN (Mao et al. 2017), targets 1 and 0", won=lambda real, fake, loss: (
+                              f"D's outputs sit on their targets (D(x) = {real:.3f} ~ 1, D(G(z)) = {fake:.3f} ~ 0, "
+                              f"RMS distance {math.sqrt(loss):.3f} < 0.1): D has almost stopped learning, watch grad/D")
+                          if loss < 0.01 else None),
+    "hinge": Loss(d_hinge, g_linear, "hinge loss (Lim & Ye 2017)", won=lambda real, fake, loss: (
+        f"every hinge term of D is inactive (all D(x) >= 1, all D(G(z)) <= -1; means {real:.3f}, {fake:.3f}): "
+        "D has stopped learning, watch grad/D") if loss == 0 else None),
     # the WGAN critic (Arjovsky et al. 2017) minimizes a_fake - a_real (the penalty is added apart)
     "wasserstein_gp": Loss(lambda a_real, a_fake: a_fake.mean() - a_real.mean(), g_linear,
                            "WGAN-GP (Gulrajani et al. 2017): a critic with a gradient penalty",

@@ -61,9 +61,7 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     grads = [p.grad for p in params if p.grad is not None] if active() else []
     if not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
+    flat = mean(torch.cat([g.reshape(-1) for g in grads]))
     for g, part in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(part.view_as(g))
 

@@ -3,9 +3,10 @@ and the freed heap it hands back to the system after the work between iterations
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -24,19 +25,17 @@ def memory_mb() -> Dict[str, float]:
     return out
 
 
+@functools.cache
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left as it is
+        return None
+
+
 def release_memory() -> None:
     """Hand the heap's freed pages back (glibc's malloc_trim): else a ring run's resident memory crept up ~2 MB per
     1,000 iterations with the evaluations' and figures' freed buffers."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 (glibc only)
-        except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left as it is
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
+    if _malloc_trim() is not None:
+        _malloc_trim()(0)
