@@ -332,9 +332,14 @@ def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
     if not path.is_file():
         return {}, []
     body = OmegaConf.to_container(OmegaConf.load(path))
-    groups = {k.split()[-1].strip("/"): str(v) for entry in body.pop("defaults", []) if isinstance(entry, dict)
-              for k, v in entry.items()}
-    return groups, _flatten(body)
+    groups, settings = {}, []
+    for entry in body.pop("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":  # a preset this one builds on (figure1_two_modes)
+            base_groups, base_settings = preset(entry)
+            groups, settings = {**groups, **base_groups}, settings + base_settings
+        elif isinstance(entry, dict):
+            groups.update({k.split()[-1].strip("/"): str(v) for k, v in entry.items()})
+    return groups, list(dict.fromkeys(settings + _flatten(body)))
 
 
 def start_time() -> datetime:

@@ -34,7 +34,7 @@ DOCS = ROOT / "docs"
 FIGS = DOCS / "results"
 RUNS = ROOT / "outputs" / "reproduce"
 GAN_TRAIN = str(Path(sys.executable).with_name("gan-train"))
-SECTIONS = ("figure1", "saturation", "dirac", "modes", "paper")
+SECTIONS = ("figure1", "figure1_two_modes", "saturation", "dirac", "modes", "paper")
 QUIET = ("eval.parzen=false", "eval.features=false")  # digits runs here are about gradients, not sample quality
 
 # Lin et al. 2018 (PacGAN), Table 1: mean +- standard error over 10 trials, 2,500 samples
@@ -102,15 +102,25 @@ def minutes(seconds: float) -> str:
 FIGURE1_TARGET = "JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01"
 
 
+COLLAPSED = -1.1  # V-hat above it: D still tells one of figure1_two_modes' modes apart (one mode: about -0.95)
+
+
 def figure1(args) -> str:
     sweep = RUNS / "figure1_seeds"
     total = run(sweep, "experiment=figure1", f"seed=range({args.figure1_seeds})", "device=cpu", multirun=True)
-    return figure1_section(sweep, total)
+    return figure1_section(sweep, total, "figure1")
 
 
-def figure1_section(sweep: Path, total: float) -> str:
-    """The Figure-1 section from a sweep of experiment=figure1 over seeds: every seed's figures, how many of
-    them meet the preset's target, and each figure's mean, sd and 95 % interval over the seeds."""
+def figure1_two_modes(args) -> str:
+    sweep = RUNS / "figure1_two_modes_seeds"
+    total = run(sweep, "experiment=figure1_two_modes", f"seed=range({args.two_modes_seeds})", "device=cpu",
+                multirun=True)
+    return figure1_section(sweep, total, "figure1_two_modes")
+
+
+def figure1_section(sweep: Path, total: float, preset: str) -> str:
+    """A Figure-1 section from a sweep of ``preset`` over seeds: every seed's figures, how many of them meet the
+    target, each figure's mean, sd and 95 % interval over the seeds; on two modes, how many collapsed onto one."""
     sys.path.insert(0, str(ROOT))
     from gan_cli.cli.sweep import Spread, collect
 
@@ -126,17 +136,27 @@ def figure1_section(sweep: Path, total: float) -> str:
         rows.append(f"| {job.overrides.get('seed', job.num)} | {m['eval/jsd']:.4f} | {m['eval/value']:.4f} | "
                     f"{m['theory/d_gap']:.4f} | {m['eval/d_star_mse']:.4f} | {'yes' if ok else 'NO'} |")
     spread = {tag: Spread.of([m[tag] for m in finals]) for tag in ("eval/jsd", "eval/value", "eval/d_star_mse")}
-    png = last_image(jobs[0].dir, "game/figure1", FIGS / "figure1.png")
+    png = last_image(jobs[0].dir, "game/figure1", FIGS / f"{preset}.png")
+    two = preset == "figure1_two_modes"
+    collapsed = [m for m in finals if m["eval/value"] > COLLAPSED]
     return "\n".join([
-        "## Figure 1: D and G learning together on a 1-D mixture",
+        "## Figure 1 on two modes: 1-D mode collapse" if two else
+        "## Figure 1: D and G learning together on a 1-D Gaussian",
         "",
-        "The paper (Goodfellow et al. 2014, Figure 1 (d)): at the end p_g = p_data and D = 1/2 everywhere,",
-        "so V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. `gan-train -m experiment=figure1 "
-        f"seed='range({len(jobs)})'`, the preset's default length (4,000 iterations, k = 5), every seed reported.",
+        ("experiment=figure1's game on two Gaussians (means -2 and 2, std 0.5): when G covers both, the end is "
+         "Figure 1 (d) again; when it covers one, D keeps telling the other mode's data apart." if two else
+         "The paper (Goodfellow et al. 2014, Figure 1 (d)): at the end p_g = p_data and D = 1/2 everywhere, so "
+         "V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. p_data is one Gaussian (mean 0, std 0.5), as in the "
+         "paper's panels."),
+        f"`gan-train -m experiment={preset} seed='range({len(jobs)})'`, the preset's default length (4,000 "
+        "iterations, k = 5), every seed reported.",
         f"The target: {FIGURE1_TARGET}.",
         "",
         f"**{met} of {len(jobs)} seeds meet the target.** Over the {len(jobs)} seeds (mean ± sd [95 % interval of "
         f"the mean]): JSD {spread['eval/jsd']}, V-hat {spread['eval/value']}, D*-MSE {spread['eval/d_star_mse']}.",
+        *([f"**{len(collapsed)} of {len(jobs)} collapsed onto one mode** (V-hat above {COLLAPSED}): JSD "
+           f"{Spread.of([m['eval/jsd'] for m in collapsed])}, V-hat {Spread.of([m['eval/value'] for m in collapsed])}."]
+          if two else []),
         *([f"The {len(missed)} that miss it end with D(x) {Spread.of([m['game/D_real'] for m in missed])}, D(G(z)) "
            f"{Spread.of([m['game/D_fake'] for m in missed])} (the last log window's means) and JSD "
            f"{Spread.of([m['eval/jsd'] for m in missed])}; those that meet it: D(x) "
@@ -413,9 +433,11 @@ def write_results() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="figure1,saturation,dirac,modes", help=f"sections, of {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default="figure1,figure1_two_modes,saturation,dirac,modes",
+                        help=f"sections, of {', '.join(SECTIONS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each mode-collapse preset")
-    parser.add_argument("--figure1-seeds", type=int, default=16, help="seeds of the Figure-1 sweep")
+    parser.add_argument("--figure1-seeds", type=int, default=64, help="seeds of the Figure-1 sweep")
+    parser.add_argument("--two-modes-seeds", type=int, default=16, help="seeds of the figure1_two_modes sweep")
     parser.add_argument("--saturation-seeds", type=int, default=16, help="seeds of the saturation sweep")
     parser.add_argument("--mode-steps", type=int, default=20000, help="iterations per mode-collapse run")
     parser.add_argument("--jobs", type=int, default=1, help="mode-collapse runs at a time (> 1: one CPU thread each)")

@@ -55,7 +55,7 @@ def test_a_folder_in_memory_has_the_resolution_and_the_detected_channels(make_cf
     assert g.shape == (1, 16, 16)
     forced = datasets.load(folder_cfg(make_cfg, gray, "dataset.channels=3").dataset, torch.device("cpu"))
     assert forced.shape == (3, 16, 16)
-    # the pixels are the file's, resized (shorter side) and center-cropped
+    # the pixels are the file's: its centered square, resized
     first = sorted(p for p in rgb.rglob("*") if p.suffix in (".png", ".jpg"))[0]
     expected = folder_module.read_image(str(first), 3, 16).float() / 255
     assert any(torch.equal(expected, img) for img in x.train)

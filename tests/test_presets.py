@@ -127,8 +127,19 @@ def test_pack_bad_values_are_one_line_errors(make_cfg, override, message):
 
 
 def test_every_preset_is_tested_here():
-    assert choices_in_conf("experiment") == {"figure1", "saturation", "dirac", "ring", "grid", "ring_pack2",
-                                             "grid_pack2", "paper_mnist"}
+    assert choices_in_conf("experiment") == {"figure1", "figure1_two_modes", "saturation", "dirac", "ring", "grid",
+                                             "ring_pack2", "grid_pack2", "paper_mnist"}
+
+
+def test_figure1_is_one_gaussian_and_its_two_mode_variant_is_the_same_game(make_cfg):
+    """The paper's Figure 1 has one Gaussian p_data; figure1_two_modes builds on figure1 (every setting but the
+    data), and a loss's recipe does not override what either preset sets (loss=minimax keeps Adam at 3e-4)."""
+    one, two = make_cfg("experiment=figure1"), make_cfg("experiment=figure1_two_modes")
+    assert list(one.dataset.means) == [0.0] and list(two.dataset.means) == [-2.0, 2.0]
+    one.dataset.means, one.dataset.weights = two.dataset.means, two.dataset.weights
+    assert one == two
+    minimax = make_cfg("experiment=figure1_two_modes", "loss=minimax")
+    assert (minimax.optimizer.name, minimax.optimizer.lr, minimax.k) == ("adam", 0.0003, 5)
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ ROOT = {"root": text("data", "the folder that holds MNIST/, FashionMNIST/, cifar
                      "path")}
 FILES = {**ROOT, "download": flag(False, "let torchvision fetch the files (needs the network)")}
 FOLDER = {**ROOT,
-          "resolution": integer(32, 4, 1024, "images resized (shorter side) and center-cropped to this side"),
+          "resolution": integer(32, 4, 1024, "each image's centered square resized to this side"),
           "channels": one_of(None, (1, 3), "1 (grayscale) or 3 (RGB)", null="RGB unless every file is grayscale"),
           "in_memory": one_of("auto", ("auto", "true", "false"),
                               "true: whole on the device; false: streamed from disk; auto: in memory if it fits"),
