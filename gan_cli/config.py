@@ -318,10 +318,11 @@ def choice_node(group: str, name: str) -> Any:
     return OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": name})
 
 
-def _flatten(node: Mapping[str, Any], prefix: str = "") -> List[str]:
+def dotted_keys(node: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """Every leaf's dotted key in a nested mapping (a dict or a DictConfig)."""
     out: List[str] = []
     for key, value in node.items():
-        out += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+        out += dotted_keys(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"]
     return out
 
 
@@ -339,7 +340,7 @@ def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
             groups, settings = {**groups, **base_groups}, settings + base_settings
         elif isinstance(entry, dict):
             groups.update({k.split()[-1].strip("/"): str(v) for k, v in entry.items()})
-    return groups, list(dict.fromkeys(settings + _flatten(body)))
+    return groups, list(dict.fromkeys(settings + dotted_keys(body)))
 
 
 def start_time() -> datetime:

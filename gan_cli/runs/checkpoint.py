@@ -17,12 +17,12 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.config import UserError, schema
+from gan_cli.config import UserError, dotted_keys, schema
 from gan_cli.runs import rundir
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
@@ -168,11 +168,6 @@ RESUMABLE = ("steps", "device", "log_every", "sample_every", "ckpt_every", "n_sa
              "dataset.root", "dataset.download", "dataset.workers", "dataset.in_memory")
 
 
-def _leaves(cfg, prefix: str = "") -> Iterator[str]:
-    for key, value in cfg.items():
-        yield from _leaves(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else (f"{prefix}{key}",)
-
-
 def resume_config(cfg, overrides: Iterable[str], defaults=None) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """For ``resume=PATH``: (the saved config with the RESUMABLE keys the command line sets, the loaded
     checkpoint), or (cfg, None). Any other override that differs from the saved run is a UserError; with
@@ -184,7 +179,7 @@ def resume_config(cfg, overrides: Iterable[str], defaults=None) -> Tuple[Any, Op
     # on the schema, so that a key added since the checkpoint was written takes its default
     before_cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
     given = list(dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for o in overrides))
-    leaves = list(_leaves(cfg))
+    leaves = dotted_keys(cfg)
     by = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in leaves)  # choices of groups
     set_by_choice = [] if defaults is None else [
         k for k in leaves if OmegaConf.select(cfg, k) != OmegaConf.select(defaults, k)]
