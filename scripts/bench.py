@@ -22,6 +22,11 @@ for the same number of iterations; prints each side's times, their medians and t
 
 trains on an image folder (scripts/export_images.py writes MNIST as one) held in memory and streamed
 from disk, alternating whole runs, and prints each side's iterations/s and their ratio.
+
+    python scripts/bench.py --population 64 --rounds 3 -- experiment=figure1
+
+times a solo run against a population of 64 seeds (hydra/launcher=population), alternating whole processes:
+wall times and member-iterations per second against the solo run's iterations per second.
 """
 
 from __future__ import annotations
@@ -161,6 +166,30 @@ def startup(rounds: int, overrides) -> dict:
             "ratio": round(median["gan-train steps=1"] / median["import torch"], 2), "torch": torch.__version__}
 
 
+def population(size: int, rounds: int, overrides) -> dict:
+    """Whole processes, alternating: one solo run against a population of ``size`` members (seeds 0..size-1, the
+    same overrides); each side's wall time and training rate (metrics.json's perf/steps_per_s, which leaves out
+    evaluation, samples and checkpoints): member-iterations per second = size x a member's iterations per second."""
+    gan_train = gan_train_command()
+    walls: dict = {"solo": [], f"population of {size}": []}
+    rates: dict = {"solo it/s": [], "member-it/s": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            solo, sweep = Path(tmp) / f"solo{r}", Path(tmp) / f"pop{r}"
+            walls["solo"].append(timed("solo", [*gan_train, *overrides, f"hydra.run.dir={solo}"]))
+            walls[f"population of {size}"].append(timed("population", [
+                *gan_train, "-m", "hydra/launcher=population", *overrides, f"seed=range({size})",
+                f"hydra.sweep.dir={sweep}"]))
+            rates["solo it/s"].append(json.loads((solo / "metrics.json").read_text())["perf/steps_per_s"])
+            members = [json.loads(p.read_text())["perf/steps_per_s"] for p in sweep.glob("*/metrics.json")]
+            rates["member-it/s"].append(size * statistics.median(members))
+    median = {k: statistics.median(v) for k, v in {**walls, **rates}.items()}
+    return {"overrides": overrides, "size": size, "rounds": rounds, "wall_s": walls, "rates": rates, "median": median,
+            "member-it/s over solo it/s": round(median["member-it/s"] / median["solo it/s"], 2),
+            "population wall over solo wall": round(median[f"population of {size}"] / median["solo"], 2),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+
+
 def evaluation(overrides, checkpoint_path, rounds: int) -> dict:
     """One evaluation's wall time: every metric of the dataset, after a first untimed evaluation (which
     trains or loads the feature classifier and computes the real reference's features and statistics)."""
@@ -220,6 +249,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="with --eval: the run directory or checkpoint whose G is evaluated")
     parser.add_argument("--stream", metavar="FOLDER",
                         help="iterations/s on an image folder streamed from disk vs held in memory (whole runs)")
+    parser.add_argument("--population", metavar="N", type=int,
+                        help="time a solo run against a population of N seeds (hydra/launcher=population), alternating")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
     if args.stream:
@@ -228,6 +259,10 @@ def main() -> None:
         return
     if args.memory:
         json.dump(memory(args.memory, args.overrides), sys.stdout, indent=2)
+        print()
+        return
+    if args.population:
+        json.dump(population(args.population, args.rounds, args.overrides), sys.stdout, indent=2)
         print()
         return
     if args.startup:

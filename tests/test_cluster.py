@@ -67,7 +67,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
     text = log.read_text()
     stopped = int(text.split("interrupted (SIGUSR2) at iteration ")[1].split(";")[0])
     assert 500 <= stopped < 3000 and "the job is requeued and resumes from it" in text
-    assert f"requeued: continuing from {job / 'checkpoints' / 'last.pt'}" in text
+    assert f"continuing the run from {job / 'checkpoints' / 'last.pt'}" in text
     assert f"at iteration {stopped}" in text.split("resumed from")[1].splitlines()[0]
     requeued = json.loads((job / "metrics.json").read_text())
     assert requeued["status"] == "ok" and requeued["steps"] == 3000

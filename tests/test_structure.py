@@ -23,9 +23,11 @@ LAYERS = (
     ("runs.checkpoint", "evaluation.evaluate", "runs.monitor", "game.updates"),
     # the memory a config needs (its evaluation's samples included); command-line checks; what the jobs of
     # a sweep share, its summary
-    ("evaluation.memory", "cli.checks", "cli.sweep"),
+    # populations: many runs' networks stacked, updated by the same update code
+    ("evaluation.memory", "cli.checks", "cli.sweep", "game.population"),
     ("game.loop",),  # the training loop: Algorithm 1 and what happens between its iterations
     ("cli.train", "cli.gan_eval"),  # the entry points: gan-train, gan-eval
+    ("cli.population",),  # hydra/launcher=population: a sweep's jobs prepared, then trained as populations
     ("__main__",),  # python -m gan_cli
 )
 

@@ -51,7 +51,7 @@ def test_each_d_step_draws_a_fresh_minibatch(make_cfg, monkeypatch):
     gan = GAN(cfg, data, torch.device("cpu"))
     drawn = []
     real_sample = data.sample
-    monkeypatch.setattr(data, "sample", lambda m: drawn.append(real_sample(m)) or drawn[-1])
+    monkeypatch.setattr(data, "sample", lambda m, g=None: drawn.append(real_sample(m, g)) or drawn[-1])
     gan.d_step(8)
     gan.d_step(8)
     assert len(drawn) == 2 and not torch.equal(drawn[0], drawn[1])
@@ -298,7 +298,8 @@ def test_the_gradient_penalty_sees_d_without_dropout(make_cfg, monkeypatch):
     assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in gan.D.modules())
     modes = []
     penalty = losses.gradient_penalty
-    monkeypatch.setattr(losses, "gradient_penalty", lambda D, x, f: modes.append(D.training) or penalty(D, x, f))
+    monkeypatch.setattr(losses, "gradient_penalty",
+                        lambda D, x, f, *g: modes.append(D.training) or penalty(D, x, f, *g))
     gan.d_step(8)
     assert modes == [False] and gan.D.training
 

@@ -100,6 +100,14 @@ def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
     return need
 
 
+def members_that_fit(cfg, data: datasets.Data, device: torch.device) -> int:
+    """How many members of a population fit in the memory free on ``device`` now (at least one): each needs its
+    slice of the stacked training step (parameters and activations) beside its own networks; one member evaluates
+    at a time."""
+    need = estimate(cfg, data)
+    return max(1, (base.free_memory(device) - need.evaluation) // (2 * need.parameters + need.activations))
+
+
 def as_user_error(err: BaseException) -> Optional[UserError]:
     """The one line for a failed write (full disk, read-only) or allocation (CPU or CUDA); None for anything else."""
     if isinstance(err, OSError) and err.errno in rundir.REASONS:

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan_cli import data as datasets
 from gan_cli.config import UserError, eval_every, resolve_device
 from gan_cli.evaluation import evaluate, memory
-from gan_cli.game import models, optim
+from gan_cli.game import models, optim, population
 from gan_cli.game.updates import GAN, Stats
 from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.figures import warm_figures
@@ -98,7 +98,7 @@ class Bookkeeping:
     def aside(self) -> Iterator[None]:
         """Work that is not training: its time is not counted, its random draws are not the training's
         (the generators are restored after it), and checkpoints record the states it started from."""
-        self.rng = checkpoint.rng_state()
+        self.rng = checkpoint.rng_state(self.gan.gen)
         devices = [self.gan.device] if self.gan.device.type == "cuda" else []
         with self.monitor.aside(), torch.random.fork_rng(devices=devices):
             yield
@@ -203,10 +203,16 @@ def new_state(cfg, gan: GAN) -> checkpoint.State:
                             fixed_noise=fixed, G_ema=None if gan.ema is None else gan.ema.model)
 
 
+# set by a population's launcher (gan_cli.cli.population) while its members are prepared: train() prepares each
+# run and adds (cfg, gan, state, book, its log file handlers) here
+COLLECT: Optional[list] = None
+
+
 def requeued(run_dir: Path) -> Optional[Path]:
-    """When submitit runs a requeued job again in its own directory: its last.pt, unless that run finished."""
+    """When submitit runs a requeued job again in its own directory, or a population is run again in its sweep
+    directory: its last.pt, unless that run finished."""
     last = Path(run_dir) / "checkpoints" / "last.pt"
-    if "SUBMITIT_EXECUTOR" not in os.environ or not last.is_file():
+    if ("SUBMITIT_EXECUTOR" not in os.environ and COLLECT is None) or not last.is_file():
         return None
     try:
         status = json.loads((Path(run_dir) / "metrics.json").read_text()).get("status")
@@ -227,30 +233,52 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     the loop, its value's ``signum`` (None until a stop is asked) and ``handoff()`` read after each iteration.
     ``run_dir`` is locked for the run (or stays locked)."""
     run_dir = Path(run_dir)
+    if COLLECT is not None:  # a member of a population: prepared now, trained with the others (game.population)
+        from io import StringIO
+
+        from rich.console import Console
+
+        def checked(c: DictConfig) -> None:
+            population.refuse(c)
+            if check is not None:
+                check(c)
+        cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
+                                        hparams=hparams)
+        COLLECT.append((cfg, gan, state, book, [h for h in logging.getLogger().handlers
+                                                if isinstance(h, (logging.FileHandler, logging.NullHandler))]))
+        return {"status": "pending"}
     held = rundir.holds(run_dir)
     try:
-        cfg, gan, state = _start(cfg, run_dir, list(overrides), check)
-        main, data, device = distributed.is_main(), gan.data, gan.device
-        evaluator = evaluate.Evaluator(cfg, data, device)
-        monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density,
-                           figures=not data.is_image) if main
-                   else Quiet(total=cfg.steps, start=state.step))  # rank 0's monitor; a quiet one elsewhere
-        if main and data.has_density:  # matplotlib (for the figures) imported while the k-d tree searches run
-            evaluator.searching = warm_figures
-        # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
-        evaluator.progress = lambda done, n: monitor.phase("eval" if done == n else f"classifier {done}/{n}")
-        hp = hparams(cfg) if hparams else {}
-        monitor.start_session(hp)
-        monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
-                         device, evaluator.protocol())
-        stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
-        stats.restore(state.window)  # continuing the log window that a checkpoint cut
-        book = Bookkeeping(cfg, gan, state, stats, optim.Schedule(cfg.optimizer), evaluator, monitor, run_dir)
-        book.announce = announce
+        cfg, gan, state, book = prepare(cfg, run_dir, overrides, console, announce, check=check, hparams=hparams)
         return _iterate(cfg, gan, state, book, stop)
     finally:
         if not held:
             rundir.release(run_dir)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None, announce: bool = True, *,
+            check=None, hparams=None) -> Tuple[DictConfig, GAN, checkpoint.State, Bookkeeping]:
+    """Everything a run needs before its first iteration (:func:`train`'s arguments): the config in force, the
+    networks and optimizers, the state, and its bookkeeping with the monitor open."""
+    cfg, gan, state = _start(cfg, Path(run_dir), list(overrides), check)
+    main, data, device = distributed.is_main(), gan.data, gan.device
+    evaluator = evaluate.Evaluator(cfg, data, device)
+    monitor = (Monitor(run_dir, total=cfg.steps, start=state.step, console=console, theory=data.has_density,
+                       figures=not data.is_image) if main
+               else Quiet(total=cfg.steps, start=state.step))  # rank 0's monitor; a quiet one elsewhere
+    if main and data.has_density:  # matplotlib (for the figures) imported while the k-d tree searches run
+        evaluator.searching = warm_figures
+    # the progress bar follows the feature classifier's one-time training (then the evaluation goes on)
+    evaluator.progress = lambda done, n: monitor.phase("eval" if done == n else f"classifier {done}/{n}")
+    hp = hparams(cfg) if hparams else {}
+    monitor.start_session(hp)
+    monitor.describe(hp, {"G": models.count_parameters(gan.G), "D": models.count_parameters(gan.D)},
+                     device, evaluator.protocol())
+    stats = Stats(gan.nets, device, iterations=max(cfg.steps - state.step, 0))
+    stats.restore(state.window)  # continuing the log window that a checkpoint cut
+    book = Bookkeeping(cfg, gan, state, stats, optim.Schedule(cfg.optimizer), evaluator, monitor, Path(run_dir))
+    book.announce = announce
+    return cfg, gan, state, book
 
 
 def _start(cfg: DictConfig, run_dir: Path, overrides: list,
@@ -261,7 +289,7 @@ def _start(cfg: DictConfig, run_dir: Path, overrides: list,
     again = requeued(run_dir) if not cfg.resume else None
     if again is not None:
         cfg.resume = str(again)
-        log.info("requeued: continuing from %s", again)
+        log.info("continuing the run from %s", again)
     cfg, saved = checkpoint.resume_config(cfg, overrides)
     if check is not None:
         check(cfg)
@@ -278,10 +306,10 @@ def _start(cfg: DictConfig, run_dir: Path, overrides: list,
     gan = GAN(cfg, data, device)
     state = new_state(cfg, gan)
     if saved is not None:
-        checkpoint.restore(saved, state, path=cfg.resume)
+        checkpoint.restore(saved, state, path=cfg.resume, run=gan.gen)
         log.info("resumed from %s at iteration %d", cfg.resume, state.step)
     if not distributed.is_main():  # every other rank draws minibatches of its own (rank 0 keeps the seed's stream)
-        torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank() + state.step)
+        gan.gen.manual_seed(cfg.seed + 1_000_003 * distributed.rank() + state.step)
     state.fixed_noise = state.fixed_noise.to(device)
     return cfg, gan, state
 
@@ -316,3 +344,22 @@ def _iterate(cfg: DictConfig, gan: GAN, state: checkpoint.State, book: Bookkeepi
             if request.signum is not None and it < cfg.steps and (not several or it % log_every == 0):
                 raise book.interrupt(it, request.signum, request.handoff())
         return book.finish()
+
+
+def train_population(members: list, stop) -> Dict[int, Dict[str, float]]:
+    """Train runs prepared while COLLECT was set ((cfg, gan, state, book, log handlers) each) as one population
+    (gan_cli.game.population), by this module's loop; each member's final figures by its index (a member that
+    diverged: none)."""
+    cfgs = [m[0] for m in members]
+    steps = {m[2].step for m in members}
+    if len(steps) > 1:
+        raise UserError(f"the members of a population must start at the same iteration; they are at {sorted(steps)}")
+    gans = population.Population([m[1] for m in members], cfgs)
+    stats = Stats(gans.nets, gans.device, iterations=max(cfgs[0].steps - members[0][2].step, 0), members=len(members))
+    windows = [m[2].window for m in members]
+    if all(windows):  # continuing the log windows that the checkpoints cut
+        stats.restore({"d": torch.stack([w["d"] for w in windows]), "g": torch.stack([w["g"] for w in windows]),
+                       "n_d": windows[0]["n_d"], "n_g": windows[0]["n_g"]})
+    book = population.PopulationBook(gans, [m[3] for m in members], stats, [m[4] for m in members], Diverged,
+                                     Interrupted)
+    return _iterate(cfgs[0], gans, population.PopulationState([m[2] for m in members]), book, stop)

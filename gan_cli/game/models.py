@@ -4,6 +4,7 @@ per example (D(x) = sigma(a))."""
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from functools import partial
 from typing import Callable, Iterator, Mapping, NamedTuple, Optional, Tuple
@@ -27,18 +28,49 @@ class Maxout(nn.Module):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with a faster mask on the CPU (torch's Bernoulli draws take up to a tenth of a maxout D's update):
-    each element takes 32 random bits of the same generator (two per 64-bit draw) and is kept below round((1 - p)
-    * 2^32), a drop rate within 2^-33 of p; kept elements are scaled by the exact inverse of their keep rate."""
+    """nn.Dropout drawing its masks from the run's own generator (:func:`draw_with`), quickly: each element takes 32
+    random bits (two per 64-bit draw) and is kept below round((1 - p) * 2^32), a drop rate within 2^-33 of p; kept
+    elements are scaled by the exact inverse of their keep rate. A population supplies each member's masks
+    (:func:`supplying`), drawn by :meth:`mask` from that member's generator in the order its solo run draws them."""
+
+    generator: Optional[torch.Generator] = None
+
+    def mask(self, shape, device, generator: Optional[torch.Generator] = None, dtype=torch.float32) -> torch.Tensor:
+        """The scaled keep mask of one forward pass on an input of ``shape``."""
+        kept, n = round((1.0 - self.p) * 2 ** 32), math.prod(shape)  # of the 2^32 values of 32 bits
+        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None,
+                                                                                   generator=generator)
+        return (bits.view(torch.int32)[:n].view(shape) < kept - 2 ** 31).to(dtype).mul_(2 ** 32 / kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kept = round((1.0 - self.p) * 2 ** 32)  # of the 2^32 values of 32 bits (0, 2^32: p ~ 1, 0)
-        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < kept < 2 ** 32:
+        kept = round((1.0 - self.p) * 2 ** 32)
+        if not self.training or kept >= 2 ** 32:
+            return x
+        if kept <= 0:  # p within 2^-33 of 1: everything dropped
             return super().forward(x)
-        n = x.numel()
-        bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits uniform
-        mask = bits.view(torch.int32)[:n].view(x.shape) < kept - 2 ** 31
-        return x * mask.to(x.dtype).mul_(2 ** 32 / kept)
+        if _SUPPLY:  # a population's masks
+            return _SUPPLY[-1](self, x)
+        return x * self.mask(x.shape, x.device, self.generator, x.dtype)
+
+
+_SUPPLY: list = []  # the innermost :func:`supplying`'s source of masks
+
+
+@contextmanager
+def supplying(source: Callable[[Dropout, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, every training Dropout's output is ``source(module, x)``."""
+    _SUPPLY.append(source)
+    try:
+        yield
+    finally:
+        _SUPPLY.pop()
+
+
+def draw_with(net: nn.Module, generator: torch.Generator) -> None:
+    """``net``'s dropout layers draw their masks from ``generator`` (the run's own stream)."""
+    for m in net.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
 
 
 def dropout(arch, data) -> Tuple[float, float]:
@@ -115,7 +147,8 @@ class Arch(NamedTuple):
     images_only: bool = False  # convolutional: needs (C, H, W) samples
     packs: bool = True  # D reads flat vectors, so it can read pack samples side by side (PacGAN)
     dim: Optional[int] = None  # needs point samples of this dimension
-    point: Optional[Callable[[nn.Module, nn.Module], torch.Tensor]] = None  # the game's state as a point, to draw
+    # the game's state as a point, to draw: a function of G's and D's parameters by name
+    point: Optional[Callable[[dict, dict], torch.Tensor]] = None
 
 
 share("arch", {
@@ -148,7 +181,7 @@ ARCHS = {name: register("arch", name, arch) for name, arch in {
                   {"theta0": real(1.0, -1000, 1000, "initial G(z) = theta"),
                    "psi0": real(1.0, -1000, 1000, "initial D(x) = psi * x")},
                   dim=1, packs=False,  # the point: (theta, psi), on the device
-                  point=lambda G, D: torch.cat([G.body.theta, D.body.weight.view(1)]).detach()),
+                  point=lambda g, d: torch.cat([g["body.theta"], d["body.weight"].reshape(1)]).detach()),
 }.items()}
 
 
@@ -209,7 +242,8 @@ class Nets:
         return self._point is not None
 
     def point(self) -> Optional[torch.Tensor]:
-        return None if self._point is None else self._point(self.G, self.D)
+        return None if self._point is None else self._point(dict(self.G.named_parameters()),
+                                                            dict(self.D.named_parameters()))
 
     def to(self, device) -> "Nets":
         return Nets(self.G.to(device), self.D.to(device), self._point)

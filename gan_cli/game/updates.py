@@ -14,11 +14,6 @@ from gan_cli.game import losses, models, optim
 from gan_cli.runs import distributed
 
 
-def _grad_norm(params) -> torch.Tensor:
-    """Global L2 norm of the gradients (on the device: no sync)."""
-    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-
-
 def reads_jointly(D: torch.nn.Module) -> bool:
     """Whether a D update may read real and generated examples in one call (larger matrix products): unless D's
     output for one example depends on the others of its batch (batch norm)."""
@@ -34,12 +29,24 @@ class DStep(NamedTuple):
 
 
 class GAN:
-    """G, D, their optimizers and the loss; one method per kind of update."""
+    """G, D, their optimizers and the loss; one method per kind of update. The updates read minibatches along
+    dimension ``sample_dim``: 0 here; 1 in a population (gan_cli.game.population), whose members stack along 0 and
+    whose losses and statistics are then one per member."""
+
+    sample_dim = 0
 
     def __init__(self, cfg, data: datasets.Data, device: torch.device):
         self.data, self.device = data, device
         self.nets = models.build(cfg.arch, data, cfg.z_dim, cfg.pack).to(device)
         self.G, self.D = self.nets
+        # the run's own random stream (minibatches, noise, dropout masks, the penalty's mixing): on the CPU, the
+        # global generator's state after the networks were initialised from cfg.seed; on a GPU, seeded by cfg.seed
+        self.gen = torch.Generator(device)
+        if device.type == "cpu":
+            self.gen.set_state(torch.get_rng_state())
+        else:
+            self.gen.manual_seed(cfg.seed)
+        models.draw_with(self.D, self.gen)
         # convolutions on a GPU: channels-last layout (the tensor cores' own)
         self.channels_last = device.type == "cuda" and any(
             isinstance(m, torch.nn.modules.conv._ConvNd) for net in self.nets for m in net.modules())
@@ -70,20 +77,24 @@ class GAN:
             torch.compiler.cudagraph_mark_step_begin()
 
     def _real(self, n: int) -> torch.Tensor:
-        x = self.data.sample(n)
+        x = self.data.sample(n, self.gen)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def noise(self, m: int) -> torch.Tensor:
-        return datasets.noise(self.prior, m, self.z_dim, self.device)
+        return datasets.noise(self.prior, m, self.z_dim, self.device, self.gen)
 
     def _d_loss(self, x, fake, a_real, a_fake):
-        return self.loss.d_objective(self.D, x, fake, a_real, a_fake)
+        return self.loss.d_objective(self.D, x, fake, a_real, a_fake, self.gen)
+
+    def _grad_norm(self, params) -> torch.Tensor:
+        """Global L2 norm of the gradients (on the device: no sync)."""
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
     def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
         real, fake = self.loss.score(a_real), self.loss.score(a_fake)
-        c = 1 if len(real) > 1 else 0  # the sample std; 0 for a minibatch of one (batch_size=1)
-        return DStep(torch.stack([loss.detach(), real.mean(), real.std(correction=c), fake.mean(),
-                                  fake.std(correction=c), grad_norm]), real, fake)
+        c = 1 if real.shape[-1] > 1 else 0  # the sample std; 0 for a minibatch of one (batch_size=1)
+        return DStep(torch.stack([loss.detach(), real.mean(-1), real.std(-1, correction=c), fake.mean(-1),
+                                  fake.std(-1, correction=c), grad_norm], -1), real, fake)
 
     def d_step(self, m: int) -> DStep:
         """One D update on a fresh real minibatch and fresh noise; G is frozen (no graph through it)."""
@@ -93,14 +104,15 @@ class GAN:
             fake = self.G_plain(z).to(x.dtype)
         with self.autocast():
             if self.joint:
-                a_real, a_fake = self.D_train(torch.cat([x, fake])).split([len(x) // self.pack, len(fake) // self.pack])
+                n = x.shape[self.sample_dim] // self.pack
+                a_real, a_fake = self.D_train(torch.cat([x, fake], self.sample_dim)).split([n, n], -1)
             else:
                 a_real, a_fake = self.D_train(x), self.D_train(fake)
         a_real, a_fake = a_real.float(), a_fake.float()
         loss = self._d_loss(x, fake, a_real, a_fake)
         self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _grad_norm(self.D.parameters())
+        loss.sum().backward()  # a population's: the sum of its members' (each member's gradient its own)
+        grad_norm = self._grad_norm(self.D.parameters())
         self.opt_D.step()
         return self._d_stats(loss, a_real, a_fake, grad_norm)
 
@@ -112,11 +124,11 @@ class GAN:
             a_fake = self.D_plain(self.G_train(self.noise(m * self.pack)))
         loss = self.loss.g(a_fake.float())
         self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _grad_norm(self.G.parameters())
+        loss.sum().backward()
+        grad_norm = self._grad_norm(self.G.parameters())
         self.opt_G.step()
         self.D.requires_grad_(True)
-        return torch.stack([loss.detach(), grad_norm])
+        return torch.stack([loss.detach(), grad_norm], -1)
 
     def simultaneous_step(self, m: int):
         """The authors' code: both gradients at the same parameters on ONE minibatch, both stepped."""
@@ -129,16 +141,16 @@ class GAN:
         loss_d = self._d_loss(x, fake, a_real, a_fake)
         loss_g = self.loss.g(a_fake)
         d_params, g_params = list(self.D.parameters()), list(self.G.parameters())
-        d_grads = torch.autograd.grad(loss_d, d_params, retain_graph=True)
-        g_grads = torch.autograd.grad(loss_g, g_params)
+        d_grads = torch.autograd.grad(loss_d.sum(), d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(loss_g.sum(), g_params)
         for p, g in zip(d_params + g_params, d_grads + g_grads):
             p.grad = g
         distributed.average_gradients(d_params)  # autograd.grad bypasses DDP: average here (torchrun)
         distributed.average_gradients(g_params)
-        d_norm, g_norm = _grad_norm(d_params), _grad_norm(g_params)
+        d_norm, g_norm = self._grad_norm(d_params), self._grad_norm(g_params)
         self.opt_D.step()
         self.opt_G.step()
-        return self._d_stats(loss_d, a_real, a_fake, d_norm), torch.stack([loss_g.detach(), g_norm])
+        return self._d_stats(loss_d, a_real, a_fake, d_norm), torch.stack([loss_g.detach(), g_norm], -1)
 
     @torch.no_grad()
     def finite(self) -> bool:
@@ -160,13 +172,14 @@ class Stats:
     D_TAGS = ("game/loss_D", "game/D_real", "spread/D_real_std", "game/D_fake", "spread/D_fake_std", "grad/D")
     G_TAGS = ("game/loss_G", "grad/G")
 
-    def __init__(self, nets: models.Nets, device: torch.device, iterations: int):
-        self.nets = nets
-        self.d, self.g = torch.zeros(len(self.D_TAGS), device=device), torch.zeros(len(self.G_TAGS), device=device)
+    def __init__(self, nets: models.Nets, device: torch.device, iterations: int, members: int = 0):
+        self.nets, lead = nets, ((members,) if members else ())  # a population's: a row per member
+        self.d, self.g = torch.zeros(*lead, len(self.D_TAGS), device=device), torch.zeros(*lead, len(self.G_TAGS),
+                                                                                           device=device)
         self.n_d = self.n_g = 0
         self.i, self.last_d, self._path = 0, None, None  # iterations since the start; the last D update
         if nets.has_point:  # its state after every iteration
-            self._path = torch.empty(iterations + 1, 2, device=device)
+            self._path = torch.empty(iterations + 1, *lead, 2, device=device)
             self._path[0] = nets.point()
 
     def add_d(self, step: DStep) -> None:
@@ -193,23 +206,27 @@ class Stats:
     def histograms(self) -> Dict[str, torch.Tensor]:
         return {"spread/D_real": self.last_d.real, "spread/D_fake": self.last_d.fake}
 
-    def read(self, flush: bool = True) -> Dict[str, float]:
-        """The window's means by tag (and the point's distance to (0, 0)); with ``flush``, start a new window."""
+    def read(self, flush: bool = True):
+        """The window's means by tag (and the point's distance to (0, 0)), a dict per member in a population; with
+        ``flush``, start a new window."""
         parts = [self.d / self.n_d, self.g / self.n_g]
         tags = self.D_TAGS + self.G_TAGS
         if self._path is not None:
-            parts.append(self._path[self.i].norm().view(1))
+            parts.append(self._path[self.i].norm(dim=-1, keepdim=True))
             tags += ("eval/distance",)
-        values = distributed.mean(torch.cat(parts)).tolist()  # the one host sync per window (all ranks' mean)
+        values = distributed.mean(torch.cat(parts, -1)).tolist()  # the one host sync per window (all ranks' mean)
         if flush:
             self.d.zero_()
             self.g.zero_()
             self.n_d = self.n_g = 0
-        return dict(zip(tags, values))
+        return [dict(zip(tags, row)) for row in values] if self.d.dim() > 1 else dict(zip(tags, values))
 
     def nonfinite(self) -> list:
-        sums = torch.cat([self.d, self.g]).isfinite().tolist()
-        return [tag for tag, ok in zip(self.D_TAGS + self.G_TAGS, sums) if not ok]
+        """The tags whose window sums are not finite (a list per member in a population)."""
+        ok = torch.cat([self.d, self.g], -1).isfinite().tolist()
+        rows = [[tag for tag, fine in zip(self.D_TAGS + self.G_TAGS, row) if not fine] for row in
+                (ok if self.d.dim() > 1 else [ok])]
+        return rows if self.d.dim() > 1 else rows[0]
 
     def pending(self) -> Dict[str, Any]:  # the window not yet logged, for a checkpoint
         return {"d": self.d.detach().cpu().clone(), "g": self.g.detach().cpu().clone(),

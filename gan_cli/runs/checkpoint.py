@@ -57,9 +57,11 @@ class State:
         self.g_updates += 1
 
 
-def rng_state() -> Dict[str, Any]:
-    """The random number generators' states now (CPU, and every CUDA device)."""
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def rng_state(run: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    """The random number generators' states now (CPU, every CUDA device, and the run's own generator)."""
+    state = {"torch": torch.get_rng_state(),
+             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return state if run is None else {**state, "run": run.get_state()}
 
 
 def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None:
@@ -142,8 +144,9 @@ def check_steps(cfg, saved: Dict[str, Any]) -> None:
                         f"nothing is left to train; pass steps=N with N > {done} to continue the run")
 
 
-def restore(saved: Dict[str, Any], state: State, path: str) -> None:
-    """Put a loaded checkpoint into ``state`` (every field it has, and the RNG states); other networks: UserError."""
+def restore(saved: Dict[str, Any], state: State, path: str, run: Optional[torch.Generator] = None) -> None:
+    """Put a loaded checkpoint into ``state`` (every field it has, and the RNG states: ``run``, the run's own
+    generator, continues its stream); other networks: UserError."""
     if state.G_ema is not None and "G_ema" not in saved:
         raise UserError(f"checkpoint {path} has no G_ema (the moving average of G): its run had ema.decay=null")
     try:
@@ -161,6 +164,10 @@ def restore(saved: Dict[str, Any], state: State, path: str) -> None:
     torch.set_rng_state(saved["rng"]["torch"])
     if saved["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
+    if run is not None and "run" in saved["rng"]:
+        run.set_state(saved["rng"]["run"])
+    elif run is not None and run.device.type == "cpu":  # written before runs had their own: they drew from this one
+        run.set_state(saved["rng"]["torch"])
 
 
 # What a resumed run may change; everything else is the checkpoint's config.

@@ -1,0 +1,123 @@
+"""``hydra/launcher=population``: a sweep's jobs that differ only in their seed and learning rates train as one
+population in this process (gan_cli.game.population); jobs that differ in anything else form populations of their
+own, trained one after another. Each job is set up as Hydra sets up any job (its directory, .hydra/, train.log,
+callbacks), and its run is prepared there; then the population trains, and each job returns its run's figures.
+
+Running the same sweep again into its directory (``hydra.sweep.dir=...``) continues the members that a stop
+(Ctrl-C, SIGTERM) checkpointed; members that finished are refused as any finished run is.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from omegaconf import open_dict
+
+from gan_cli.config import UserError
+from gan_cli.evaluation import memory
+from gan_cli.game import loop
+from gan_cli.game import population as members
+from gan_cli.runs import rundir
+
+log = logging.getLogger("gan_cli")
+
+
+def structure(overrides: Sequence[str]) -> tuple:
+    """What a job's population is keyed by: its overrides less those a member may have of its own."""
+    return tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in members.PER_MEMBER)
+
+
+def _setup(launcher, overrides: Sequence[str], idx: int):
+    cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id, cfg.hydra.job.num = f"job_id_for_{idx}", idx
+    return cfg
+
+
+def _chunks(jobs: list, most: int) -> List[list]:
+    return [jobs[i:i + most] for i in range(0, len(jobs), most)] if most else [jobs]
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
+    """Hydra's Launcher.launch for populations."""
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    groups: Dict[tuple, list] = {}
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        groups.setdefault(structure(overrides), []).append((idx, list(overrides)))
+    returns: Dict[int, JobReturn] = {}
+    for jobs in groups.values():
+        for chunk in _chunks(jobs, int(launcher.max_members or 0)):
+            returns.update(_population(launcher, chunk))
+    return [returns[idx] for idx in sorted(returns)]
+
+
+def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
+    """Set up each job and prepare its run, then train the prepared ones together."""
+    prepared, returns, owners = [], {}, []
+    loop.COLLECT = prepared
+    try:
+        for idx, overrides in jobs:
+            before = len(prepared)
+            ret = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function,
+                          config=_setup(launcher, overrides, idx), job_dir_key="hydra.sweep.dir",
+                          job_subdir_key="hydra.sweep.subdir")
+            returns[idx] = ret
+            if len(prepared) > before:  # its run is a member (else the job ended: invalid, already recorded)
+                owners.append(idx)
+    finally:
+        loop.COLLECT = None
+    if not prepared:
+        return returns
+    cfg, gan = prepared[0][0], prepared[0][1]
+    most = min(memory.members_that_fit(cfg, gan.data, gan.device), int(launcher.max_members or len(prepared)))
+    try:
+        for start in range(0, len(prepared), most):
+            chunk = list(range(start, min(start + most, len(prepared))))
+            results = _train([prepared[i] for i in chunk], launcher)
+            for i in chunk:
+                figures = results.get(i - start) or _recorded(prepared[i][3].run_dir)
+                returns[owners[i]].return_value = _searched(prepared[i][0], figures)
+                returns[owners[i]].status = JobStatus.COMPLETED
+    finally:
+        for member in prepared:
+            rundir.release(member[3].run_dir)
+    return returns
+
+
+def _searched(cfg, figures):
+    from gan_cli.cli.train import searched
+    return searched(cfg, figures)
+
+
+def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
+    """One population: its members' final figures by index (a member that did not finish: none)."""
+    from gan_cli.cli.train import StopRequest, SweepInterrupted
+    log.info("a population of %d (%s)", len(prepared), prepared[0][3].run_dir.name)
+    try:
+        return loop.train_population(prepared, StopRequest)
+    except loop.Interrupted as stop:
+        print(f"gan-train: the population was interrupted ({signal.Signals(stop.code - 128).name}) after a checkpoint "
+              "of every member; "
+              f"run the same command with hydra.sweep.dir={launcher.config.hydra.sweep.dir} to continue it",
+              file=sys.stderr)
+        raise SweepInterrupted(stop.code) from None
+    except UserError as err:
+        print(f"gan-train: population: {err}", file=sys.stderr)
+        return {}
+
+
+def _recorded(run_dir: Path) -> Dict[str, Any]:
+    import json
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {"status": "failed"}
+
+

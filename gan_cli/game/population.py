@@ -1,0 +1,434 @@
+"""Populations: runs that differ only in their seed and learning rates, trained together in one process.
+
+Each member is a whole run (its own directory, monitor, evaluation and checkpoints: a :class:`loop.Bookkeeping`
+around a :class:`GAN` of its own). Their networks are stacked along a leading dimension and :class:`Population`
+updates them with GAN's own update methods (the same Algorithm 1, losses and statistics, one per member), calling
+the networks through torch.func.vmap. Member i draws its minibatches, noise, dropout masks and penalty mixing from
+its own generator in the order its solo run does, so it follows the solo run with seed i to float rounding.
+Before a member's bookkeeping reads its networks (samples, evaluation, checkpoints), :meth:`Population.export`
+writes the member's slice back into its own modules and optimizers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from contextlib import ExitStack, contextmanager
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch.func import functional_call, vmap
+
+from gan_cli.config import UserError
+from gan_cli.game import models, optim
+from gan_cli.game.updates import GAN, Stats
+
+log = logging.getLogger("gan_cli")
+
+
+def _stack(tensors) -> torch.Tensor:
+    return torch.stack([t.detach() for t in tensors])
+
+
+class Stacked:
+    """P copies of one network: its parameters and buffers stacked along dimension 0, called on (P, n, ...) inputs
+    through vmap; in training mode each member's dropout masks come from its own generator."""
+
+    def __init__(self, nets: List[torch.nn.Module], gens: List[torch.Generator]):
+        self.template, self.gens, self.training = copy.deepcopy(nets[0]), gens, True
+        named = [dict(n.named_parameters()) for n in nets]
+        self.params = {k: _stack(p[k] for p in named).requires_grad_() for k in named[0]}
+        bufs = [dict(n.named_buffers()) for n in nets]
+        self.buffers = {k: _stack(b[k] for b in bufs) for k in bufs[0]}
+        self.layouts: Dict[tuple, list] = {}  # the dropout layers a forward pass meets, by input shape
+        self._call = vmap(self._one)
+
+    def _one(self, params, buffers, x, masks):
+        it = iter(masks)
+        with models.supplying(lambda module, h: h * next(it)):
+            return functional_call(self.template, (params, buffers), (x,))
+
+    def _layout(self, shape: tuple) -> list:
+        """(dropout layer, input shape) of each mask a member's forward pass draws, in its order."""
+        if shape not in self.layouts:
+            met: list = []
+            with torch.no_grad(), models.supplying(lambda module, h: met.append((module, h.shape)) or h):
+                probe = copy.deepcopy(self.template).train()
+                models.draw_with(probe, torch.Generator())
+                probe(torch.zeros(shape, device=next(iter(self.params.values())).device))
+            names = {id(m): k for k, m in probe.named_modules()}
+            own = dict(self.template.named_modules())
+            self.layouts[shape] = [(own[names[id(m)]], s) for m, s in met]
+        return self.layouts[shape]
+
+    def masks(self, x: torch.Tensor) -> tuple:
+        """Each member's masks for a forward pass on its slice of ``x``, drawn from its generator; stacked."""
+        layout = self._layout(tuple(x.shape[1:])) if self.training else []
+        drawn = [[m.mask(s, x.device, g, x.dtype) for m, s in layout] for g in self.gens]
+        return tuple(torch.stack(per_layer) for per_layer in zip(*drawn))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.template.train(self.training)
+        return self._call(self.params, self.buffers, x, self.masks(x))
+
+    def parameters(self) -> List[torch.Tensor]:
+        return list(self.params.values())
+
+    def named_parameters(self):
+        return self.params.items()
+
+    def requires_grad_(self, flag: bool = True) -> "Stacked":
+        for p in self.params.values():
+            p.requires_grad_(flag)
+        return self
+
+    def train(self, mode: bool = True) -> "Stacked":
+        self.training = mode
+        return self
+
+    def eval(self) -> "Stacked":
+        return self.train(False)
+
+    @torch.no_grad()
+    def export(self, i: int, net: torch.nn.Module) -> None:
+        """Member i's parameters and buffers into ``net`` (its own module)."""
+        for source, target in ((self.params, dict(net.named_parameters())), (self.buffers, dict(net.named_buffers()))):
+            for k, t in target.items():
+                t.copy_(source[k][i])
+
+
+class StackedOptimizer:
+    """torch's SGD (momentum, Nesterov, weight decay) or Adam over stacked parameters, with torch's own arithmetic:
+    the members that share a learning rate are stepped by one call with it (a member's numbers are its solo
+    run's); the momentum of SGD (which the schedule may ramp) is shared."""
+
+    def __init__(self, cfg, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float]):
+        self.params, self.name, self.wd = params, cfg.name, cfg.weight_decay
+        self.nesterov = cfg.name == "sgd" and cfg.nesterov
+        self.momentum = cfg.momentum if cfg.name == "sgd" else 0.0
+        self.betas = (cfg.beta1, cfg.beta2) if cfg.name == "adam" else None
+        self.step_count, self.groups = 0, []
+        self.set_lr(lrs)
+        self.state: List[Dict[str, torch.Tensor]] = [{} for _ in params]
+        for k, state in enumerate(self.state):  # resumed members' optimizer states
+            theirs = [o.state.get(o.param_groups[0]["params"][k], {}) for o in opts]
+            for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+                if all(t.get(key) is not None for t in theirs):
+                    state[key] = _stack(t[key] for t in theirs)
+            if "step" in theirs[0]:
+                self.step_count = int(theirs[0]["step"])
+
+    def set_lr(self, lrs: List[float]) -> None:
+        """Each member's learning rate: members grouped by it (one group: no indexing)."""
+        if len(set(lrs)) == 1:
+            self.groups = [(lrs[0], None)]
+            return
+        device = self.params[0].device
+        self.groups = [(lr, torch.tensor([i for i, x in enumerate(lrs) if x == lr], device=device))
+                       for lr in dict.fromkeys(lrs)]
+
+    def _each(self, p: torch.Tensor, update) -> None:
+        """``update(part, idx, lr)`` in place on each group's slice of ``p``."""
+        for lr, idx in self.groups:
+            if idx is None:
+                update(p, slice(None), lr)
+            else:
+                part = p[idx]
+                update(part, idx, lr)
+                p.index_copy_(0, idx, part)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            grad = p.grad if self.wd == 0 else p.grad.add(p, alpha=self.wd)
+            if self.name == "adam":
+                self._adam(p, grad, state)
+                continue
+            if self.momentum != 0:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = grad.clone()
+                else:
+                    buf.mul_(self.momentum).add_(grad)
+                grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
+            self._each(p, lambda part, idx, lr, step=grad: part.add_(step[idx], alpha=-lr))
+
+    def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
+        (beta1, beta2), t = self.betas, self.step_count
+        if "exp_avg" not in state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(1e-8)
+        self._each(p, lambda part, idx, lr: part.addcdiv_(m[idx], denom[idx], value=-(lr / (1 - beta1 ** t))))
+
+    def export(self, i: int, opt: torch.optim.Optimizer) -> None:
+        """Member i's optimizer state into its own torch optimizer (what its checkpoint saves)."""
+        for k, p in enumerate(opt.param_groups[0]["params"]):
+            state = {key: t[i].clone() for key, t in self.state[k].items()}
+            if self.name == "adam" and state:
+                state["step"] = torch.tensor(float(self.step_count))
+            if state:
+                opt.state[p] = state
+
+
+class StackedEMA:
+    """The moving average of every member's G (gan_cli.game.ema.EMA's arithmetic on the stacked tensors)."""
+
+    def __init__(self, G: Stacked, emas: list):
+        self.decay, self.start, self.emas = emas[0].decay, emas[0].start, emas
+        self.source = list(G.params.values()) + list(G.buffers.values())
+        averaged = [dict(e.model.module.named_parameters()) | dict(e.model.module.named_buffers()) for e in emas]
+        names = list(G.params) + list(G.buffers)
+        self.tensors = [_stack(a[k] for a in averaged) for k in names]
+        self.names, self.count = names, int(emas[0].model.n_averaged)
+
+    @torch.no_grad()
+    def update(self, it: int) -> None:
+        if it <= self.start:
+            return
+        for mine, theirs in zip(self.tensors, self.source):
+            if self.count == 0 or not mine.is_floating_point():
+                mine.copy_(theirs)
+            else:
+                mine.lerp_(theirs, 1 - self.decay)
+        self.count += 1
+
+    @torch.no_grad()
+    def export(self, i: int) -> None:
+        ema = self.emas[i]
+        target = dict(ema.model.module.named_parameters()) | dict(ema.model.module.named_buffers())
+        for k, t in zip(self.names, self.tensors):
+            target[k].copy_(t[i])
+        ema.model.n_averaged.fill_(self.count)
+
+
+# the settings that may differ between the members of one population (each a per-member learning rate)
+PER_MEMBER = ("seed", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr")
+
+
+def refuse(cfg) -> None:
+    """What a population cannot train, in one line naming the setting."""
+    from gan_cli.runs import distributed
+    for bad, why in ((cfg.compile, "compile=true"), (cfg.precision != "fp32", f"precision={cfg.precision}"),
+                     (distributed.active(), "torchrun"),
+                     (cfg.dataset.get("in_memory") == "false", "dataset.in_memory=false")):
+        if bad:
+            raise UserError(f"{why} is not supported in a population (hydra/launcher=population); run it with the "
+                            "basic launcher")
+
+
+class Population(GAN):
+    """The members' GANs as one: GAN's update methods on stacked networks, each member's draws its own."""
+
+    sample_dim = 1
+
+    def __init__(self, members: List[GAN], cfgs: list):
+        one = members[0]
+        self.members, self.size = members, len(members)
+        self.data, self.device, self.loss, self.prior = one.data, one.device, one.loss, one.prior
+        self.z_dim, self.pack, self.joint = one.z_dim, one.pack, one.joint
+        self.bf16 = self.graphs = self.channels_last = False
+        self.gen = [m.gen for m in members]  # a list: each member draws from its own
+        self.G, self.D = Stacked([m.G for m in members], self.gen), Stacked([m.D for m in members], self.gen)
+        self.G_train = self.G_plain = self.G
+        self.D_train = self.D_plain = self.D
+        opt = [c.optimizer for c in cfgs]
+        self.opt_G = StackedOptimizer(opt[0], self.G.parameters(), [m.opt_G for m in members],
+                                      [optim.base_lr(o, "G") for o in opt])
+        self.opt_D = StackedOptimizer(opt[0], self.D.parameters(), [m.opt_D for m in members],
+                                      [optim.base_lr(o, "D") for o in opt])
+        self.schedules = [optim.Schedule(o) for o in opt]
+        self.ema = None if one.ema is None else StackedEMA(self.G, [m.ema for m in members])
+        point = one.nets._point
+        self.nets = models.Nets(self.G, self.D, None if point is None else vmap(point))
+
+    def _real(self, n: int) -> torch.Tensor:
+        return torch.stack([self.data.sample(n, g) for g in self.gen])
+
+    def noise(self, m: int) -> torch.Tensor:
+        from gan_cli import data as datasets
+        return torch.stack([datasets.noise(self.prior, m, self.z_dim, self.device, g) for g in self.gen])
+
+    def _grad_norm(self, params) -> torch.Tensor:
+        """Each member's global L2 norm of its gradients, (P,): the norm of its tensors' norms, as torch's."""
+        norms = [torch.linalg.vector_norm(p.grad.flatten(1), 2, dim=1) for p in params if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(norms), 2, dim=0)
+
+    def schedule(self, step: int) -> None:
+        """Each member's learning rates (and the shared momentum) at iteration ``step``, as its schedule says."""
+        if not self.schedules[0].active:
+            return
+        for opt, net in ((self.opt_G, "G"), (self.opt_D, "D")):
+            opt.set_lr([optim.lr_at(s.cfg, step, net) for s in self.schedules])
+            if self.schedules[0].ramps:
+                opt.momentum = optim.momentum_at(self.schedules[0].cfg, step)
+
+    @torch.no_grad()
+    def finite(self) -> torch.Tensor:
+        """(P,) bool: every parameter of the member finite."""
+        return torch.stack([p.flatten(1).isfinite().all(1) for p in self.G.parameters() + self.D.parameters()]
+                           ).all(0)
+
+    def export(self, i: int) -> None:
+        """Member i's networks, optimizer states and moving average into its own GAN."""
+        member = self.members[i]
+        self.G.export(i, member.G)
+        self.D.export(i, member.D)
+        self.opt_G.export(i, member.opt_G)
+        self.opt_D.export(i, member.opt_D)
+        if self.ema is not None:
+            self.ema.export(i)
+
+    @torch.no_grad()
+    def silence(self, i: int) -> None:
+        """A member that diverged: its networks set to zero, so that it computes finite numbers from now on."""
+        for p in self.G.parameters() + self.D.parameters():
+            p[i].zero_()
+
+
+class MemberStats:
+    """Member i's view of the population's :class:`Stats` (what its Bookkeeping reads)."""
+
+    def __init__(self, shared: Stats, i: int):
+        self.shared, self.i, self.row = shared, i, None
+
+    n_g = property(lambda self: self.shared.n_g)
+
+    def read(self, flush: bool = True) -> Dict[str, float]:
+        return self.row
+
+    def nonfinite(self) -> list:
+        return self.shared.nonfinite()[self.i]
+
+    def pending(self) -> Dict[str, Any]:
+        window = self.shared.pending()
+        return {**window, "d": window["d"][self.i], "g": window["g"][self.i]}
+
+    def histograms(self) -> Dict[str, torch.Tensor]:
+        return {tag: t[self.i] for tag, t in self.shared.histograms().items()}
+
+    def path(self) -> Optional[torch.Tensor]:
+        path = self.shared.path()
+        return None if path is None else path[:, self.i]
+
+
+class PopulationBook:
+    """The members' Bookkeeping as one, for the loop: each member's in turn, writing to its own train.log. A member
+    that diverges ends as its solo run would (metrics.json: diverged, its last good checkpoint kept); the others go
+    on."""
+
+    def __init__(self, population: Population, books: list, stats: Stats, handlers: List[list], lost: type,
+                 interrupted: type):
+        self.population, self.books, self.stats, self.handlers = population, books, stats, handlers
+        self.lost, self.interrupted = lost, interrupted  # the loop's Diverged and Interrupted
+        self.live = list(range(len(books)))
+        self.views = [MemberStats(stats, i) for i in range(len(books))]
+        for book, view in zip(books, self.views):
+            book.stats = view
+        self.schedule = _Schedule(population)
+        one = books[0]
+        self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
+        self.results: Dict[int, Dict[str, float]] = {}
+
+    @contextmanager
+    def _logging(self, i: int) -> Iterator[None]:
+        root = logging.getLogger()
+        before, root.handlers = root.handlers, self.handlers[i]
+        try:
+            yield
+        finally:
+            root.handlers = before
+
+    def _each(self, do) -> None:
+        for i in list(self.live):
+            with self._logging(i):
+                try:
+                    do(self.books[i])
+                except self.lost as err:
+                    log.error("gan-train: %s", err)
+                    self.live.remove(i)
+                    self.population.silence(i)
+        if not self.live:
+            raise UserError("every member of the population diverged")
+
+    def _export(self) -> None:
+        for i in self.live:
+            self.population.export(i)
+
+    def _read(self, flush: bool) -> None:
+        for view, row in zip(self.views, self.stats.read(flush)):
+            view.row = row
+
+    @property
+    def monitor(self) -> ExitStack:
+        stack = ExitStack()
+        for book in self.books:
+            stack.enter_context(book.monitor)
+        return stack
+
+    @contextmanager
+    def failing(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            for book in self.books:
+                stack.enter_context(book.failing())
+            yield
+
+    def start(self) -> None:
+        self._export()
+        self._each(lambda book: book.start())
+
+    def after(self, it: int) -> None:
+        last = it == self.steps
+        if it % self.log_every == 0 or last:
+            self._read(flush=it % self.log_every == 0)
+        if last or any(it % every == 0 for every in self.every):
+            self._export()
+        self._each(lambda book: book.after(it))
+
+    def finish(self) -> Dict[int, Dict[str, float]]:
+        def done(book):
+            self.results[self.books.index(book)] = book.finish()
+        self._each(done)
+        return self.results
+
+    def interrupt(self, it: int, signum: int, handoff=None):
+        if self.stats.n_g:
+            self._read(flush=False)
+        self._export()
+        self._each(lambda book: book.interrupt(it, signum, handoff))
+        return self.interrupted(signum, it, self.books[0].run_dir.parent, handoff)
+
+
+class _Schedule:
+    """What the loop calls each iteration: every member's learning rates (and momentum) set."""
+
+    def __init__(self, population: Population):
+        self.population = population
+
+    def apply(self, step: int, *opts) -> None:
+        self.population.schedule(step)
+
+
+class PopulationState:
+    """The members' checkpoint states, counted together."""
+
+    def __init__(self, states: list):
+        self.states = states
+
+    @property
+    def step(self) -> int:
+        return self.states[0].step
+
+    def count(self, d_updates: int) -> None:
+        for state in self.states:
+            state.count(d_updates)
