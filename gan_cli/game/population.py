@@ -273,12 +273,6 @@ class Population(GAN):
             if self.schedules[0].ramps:
                 opt.momentum = optim.momentum_at(self.schedules[0].cfg, step)
 
-    @torch.no_grad()
-    def finite(self) -> torch.Tensor:
-        """(P,) bool: every parameter of the member finite."""
-        return torch.stack([p.flatten(1).isfinite().all(1) for p in self.G.parameters() + self.D.parameters()]
-                           ).all(0)
-
     def export(self, i: int) -> None:
         """Member i's networks, optimizer states and moving average into its own GAN."""
         member = self.members[i]
