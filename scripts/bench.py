@@ -166,26 +166,41 @@ def startup(rounds: int, overrides) -> dict:
             "ratio": round(median["gan-train steps=1"] / median["import torch"], 2), "torch": torch.__version__}
 
 
-def population(size: int, rounds: int, overrides) -> dict:
-    """Whole processes, alternating: one solo run against a population of ``size`` members (seeds 0..size-1, the
-    same overrides); each side's wall time and training rate (metrics.json's perf/steps_per_s, which leaves out
-    evaluation, samples and checkpoints): member-iterations per second = size x a member's iterations per second."""
+def _rate(run_dir: Path) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["perf/steps_per_s"]
+
+
+def population(size: int, rounds: int, overrides, keep: str = None) -> dict:
+    """Whole processes, alternating: one solo run, two solo runs side by side (seeds 0 and 1, started together), and
+    a population of ``size`` members (seeds 0..size-1), the same overrides. Each side's wall time and training rate
+    (metrics.json's perf/steps_per_s, which leaves out evaluation, samples and checkpoints): member-iterations per
+    second = size x a member's median iterations per second. ``keep``: the population's sweep directory (the last
+    round's) is kept there."""
     gan_train = gan_train_command()
-    walls: dict = {"solo": [], f"population of {size}": []}
-    rates: dict = {"solo it/s": [], "member-it/s": []}
+    walls: dict = {"solo": [], "two solo side by side": [], f"population of {size}": []}
+    rates: dict = {"solo it/s": [], "two solo it/s": [], "member-it/s": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            solo, sweep = Path(tmp) / f"solo{r}", Path(tmp) / f"pop{r}"
+            solo, sweep = Path(tmp) / f"solo{r}", Path(keep or tmp) / f"pop{r}"
             walls["solo"].append(timed("solo", [*gan_train, *overrides, f"hydra.run.dir={solo}"]))
+            rates["solo it/s"].append(_rate(solo))
+            pair = [Path(tmp) / f"pair{r}_{seed}" for seed in (0, 1)]
+            start = time.perf_counter()
+            procs = [subprocess.Popen([*gan_train, *overrides, f"seed={seed}", f"hydra.run.dir={d}"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for seed, d in enumerate(pair)]
+            if any(p.wait() for p in procs):
+                raise SystemExit("bench: a solo run side by side failed")
+            walls["two solo side by side"].append(round(time.perf_counter() - start, 2))
+            rates["two solo it/s"].append(sum(_rate(d) for d in pair))
             walls[f"population of {size}"].append(timed("population", [
                 *gan_train, "-m", "hydra/launcher=population", *overrides, f"seed=range({size})",
                 f"hydra.sweep.dir={sweep}"]))
-            rates["solo it/s"].append(json.loads((solo / "metrics.json").read_text())["perf/steps_per_s"])
-            members = [json.loads(p.read_text())["perf/steps_per_s"] for p in sweep.glob("*/metrics.json")]
-            rates["member-it/s"].append(size * statistics.median(members))
+            rates["member-it/s"].append(size * statistics.median(_rate(p.parent) for p in sweep.glob("*/metrics.json")))
     median = {k: statistics.median(v) for k, v in {**walls, **rates}.items()}
     return {"overrides": overrides, "size": size, "rounds": rounds, "wall_s": walls, "rates": rates, "median": median,
             "member-it/s over solo it/s": round(median["member-it/s"] / median["solo it/s"], 2),
+            "member-it/s over two solo it/s": round(median["member-it/s"] / median["two solo it/s"], 2),
             "population wall over solo wall": round(median[f"population of {size}"] / median["solo"], 2),
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
 
@@ -251,6 +266,7 @@ def main() -> None:
                         help="iterations/s on an image folder streamed from disk vs held in memory (whole runs)")
     parser.add_argument("--population", metavar="N", type=int,
                         help="time a solo run against a population of N seeds (hydra/launcher=population), alternating")
+    parser.add_argument("--keep", metavar="DIR", help="with --population: keep the populations' sweeps under DIR")
     parser.add_argument("overrides", nargs="*", help="gan-train overrides")
     args = parser.parse_args()
     if args.stream:
@@ -262,7 +278,7 @@ def main() -> None:
         print()
         return
     if args.population:
-        json.dump(population(args.population, args.rounds, args.overrides), sys.stdout, indent=2)
+        json.dump(population(args.population, args.rounds, args.overrides, args.keep), sys.stdout, indent=2)
         print()
         return
     if args.startup:
