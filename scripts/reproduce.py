@@ -4,7 +4,7 @@ write what they measured to docs/results.md (figures in docs/results/).
 
     python scripts/reproduce.py                                  # everything but the MNIST run
     python scripts/reproduce.py --only modes --seeds 5 --mode-steps 20000
-    python scripts/reproduce.py --only modes --mode-steps 400000 --jobs 12 --device cuda   # the full budget, on a GPU
+    python scripts/reproduce.py --only modes --seeds 10 --mode-steps 400000 --device cuda   # the full budget, on a GPU
     python scripts/reproduce.py --only paper --paper-run outputs/runs/paper_mnist   # report a paper_mnist run
 
 Each experiment runs `gan-train` as a whole process, the way a user would, into outputs/reproduce/.
@@ -95,6 +95,13 @@ def mean_sd(values) -> str:
     return f"{v.mean():.4g} ± {sd:.2g}"
 
 
+def mean_se(values) -> str:
+    """mean ± standard error of the mean (the published column's form)."""
+    values = np.asarray(values, dtype=float)
+    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3g} ± {se:.2g}"
+
+
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
@@ -105,16 +112,22 @@ FIGURE1_TARGET = "JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01"
 COLLAPSED = -1.1  # V-hat above it: D still tells one of figure1_two_modes' modes apart (one mode: about -0.95)
 
 
+POPULATION = "hydra/launcher=population"  # a sweep over seeds trains as one population (one process)
+
+
 def figure1(args) -> str:
+    if args.figure1_sweep:  # a population sweep already run (scripts/bench.py --population 64 --keep ...)
+        return figure1_section(Path(args.figure1_sweep), None, "figure1")
     sweep = RUNS / "figure1_seeds"
-    total = run(sweep, "experiment=figure1", f"seed=range({args.figure1_seeds})", "device=cpu", multirun=True)
+    total = run(sweep, POPULATION, "experiment=figure1", f"seed=range({args.figure1_seeds})", "device=cpu",
+                multirun=True)
     return figure1_section(sweep, total, "figure1")
 
 
 def figure1_two_modes(args) -> str:
     sweep = RUNS / "figure1_two_modes_seeds"
-    total = run(sweep, "experiment=figure1_two_modes", f"seed=range({args.two_modes_seeds})", "device=cpu",
-                multirun=True)
+    total = run(sweep, POPULATION, "experiment=figure1_two_modes", f"seed=range({args.two_modes_seeds})",
+                "device=cpu", multirun=True)
     return figure1_section(sweep, total, "figure1_two_modes")
 
 
@@ -148,8 +161,8 @@ def figure1_section(sweep: Path, total: float, preset: str) -> str:
          "The paper (Goodfellow et al. 2014, Figure 1 (d)): at the end p_g = p_data and D = 1/2 everywhere, so "
          "V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. p_data is one Gaussian (mean 0, std 0.5), as in the "
          "paper's panels."),
-        f"`gan-train -m experiment={preset} seed='range({len(jobs)})'`, the preset's default length (4,000 "
-        "iterations, k = 5), every seed reported.",
+        f"`gan-train -m {POPULATION} experiment={preset} seed='range({len(jobs)})'`, the preset's default length "
+        "(4,000 iterations, k = 5): the seeds trained together as one population, every seed reported.",
         f"The target: {FIGURE1_TARGET}.",
         "",
         f"**{met} of {len(jobs)} seeds meet the target.** Over the {len(jobs)} seeds (mean ± sd [95 % interval of "
@@ -168,7 +181,9 @@ def figure1_section(sweep: Path, total: float, preset: str) -> str:
         "",
         f"![game/figure1 at the end, seed {jobs[0].overrides.get('seed', 0)}](results/{png})",
         "",
-        f"Total {minutes(total)} (one process, the seeds one after another).",
+        f"Total {minutes(total)} (one process, one population)." if total is not None else
+        f"Run by `scripts/bench.py --population {len(jobs)} --rounds 1 --keep DIR -- experiment={preset}` (its "
+        "timing is in the README's Populations section).",
     ])
 
 
@@ -179,7 +194,8 @@ def saturation(args) -> str:
     from gan_cli.cli.sweep import Spread, collect
 
     d = RUNS / "saturation_seeds"
-    t = run(d, "experiment=saturation", f"seed=range({args.saturation_seeds})", "device=cpu", *QUIET, multirun=True)
+    t = run(d, POPULATION, "experiment=saturation", f"seed=range({args.saturation_seeds})", "device=cpu", *QUIET,
+            multirun=True)
     jobs = {(j.overrides["loss"], int(j.overrides["seed"])): j.dir for j in collect(d)}
     seeds = sorted({seed for _, seed in jobs})
     grad = {key: scalars(p, "grad/G") for key, p in jobs.items()}
@@ -216,8 +232,9 @@ def saturation(args) -> str:
         "",
         "The paper (sec. 3): early in learning D rejects G's samples with high confidence, log(1 - D(G(z)))",
         "saturates and G gets almost no gradient; -log D(G(z)) does not saturate.",
-        f"`gan-train -m experiment=saturation seed='range({len(seeds)})'` (digits, SGD lr 0.05, k = 5; each seed",
-        "trains both losses), every seed reported. The claim holds for a seed when its ratio of the mean grad/G",
+        f"`gan-train -m {POPULATION} experiment=saturation seed='range({len(seeds)})'` (digits, SGD lr 0.05,",
+        "k = 5; each seed trains both losses: a population per loss), every seed reported. The claim holds for a",
+        "seed when its ratio of the mean grad/G",
         f"(minimax / non-saturating) over iterations 1-{steps[-1]} is below 1/2.",
         "",
         f"**{shown} of {len(seeds)} seeds show it.** The ratio over the seeds (mean ± sd [95 % interval of the "
@@ -230,7 +247,7 @@ def saturation(args) -> str:
         "",
         "![grad/G and D(G(z)) of both losses, every seed](results/saturation.png)",
         "",
-        f"All {len(jobs)} jobs, one after another: {minutes(t)}.",
+        f"All {len(jobs)} jobs, as two populations: {minutes(t)}.",
     ])
 
 
@@ -305,36 +322,29 @@ def device_name(device: str) -> str:
 
 
 def modes(args) -> str:
-    from concurrent.futures import ThreadPoolExecutor
+    sys.path.insert(0, str(ROOT))
+    from gan_cli.cli.sweep import collect
+
     names = [(dataset, pack, dataset if pack == 1 else f"{dataset}_pack2")
              for dataset in ("ring", "grid") for pack in (1, 2)]
-    steps = args.mode_steps
-    threads = 1 if args.jobs > 1 else 0
-    device = args.device
-
-    def one(task):
-        name, seed = task
-        return run(RUNS / f"{name}_seed{seed}", f"experiment={name}", f"seed={seed}", f"steps={steps}",
-                   f"eval_every={steps}", f"ckpt_every={steps}", f"sample_every={steps}", f"device={device}", *args.set,
-                   threads=threads)
-
-    tasks = [(name, seed) for _, _, name in names for seed in range(args.seeds)]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        wall = dict(zip(tasks, pool.map(one, tasks)))
+    steps, device = args.mode_steps, args.device
+    wall, start = {}, time.perf_counter()
+    for _, _, name in names:  # a population of every seed per preset
+        wall[name] = run(RUNS / f"{name}_seeds", POPULATION, f"experiment={name}", f"seed=range({args.seeds})",
+                         f"steps={steps}", f"eval_every={steps}", f"ckpt_every={steps}", f"sample_every={steps}",
+                         f"device={device}", *args.set, multirun=True)
     total = time.perf_counter() - start
     rows, figs = [], []
     for dataset, pack, name in names:
-        got = [final(RUNS / f"{name}_seed{seed}") for seed in range(args.seeds)]
-        times = [wall[(name, seed)] for seed in range(args.seeds)]
-        figs.append(f"![{name}, seed 0](results/"
-                    + last_image(RUNS / f"{name}_seed0", "samples", FIGS / f"{name}.png") + ")")
+        jobs = sorted(collect(RUNS / f"{name}_seeds"), key=lambda j: int(j.overrides["seed"]))
+        got = [j.metrics for j in jobs]
+        figs.append(f"![{name}, seed 0](results/" + last_image(jobs[0].dir, "samples", FIGS / f"{name}.png") + ")")
         n = 8 if dataset == "ring" else 25
         pub = PUBLISHED[(dataset, pack)]
         rows.append(f"| {dataset} | {'GAN' if pack == 1 else 'PacGAN2'} | "
-                    f"{mean_sd([m['eval/modes_covered'] for m in got])} of {n} | {pub[0]} ± {pub[1]} | "
-                    f"{mean_sd([100 * m['eval/hq_fraction'] for m in got])} | {pub[2]} | "
-                    f"{mean_sd([m['eval/reverse_kl'] for m in got])} | {pub[3]} | {minutes(np.mean(times))} |")
+                    f"{mean_se([m['eval/modes_covered'] for m in got])} of {n} | {pub[0]} ± {pub[1]} | "
+                    f"{mean_se([100 * m['eval/hq_fraction'] for m in got])} | {pub[2]} | "
+                    f"{mean_se([m['eval/reverse_kl'] for m in got])} | {pub[3]} | {minutes(wall[name])} |")
     return "\n".join([
         "## Mode collapse on the ring and the grid (PacGAN / VEEGAN protocol)",
         "",
@@ -345,19 +355,20 @@ def modes(args) -> str:
         f"{args.mode_steps:,} iterations each** "
         + ("(the protocol's full budget)" if steps >= 400_000 else "(short of the protocol's 400,000)")
         + ", mean ± standard",
-        "deviation over the seeds. Reverse KL is KL(generated mode histogram || uniform); the published",
+        f"error over the seeds, each preset's seeds trained as one population (`gan-train -m {POPULATION} "
+        f"experiment=NAME seed='range({args.seeds})' steps={steps}`). Reverse KL is KL(generated mode histogram ||",
+        "uniform); the published",
         "definition is not in their code, so compare that column loosely.",
         "",
-        "| data | method | modes | published | high-quality % | published | reverse KL | published | time per run |",
+        "| data | method | modes | published | high-quality % | published | reverse KL | published | "
+        "time per population |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         " ".join(figs),
         "",
-        f"{len(tasks)} runs on {'the CPU' if device == 'cpu' else device_name(device)}"
-        + (f" with {' '.join(args.set)}" if args.set else "") + f", {args.jobs} at a time"
-        + (" (one CPU thread each)" if threads else "") +
-        f": {minutes(total)} in all.",
+        f"{len(names)} populations of {args.seeds} on {'the CPU' if device == 'cpu' else device_name(device)}"
+        + (f" with {' '.join(args.set)}" if args.set else "") + f", one after another: {minutes(total)} in all.",
     ])
 
 
@@ -437,10 +448,10 @@ def main() -> int:
                         help=f"sections, of {', '.join(SECTIONS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each mode-collapse preset")
     parser.add_argument("--figure1-seeds", type=int, default=64, help="seeds of the Figure-1 sweep")
+    parser.add_argument("--figure1-sweep", help="report this population sweep of experiment=figure1 instead of running")
     parser.add_argument("--two-modes-seeds", type=int, default=16, help="seeds of the figure1_two_modes sweep")
     parser.add_argument("--saturation-seeds", type=int, default=16, help="seeds of the saturation sweep")
     parser.add_argument("--mode-steps", type=int, default=20000, help="iterations per mode-collapse run")
-    parser.add_argument("--jobs", type=int, default=1, help="mode-collapse runs at a time (> 1: one CPU thread each)")
     parser.add_argument("--device", default="cpu", help="mode-collapse runs: cpu or cuda")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="mode-collapse runs: more gan-train overrides (e.g. compile=true on a GPU)")

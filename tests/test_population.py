@@ -157,3 +157,16 @@ def test_ctrl_c_checkpoints_every_member_and_the_same_command_continues(tmp_path
     assert again.returncode == 0, again.stderr
     states = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [(s["status"], s["steps"]) for s in states] == [("ok", 3000)] * 2
+
+
+@pytest.mark.slow
+def test_a_population_larger_than_allowed_trains_in_parts(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "hydra/launcher=population", "hydra.launcher.max_members=2", "dataset=ring", "arch=mlp",
+                    "arch.g_hidden=16", "arch.d_hidden=16", "steps=4", "log_every=2", "seed=0,1,2", "pack=1,2",
+                    *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert out.count("a population of 2") == 2 and out.count("a population of 1") == 2  # per pack: 2, then 1
+    status = [json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")]
+    assert status == ["ok"] * 6

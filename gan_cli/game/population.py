@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -285,9 +286,12 @@ class Population(GAN):
 
     @torch.no_grad()
     def silence(self, i: int) -> None:
-        """A member that diverged: its networks set to zero, so that it computes finite numbers from now on."""
-        for p in self.G.parameters() + self.D.parameters():
-            p[i].zero_()
+        """A member that diverged: its networks, buffers and optimizer states set to zero, so that it computes
+        finite numbers from now on (its run has ended; the others' go on)."""
+        states = [t for opt in (self.opt_G, self.opt_D) for state in opt.state for t in state.values()]
+        for t in [*self.G.parameters(), *self.D.parameters(), *self.G.buffers.values(), *self.D.buffers.values(),
+                  *states]:
+            t[i].zero_()
 
 
 class MemberStats:
@@ -378,16 +382,30 @@ class PopulationBook:
             yield
 
     def start(self) -> None:
-        self._export()
-        self._each(lambda book: book.start())
+        for book in self.books:  # each member's clock starts with the population's training, as a run's does
+            book.monitor.t_start = book.monitor.t_window = time.perf_counter()
+        self._aside(lambda book: book.start())
 
     def after(self, it: int) -> None:
         last = it == self.steps
         if it % self.log_every == 0 or last:
             self._read(flush=it % self.log_every == 0)
         if last or any(it % every == 0 for every in self.every):
-            self._export()
-        self._each(lambda book: book.after(it))
+            self._aside(lambda book: book.after(it))
+        else:
+            self._each(lambda book: book.after(it))
+
+    def _aside(self, do) -> None:
+        """``do`` for each member after an export: every member's samples, evaluation and checkpoints are time that
+        none of them trains, left out of each one's perf/steps_per_s as its own is."""
+        before, start = [book.monitor.aside_s for book in self.books], time.perf_counter()
+        self._export()
+        self._each(do)
+        spent = time.perf_counter() - start
+        for book, own in zip(self.books, before):
+            others = max(spent - (book.monitor.aside_s - own), 0.0)
+            book.monitor.aside_s += others
+            book.monitor.aside_window += others
 
     def finish(self) -> Dict[int, Dict[str, float]]:
         def done(book):
