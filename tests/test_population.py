@@ -39,14 +39,14 @@ def _iteration(gan, cfg, it):
 
 @pytest.mark.parametrize("overrides, iterations", [
     (("experiment=figure1",), 100),  # Adam, k = 1, batch 512
-    (("experiment=ring", "batch_size=64"), 100),  # batch-norm G, maxout D
+    pytest.param(("experiment=ring", "batch_size=64"), 100, marks=pytest.mark.slow),  # batch-norm G, maxout D
     (("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "k=5"), 100),  # dropout in D, SGD
     (("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "updates=simultaneous",
       "optimizer=adam", "ema.decay=0.9"), 100),
-    (("dataset=digits", "arch.g_hidden=32", "arch.d_hidden=16", "batch_size=16", "loss=wasserstein_gp",
-      "optimizer=adam", "optimizer.lr=1e-4"), 60),
-    (("experiment=ring", "pack=2", "batch_size=32", "optimizer=sgd", "optimizer.momentum=0.5",
-      "optimizer.lr=0.01"), 60),
+    pytest.param(("dataset=digits", "arch.g_hidden=32", "arch.d_hidden=16", "batch_size=16", "loss=wasserstein_gp",
+                  "optimizer=adam", "optimizer.lr=1e-4"), 60, marks=pytest.mark.slow),
+    pytest.param(("experiment=ring", "pack=2", "batch_size=32", "optimizer=sgd", "optimizer.momentum=0.5",
+                  "optimizer.lr=0.01"), 60, marks=pytest.mark.slow),
 ])
 def test_each_member_follows_the_solo_run_of_its_seed(make_cfg, overrides, iterations):
     """Member i starts from the solo run's weights and draws what it draws (the generators end in the same state);
