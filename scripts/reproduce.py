@@ -330,15 +330,19 @@ def modes(args) -> str:
     steps, device = args.mode_steps, args.device
     wall, start = {}, time.perf_counter()
     for _, _, name in names:  # a population of every seed per preset
+        if args.reuse and (RUNS / f"{name}_seeds" / "summary.csv").exists():  # its members' longest wall time
+            wall[name] = max(json.loads((j.dir / "metrics.json").read_text())["wall_s"]
+                             for j in collect(RUNS / f"{name}_seeds"))
+            continue
         wall[name] = run(RUNS / f"{name}_seeds", POPULATION, f"experiment={name}", f"seed=range({args.seeds})",
                          f"steps={steps}", f"eval_every={steps}", f"ckpt_every={steps}", f"sample_every={steps}",
                          f"device={device}", *args.set, multirun=True)
-    total = time.perf_counter() - start
+    total = sum(wall.values()) if args.reuse else time.perf_counter() - start
     rows, figs = [], []
     for dataset, pack, name in names:
         jobs = sorted(collect(RUNS / f"{name}_seeds"), key=lambda j: int(j.overrides["seed"]))
         got = [j.metrics for j in jobs]
-        figs.append(f"![{name}, seed 0](results/" + last_image(jobs[0].dir, "samples", FIGS / f"{name}.png") + ")")
+        figs.append(f"![{name}, seed 0](results/" + last_image(jobs[0].dir, "game/samples", FIGS / f"{name}.png") + ")")
         n = 8 if dataset == "ring" else 25
         pub = PUBLISHED[(dataset, pack)]
         rows.append(f"| {dataset} | {'GAN' if pack == 1 else 'PacGAN2'} | "
@@ -348,7 +352,7 @@ def modes(args) -> str:
     return "\n".join([
         "## Mode collapse on the ring and the grid (PacGAN / VEEGAN protocol)",
         "",
-        "`gan-train experiment=ring|ring_pack2|grid|grid_pack2 seed=S steps=N`: the protocol's networks",
+        "`experiment=ring|ring_pack2|grid|grid_pack2`: the protocol's networks",
         "(`arch=pacgan`), optimizer, minibatch and simultaneous updates (Lin et al. 2018; their code,",
         "github.com/fjxmlzn/PacGAN), 2,500 samples scored. Published: Table 1 of Lin et al. 2018, mean ± standard",
         f"error over 10 trials after 400 epochs (400,000 minibatches). **Measured here: {args.seeds} seeds of",
@@ -453,6 +457,8 @@ def main() -> int:
     parser.add_argument("--saturation-seeds", type=int, default=16, help="seeds of the saturation sweep")
     parser.add_argument("--mode-steps", type=int, default=20000, help="iterations per mode-collapse run")
     parser.add_argument("--device", default="cpu", help="mode-collapse runs: cpu or cuda")
+    parser.add_argument("--reuse", action="store_true",
+                        help="mode-collapse: report the populations already in outputs/reproduce instead of running")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="mode-collapse runs: more gan-train overrides (e.g. compile=true on a GPU)")
     parser.add_argument("--saturation-window", type=int, default=300, help="iterations over which grad/G is compared")

@@ -170,3 +170,29 @@ def test_a_population_larger_than_allowed_trains_in_parts(tmp_path):
     assert out.count("a population of 2") == 2 and out.count("a population of 1") == 2  # per pack: 2, then 1
     status = [json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")]
     assert status == ["ok"] * 6
+
+
+def test_a_fault_in_one_population_fails_its_members_and_the_next_population_runs(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from gan_cli.cli.train import main
+
+    real = Population._real
+
+    def faulty(self, n):
+        if self.pack == 1:
+            raise RuntimeError("a fault in one population")
+        return real(self, n)
+
+    sweep = tmp_path / "sweep"
+    monkeypatch.setattr(Population, "_real", faulty)
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "hydra/launcher=population", "dataset=ring", "arch=mlp",
+                                      "arch.g_hidden=16", "arch.d_hidden=16", "steps=2", "log_every=1", "seed=0,1",
+                                      "pack=1,2", *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert "gan-train: population: RuntimeError: a fault in one population" in capsys.readouterr().err
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert status == {"0_pack=1,seed=0": "failed", "1_pack=2,seed=0": "ok", "2_pack=1,seed=1": "failed",
+                      "3_pack=2,seed=1": "ok"}

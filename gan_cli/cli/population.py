@@ -111,6 +111,13 @@ def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
     except UserError as err:
         print(f"gan-train: population: {err}", file=sys.stderr)
         return {}
+    except Exception as err:  # a fault, out of memory: its members say failed (metrics.json); the next population runs
+        known = memory.as_user_error(err)
+        if known is None:
+            log.exception("the population of %s failed", prepared[0][3].run_dir.name)
+        print(f"gan-train: population: {known or type(err).__name__ + ': ' + str(err).splitlines()[0]}",
+              file=sys.stderr)
+        return {}
 
 
 def _recorded(run_dir: Path) -> Dict[str, Any]:
