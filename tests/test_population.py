@@ -196,3 +196,26 @@ def test_a_fault_in_one_population_fails_its_members_and_the_next_population_run
     status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
     assert status == {"0_pack=1,seed=0": "failed", "1_pack=2,seed=0": "ok", "2_pack=1,seed=1": "failed",
                       "3_pack=2,seed=1": "ok"}
+
+
+def test_members_stay_locked_while_the_population_trains(tmp_path, monkeypatch):
+    """Between its job's set-up and the end of the population, no other gan-train may take a member's directory."""
+    import sys
+
+    from gan_cli.cli.train import main
+    from gan_cli.game import loop
+    from gan_cli.runs import rundir
+
+    held = []
+    real = loop.train_population
+
+    def watching(members, stop):
+        held.extend(rundir.holds(m[3].run_dir) for m in members)
+        return real(members, stop)
+
+    monkeypatch.setattr(loop, "train_population", watching)
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "hydra/launcher=population", "dataset=ring", "arch=mlp",
+                                      "arch.g_hidden=16", "arch.d_hidden=16", "steps=2", "seed=0,1", *QUICK_EVAL,
+                                      f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    main()
+    assert held == [True, True]

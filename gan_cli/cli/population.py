@@ -61,7 +61,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
     """Set up each job and prepare its run, then train the prepared ones together."""
     prepared, returns, owners = [], {}, []
-    loop.COLLECT = prepared
+    loop.COLLECT, rundir.KEEPING = prepared, True
     try:
         for idx, overrides in jobs:
             before = len(prepared)
@@ -72,7 +72,7 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
             if len(prepared) > before:  # its run is a member (else the job ended: invalid, already recorded)
                 owners.append(idx)
     finally:
-        loop.COLLECT = None
+        loop.COLLECT, rundir.KEEPING = None, False
     if not prepared:
         return returns
     cfg, gan = prepared[0][0], prepared[0][1]

@@ -185,6 +185,9 @@ def _hold_or_refuse(directory, what: str) -> None:
         raise Refused(err) from None
 
 
+KEEPING = False  # set while a population's jobs are set up (gan_cli.cli.population): their directories stay held
+
+
 class LockCallback(Callback):
     """Hydra callback: a single run locks its run directory, a sweep its sweep directory, before
     Hydra writes anything there (.hydra/, train.log); each job of a sweep locks its own in train()."""
@@ -196,7 +199,8 @@ class LockCallback(Callback):
         _hold_or_refuse(OmegaConf.select(config, "hydra.sweep.dir"), "sweep directory")
 
     def on_job_end(self, config, **kwargs) -> None:  # a job's directory (held since its log file opened)
-        release(Path(str(config.hydra.runtime.output_dir)))
+        if not KEEPING:  # a population's member trains after its job's set-up: its launcher releases it
+            release(Path(str(config.hydra.runtime.output_dir)))
 
     def on_run_end(self, config, **kwargs) -> None:
         release(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
