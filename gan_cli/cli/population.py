@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Sequence
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import open_dict
 
+from gan_cli.cli.sweep import PER_MEMBER
 from gan_cli.config import UserError
 from gan_cli.evaluation import memory
 from gan_cli.game import loop
-from gan_cli.game import population as members
 from gan_cli.runs import rundir
 
 log = logging.getLogger("gan_cli")
@@ -29,7 +29,7 @@ log = logging.getLogger("gan_cli")
 
 def structure(overrides: Sequence[str]) -> tuple:
     """What a job's population is keyed by: its overrides less those a member may have of its own."""
-    return tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in members.PER_MEMBER)
+    return tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in PER_MEMBER)
 
 
 def _setup(launcher, overrides: Sequence[str], idx: int):

@@ -43,6 +43,8 @@ GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_sea
 BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
                 "updates", "seed")
 OWN_RATES = ("optimizer.d_lr", "optimizer.g_lr")  # columns of a run that gives D or G a rate of its own (TTUR)
+# what the members of one population (hydra/launcher=population) may differ in: the seed, the learning rates
+PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES)
 
 
 def _parse(overrides: Sequence[str]):
@@ -172,6 +174,7 @@ class Summary:
     jobs: List[Job]
     keys: List[str]
     metric: Optional[str]
+    pooled: Tuple[str, ...] = ()  # a population sweep: the settings its members may have of their own
 
     @property
     def failed(self) -> List[Job]:
@@ -205,7 +208,7 @@ def summarize(sweep_dir: Path) -> Summary:
         [job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
          *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]], job.error, job.dir.name]
         for job in ordered]])
-    summary = Summary(sweep_dir, ordered, keys, metric)
+    summary = Summary(sweep_dir, ordered, keys, metric, population_keys(sweep_dir))
     _write_csv(sweep_dir / "seeds.csv", seed_table(summary, names))
     return summary
 
@@ -242,15 +245,36 @@ class Spread:
         return f"{self.mean:.4g}" + ("" if self.n == 1 else f" ± {self.sd:.2g} [{self.low:.4g}, {self.high:.4g}]")
 
 
-def seed_groups(summary: Summary) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
-    """A sweep over ``seed``: its jobs grouped by every swept value but the seed (each group one setting, its
-    jobs that setting's seeds); nothing when the sweep does not vary the seed."""
-    if "seed" not in summary.keys:
-        return {}
+def population_keys(sweep_dir: Path) -> Tuple[str, ...]:
+    """In a sweep run by ``hydra/launcher=population``: the settings its members may differ in (the seed, the
+    learning rates); elsewhere nothing."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    try:
+        launcher = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default={}).get("hydra/launcher")
+    except UNREADABLE:
+        return ()
+    return PER_MEMBER if launcher == "population" else ()
+
+
+def _grouped(summary: Summary, pooled: Sequence[str]) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
+    keys = [k for k in summary.keys if k != "seed"]
     groups: Dict[Tuple[Tuple[str, str], ...], List[Job]] = {}
     for job in sorted(summary.jobs, key=lambda j: j.num):
-        key = tuple((k, job.overrides.get(k, "")) for k in summary.keys if k != "seed")
+        key = tuple((k, "all" if k in pooled else job.overrides.get(k, "")) for k in keys)
         groups.setdefault(key, []).append(job)
+    return groups
+
+
+def seed_groups(summary: Summary) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
+    """The over-seeds table's groups. A sweep over ``seed``: its jobs grouped by every swept value but the seed
+    (each group one setting, its jobs that setting's seeds). A population sweep adds a group per population (its
+    members' rates shown as ``all``) where a population spans several settings. Nothing when the sweep varies
+    neither."""
+    groups = _grouped(summary, ("seed",)) if "seed" in summary.keys else {}
+    if set(summary.pooled) & set(summary.keys):
+        for key, jobs in _grouped(summary, summary.pooled).items():
+            if len(jobs) > 1 and key not in groups:
+                groups[key] = jobs
     return groups
 
 
@@ -310,7 +334,8 @@ def print_summary(summary: Summary) -> None:
     console.print(table)
     groups = seed_groups(summary)
     if groups:
-        seeds = Table(title="over seeds: mean ± sd [95 % interval of the mean] of the finished jobs")
+        over = "over seeds" + (" and per population" if summary.pooled else "")
+        seeds = Table(title=f"{over}: mean ± sd [95 % interval of the mean] of the finished jobs")
         keys = [k for k in summary.keys if k != "seed"]
         for name in [*keys, "ok / jobs", *shown]:
             seeds.add_column(name, justify="left" if name in keys else "right")

@@ -213,10 +213,6 @@ class StackedEMA:
         ema.model.n_averaged.fill_(self.count)
 
 
-# the settings that may differ between the members of one population (each a per-member learning rate)
-PER_MEMBER = ("seed", "optimizer.lr", "optimizer.d_lr", "optimizer.g_lr")
-
-
 def refuse(cfg) -> None:
     """What a population cannot train, in one line naming the setting."""
     from gan_cli.runs import distributed
