@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+# the tests run in this many processes (pytest-xdist), one torch thread each; WORKERS=0 runs them in this one
+WORKERS ?= 2
 
 .PHONY: train test test-all bench clean-venv
 
@@ -14,10 +16,10 @@ train: $(VENV)/.installed
 	$(BIN)/gan-train $(ARGS)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(VENV)/.installed
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench.py $(ARGS)

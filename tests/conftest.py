@@ -10,6 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of make test's processes: one core each (the commands it runs too)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -14,8 +14,8 @@ from .conftest import QUICK_EVAL, REPO, events, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-RUN = ("dataset=ring", "steps=3000", "log_every=100", "ckpt_every=100000", "sample_every=100000", "eval_every=100000",
-       *QUICK_EVAL)
+RUN = ("dataset=ring", "arch=mlp", "arch.g_hidden=32", "arch.d_hidden=32", "batch_size=64", "steps=3000",
+       "log_every=100", "ckpt_every=100000", "sample_every=100000", "eval_every=100000", *QUICK_EVAL)
 
 
 def submitit_task(sweep: Path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gan_cli import data as datasets
+from gan_cli.game import optim
 from gan_cli.game.population import Population
 from gan_cli.game.updates import GAN
 
@@ -92,6 +93,26 @@ def test_members_with_their_own_learning_rates(make_cfg):
         together = _iteration(population, cfgs[0], it)
         for i, (solo, c) in enumerate(zip(solos, cfgs)):
             torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=2e-4, atol=1e-5)
+
+
+def test_members_with_their_own_momentum(make_cfg):
+    """SGD with momentum 0, 0.5 and 0.9, then 0.3, 0.5 and 0.9 ramped to 0.95 with Nesterov's step: each member is
+    its solo run (float64)."""
+    with default_dtype(torch.float64):
+        for momenta, extra in (((0.0, 0.5, 0.9), ()),
+                               ((0.3, 0.5, 0.9), ("optimizer.final_momentum=0.95", "optimizer.momentum_ramp_steps=20",
+                                                  "optimizer.nesterov=true"))):
+            cfgs = [make_cfg("experiment=figure1", "device=cpu", "batch_size=64", "k=2", "optimizer=sgd",
+                             "optimizer.lr=0.01", f"optimizer.momentum={m}", *extra) for m in momenta]
+            population = Population([_gans(c, [3], torch.float64)[0] for c in cfgs], cfgs)
+            solos = [_gans(c, [3], torch.float64)[0] for c in cfgs]
+            for it in range(1, 31):
+                population.schedule(it)
+                together = _iteration(population, cfgs[0], it)
+                for i, (solo, c) in enumerate(zip(solos, cfgs)):
+                    optim.Schedule(c.optimizer).apply(it, solo.opt_G, solo.opt_D)
+                    torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=1e-9, atol=1e-9,
+                                               msg=f"{extra} member {i} iteration {it}")
 
 
 def _files(run_dir):
@@ -265,7 +286,8 @@ def test_members_stay_locked_while_the_population_trains(tmp_path, monkeypatch):
 
 
 def test_the_summary_gives_each_population_over_its_members(tmp_path, monkeypatch, capsys):
-    """Per setting over its seeds, and per population (its members' rates pooled) with mean, sd and 95 % interval."""
+    """Per setting over its seeds, and per population (its members' rates and momenta pooled) with mean, sd and
+    95 % interval; seeds, rates and momenta train as one population."""
     import csv
     import sys
 
@@ -274,19 +296,21 @@ def test_the_summary_gives_each_population_over_its_members(tmp_path, monkeypatc
     sweep = tmp_path / "sweep"
     monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "hydra/launcher=population", "dataset=ring", "arch=mlp",
                                       "arch.g_hidden=16", "arch.d_hidden=16", "steps=2", "log_every=1", "seed=0,1",
-                                      "optimizer.lr=0.001,0.01", *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
+                                      "optimizer=sgd", "optimizer.lr=0.001,0.01", "optimizer.momentum=0.5,0.9",
+                                      *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
     main()
-    assert "over seeds and per population" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "a population of 8" in out.out + out.err and "over seeds and per population" in out.out
     with (sweep / "seeds.csv").open() as fh:
-        table = {r["optimizer.lr"]: r for r in csv.DictReader(fh)}
-    assert {lr: (r["jobs"], r["ok"]) for lr, r in table.items()} == {"0.001": ("2", "2"), "0.01": ("2", "2"),
-                                                                      "all": ("4", "4")}
+        table = {(r["optimizer.lr"], r["optimizer.momentum"]): r for r in csv.DictReader(fh)}
+    assert {key: (r["jobs"], r["ok"]) for key, r in table.items()} == {
+        **{(lr, m): ("2", "2") for lr in ("0.001", "0.01") for m in ("0.5", "0.9")}, ("all", "all"): ("8", "8")}
     with (sweep / "summary.csv").open() as fh:
         jsd = [float(r["eval/jsd"]) for r in csv.DictReader(fh)]
-    whole = table["all"]
-    mean = sum(jsd) / 4
-    sd = (sum((v - mean) ** 2 for v in jsd) / 3) ** 0.5
+    whole = table[("all", "all")]
+    mean = sum(jsd) / 8
+    sd = (sum((v - mean) ** 2 for v in jsd) / 7) ** 0.5
     assert float(whole["eval/jsd_mean"]) == pytest.approx(mean, rel=1e-5)
     assert float(whole["eval/jsd_sd"]) == pytest.approx(sd, rel=1e-5)
-    half = 3.182446305284263 * sd / 2  # Student's t, 0.975 quantile with 3 degrees of freedom, times sd / sqrt(4)
+    half = 2.364624251592785 * sd / 8 ** 0.5  # Student's t, 0.975 quantile with 7 degrees of freedom
     assert float(whole["eval/jsd_low95"]) == pytest.approx(mean - half, rel=1e-4, abs=1e-9)

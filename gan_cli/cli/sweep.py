@@ -43,8 +43,9 @@ GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_sea
 BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
                 "updates", "seed")
 OWN_RATES = ("optimizer.d_lr", "optimizer.g_lr")  # columns of a run that gives D or G a rate of its own (TTUR)
-# what the members of one population (hydra/launcher=population) may differ in: the seed, the learning rates
-PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES)
+# what the members of one population (hydra/launcher=population) may differ in: the seed, the learning rates,
+# SGD's momentum
+PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES, "optimizer.momentum")
 
 
 def _parse(overrides: Sequence[str]):
@@ -246,8 +247,8 @@ class Spread:
 
 
 def population_keys(sweep_dir: Path) -> Tuple[str, ...]:
-    """In a sweep run by ``hydra/launcher=population``: the settings its members may differ in (the seed, the
-    learning rates); elsewhere nothing."""
+    """In a sweep run by ``hydra/launcher=population``: the settings its members may differ in (PER_MEMBER);
+    elsewhere nothing."""
     path = Path(sweep_dir) / "multirun.yaml"
     try:
         launcher = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default={}).get("hydra/launcher")

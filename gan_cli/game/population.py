@@ -1,4 +1,4 @@
-"""Populations: runs that differ only in their seed and learning rates, trained together in one process.
+"""Populations: runs that differ only in their seed, learning rates and SGD momentum, trained together in one process.
 
 Each member is a whole run (its own directory, monitor, evaluation and checkpoints: a :class:`loop.Bookkeeping`
 around a :class:`GAN` of its own). Their networks are stacked along a leading dimension and :class:`Population`
@@ -102,15 +102,16 @@ class Stacked:
 class StackedOptimizer:
     """torch's SGD (momentum, Nesterov, weight decay) or Adam over stacked parameters, with torch's own arithmetic:
     the members that share a learning rate are stepped by one call with it (a member's numbers are its solo
-    run's); the momentum of SGD (which the schedule may ramp) is shared."""
+    run's); SGD's momentum (which the schedule may ramp) is one number, or one per member."""
 
-    def __init__(self, cfg, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float]):
+    def __init__(self, cfg, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float],
+                 momenta: List[float]):
         self.params, self.name, self.wd = params, cfg.name, cfg.weight_decay
         self.nesterov = cfg.name == "sgd" and cfg.nesterov
-        self.momentum = cfg.momentum if cfg.name == "sgd" else 0.0
         self.betas = (cfg.beta1, cfg.beta2) if cfg.name == "adam" else None
         self.step_count, self.groups = 0, []
         self.set_lr(lrs)
+        self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
         self.state: List[Dict[str, torch.Tensor]] = [{} for _ in params]
         for k, state in enumerate(self.state):  # resumed members' optimizer states
             theirs = [o.state.get(o.param_groups[0]["params"][k], {}) for o in opts]
@@ -128,6 +129,12 @@ class StackedOptimizer:
         device = self.params[0].device
         self.groups = [(lr, torch.tensor([i for i, x in enumerate(lrs) if x == lr], device=device))
                        for lr in dict.fromkeys(lrs)]
+
+    def set_momentum(self, momenta: List[float]) -> None:
+        """SGD's momentum: one number, or each member's as a (P,) tensor."""
+        p = self.params[0]
+        self.momentum = momenta[0] if len(set(momenta)) == 1 else torch.tensor(momenta, dtype=p.dtype,
+                                                                                 device=p.device)
 
     def _each(self, p: torch.Tensor, update) -> None:
         """``update(part, idx, lr)`` in place on each group's slice of ``p``."""
@@ -153,13 +160,21 @@ class StackedOptimizer:
             if self.name == "adam":
                 self._adam(p, grad, state)
                 continue
-            if self.momentum != 0:
+            m = self.momentum
+            if torch.is_tensor(m):  # each member's, along dimension 0
+                m = m.view(-1, *[1] * (p.dim() - 1))
+            elif m == 0:
+                m = None
+            if m is not None:
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = grad.clone()
                 else:
-                    buf.mul_(self.momentum).add_(grad)
-                grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
+                    buf.mul_(m).add_(grad)
+                if self.nesterov:
+                    grad = grad.add(buf * m) if torch.is_tensor(m) else grad.add(buf, alpha=m)
+                else:
+                    grad = buf
             self._each(p, lambda part, idx, lr, step=grad: part.add_(step[idx], alpha=-lr))
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
@@ -240,10 +255,11 @@ class Population(GAN):
         self.G_train = self.G_plain = self.G
         self.D_train = self.D_plain = self.D
         opt = [c.optimizer for c in cfgs]
+        momenta = [optim.momentum_at(o, 0) if o.name == "sgd" else 0.0 for o in opt]
         self.opt_G = StackedOptimizer(opt[0], self.G.parameters(), [m.opt_G for m in members],
-                                      [optim.base_lr(o, "G") for o in opt])
+                                      [optim.base_lr(o, "G") for o in opt], momenta)
         self.opt_D = StackedOptimizer(opt[0], self.D.parameters(), [m.opt_D for m in members],
-                                      [optim.base_lr(o, "D") for o in opt])
+                                      [optim.base_lr(o, "D") for o in opt], momenta)
         self.schedules = [optim.Schedule(o) for o in opt]
         self.ema = None if one.ema is None else StackedEMA(self.G, [m.ema for m in members])
         point = one.nets._point
@@ -262,13 +278,13 @@ class Population(GAN):
         return torch.linalg.vector_norm(torch.stack(norms), 2, dim=0)
 
     def schedule(self, step: int) -> None:
-        """Each member's learning rates (and the shared momentum) at iteration ``step``, as its schedule says."""
+        """Each member's learning rates (and SGD momentum) at iteration ``step``, as its schedule says."""
         if not self.schedules[0].active:
             return
         for opt, net in ((self.opt_G, "G"), (self.opt_D, "D")):
             opt.set_lr([optim.lr_at(s.cfg, step, net) for s in self.schedules])
             if self.schedules[0].ramps:
-                opt.momentum = optim.momentum_at(self.schedules[0].cfg, step)
+                opt.set_momentum([optim.momentum_at(s.cfg, step) for s in self.schedules])
 
     def export(self, i: int) -> None:
         """Member i's networks, optimizer states and moving average into its own GAN."""
