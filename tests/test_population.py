@@ -95,24 +95,27 @@ def test_members_with_their_own_learning_rates(make_cfg):
             torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=2e-4, atol=1e-5)
 
 
-def test_members_with_their_own_momentum(make_cfg):
-    """SGD with momentum 0, 0.5 and 0.9, then 0.3, 0.5 and 0.9 ramped to 0.95 with Nesterov's step: each member is
-    its solo run (float64)."""
+@pytest.mark.parametrize("members, extra", [
+    ((("sgd", 0.01, "momentum=0.0"), ("sgd", 0.01, "momentum=0.5"), ("sgd", 0.01, "momentum=0.9")), ()),
+    ((("sgd", 0.01, "momentum=0.3"), ("sgd", 0.02, "momentum=0.5"), ("sgd", 0.01, "momentum=0.9")),
+     ("optimizer.final_momentum=0.95", "optimizer.momentum_ramp_steps=20", "optimizer.nesterov=true")),
+    ((("adam", 1e-3, "beta1=0.5"), ("adam", 3e-4, "beta1=0.9"), ("adam", 1e-3, "beta2=0.99")), ()),
+], ids=["sgd-momentum", "sgd-ramp-nesterov", "adam-betas"])
+def test_members_with_their_own_momentum_or_betas(make_cfg, members, extra):
+    """Members that differ in SGD's momentum (ramped, Nesterov's step), in Adam's betas, and in learning rate: each
+    member is its solo run (float64, to 1e-9 over 30 iterations)."""
     with default_dtype(torch.float64):
-        for momenta, extra in (((0.0, 0.5, 0.9), ()),
-                               ((0.3, 0.5, 0.9), ("optimizer.final_momentum=0.95", "optimizer.momentum_ramp_steps=20",
-                                                  "optimizer.nesterov=true"))):
-            cfgs = [make_cfg("experiment=figure1", "device=cpu", "batch_size=64", "k=2", "optimizer=sgd",
-                             "optimizer.lr=0.01", f"optimizer.momentum={m}", *extra) for m in momenta]
-            population = Population([_gans(c, [3], torch.float64)[0] for c in cfgs], cfgs)
-            solos = [_gans(c, [3], torch.float64)[0] for c in cfgs]
-            for it in range(1, 31):
-                population.schedule(it)
-                together = _iteration(population, cfgs[0], it)
-                for i, (solo, c) in enumerate(zip(solos, cfgs)):
-                    optim.Schedule(c.optimizer).apply(it, solo.opt_G, solo.opt_D)
-                    torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=1e-9, atol=1e-9,
-                                               msg=f"{extra} member {i} iteration {it}")
+        cfgs = [make_cfg("experiment=figure1", "device=cpu", "batch_size=64", "k=2", f"optimizer={name}",
+                         f"optimizer.lr={lr}", f"optimizer.{knob}", *extra) for name, lr, knob in members]
+        population = Population([_gans(c, [3], torch.float64)[0] for c in cfgs], cfgs)
+        solos = [_gans(c, [3], torch.float64)[0] for c in cfgs]
+        for it in range(1, 31):
+            population.schedule(it)
+            together = _iteration(population, cfgs[0], it)
+            for i, (solo, c) in enumerate(zip(solos, cfgs)):
+                optim.Schedule(c.optimizer).apply(it, solo.opt_G, solo.opt_D)
+                torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=1e-9, atol=1e-9,
+                                           msg=f"member {i} iteration {it}")
 
 
 def _files(run_dir):

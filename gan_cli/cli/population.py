@@ -1,5 +1,5 @@
 """``hydra/launcher=population``: a sweep's jobs that differ only in what a member may have of its own
-(sweep.PER_MEMBER: the seed, learning rates, SGD's momentum) train as one population in this process
+(sweep.PER_MEMBER: the seed, learning rates, SGD's momentum, Adam's betas) train as one population in this process
 (gan_cli.game.population); jobs that differ in anything else form populations of their
 own, trained one after another. Each job is set up as Hydra sets up any job (its directory, .hydra/, train.log,
 callbacks), and its run is prepared there; then the population trains, and each job returns its run's figures.

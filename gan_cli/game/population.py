@@ -1,4 +1,5 @@
-"""Populations: runs that differ only in their seed, learning rates and SGD momentum, trained together in one process.
+"""Populations: runs that differ only in their seed and optimizer numbers (learning rates, SGD momentum, Adam betas),
+trained together in one process.
 
 Each member is a whole run (its own directory, monitor, evaluation and checkpoints: a :class:`loop.Bookkeeping`
 around a :class:`GAN` of its own). Their networks are stacked along a leading dimension and :class:`Population`
@@ -102,14 +103,16 @@ class Stacked:
 class StackedOptimizer:
     """torch's SGD (momentum, Nesterov, weight decay) or Adam over stacked parameters, with torch's own arithmetic:
     the members that share a learning rate are stepped by one call with it (a member's numbers are its solo
-    run's); SGD's momentum (which the schedule may ramp) is one number, or one per member."""
+    run's); SGD's momentum (which the schedule may ramp) and Adam's betas are one number, or one per member."""
 
-    def __init__(self, cfg, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float],
+    def __init__(self, cfgs: list, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float],
                  momenta: List[float]):
+        cfg = cfgs[0]
         self.params, self.name, self.wd = params, cfg.name, cfg.weight_decay
         self.nesterov = cfg.name == "sgd" and cfg.nesterov
-        self.betas = (cfg.beta1, cfg.beta2) if cfg.name == "adam" else None
-        self.step_count, self.groups = 0, []
+        betas = list(dict.fromkeys((c.beta1, c.beta2) for c in cfgs)) if cfg.name == "adam" else [None]
+        self.betas = betas[0] if len(betas) == 1 else [(c.beta1, c.beta2) for c in cfgs]
+        self.step_count, self.groups, self.lrs = 0, [], lrs
         self.set_lr(lrs)
         self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
         self.state: List[Dict[str, torch.Tensor]] = [{} for _ in params]
@@ -123,6 +126,7 @@ class StackedOptimizer:
 
     def set_lr(self, lrs: List[float]) -> None:
         """Each member's learning rate: members grouped by it (one group: no indexing)."""
+        self.lrs = lrs
         if len(set(lrs)) == 1:
             self.groups = [(lrs[0], None)]
             return
@@ -178,10 +182,19 @@ class StackedOptimizer:
             self._each(p, lambda part, idx, lr, step=grad: part.add_(step[idx], alpha=-lr))
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
-        (beta1, beta2), t = self.betas, self.step_count
+        t = self.step_count
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        if isinstance(self.betas, list):  # each member's betas, along dimension 0: torch's arithmetic per member
+            def col(values):
+                return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
+            m.lerp_(grad, col([1 - b1 for b1, _ in self.betas]))
+            v.mul_(col([b2 for _, b2 in self.betas])).add_(grad * col([1 - b2 for _, b2 in self.betas]) * grad)
+            denom = (v.sqrt() / col([math.sqrt(1 - b2 ** t) for _, b2 in self.betas])).add_(1e-8)
+            p.add_(m / denom * col([-(lr / (1 - b1 ** t)) for lr, (b1, _) in zip(self.lrs, self.betas)]))
+            return
+        beta1, beta2 = self.betas
         m.lerp_(grad, 1 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(1e-8)
@@ -256,9 +269,9 @@ class Population(GAN):
         self.D_train = self.D_plain = self.D
         opt = [c.optimizer for c in cfgs]
         momenta = [optim.momentum_at(o, 0) if o.name == "sgd" else 0.0 for o in opt]
-        self.opt_G = StackedOptimizer(opt[0], self.G.parameters(), [m.opt_G for m in members],
+        self.opt_G = StackedOptimizer(opt, self.G.parameters(), [m.opt_G for m in members],
                                       [optim.base_lr(o, "G") for o in opt], momenta)
-        self.opt_D = StackedOptimizer(opt[0], self.D.parameters(), [m.opt_D for m in members],
+        self.opt_D = StackedOptimizer(opt, self.D.parameters(), [m.opt_D for m in members],
                                       [optim.base_lr(o, "D") for o in opt], momenta)
         self.schedules = [optim.Schedule(o) for o in opt]
         self.ema = None if one.ema is None else StackedEMA(self.G, [m.ema for m in members])
