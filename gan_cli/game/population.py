@@ -113,6 +113,7 @@ class StackedOptimizer:
         betas = list(dict.fromkeys((c.beta1, c.beta2) for c in cfgs)) if cfg.name == "adam" else [None]
         self.betas = betas[0] if len(betas) == 1 else [(c.beta1, c.beta2) for c in cfgs]
         self.step_count, self.groups, self.lrs = 0, [], lrs
+        self._indices: Dict[tuple, torch.Tensor] = {}
         self.set_lr(lrs)
         self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
         self.state: List[Dict[str, torch.Tensor]] = [{} for _ in params]
@@ -126,19 +127,34 @@ class StackedOptimizer:
 
     def set_lr(self, lrs: List[float]) -> None:
         """Each member's learning rate: members grouped by it (one group: no indexing)."""
-        self.lrs = lrs
-        if len(set(lrs)) == 1:
+        self.lrs, members = lrs, {}
+        for i, lr in enumerate(lrs):
+            members.setdefault(lr, []).append(i)
+        if len(members) == 1:
             self.groups = [(lrs[0], None)]
             return
-        device = self.params[0].device
-        self.groups = [(lr, torch.tensor([i for i, x in enumerate(lrs) if x == lr], device=device))
-                       for lr in dict.fromkeys(lrs)]
+        for ix in map(tuple, members.values()):  # on the device once, not every iteration (no copy, no sync)
+            if ix not in self._indices:
+                self._indices[ix] = torch.tensor(ix, device=self.params[0].device)
+        self.groups = [(lr, self._indices[tuple(ix)]) for lr, ix in members.items()]
 
     def set_momentum(self, momenta: List[float]) -> None:
         """SGD's momentum: one number, or each member's as a (P,) tensor."""
         p = self.params[0]
-        self.momentum = momenta[0] if len(set(momenta)) == 1 else torch.tensor(momenta, dtype=p.dtype,
-                                                                                 device=p.device)
+        if len(set(momenta)) == 1:
+            self.momentum = momenta[0]
+            return
+        self._start = torch.tensor(momenta, dtype=torch.float64, device=p.device)
+        self.momentum = self._start.to(p.dtype)
+
+    def ramp(self, step: int, cfg) -> None:
+        """SGD's momentum at iteration ``step`` (a ramp's: optim.momentum_at's arithmetic, for members of their own
+        in float64 on the device, so that nothing is copied to it each iteration)."""
+        if not torch.is_tensor(self.momentum):
+            self.momentum = optim.momentum_at(cfg, step)
+            return
+        done = min(step / cfg.momentum_ramp_steps, 1.0)
+        self.momentum = (self._start + done * (cfg.final_momentum - self._start)).to(self.params[0].dtype)
 
     def _each(self, p: torch.Tensor, update) -> None:
         """``update(part, idx, lr)`` in place on each group's slice of ``p``."""
@@ -297,7 +313,7 @@ class Population(GAN):
         for opt, net in ((self.opt_G, "G"), (self.opt_D, "D")):
             opt.set_lr([optim.lr_at(s.cfg, step, net) for s in self.schedules])
             if self.schedules[0].ramps:
-                opt.set_momentum([optim.momentum_at(s.cfg, step) for s in self.schedules])
+                opt.ramp(step, self.schedules[0].cfg)
 
     def export(self, i: int) -> None:
         """Member i's networks, optimizer states and moving average into its own GAN."""
