@@ -372,7 +372,9 @@ def modes(args) -> str:
         " ".join(figs),
         "",
         f"{len(names)} populations of {args.seeds} on {'the CPU' if device == 'cpu' else device_name(device)}"
-        + (f" with {' '.join(args.set)}" if args.set else "") + f", one after another: {minutes(total)} in all.",
+        + (f" with {' '.join(args.set)}" if args.set else "") + f", one after another: {minutes(total)} in all."
+        + ("" if steps >= 400_000 else " At that pace three hours would allow about "
+           f"{round(steps * 3 * 3600 / total, -3):,.0f} iterations per run."),
     ])
 
 
