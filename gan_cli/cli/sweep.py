@@ -281,7 +281,7 @@ def seed_groups(summary: Summary) -> Dict[Tuple[Tuple[str, str], ...], List[Job]
 
 def seed_table(summary: Summary, names: Sequence[str]) -> List[List[str]]:
     """seeds.csv: a row per setting with its jobs, those that finished, and every final figure over the
-    finished ones (mean, sd, 95 % interval of the mean); no rows when the sweep does not vary the seed."""
+    finished ones (mean, sd, 95 % interval of the mean), and per population (seed_groups); else no rows."""
     groups = seed_groups(summary)
     if not groups:
         return []

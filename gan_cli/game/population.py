@@ -111,8 +111,9 @@ class StackedOptimizer:
         self.params, self.name, self.wd = params, cfg.name, cfg.weight_decay
         self.nesterov = cfg.name == "sgd" and cfg.nesterov
         betas = list(dict.fromkeys((c.beta1, c.beta2) for c in cfgs)) if cfg.name == "adam" else [None]
-        self.betas = betas[0] if len(betas) == 1 else [(c.beta1, c.beta2) for c in cfgs]
-        self.step_count, self.groups, self.lrs = 0, [], lrs
+        self.betas = betas[0] if len(betas) == 1 else torch.tensor(  # each member's (P, 2), made on the device once
+            [(c.beta1, c.beta2) for c in cfgs], dtype=torch.float64, device=params[0].device)
+        self.step_count, self.groups = 0, []
         self._indices: Dict[tuple, torch.Tensor] = {}
         self.set_lr(lrs)
         self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
@@ -127,7 +128,7 @@ class StackedOptimizer:
 
     def set_lr(self, lrs: List[float]) -> None:
         """Each member's learning rate: members grouped by it (one group: no indexing)."""
-        self.lrs, members = lrs, {}
+        members: Dict[float, List[int]] = {}
         for i, lr in enumerate(lrs):
             members.setdefault(lr, []).append(i)
         if len(members) == 1:
@@ -202,13 +203,17 @@ class StackedOptimizer:
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        if isinstance(self.betas, list):  # each member's betas, along dimension 0: torch's arithmetic per member
-            def col(values):
-                return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
-            m.lerp_(grad, col([1 - b1 for b1, _ in self.betas]))
-            v.mul_(col([b2 for _, b2 in self.betas])).add_(grad * col([1 - b2 for _, b2 in self.betas]) * grad)
-            denom = (v.sqrt() / col([math.sqrt(1 - b2 ** t) for _, b2 in self.betas])).add_(1e-8)
-            p.add_(m / denom * col([-(lr / (1 - b1 ** t)) for lr, (b1, _) in zip(self.lrs, self.betas)]))
+        if torch.is_tensor(self.betas):  # each member's, along dimension 0: torch's numbers, worked out in float64
+
+            def col(x: torch.Tensor) -> torch.Tensor:
+                return x.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
+
+            beta1, beta2 = self.betas.unbind(1)
+            m.lerp_(grad, col(1 - beta1))
+            v.mul_(col(beta2)).add_(grad * col(1 - beta2) * grad)
+            denom = (v.sqrt() / col((1 - beta2 ** t).sqrt())).add_(1e-8)
+            correction = 1 - beta1 ** t
+            self._each(p, lambda part, idx, lr: part.add_(m[idx] / denom[idx] * col(-lr / correction)[idx]))
             return
         beta1, beta2 = self.betas
         m.lerp_(grad, 1 - beta1)
