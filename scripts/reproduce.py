@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -150,6 +151,7 @@ def figure1_section(sweep: Path, total: float, preset: str) -> str:
                     f"{m['theory/d_gap']:.4f} | {m['eval/d_star_mse']:.4f} | {'yes' if ok else 'NO'} |")
     spread = {tag: Spread.of([m[tag] for m in finals]) for tag in ("eval/jsd", "eval/value", "eval/d_star_mse")}
     png = last_image(jobs[0].dir, "game/figure1", FIGS / f"{preset}.png")
+    cfg = OmegaConf.load(jobs[0].dir / ".hydra" / "config.yaml")
     two = preset == "figure1_two_modes"
     collapsed = [m for m in finals if m["eval/value"] > COLLAPSED]
     return "\n".join([
@@ -162,7 +164,7 @@ def figure1_section(sweep: Path, total: float, preset: str) -> str:
          "V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. p_data is one Gaussian (mean 0, std 0.5), as in the "
          "paper's panels."),
         f"`gan-train -m {POPULATION} experiment={preset} seed='range({len(jobs)})'`, the preset's default length "
-        "(4,000 iterations, k = 5): the seeds trained together as one population, every seed reported.",
+        f"({cfg.steps:,} iterations, k = {cfg.k}): the seeds trained together as one population, every seed reported.",
         f"The target: {FIGURE1_TARGET}.",
         "",
         f"**{met} of {len(jobs)} seeds meet the target.** Over the {len(jobs)} seeds (mean ± sd [95 % interval of "
