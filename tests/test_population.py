@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gan_cli import data as datasets
+from gan_cli.cli import population as population_launcher
 from gan_cli.game import optim
 from gan_cli.game.population import Population
 from gan_cli.game.updates import GAN
@@ -96,17 +97,22 @@ def test_members_with_their_own_learning_rates(make_cfg):
 
 
 @pytest.mark.parametrize("members, extra", [
-    ((("sgd", 0.01, "momentum=0.0"), ("sgd", 0.01, "momentum=0.5"), ("sgd", 0.01, "momentum=0.9")), ()),
-    ((("sgd", 0.01, "momentum=0.3"), ("sgd", 0.02, "momentum=0.5"), ("sgd", 0.01, "momentum=0.9")),
+    ((("sgd", 0.01, "optimizer.momentum=0.0"), ("sgd", 0.01, "optimizer.momentum=0.5"),
+      ("sgd", 0.01, "optimizer.momentum=0.9")), ()),
+    ((("sgd", 0.01, "optimizer.momentum=0.3"), ("sgd", 0.02, "optimizer.momentum=0.5"),
+      ("sgd", 0.01, "optimizer.momentum=0.9")),
      ("optimizer.final_momentum=0.95", "optimizer.momentum_ramp_steps=20", "optimizer.nesterov=true")),
-    ((("adam", 1e-3, "beta1=0.5"), ("adam", 3e-4, "beta1=0.9"), ("adam", 1e-3, "beta2=0.99")), ()),
-], ids=["sgd-momentum", "sgd-ramp-nesterov", "adam-betas"])
+    ((("adam", 1e-3, "optimizer.beta1=0.5"), ("adam", 3e-4, "optimizer.beta1=0.9"),
+      ("adam", 1e-3, "optimizer.beta2=0.99")), ()),
+    ((("adam", 1e-3, "loss.gp_weight=1"), ("adam", 3e-4, "loss.gp_weight=10"), ("adam", 1e-3, "loss.gp_weight=0.1")),
+     ("loss=wasserstein_gp",)),
+], ids=["sgd-momentum", "sgd-ramp-nesterov", "adam-betas", "wgan-gp-weights"])
 def test_members_with_their_own_momentum_or_betas(make_cfg, members, extra):
-    """Members that differ in SGD's momentum (ramped, Nesterov's step), in Adam's betas, and in learning rate: each
-    member is its solo run (float64, to 1e-9 over 30 iterations)."""
+    """Members that differ in SGD's momentum (ramped, Nesterov's step), in Adam's betas, in the gradient penalty's
+    weight, and in learning rate: each member is its solo run (float64, to 1e-9 over 30 iterations)."""
     with default_dtype(torch.float64):
         cfgs = [make_cfg("experiment=figure1", "device=cpu", "batch_size=64", "k=2", f"optimizer={name}",
-                         f"optimizer.lr={lr}", f"optimizer.{knob}", *extra) for name, lr, knob in members]
+                         f"optimizer.lr={lr}", own, *extra) for name, lr, own in members]
         population = Population([_gans(c, [3], torch.float64)[0] for c in cfgs], cfgs)
         solos = [_gans(c, [3], torch.float64)[0] for c in cfgs]
         for it in range(1, 31):
@@ -116,6 +122,15 @@ def test_members_with_their_own_momentum_or_betas(make_cfg, members, extra):
                 optim.Schedule(c.optimizer).apply(it, solo.opt_G, solo.opt_D)
                 torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=1e-9, atol=1e-9,
                                            msg=f"member {i} iteration {it}")
+
+
+def test_populations_are_keyed_by_what_members_cannot_have_of_their_own():
+    key = population_launcher.structure
+    assert key(["seed=0", "optimizer.lr=0.1", "k=5"]) == key(["seed=3", "optimizer.lr=0.01", "k=5"]) == ("k=5",)
+    assert key(["loss.gp_weight=1", "seed=0"]) == key(["loss.gp_weight=10.0", "seed=1"])
+    # a member without the penalty draws no mixing: it trains apart from those with one
+    assert key(["loss.gp_weight=0"]) == key(["loss.gp_weight=0.0"]) != key(["loss.gp_weight=1"])
+    assert key(["k=1"]) != key(["k=5"])
 
 
 def _files(run_dir):

@@ -1,6 +1,6 @@
 """``hydra/launcher=population``: a sweep's jobs that differ only in what a member may have of its own
-(sweep.PER_MEMBER: the seed, learning rates, SGD's momentum, Adam's betas) train as one population in this process
-(gan_cli.game.population); jobs that differ in anything else form populations of their
+(sweep.PER_MEMBER: the seed, learning rates, SGD's momentum, Adam's betas, a gradient penalty's weight) train as one
+population in this process (gan_cli.game.population); jobs that differ in anything else form populations of their
 own, trained one after another. Each job is set up as Hydra sets up any job (its directory, .hydra/, train.log,
 callbacks), and its run is prepared there; then the population trains, and each job returns its run's figures.
 
@@ -29,8 +29,24 @@ log = logging.getLogger("gan_cli")
 
 
 def structure(overrides: Sequence[str]) -> tuple:
-    """What a job's population is keyed by: its overrides less those a member may have of its own."""
-    return tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in PER_MEMBER)
+    """What a job's population is keyed by: its overrides less those a member may have of its own. A gradient
+    penalty's weight is a member's own when it is not 0 (a run without the penalty draws no mixing)."""
+    key = []
+    for o in overrides:
+        name, _, value = o.partition("=")
+        if name.lstrip("+~") == "loss.gp_weight":
+            o = f"loss.gp_weight{'=0' if _number(value) == 0 else '>0' if _number(value) else '=' + value}"
+        elif name.lstrip("+~") in PER_MEMBER:
+            continue
+        key.append(o)
+    return tuple(key)
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _setup(launcher, overrides: Sequence[str], idx: int):

@@ -44,8 +44,9 @@ BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "st
                 "updates", "seed")
 OWN_RATES = ("optimizer.d_lr", "optimizer.g_lr")  # columns of a run that gives D or G a rate of its own (TTUR)
 # what the members of one population (hydra/launcher=population) may differ in: the seed, the learning rates,
-# SGD's momentum, Adam's betas
-PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES, "optimizer.momentum", "optimizer.beta1", "optimizer.beta2")
+# SGD's momentum, Adam's betas, the gradient penalty's weight (where it is not 0)
+PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES, "optimizer.momentum", "optimizer.beta1", "optimizer.beta2",
+              "loss.gp_weight")
 
 
 def _parse(overrides: Sequence[str]):

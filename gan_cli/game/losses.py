@@ -5,7 +5,7 @@ the last dimension (a population's (P, m) logits give each member's)."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,14 +74,15 @@ class Loss(NamedTuple):
     knobs: Mapping[str, Knob] = {}  # the loss.* settings it reads beyond the shared ones
     build: Optional[Callable[[object], "Loss"]] = None  # the loss config -> this entry with its knobs applied
     d_scale: float = 1.0  # D minimizes d_scale * (its loss + penalty)
-    penalty_weight: float = 0.0  # the gradient penalty's weight in this run
+    penalty_weight: Any = 0.0  # the gradient penalty's weight in this run (a population's: one per member, (P,))
 
     def d_objective(self, D: torch.nn.Module, x: torch.Tensor, fake: torch.Tensor, a_real: torch.Tensor,
                     a_fake: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """What D minimizes on this minibatch: its loss, plus its penalty (its mixing drawn from ``generator``),
         times its scale."""
         loss = self.d(a_real, a_fake)
-        if self.penalty_weight > 0:  # on the gradient of D as a function: its dropout off (eval mode), then back
+        # the penalty is on the gradient of D as a function: its dropout off (eval mode), then back
+        if torch.is_tensor(self.penalty_weight) or self.penalty_weight > 0:
             was = D.training
             try:
                 loss = loss + self.penalty_weight * gradient_penalty(D.eval(), x, fake.detach(), generator)

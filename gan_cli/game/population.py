@@ -1,5 +1,5 @@
-"""Populations: runs that differ only in their seed and optimizer numbers (learning rates, SGD momentum, Adam betas),
-trained together in one process.
+"""Populations: runs that differ only in their seed and optimizer numbers (learning rates, SGD momentum, Adam betas)
+or their gradient penalty's weight, trained together in one process.
 
 Each member is a whole run (its own directory, monitor, evaluation and checkpoints: a :class:`loop.Bookkeeping`
 around a :class:`GAN` of its own). Their networks are stacked along a leading dimension and :class:`Population`
@@ -282,6 +282,10 @@ class Population(GAN):
         one = members[0]
         self.members, self.size = members, len(members)
         self.data, self.device, self.loss, self.prior = one.data, one.device, one.loss, one.prior
+        weights = [m.loss.penalty_weight for m in members]
+        if len(set(weights)) > 1:  # each member's own (all > 0: one with none draws no mixing, a population apart)
+            dtype = next(one.D.parameters()).dtype
+            self.loss = one.loss._replace(penalty_weight=torch.tensor(weights, dtype=dtype, device=one.device))
         self.z_dim, self.pack, self.joint = one.z_dim, one.pack, one.joint
         self.bf16 = self.graphs = self.channels_last = False
         self.gen = [m.gen for m in members]  # a list: each member draws from its own
