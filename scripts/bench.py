@@ -170,11 +170,20 @@ def _rate(run_dir: Path) -> float:
     return json.loads((run_dir / "metrics.json").read_text())["perf/steps_per_s"]
 
 
+def _member_rate(sweep: Path) -> float:
+    """A population sweep's member-iterations per second of training: its members' iterations over its training time,
+    the sum of its parts' (a population trained in parts, one after another: metrics.json's perf/members, how many
+    trained together; a member's training time is its part's)."""
+    members = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    training_s = sum(m["steps"] / m["perf/steps_per_s"] / m["perf/members"] for m in members)
+    return sum(m["steps"] for m in members) / training_s
+
+
 def population(size: int, rounds: int, overrides, keep: str = None) -> dict:
     """Whole processes, alternating: one solo run, two solo runs side by side (seeds 0 and 1, started together), and
     a population of ``size`` members (seeds 0..size-1), the same overrides. Each side's wall time and training rate
     (metrics.json's perf/steps_per_s, which leaves out evaluation, samples and checkpoints): member-iterations per
-    second = size x a member's median iterations per second. ``keep``: the population's sweep directory (the last
+    second over the population's training time (_member_rate). ``keep``: the population's sweep directory (the last
     round's) is kept there."""
     gan_train = gan_train_command()
     walls: dict = {"solo": [], "two solo side by side": [], f"population of {size}": []}
@@ -196,7 +205,7 @@ def population(size: int, rounds: int, overrides, keep: str = None) -> dict:
             walls[f"population of {size}"].append(timed("population", [
                 *gan_train, "-m", "hydra/launcher=population", *overrides, f"seed=range({size})",
                 f"hydra.sweep.dir={sweep}"]))
-            rates["member-it/s"].append(size * statistics.median(_rate(p.parent) for p in sweep.glob("*/metrics.json")))
+            rates["member-it/s"].append(_member_rate(sweep))
     median = {k: statistics.median(v) for k, v in {**walls, **rates}.items()}
     return {"overrides": overrides, "size": size, "rounds": rounds, "wall_s": walls, "rates": rates, "median": median,
             "member-it/s over solo it/s": round(median["member-it/s"] / median["solo it/s"], 2),

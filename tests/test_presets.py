@@ -133,10 +133,14 @@ def test_every_preset_is_tested_here():
 
 def test_figure1_is_one_gaussian_and_its_two_mode_variant_is_the_same_game(make_cfg):
     """The paper's Figure 1 has one Gaussian p_data; figure1_two_modes builds on figure1 (every setting but the
-    data), and a loss's recipe does not override what either preset sets (loss=minimax keeps Adam at 3e-4)."""
+    data and the length, over which the learning rate still decays 10x), and a loss's recipe does not override what
+    either preset sets (loss=minimax keeps Adam at 3e-4)."""
     one, two = make_cfg("experiment=figure1"), make_cfg("experiment=figure1_two_modes")
     assert list(one.dataset.means) == [0.0] and list(two.dataset.means) == [-2.0, 2.0]
+    for cfg in (one, two):
+        assert cfg.optimizer.lr_decay ** cfg.steps == pytest.approx(10, rel=0.01)
     one.dataset.means, one.dataset.weights = two.dataset.means, two.dataset.weights
+    one.steps, one.optimizer.lr_decay = two.steps, two.optimizer.lr_decay
     assert one == two
     minimax = make_cfg("experiment=figure1_two_modes", "loss=minimax")
     assert (minimax.optimizer.name, minimax.optimizer.lr, minimax.k) == ("adam", 0.0003, 5)

@@ -37,7 +37,7 @@ from gan_cli.game import models, optim, population
 from gan_cli.game.updates import GAN, Stats
 from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.figures import warm_figures
-from gan_cli.runs.footprint import release_memory
+from gan_cli.runs.footprint import keep_freed_buffers, release_memory
 from gan_cli.runs.monitor import Monitor, Quiet
 
 log = logging.getLogger("gan_cli")
@@ -78,6 +78,7 @@ class Bookkeeping:
         self.announce = True  # the final table and tensorboard line (a sweep prints its own summary instead)
         self.main = distributed.is_main()  # under torchrun only rank 0 samples, evaluates and saves
         self.also_raw = gan.ema is not None and cfg.ema.also_raw  # G evaluated beside its average (raw/ tags)
+        self.members = 0  # a member of a population: how many trained together (metrics.json's perf/members)
 
     def after(self, it: int) -> None:
         last = it == self.steps
@@ -160,7 +161,8 @@ class Bookkeeping:
 
     def finish(self, status: str = "ok") -> Dict[str, float]:
         self.finished = True
-        counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates}
+        counts = {"steps": self.state.step, "d_updates": self.state.d_updates, "g_updates": self.state.g_updates,
+                  **({"perf/members": self.members} if self.members else {})}
         if distributed.active():  # one check at the end that DDP kept the ranks' networks equal
             counts.update(world_size=distributed.world_size(),
                           ranks_in_sync=distributed.in_sync(self.gan.nets, self.gan.device))
@@ -355,6 +357,7 @@ def train_population(members: list, stop) -> Dict[int, Dict[str, float]]:
     if len(steps) > 1:
         raise UserError(f"the members of a population must start at the same iteration; they are at {sorted(steps)}")
     gans = population.Population([m[1] for m in members], cfgs)
+    keep_freed_buffers()
     stats = Stats(gans.nets, gans.device, iterations=max(cfgs[0].steps - members[0][2].step, 0), members=len(members))
     windows = [m[2].window for m in members]
     if all(windows):  # continuing the log windows that the checkpoints cut

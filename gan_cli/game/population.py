@@ -382,7 +382,7 @@ class PopulationBook:
         self.live = list(range(len(books)))
         self.views = [MemberStats(stats, i) for i in range(len(books))]
         for book, view in zip(books, self.views):
-            book.stats = view
+            book.stats, book.members = view, len(books)
         self.schedule = _Schedule(population)
         one = books[0]
         self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
