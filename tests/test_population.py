@@ -13,6 +13,7 @@ import torch
 
 from gan_cli import data as datasets
 from gan_cli.cli import population as population_launcher
+from gan_cli.config import UserError
 from gan_cli.game import optim
 from gan_cli.game.population import Population
 from gan_cli.game.updates import GAN
@@ -134,6 +135,12 @@ def test_populations_are_keyed_by_what_members_cannot_have_of_their_own():
     # a member without the penalty draws no mixing: it trains apart from those with one
     assert key(["loss.gp_weight=0"]) == key(["loss.gp_weight=0.0"]) != key(["loss.gp_weight=1"])
     assert key(["k=1"]) != key(["k=5"])
+
+
+def test_members_with_and_without_a_penalty_are_not_one_population(make_cfg):
+    cfgs = [make_cfg("experiment=figure1", "device=cpu", "loss=wasserstein_gp", f"loss.gp_weight={w}") for w in (0, 1)]
+    with pytest.raises(UserError, match="gp_weight=0"):
+        Population([_gans(c, [0])[0] for c in cfgs], cfgs)
 
 
 def _files(run_dir):

@@ -283,7 +283,9 @@ class Population(GAN):
         self.members, self.size = members, len(members)
         self.data, self.device, self.loss, self.prior = one.data, one.device, one.loss, one.prior
         weights = [m.loss.penalty_weight for m in members]
-        if len(set(weights)) > 1:  # each member's own (all > 0: one with none draws no mixing, a population apart)
+        if len(set(weights)) > 1 and 0 in weights:  # a run without the penalty draws no mixing (the launcher splits)
+            raise UserError("members with and without a gradient penalty (loss.gp_weight=0) cannot train together")
+        if len(set(weights)) > 1:  # each member's own
             dtype = next(one.D.parameters()).dtype
             self.loss = one.loss._replace(penalty_weight=torch.tensor(weights, dtype=dtype, device=one.device))
         self.z_dim, self.pack, self.joint = one.z_dim, one.pack, one.joint
