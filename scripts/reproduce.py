@@ -162,7 +162,7 @@ def figure1_section(sweep: Path, total: float, preset: str) -> str:
          "Figure 1 (d) again; when it covers one, D keeps telling the other mode's data apart." if two else
          "The paper (Goodfellow et al. 2014, Figure 1 (d)): at the end p_g = p_data and D = 1/2 everywhere, so "
          "V = -log 4 = -1.3863 and JSD(p_data || p_g) = 0. p_data is one Gaussian (mean 0, std 0.5), as in the "
-         "paper's panels."),
+         f"paper's panels; z ~ {'N(0, 1)' if cfg.prior == 'normal' else 'U(-sqrt 3, sqrt 3)'}."),
         f"`gan-train -m {POPULATION} experiment={preset} seed='range({len(jobs)})'`, the preset's default length "
         f"({cfg.steps:,} iterations, k = {cfg.k}): the seeds trained together as one population, every seed reported.",
         f"The target: {FIGURE1_TARGET}.",

@@ -22,18 +22,15 @@ def _scalars(run_dir, tag):
 
 @pytest.mark.slow
 def test_figure1_ends_converged_at_its_default_length(make_cfg, tmp_path):
-    """The paper's Figure 1 (d): p_g = p_data, D = 1/2. Its target (JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01)
-    is met by 55 of 64 seeds trained as a population (docs/results.md); every one of the 64 ends within the bounds
-    checked here (JSD at most 0.059, V-hat within 0.03 of -log 4, D*-MSE at most 0.025, d_gap at most 0.144; at the
-    start JSD 0.58, D*-MSE 0.21, d_gap 1.16). This solo run of seed 0 rounds apart from that member after some
-    iterations: another draw of the same game."""
+    """The paper's Figure 1 (d): p_g = p_data, D = 1/2: JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01, met by 64 of
+    64 seeds trained as a population (docs/results.md); this is seed 0 trained alone."""
     cfg = make_cfg("experiment=figure1", "device=cpu", "sample_every=100000", "ckpt_every=100000")
     assert cfg.arch.d_dropout_input == 0 and cfg.arch.d_dropout_hidden == 0 and cfg.k == 5
     final = train(cfg, tmp_path)
-    assert final["eval/jsd"] < 0.065, final
-    assert abs(final["eval/value"] + math.log(4)) < 0.05, final
-    assert final["eval/d_star_mse"] < 0.03, final
-    assert 0 <= final["theory/d_gap"] < 0.16, final
+    assert final["eval/jsd"] < 0.05, final
+    assert abs(final["eval/value"] + math.log(4)) < 0.1, final
+    assert final["eval/d_star_mse"] < 0.01, final
+    assert 0 <= final["theory/d_gap"] < 0.1, final
 
 
 @pytest.mark.parametrize("loss", ["minimax", "nonsaturating"])
@@ -137,14 +134,14 @@ def test_every_preset_is_tested_here():
 
 def test_figure1_is_one_gaussian_and_its_two_mode_variant_is_the_same_game(make_cfg):
     """The paper's Figure 1 has one Gaussian p_data; figure1_two_modes builds on figure1 (every setting but the
-    data and the length, over which the learning rate still decays 10x), and a loss's recipe does not override what
-    either preset sets (loss=minimax keeps Adam at 3e-4)."""
+    data, the prior and the length, over which the learning rate still decays 10x), and a loss's recipe does not
+    override what either preset sets (loss=minimax keeps Adam at 3e-4)."""
     one, two = make_cfg("experiment=figure1"), make_cfg("experiment=figure1_two_modes")
     assert list(one.dataset.means) == [0.0] and list(two.dataset.means) == [-2.0, 2.0]
     for cfg in (one, two):
         assert cfg.optimizer.lr_decay ** cfg.steps == pytest.approx(10, rel=0.01)
     one.dataset.means, one.dataset.weights = two.dataset.means, two.dataset.weights
-    one.steps, one.optimizer.lr_decay = two.steps, two.optimizer.lr_decay
+    one.steps, one.optimizer.lr_decay, one.prior = two.steps, two.optimizer.lr_decay, two.prior
     assert one == two
     minimax = make_cfg("experiment=figure1_two_modes", "loss=minimax")
     assert (minimax.optimizer.name, minimax.optimizer.lr, minimax.k) == ("adam", 0.0003, 5)
