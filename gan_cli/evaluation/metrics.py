@@ -32,7 +32,7 @@ class _ParzenWindow:
         self.sq_norms = sq_norms.float()  # ‖μ'‖²
         self.uncentred_norms = (sq_norms + 2 * (centres @ self.mean)).float()  # ‖μ'‖² + 2m·μ'
         self.centres = centres.float()
-        self.buffers = _Buffers()
+        self.buffers: dict = {}
 
     @functools.cached_property
     def by_column(self) -> Tensor:
@@ -55,7 +55,7 @@ class _ParzenWindow:
         for batch in x.flatten(1).split(batch_size):
             centred = batch.to(torch.float64) - self.mean
             columns = self.sparse_columns(batch)
-            sq_dist = self.buffers.get("sq_dist", (len(batch), self.n), self.centres)
+            sq_dist = _buffer(self.buffers, "sq_dist", (len(batch), self.n), self.centres)
             norms = self.sq_norms if columns is None else self.uncentred_norms
             torch.add(centred.square().sum(1, keepdim=True).float(), norms, out=sq_dist)
             if columns is not None:  # -2x·μ' + (‖μ'‖² + 2m·μ') over x's non-zero columns
@@ -65,25 +65,21 @@ class _ParzenWindow:
             nearest = sq_dist.amin(1, keepdim=True)
             excess = sq_dist.sub_(nearest)  # ‖x - μ_i‖² - min_i ‖x - μ_i‖² >= 0
             nearest = nearest[:, 0].clamp_min_(0).double()
-            term = self.buffers.get("term", excess.shape, excess)
+            term = _buffer(self.buffers, "term", excess.shape, excess)
             log_kernel_sums.append(torch.stack([
                 nearest * scale + torch.mul(excess, scale, out=term).clamp_min_(-80).exp_().sum(1).log().double()
                 for scale in scales]))
         return torch.cat(log_kernel_sums, dim=1) - log_norm[:, None]
 
 
-class _Buffers:
-    """Named scratch tensors reused across blocks: a 40 MB block allocated afresh (above glibc's mmap threshold) is
-    mapped and zeroed by the kernel each time, as costly as its arithmetic."""
-
-    def __init__(self):
-        self._tensors: dict = {}
-
-    def get(self, name: str, shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        shape, have = torch.Size(shape), self._tensors.get(name)
-        if have is None or have.numel() < shape.numel():
-            have = self._tensors[name] = torch.empty(shape.numel(), dtype=dtype or like.dtype, device=like.device)
-        return have[: shape.numel()].view(shape)
+def _buffer(buffers: dict, name: str, shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """A scratch tensor of ``shape`` kept in ``buffers`` under ``name`` and reused across blocks: a 40 MB block
+    allocated afresh (above glibc's mmap threshold) is mapped and zeroed by the kernel each time, as costly as its
+    arithmetic."""
+    shape, have = torch.Size(shape), buffers.get(name)
+    if have is None or have.numel() < shape.numel():
+        have = buffers[name] = torch.empty(shape.numel(), dtype=dtype or like.dtype, device=like.device)
+    return have[: shape.numel()].view(shape)
 
 
 def parzen_log_likelihood(samples: Tensor, val: Tensor, test: Tensor) -> dict[str, float]:
@@ -262,14 +258,17 @@ class _Screen:
         self.x32, self.y32 = self.x.float(), self.y.float()
         self.x_sq32, self.y_sq32 = self.x_sq.float(), self.y_sq.float()
         self.unit = (x.shape[1] + 8) * 2.0**-23
-        self.buffers = _Buffers()
+        self.buffers: dict = {}
 
-    def block(self, rows: slice) -> tuple[Tensor, float]:
-        """(float32 squared distances of x's ``rows`` to all of y, overwritten by the next call; the block's margin)."""
-        x32 = self.x32[rows]
-        d2 = torch.add(self.x_sq32[rows, None], self.y_sq32, out=self.buffers.get("d2", (len(x32), len(self.y32)), x32))
-        d2.addmm_(x32, self.y32.T, alpha=-2)
-        return d2, self.unit * float(self.x_sq[rows].max() + self.y_sq.max())
+    def blocks(self, batch_size: int):
+        """(x's rows, float32 squared distances of those rows to all of y, overwritten by the next block; the block's
+        margin) for each block of ``batch_size`` rows."""
+        for start in range(0, len(self.x), batch_size):
+            rows = slice(start, min(start + batch_size, len(self.x)))
+            x32 = self.x32[rows]
+            d2 = _buffer(self.buffers, "d2", (len(x32), len(self.y32)), x32)
+            torch.add(self.x_sq32[rows, None], self.y_sq32, out=d2).addmm_(x32, self.y32.T, alpha=-2)
+            yield rows, d2, self.unit * float(self.x_sq[rows].max() + self.y_sq.max())
 
 
 def _any(mask: Tensor, dim: int | None = None) -> Tensor:
@@ -285,9 +284,7 @@ def knn_sq_radii(feats: Tensor, k: int = 3, batch_size: int = 1000, extra: int =
     screen, n = _Screen(feats, feats), len(feats)
     width = min(k + 1 + extra, n)
     radii = []
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(start + batch_size, n))
-        d2, tol = screen.block(rows)
+    for rows, d2, tol in screen.blocks(batch_size):
         values, cols = d2.topk(width, dim=1, largest=False)
         candidates = screen.y.index_select(0, cols.flatten()).view(*cols.shape, -1)  # float64, (rows, width, d)
         exact = (screen.x[rows, None, :] - candidates).square().sum(-1).sort(1).values[:, k]
@@ -318,22 +315,20 @@ def precision_recall_knn(real_feats: Tensor, fake_feats: Tensor, k: int = 3, bat
     fake_inside = torch.zeros(len(fake), dtype=torch.bool, device=fake.device)
     real_inside = torch.zeros(len(real), fake_sets, dtype=torch.bool, device=fake.device)  # in each set's manifold
     set_of = torch.arange(len(fake), device=fake.device) // size
-    for start in range(0, len(real), batch_size):
-        rows = slice(start, min(start + batch_size, len(real)))
-        d2, tol = screen.block(rows)
+    for rows, d2, tol in screen.blocks(batch_size):
         # precision: fake j inside the ball of real i; recall: real i inside the ball of fake j
         for precision_side, radius2 in ((True, real_r2_32[rows, None]), (False, fake_r2_32[None, :])):
-            sure = torch.le(d2, radius2 - tol, out=screen.buffers.get("sure", d2.shape, d2, torch.bool))
+            sure = torch.le(d2, radius2 - tol, out=_buffer(screen.buffers, "sure", d2.shape, d2, torch.bool))
             if precision_side:
                 fake_inside |= _any(sure, 0)
             else:
                 real_inside[rows] |= _any(sure.view(len(d2), fake_sets, size), 2)
-            maybe = torch.le(d2, radius2 + tol, out=screen.buffers.get("maybe", d2.shape, d2, torch.bool))
+            maybe = torch.le(d2, radius2 + tol, out=_buffer(screen.buffers, "maybe", d2.shape, d2, torch.bool))
             maybe ^= sure  # within the margin (sure implies maybe): decided exactly
             if _any(maybe):
                 open_rows = _any(maybe, 1).nonzero()[:, 0]  # usually a few: nonzero() on them alone
                 open_pairs = maybe.index_select(0, open_rows).nonzero()
-                i, j = open_rows[open_pairs[:, 0]] + start, open_pairs[:, 1]
+                i, j = open_rows[open_pairs[:, 0]] + rows.start, open_pairs[:, 1]
                 exact = (screen.x.index_select(0, i) - screen.y.index_select(0, j)).square().sum(-1)  # float64
                 inside = exact <= (real_r2[i] if precision_side else fake_r2[j])
                 if precision_side:
