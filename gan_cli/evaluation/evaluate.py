@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -41,7 +42,7 @@ class Evaluator:
         self.classifier_info: Dict[str, object] = {}
         self.progress: Optional[Callable[[int, int], None]] = None  # the classifier's training, (done, steps)
         # called as theory/'s neighbour searches start (they release the interpreter lock): work to overlap them
-        self.searching: Optional[Callable[[], None]] = None
+        self.searching: Callable[[], None] = lambda: None
         # theory's real samples (and what depends on them alone); features.Reference; inception.InceptionMetrics
         self._real = self._reference = self._inception = self._images = self.curves = None
         self.seconds: Dict[str, float] = {}  # the last evaluation's wall time per metric family
@@ -83,8 +84,7 @@ class Evaluator:
         k_star = self.cfg.knn_d_star if self.probability else None  # D* (and V-hat) only where D is a probability
         log_p_real, log_p_fake = data.log_prob(real).double(), data.log_prob(fake).double()
         fakes = metrics.NeighbourTree(fake)
-        if self.searching is not None:
-            self.searching()
+        self.searching()
         q_real, q_r = _knn_head(fakes, real, k, k_star, m)
         q_fake, q_f = _knn_head(fakes, fake, k, k_star, m, exclude_self=True)
         if "floor" not in cache:  # the JSD of a second real sample: what a perfect G would read
@@ -165,12 +165,12 @@ class Evaluator:
 
     def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:
         """Every metric that fits the run: (scalars by tag, Figure 1 curves or None)."""
-        self.generator.manual_seed(self.seed)  # the same noise at every evaluation
-        if not torch.isfinite(self.generate(nets.G, 256)).all():
-            log.warning("G produces non-finite samples: evaluation skipped (lower optimizer.lr?)")
-            self.generator.manual_seed(self.seed)
-            return {}, None
         self.generator.manual_seed(self.seed)
+        finite = torch.isfinite(self.generate(nets.G, 256)).all()
+        self.generator.manual_seed(self.seed)  # the same noise at every evaluation
+        if not finite:
+            log.warning("G produces non-finite samples: evaluation skipped (lower optimizer.lr?)")
+            return {}, None
         self._images, self.curves, self.seconds = None, None, {}
         scalars: Dict[str, float] = {}
         for family in applicable(self.families):
@@ -257,8 +257,6 @@ def _theory_sizes(cfg) -> None:
 
 def _cache_writable(cfg) -> None:
     """The feature classifier's cache can be written (checked before training, not at the first evaluation)."""
-    import os
-
     if "image" not in families(cfg) or not cfg.eval.features:
         return
     from gan_cli.evaluation import features

@@ -61,8 +61,7 @@ def get_classifier(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, 
     device = torch.device(device) if device is not None else train_x.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Classifier(train_x.shape[1], train_x.shape[-1], int(train_y.max()) + 1)
-    model.to(device)
+        model = Classifier(train_x.shape[1], train_x.shape[-1], int(train_y.max()) + 1).to(device)
     fingerprint = (tuple(train_x.shape), tuple(test_x.shape), train_x.double().sum().item(), train_y.sum().item(),
                    test_x.double().sum().item())
     key = hashlib.sha256(repr((repr(model), fingerprint, seed, steps, batch_size, lr)).encode()).hexdigest()[:16]

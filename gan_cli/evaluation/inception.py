@@ -67,7 +67,6 @@ class InceptionMetrics:
         self.fid = FID(feature=identity, reset_real_features=False).to(device)
         self.kid_metric = lambda subset: KID(feature=identity, reset_real_features=False, subset_size=subset).to(device)
         self.fid.update(self.real, real=True)
-        self.n_real = len(real)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,7 +78,7 @@ class InceptionMetrics:
         feats = self.features(fake)
         self.fid.reset()  # the real features stay (reset_real_features=False)
         self.fid.update(feats, real=False)
-        subset = min(1000, self.n_real, len(feats))
+        subset = min(1000, len(self.real), len(feats))
         with warnings.catch_warnings():  # "will save all extracted features": it is handed N x 2048 features
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             kid = self.kid_metric(subset)

@@ -78,8 +78,8 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
         per_g, per_d = sum(sizes["G"]) / m, sum(sizes["D"]) / m
     # G on m x pack noise vectors, D on as many real and generated examples, and the noise itself
     activations = int(m * (per_g + 2 * per_d + cfg.z_dim))
-    n_eval = max([m.samples(cfg.eval) for m in evaluate.applicable(evaluate.families(cfg)) if m.enabled(cfg.eval)]
-                 + [0])
+    n_eval = max((m.samples(cfg.eval) for m in evaluate.applicable(evaluate.families(cfg)) if m.enabled(cfg.eval)),
+                 default=0)
     # samples (and D's statistics, the density's arrays: 4 x for points); noise for one chunk of 5,000
     # samples and the fixed noise of the sample grids, with G's activations for that chunk
     chunk = min(5000, n_eval)
@@ -88,7 +88,7 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
     return Estimate(parameters=4 * 5 * params, activations=4 * 2 * activations, evaluation=4 * 2 * evaluation)
 
 
-def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
+def check(cfg, data: datasets.Data, device: torch.device) -> None:
     """Refuse (UserError) a config whose estimate does not fit in the memory free on ``device``."""
     need = estimate(cfg, data)
     free = base.free_memory(device)
@@ -97,7 +97,6 @@ def check(cfg, data: datasets.Data, device: torch.device) -> Estimate:
     if need.total > free:
         raise UserError(f"this run needs about {need.total / GIB:,.1f} GiB for a training step and the evaluation but "
                         f"{free / GIB:,.1f} GiB is free on {device.type}: lower {need.largest()}")
-    return need
 
 
 def members_that_fit(cfg, data: datasets.Data, device: torch.device) -> int:
