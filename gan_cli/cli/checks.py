@@ -191,7 +191,7 @@ def _flags(argv: Sequence[str]) -> None:
     """GNU-style options (``--steps 10``) are not how Hydra takes settings: say what to type instead."""
     known = set(_known_keys())
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") or arg in _OTHER_FLAGS | _VALUE_FLAGS or arg.split("=", 1)[0] in _INFO_FLAGS:
+        if not arg.startswith("-") or arg in _OTHER_FLAGS | _VALUE_FLAGS:  # precheck returned on _INFO_FLAGS
             continue
         name, sep, value = arg.lstrip("-").partition("=")
         if not sep and i + 1 < len(argv) and "=" not in argv[i + 1] and not argv[i + 1].startswith("-"):

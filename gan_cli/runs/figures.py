@@ -103,12 +103,12 @@ def figure_1(curves: Dict[str, torch.Tensor], title: str):
     of G; a dropped mode still reads 1)."""
     fig, ax = _figure((4, 3.4))
     x, p_data, p_g = curves["x"].cpu(), curves["p_data"].cpu(), curves["p_g"].cpu()
+    peak = float(p_data.max())
     lines = ax.plot(x, p_data, c="black", label="p_data")
     lines += ax.plot(x, p_g, c="tab:green", label="p_g")
-    _density_axes(ax, float(x[0]), float(x[-1]), float(p_data.max()))
+    _density_axes(ax, float(x[0]), float(x[-1]), peak)
     ax2 = ax.twinx()
     d_star = curves["D_star"].cpu().clone()
-    peak = float(p_data.max())
     d_star[((p_g <= 0) & (p_data < 0.05 * peak)) | ((p_data + p_g) < 1e-3 * peak)] = float("nan")
     lines += ax2.plot(x, curves["D"].cpu(), c="tab:blue", label="D(x)")
     lines += ax2.plot(x, d_star, c="tab:blue", ls="--", label="D*(x)")
@@ -116,7 +116,7 @@ def figure_1(curves: Dict[str, torch.Tensor], title: str):
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_ylabel("D", fontsize=FONT)
     ax2.tick_params(labelsize=FONT - 1)
-    return _finish(fig, ax, title, lines, ncol=2)
+    return _finish(fig, ax, title, lines)
 
 
 def figure_trajectory(points: torch.Tensor, start: int, step: int):
@@ -130,7 +130,7 @@ def figure_trajectory(points: torch.Tensor, start: int, step: int):
     ax.set_xlabel("theta (G)", fontsize=FONT)
     ax.set_ylabel("psi (D)", fontsize=FONT)
     ax.set_aspect("equal", adjustable="datalim")
-    return _finish(fig, ax, f"iteration {step}", ncol=2)
+    return _finish(fig, ax, f"iteration {step}")
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:

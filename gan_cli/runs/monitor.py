@@ -8,7 +8,7 @@ import logging
 import math
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
@@ -116,7 +116,7 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
                constants={k: v for k, v in figures.items() if k in constants})
     writer.close()
     console = console or Console()
-    console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", report["metrics"]))
+    console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", figures))
     for name, text in report["protocol"].items():
         console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
     console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {samples_png}" if samples_png else "")
@@ -124,7 +124,7 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
     return log_dir
 
 
-class Monitor:
+class Monitor(AbstractContextManager):
     """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock (time inside
     ``with monitor.aside():`` is left out of ``perf/steps_per_s``)."""
 
@@ -155,9 +155,6 @@ class Monitor:
                                      console=self.console, transient=False)
             self.task = self.progress.add_task("train", total=total, completed=start, rate="-", dx="-", dgz="-")
             self.progress.start()
-
-    def __enter__(self) -> "Monitor":
-        return self
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -229,10 +226,9 @@ class Monitor:
         else:
             self.constants = dict(constants or {})
         write_eval(self.writer, step, scalars, curves, figure_tag, constants)
-        if not scalars:
-            return
-        shown = {k: v for k, v in scalars.items() if not k.startswith("spread/")}
-        log.info("eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+        if scalars:
+            log.info("eval at step %d | %s", step,
+                     " | ".join(f"{k} {v:.4g}" for k, v in scalars.items() if not k.startswith("spread/")))
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -269,14 +265,11 @@ class Monitor:
         self.writer.close()
 
 
-class Quiet:
+class Quiet(AbstractContextManager):
     """The Monitor of ranks other than 0 under torchrun: writes nothing, has only the calls every rank makes."""
 
     def __init__(self, total: int, start: int):
         self.total, self.start, self.t_start = total, start, time.perf_counter()
-
-    def __enter__(self) -> "Quiet":
-        return self
 
     def _nothing(self, *args, **kwargs) -> None:  # what only writes, on rank 0 (every rank reads the same window)
         pass
