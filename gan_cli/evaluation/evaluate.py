@@ -124,20 +124,6 @@ class Evaluator:
     def feature_sizes(self) -> Tuple[int, int, int]:
         return feature_sizes(self.cfg.n_samples, len(self.data.train), len(self.data.test))
 
-    def classifier(self):
-        """The dataset's cached feature classifier, with the real reference and its floor (made on first use)."""
-        from gan_cli.evaluation import features
-
-        if self._classifier is None:
-            d, (n_ref, size, _) = self.data, self.feature_sizes()
-            self._classifier, self.classifier_info = features.get_classifier(
-                d.name, d.train, d.train_labels, d.test, d.test_labels, cache_dir=self.cfg.cache_dir,
-                device=self.device, steps=self.cfg.classifier_steps, progress=self.progress)
-            self._reference = features.reference(self._classifier, d.train[:n_ref])
-            floor = features.compare(self._reference, features.extract_features(self._classifier, d.test[:size]), size)
-            self._floor = {f"eval/{k}_floor": v for k, v in floor.items() if k != "kid_std"}
-        return self._classifier
-
     def parzen(self, nets) -> Dict[str, float]:
         # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
         parzen = metrics.parzen_log_likelihood(self._generated_images(nets.G), self.data.val[:1000], self.data.test)
@@ -147,9 +133,15 @@ class Evaluator:
     def features(self, nets) -> Dict[str, float]:
         from gan_cli.evaluation import features
 
-        model = self.classifier()
-        n_ref, size, _ = self.feature_sizes()
-        fake = features.extract_features(model, self._generated_images(nets.G))
+        (n_ref, size, _), d = self.feature_sizes(), self.data
+        if self._classifier is None:  # the dataset's cached classifier, the real reference and its floor: once
+            self._classifier, self.classifier_info = features.get_classifier(
+                d.name, d.train, d.train_labels, d.test, d.test_labels, cache_dir=self.cfg.cache_dir,
+                device=self.device, steps=self.cfg.classifier_steps, progress=self.progress)
+            self._reference = features.reference(self._classifier, d.train[:n_ref])
+            floor = features.compare(self._reference, features.extract_features(self._classifier, d.test[:size]), size)
+            self._floor = {f"eval/{k}_floor": v for k, v in floor.items() if k != "kid_std"}
+        fake = features.extract_features(self._classifier, self._generated_images(nets.G))
         quality = features.compare(self._reference, fake, size)  # the floor's sizes
         return {**{SPREAD.get(k, f"eval/{k}"): v for k, v in quality.items()}, **self._floor,
                 "eval/classifier_accuracy": float(self.classifier_info["test_accuracy"]),
