@@ -133,6 +133,15 @@ def test_spread_over_seeds_against_a_known_answer():
     assert Spread.of([]).n == 0 and str(Spread.of([])) == ""
 
 
+def test_the_sweep_table_counts_its_jobs_in_words(tmp_path, capsys):
+    from gan_cli.cli.sweep import Job, Summary, print_summary
+
+    for n, words in ((1, "sweep of 1 job"), (2, "sweep of 2 jobs")):
+        print_summary(Summary(tmp_path, [Job(i, tmp_path / str(i), {}, "ok", 1.0) for i in range(n)], [], None))
+        title = capsys.readouterr().out.splitlines()[0].strip()
+        assert title == f"gan-train: {words}", title
+
+
 @pytest.mark.slow
 def test_a_sweep_over_seeds_reports_each_setting_over_its_seeds(tmp_path):
     sweep = tmp_path / "sweep"

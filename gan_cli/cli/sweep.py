@@ -324,7 +324,8 @@ def print_summary(summary: Summary) -> None:
     ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
               if evaluate.direction(m) is not None and m != summary.metric]
     shown = ([summary.metric] if summary.metric else []) + ranked[:3]
-    table = Table(title=f"gan-train: sweep of {len(summary.jobs)} jobs"
+    n = len(summary.jobs)
+    table = Table(title=f"gan-train: sweep of {n} job{'s' if n != 1 else ''}"
                   + (f", best {summary.metric} first" if summary.metric else ""))
     for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
         table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
