@@ -242,6 +242,9 @@ def test_ctrl_c_and_sigterm_checkpoint_every_member_and_the_same_command_continu
         states = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
         assert [s["status"] for s in states] == ["interrupted"] * 2 and done < states[0]["steps"] < 1500
         assert states[0]["steps"] == states[1]["steps"]
+        for member in sweep.glob("*/train.log"):  # each member's log says why it stopped and how to go on
+            said = f"interrupted ({signum.name}) at iteration {states[0]['steps']}; continue with: gan-train resume="
+            assert said in member.read_text() and f"hydra.sweep.dir={sweep}" in member.read_text(), member
         done = states[0]["steps"]
     again = run_cli(command[1:])
     assert again.returncode == 0, again.stderr

@@ -53,3 +53,11 @@ def test_bench_starts_gan_train_without_an_installed_command(monkeypatch, tmp_pa
     assert bench.gan_train_command()[0].endswith("gan-train")  # this environment has the command
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
     assert bench.gan_train_command() == [str(tmp_path / "python3"), "-m", "gan_cli"]
+
+
+def test_the_slurm_check_names_its_checks():
+    """scripts/slurm_check.py (a real SLURM on this machine, run by hand as root): a check it does not have is
+    refused in one line, before anything is installed or started."""
+    proc = run(SCRIPTS / "slurm_check.py", "--only", "launcher,requeue")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--only launcher,requeue: choose from launcher, launcher_usr2, population" in proc.stderr

@@ -469,8 +469,13 @@ class PopulationBook:
         if self.stats.n_g:
             self._read(flush=False)
         self._export()
-        self._each(lambda book: book.interrupt(it, signum, handoff))
-        return self.interrupted(signum, it, self.books[0].run_dir.parent, handoff)
+        sweep_dir = self.books[0].run_dir.parent
+
+        def stop(book) -> None:  # in its own train.log, as a run's stop is
+            log.warning("gan-train: %s; or its whole population: the same command with hydra.sweep.dir=%s",
+                        book.interrupt(it, signum, handoff), sweep_dir)
+        self._each(stop)
+        return self.interrupted(signum, it, sweep_dir, handoff)
 
 
 class _Schedule:
