@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks and figures in one run, for a machine with an NVIDIA GPU whose python3 already has
 # torch, torchvision, tensorboard, rich, scipy, scikit-learn and matplotlib but not Hydra (and no
-# network): the tests that need a GPU, the steady-state speed of the paper's networks (eager, bf16,
-# CUDA graphs), and gan-train against the hand-written loop for the paper's networks on MNIST and
-# for arch=dcgan on CIFAR-shaped images. Every result goes under $OUT (default gpu_out/).
+# network): the tests that need a GPU, 64 ring members as one population, the steady-state speed of
+# the paper's networks (eager, bf16, CUDA graphs), and gan-train against the hand-written loop for
+# the paper's networks on MNIST and for arch=dcgan on CIFAR-shaped images. Every result goes under
+# $OUT (default gpu_out/).
 #
 #   bash scripts/gpu_check.sh --prepare [MNIST_ROOT]   # here, where pip works: wheels into .whl/,
 #                                                      # MNIST's raw files into .mnist/ (both git-ignored)
 #   bash scripts/gpu_check.sh                          # there, with .whl and .mnist beside the code
 #
-# It takes about 6-8 minutes on one H100/H200-class GPU; each step has its own time limit, so one
+# It takes about 10-12 minutes on one H100/H200-class GPU; each step has its own time limit, so one
 # that hangs costs only its share.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,11 @@ nvidia-smi -L > "$OUT/device.txt" 2>&1
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" >> "$OUT/device.txt"
 
 step test_gpu 300 "$PY" -m pytest -q tests/test_gpu.py
+# 64 ring members as one population against one run and two side by side (member-iterations per second of
+# training, metrics.json's perf/steps_per_s; evaluations only at the start and the end, with fewer theory samples, so
+# that the step stays short: they are not part of the rate)
+step population_ring 420 "$PY" scripts/bench.py --population 64 --rounds 1 -- experiment=ring steps=2000 device=cuda \
+    eval_every=2000 sample_every=2000 ckpt_every=2000 eval.theory_samples=10000
 paper=(experiment=paper_mnist dataset.root=.mnist device=cuda)
 step steady_fp32 90 "$PY" scripts/bench.py --iters 3000 --warmup 300 -- "${paper[@]}"
 step steady_bf16 90 "$PY" scripts/bench.py --iters 3000 --warmup 300 -- "${paper[@]}" precision=bf16
