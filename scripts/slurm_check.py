@@ -1,17 +1,20 @@
 """The README's SLURM promises against a real SLURM on this machine: one node, two partitions, jobs of ``low``
-preempted (requeued) by jobs of ``high``. Each check preempts a running job by starting a job on ``high`` that needs
-every CPU, lets SLURM requeue it, and compares the final figures with the same run never preempted:
+preempted (requeued) by jobs of ``high``. Each check stops a running job (a job on ``high`` that needs every CPU
+preempts it, or its time limit comes), lets it be requeued, and compares its final figures with the same run never
+stopped:
 
   launcher       gan-train -m hydra/launcher=slurm ...: SLURM's SIGTERM, then SIGKILL after the partition's
                  GraceTime; the requeued job continues from checkpoints/last.pt in its own directory
   launcher_usr2  the same with SlurmctldParameters=preempt_send_user_signal: submitit's signal (SIGUSR2) comes
                  instead; the job checkpoints at the iteration it is at and submitit requeues it
+  timelimit      hydra/launcher=slurm with a 2-minute time limit: submitit's signal 90 s before it checkpoints the
+                 job and submitit requeues it, as often as the limit comes
   population     a population inside one ``sbatch --requeue`` job: SIGTERM checkpoints every member, the requeued job
                  continues each one
 
 It needs root and Debian's slurm-wlm and munge (``apt-get install slurm-wlm munge``; installed here when missing
 and apt works). It starts its own slurmctld and slurmd (configuration and state under --work) and stops them at the
-end; nothing else of the machine's is changed. About 15 minutes on 2 cores:
+end; nothing else of the machine's is changed. About 25 minutes on 2 cores:
 
     python scripts/slurm_check.py [--only launcher,population] [--work /tmp/gan_cli_slurm]
 """
@@ -40,7 +43,7 @@ RUN = ["dataset=ring", "arch=mlp", "arch.g_hidden=32", "arch.d_hidden=32", "opti
        "eval.mode_samples=500"]
 FIGURES = ("game/loss_D", "game/loss_G", "game/D_real", "game/D_fake", "grad/D", "grad/G", "eval/jsd",
            "eval/reverse_kl", "eval/modes_covered")
-CHECKS = ("launcher", "launcher_usr2", "population")
+CHECKS = ("launcher", "launcher_usr2", "timelimit", "population")
 GRACE_S = 10
 
 
@@ -158,15 +161,18 @@ def reference(work: Path, extra=(), population: bool = False) -> Path:
 
 
 def check_launcher(work: Path, name: str) -> list:
-    """A sweep of one job through hydra/launcher=slurm, preempted once."""
+    """A sweep of one job through hydra/launcher=slurm: preempted once, or (timelimit) run under a 2-minute time
+    limit with submitit's signal 90 s before it, so that it meets the limit at least once."""
     sweep = work / name
     shutil.rmtree(sweep, ignore_errors=True)
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=90"] if name == "timelimit" else \
+        ["hydra.launcher.timeout_min=60"]
     proc = subprocess.Popen([GAN_TRAIN, "-m", "hydra/launcher=slurm", "hydra.launcher.partition=low",
                              "hydra.launcher.gpus_per_node=0", f"hydra.launcher.cpus_per_task={os.cpu_count()}",
-                             "hydra.launcher.mem_gb=4", "hydra.launcher.timeout_min=60", *RUN,
-                             f"hydra.sweep.dir={sweep}"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    preempt(lambda: list(sweep.glob("0/train.log")), 3000)
+                             "hydra.launcher.mem_gb=4", *limit, *RUN, f"hydra.sweep.dir={sweep}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if name != "timelimit":
+        preempt(lambda: list(sweep.glob("0/train.log")), 3000)
     out, _ = proc.communicate(timeout=1800)
     log = (sweep / "0" / "train.log").read_text()
     problems = [] if proc.returncode == 0 else [f"gan-train exited {proc.returncode}: {out[-2000:]}"]
@@ -175,8 +181,9 @@ def check_launcher(work: Path, name: str) -> list:
     print(f"  stopped by signal: {stopped or 'none (killed)'}; resumed at: {resumed}", flush=True)
     if not resumed:
         problems.append("the job did not resume from a checkpoint")
-    if name == "launcher_usr2" and not (stopped and stopped[0][0] == "SIGUSR2" and resumed[:1] == [stopped[0][1]]):
-        problems.append("submitit's signal did not checkpoint the iteration the job was at")
+    if name != "launcher" and not (stopped and {s for s, _ in stopped} == {"SIGUSR2"}
+                                   and resumed == [it for _, it in stopped]):
+        problems.append("submitit's signal did not checkpoint the iteration the job was at, or it did not resume there")
     dirs = [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if dirs != ["0"]:
         problems.append(f"the sweep has job directories {dirs} (one expected)")

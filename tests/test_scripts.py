@@ -60,4 +60,4 @@ def test_the_slurm_check_names_its_checks():
     refused in one line, before anything is installed or started."""
     proc = run(SCRIPTS / "slurm_check.py", "--only", "launcher,requeue")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "--only launcher,requeue: choose from launcher, launcher_usr2, population" in proc.stderr
+    assert "--only launcher,requeue: choose from launcher, launcher_usr2, timelimit, population" in proc.stderr
