@@ -236,6 +236,20 @@ def test_a_loss_recipe_applies_only_where_nothing_was_chosen(make_cfg):
     assert make_cfg("loss=wasserstein_gp").loss.recipe["k"] == 5  # the recipe stays in the config, for the record
 
 
+def test_a_dataset_recipe_applies_after_the_loss_recipe_and_only_where_nothing_was_chosen(make_cfg):
+    """dataset=grid (coordinates up to 4) trains SGD at lr 0.05 unless the command line, the preset or the loss's
+    recipe chose the optimizer or its rate."""
+    opt = lambda cfg: (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum)  # noqa: E731
+    assert opt(make_cfg("dataset=grid")) == ("sgd", 0.05, 0.5)
+    assert opt(make_cfg("dataset=grid", "optimizer.momentum=0.9")) == ("sgd", 0.05, 0.9)
+    assert opt(make_cfg("dataset=grid", "optimizer.lr=0.1")) == ("sgd", 0.1, 0.5)  # the command line wins
+    assert opt(make_cfg("dataset=grid", "loss=minimax")) == ("sgd", 0.02, 0.5)  # so does the loss's recipe
+    assert opt(make_cfg("dataset=grid", "loss=wasserstein_gp"))[:2] == ("adam", 1e-4)
+    assert opt(make_cfg("dataset=grid", "optimizer=adam"))[:2] == ("adam", make_cfg("optimizer=adam").optimizer.lr)
+    assert opt(make_cfg("experiment=grid"))[:2] == ("adam", 1e-4)  # and the preset
+    assert opt(make_cfg("dataset=ring")) == ("sgd", 0.1, 0.5)  # a set without a recipe: the defaults
+
+
 def test_the_recipe_is_in_the_saved_config_and_the_log(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["loss=wasserstein_gp", "steps=2", "log_every=1", *QUICK_EVAL, f"hydra.run.dir={run}"])
@@ -244,6 +258,12 @@ def test_the_recipe_is_in_the_saved_config_and_the_log(tmp_path):
     assert "name: adam" in saved and "lr: 0.0001" in saved
     assert ("loss=wasserstein_gp trains with its recipe: optimizer=adam optimizer.lr=0.0001"
             in (run / "train.log").read_text())
+    grid = tmp_path / "grid"
+    proc = run_cli(["dataset=grid", "steps=2", "log_every=1", *QUICK_EVAL, f"hydra.run.dir={grid}"])
+    assert proc.returncode == 0, proc.stderr
+    assert ("dataset=grid trains with its recipe: optimizer=sgd optimizer.lr=0.05 (set any of them to choose "
+            "otherwise)" in (grid / "train.log").read_text())
+    assert "lr: 0.05" in (grid / ".hydra" / "config.yaml").read_text()
     assert json.loads((run / "metrics.json").read_text())["d_updates"] == 10  # k = 5
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional, Sequence
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from hydra import compose as compose_hydra
 from hydra import initialize_config_dir
@@ -88,19 +88,34 @@ def unknown_key(override: str) -> str:
     return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
 
 
-def apply_recipe(cfg, overrides: Sequence[str]) -> dict:
-    """Apply ``loss.recipe`` (the settings the loss's paper trains with) wherever the user and the
-    experiment preset chose nothing; returns what it set. A recipe's group choice (``optimizer:
-    adam``) brings that option's YAML; its dotted settings apply while that choice stands."""
-    recipe = OmegaConf.to_container(cfg.loss.recipe) if cfg.loss.get("recipe") else {}
-    if not recipe or cfg.resume:  # a resumed run keeps its checkpoint's config
+RECIPES = ("loss", "dataset")  # whose recipes apply, the first before (and over) the next
+
+
+def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
+    """Apply the chosen loss's ``recipe`` (the settings its paper trains with), then the dataset's (settings it
+    trains with, e.g. a smaller SGD step on larger coordinates), wherever the user, the experiment preset and an
+    earlier recipe chose nothing; returns what each set, by choice (``{"loss=wasserstein_gp": {...}}``). A
+    recipe's group choice (``optimizer: adam``) brings that option's YAML; its dotted settings apply while that
+    choice stands."""
+    if cfg.resume:  # a resumed run keeps its checkpoint's config
         return {}
     # what the command line and its experiment preset chose (a group choice counts as its group's name)
-    set_keys, applied = {o.lstrip("+~").partition("=")[0] for o in overrides}, {}
+    set_keys, out = {o.lstrip("+~").partition("=")[0] for o in overrides}, {}
     experiment = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith("experiment=")), None)
     if experiment:
         groups, settings = config.preset(experiment)
         set_keys |= set(groups) | set(settings)
+    for owner in RECIPES:
+        recipe = OmegaConf.to_container(cfg[owner].recipe) if cfg[owner].get("recipe") else {}
+        applied = _apply(cfg, recipe, set_keys)
+        if applied:
+            out[f"{owner}={cfg[owner].name}"] = applied
+            set_keys |= set(applied)
+    return out
+
+
+def _apply(cfg, recipe: dict, set_keys: set) -> dict:
+    applied = {}
     for key, value in recipe.items():
         group = key.partition(".")[0]
         if key in set_keys:
@@ -122,7 +137,7 @@ def apply_recipe(cfg, overrides: Sequence[str]) -> dict:
 
 
 def compose(conf_dir: str, overrides: Sequence[str]):
-    """The config gan-train runs for these overrides: Hydra's composition, then the loss's recipe."""
+    """The config gan-train runs for these overrides: Hydra's composition, then the recipes."""
     config.register_configs()  # the schema of the choices registered so far
     GlobalHydra.instance().clear()
     try:
@@ -243,7 +258,7 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
 
 
 def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
-    """For ``gan-train --cfg job [overrides]``: the config as it will run (the loss's recipe applied),
+    """For ``gan-train --cfg job [overrides]``: the config as it will run (the recipes applied),
     as YAML; None for any other command line (Hydra answers those itself)."""
     argv = list(argv)
     flag = next((i for i, a in enumerate(argv) if a in ("--cfg", "-c")), None)

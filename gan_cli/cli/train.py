@@ -113,7 +113,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
 
 
 def in_force(cfg: DictConfig) -> None:
-    """Check the config that runs (a loss's recipe applied; a resumed run's is its checkpoint's) and keep it as
+    """Check the config that runs (the recipes applied; a resumed run's is its checkpoint's) and keep it as
     this attempt's .hydra/config.yaml, in place of the one Hydra composed from the command line alone."""
     check(cfg)
     hc = HydraConfig.get() if HydraConfig.initialized() else None  # tests call train() without Hydra
@@ -180,9 +180,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         if multirun and sweep.stopped(Path(hc.sweep.dir)):  # Ctrl-C stopped the sweep before this job began
             record_job(run_dir, cfg, "interrupted", "not run: the sweep was stopped before this job began", command)
             return searched(cfg, {"status": "interrupted"})
-        recipe = apply_recipe(cfg, overrides)
-        if recipe:  # .hydra/config.yaml shows what runs (in_force)
-            log.info("loss=%s trains with its recipe: %s (set any of them to choose otherwise)", cfg.loss.name,
+        for choice, recipe in apply_recipe(cfg, overrides).items():  # .hydra/config.yaml shows what runs (in_force)
+            log.info("%s trains with its recipe: %s (set any of them to choose otherwise)", choice,
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
         figures = train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
         return searched(cfg, figures)
@@ -226,7 +225,7 @@ def main() -> None:
         if not distributed.is_main():  # rank 0 alone writes the run directory and the log
             sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         shown = job_config(sys.argv[1:], config_dir())
-        if shown is not None:  # --cfg job: what will run, the loss's recipe included
+        if shown is not None:  # --cfg job: what will run, the recipes included
             print(shown, end="")
             return
         precheck(sys.argv[1:], config_dir())

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
-from gan_cli.config import Knob, UserError, entry, flag, integer, one_of, real, reals, register, text
+from gan_cli.config import Knob, UserError, entry, flag, free, integer, one_of, real, reals, register, share, text
 from gan_cli.data import folder, images, toys
 from gan_cli.data.base import Data, free_memory, noise
 
@@ -52,6 +52,8 @@ def _torchvision(files: images.Files, about: str, families: Tuple[str, ...] = ("
     return Dataset(partial(images.torchvision, files), families, about, FILES, files=files)
 
 
+share("dataset", {"recipe": free({}, "settings it trains with, applied where the command line, the preset and the "
+                                   "loss's recipe chose nothing")})
 # The choices of dataset=. A new dataset is a loader and one register(...) here (its knobs beside it),
 # and a YAML file in conf/dataset/ where it has defaults of its own.
 DATASETS = {name: register("dataset", name, d) for name, d in {
