@@ -360,6 +360,11 @@ def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
             yield prefix + f.name, f.metadata["domain"]
 
 
+def texts(node: Any) -> List[str]:
+    """A list node's items as written (``${...}`` left unresolved): the overrides Hydra records."""
+    return [str(item) for item in OmegaConf.to_container(node, resolve=False)]
+
+
 def first_line(err: Exception) -> str:
     """An exception's first line (its type's name when it has no text)."""
     text = str(err).strip()

@@ -92,7 +92,7 @@ def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
     """The sweep's command line, as Hydra recorded it in multirun.yaml (None where there is none)."""
     path = Path(sweep_dir) / "multirun.yaml"
     try:
-        return [str(o) for o in OmegaConf.load(path).hydra.overrides.task] if path.is_file() else None
+        return config.texts(OmegaConf.load(path).hydra.overrides.task) if path.is_file() else None
     except UNREADABLE:  # the job's own command line stands in
         return None
 
@@ -132,7 +132,7 @@ def collect(sweep_dir: Path) -> List[Job]:
         except UNREADABLE:  # the directory's name tells
             head = job_dir.name.split("_", 1)[0]
             num = int(head) if head.isdigit() else None
-        given = [str(o) for o in OmegaConf.load(overrides_file)]
+        given = config.texts(OmegaConf.load(overrides_file))
         chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
         try:
             report = json.loads((job_dir / "metrics.json").read_text())

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.cli import sweep
 from gan_cli.cli.checks import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
-from gan_cli.config import UserError, config_dir, first_line, register_configs
+from gan_cli.config import UserError, config_dir, first_line, register_configs, texts
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import loop
 from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state  # noqa: F401 (importable from here too)
@@ -132,7 +132,7 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
     another gan-train holds is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
     if not rundir.owned(run_dir):
         hc = HydraConfig.get()
-        record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": status, "error": error}
+        record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error}
         rundir.write_text(run_dir.parent / f"{run_dir.name}{sweep.REFUSED}", json.dumps(record, indent=2) + "\n")
         return
     path = run_dir / "metrics.json"
@@ -173,7 +173,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     recorded (metrics.json status: invalid, diverged, failed) and the next job runs; only Ctrl-C
     (or SIGTERM) stops the whole sweep."""
     hc = HydraConfig.get()
-    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
+    run_dir, overrides = Path(hc.runtime.output_dir), texts(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
     command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
