@@ -69,12 +69,12 @@ def test_values_outside_their_domain_are_one_line(override, named, tmp_path):
 def test_an_override_given_again_after_a_broken_interpolation_runs_with_the_last_value(sweep, tmp_path):
     """``k=${no.such.key} k=2``: the last value stands; the overrides Hydra records are read as written (their
     ``${...}`` unresolved), for the run, its .hydra files and a sweep's summary."""
-    where = ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if sweep else [f"hydra.run.dir={tmp_path / 'run'}"]
+    where = ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if sweep else []  # a single run: the name it makes
     proc = run_cli([*where, *RING, "steps=1", "k=${no.such.key}", "k=2"], cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Error executing" not in proc.stderr, \
         proc.stderr[-2000:]
-    run = tmp_path / "sweep" / "0" if sweep else tmp_path / "run"
-    assert json.loads((run / "metrics.json").read_text())["d_updates"] == 2
+    [run] = (tmp_path / "sweep").glob("0*") if sweep else (tmp_path / "outputs" / "runs").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["d_updates"] == 2 and "no.such.key" not in run.name
 
 
 def test_a_setting_without_effect_is_warned_about(tmp_path):

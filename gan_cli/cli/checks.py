@@ -233,6 +233,13 @@ def quote_paths(argv: Sequence[str]) -> List[str]:
     return out
 
 
+def last_of_each(argv: Sequence[str]) -> List[str]:
+    """The command line less a setting given again later (``k=${no.such.key} k=2`` -> ``k=2``): Hydra keeps the
+    last value anyway, and the earlier one would still name the run directory (and be resolved there)."""
+    keys = [a.partition("=")[0] if "=" in a and not a.startswith(("-", "+", "~")) else None for a in argv]
+    return [a for i, (a, key) in enumerate(zip(argv, keys)) if key is None or key not in keys[i + 1:]]
+
+
 def _value(parsed, key: str) -> Optional[str]:
     return next((str(o.value()) for o in parsed if o.get_key_element() == key), None)
 

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gan_cli.cli import sweep
+from gan_cli.cli import checks, sweep
 from gan_cli.cli.checks import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
 from gan_cli.config import UserError, config_dir, first_line, register_configs, texts
 from gan_cli.evaluation import evaluate, memory
@@ -221,7 +221,7 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
-        sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
+        sys.argv[1:] = resume_in_place(quote_paths(checks.last_of_each(sys.argv[1:])))  # Hydra reads sys.argv itself
         if not distributed.is_main():  # rank 0 alone writes the run directory and the log
             sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         shown = job_config(sys.argv[1:], config_dir())
