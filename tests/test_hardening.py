@@ -75,6 +75,9 @@ def test_an_override_given_again_after_a_broken_interpolation_runs_with_the_last
         proc.stderr[-2000:]
     [run] = (tmp_path / "sweep").glob("0*") if sweep else (tmp_path / "outputs" / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["d_updates"] == 2 and "no.such.key" not in run.name
+    # a value outside its domain is refused, though the same setting is given again after it
+    refused = run_cli([*where, *RING, "steps=1", "k=abc", "k=2"], cwd=tmp_path / "sweep" if sweep else tmp_path)
+    assert "k=abc is not allowed" in one_error_line(refused)
 
 
 def test_a_setting_without_effect_is_warned_about(tmp_path):
