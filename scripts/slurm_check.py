@@ -87,7 +87,7 @@ class Cluster:
     """slurmctld and slurmd of a one-node cluster configured under ``work`` (SLURM_CONF points there)."""
 
     def __init__(self, work: Path):
-        self.work = work
+        self.work, self.munged = work, False  # munged: whether it was started here (and is stopped at the end)
 
     def start(self, user_signal: bool) -> None:
         self.stop()
@@ -100,6 +100,7 @@ class Cluster:
             Path("/run/munge").mkdir(exist_ok=True)
             shutil.chown("/run/munge", "munge", "munge")
             subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+            self.munged = True
         subprocess.run(["slurmctld"], check=True)
         subprocess.run(["slurmd"], check=True)
         wait(lambda: "idle" in sh("sinfo -h -o %T"), 60, "the node to come up")
@@ -113,6 +114,11 @@ class Cluster:
             except (OSError, ValueError):  # not running
                 continue
             wait(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"{name} to stop")
+
+    def close(self) -> None:
+        self.stop()
+        if self.munged:
+            subprocess.run(["pkill", "-x", "munged"], check=False)
 
 
 def sh(command: str) -> str:
@@ -241,7 +247,7 @@ def main() -> int:
             print(f"  {'ok' if not found else 'FAILED: ' + '; '.join(found)} ({time.time() - start:.0f} s)",
                   flush=True)
     finally:
-        cluster.stop()
+        cluster.close()
     return 1 if any(failures.values()) else 0
 
 
