@@ -164,6 +164,34 @@ def test_jsd_of_two_shifted_gaussians_matches_numerical_integration():
     assert estimate.item() == pytest.approx(numerical_jsd(0.0, 1.5), rel=0.05)
 
 
+def test_the_search_on_a_line_finds_what_a_k_d_tree_finds():
+    """In 1-D the samples are searched sorted, by bisection: the same k-th neighbour distances as scipy's k-d tree
+    (which serves 2-D and up), exactly, with ties, queries beyond either end, k = 1 to n, and each sample's own point
+    left out."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    gen = torch.Generator().manual_seed(0)
+    cases = [(torch.randn(3000, 1, generator=gen), 1.5 * torch.randn(2000, 1, generator=gen)),  # queries past the ends
+             (torch.randint(0, 40, (2000, 1), generator=gen).double(),  # many ties
+              torch.randint(-3, 43, (500, 1), generator=gen).double()),
+             (torch.zeros(50, 1), torch.tensor([[0.0], [1.0], [-2.0]]))]  # a point mass
+    for samples, queries in cases:
+        n = len(samples)
+        tree = cKDTree(samples.double().numpy())
+        line = NeighbourTree(samples)
+        for ks in ([1, 2, 10], [n // 2, n - 1, n]):
+            distances = torch.as_tensor(tree.query(queries.double().numpy(), k=ks)[0]).reshape(len(queries), -1)
+            for i, k in enumerate(ks):
+                expected = digamma(k) - math.log(n) - math.log(2) - torch.log(distances[:, i])  # V_1 = 2
+                torch.testing.assert_close(line.log_density(queries, [k])[0], expected, rtol=0, atol=1e-12)
+            own = torch.as_tensor(tree.query(samples.double().numpy(), k=[k + 1 for k in ks[:2]])[0])
+            for i, k in enumerate(ks[:2]):
+                expected = digamma(k) - math.log(n - 1) - math.log(2) - torch.log(own[:, i])
+                torch.testing.assert_close(line.log_density(samples, [k], exclude_self=True)[0], expected, rtol=0,
+                                           atol=1e-12)
+
+
 def test_histogram_density_integrates_to_the_mass_inside():
     samples = torch.tensor([[0.1, 0.1], [0.6, 0.9], [0.6, 0.9], [3.0, 0.0]])
     density = histogram_density(samples, 0, 1, bins=2)

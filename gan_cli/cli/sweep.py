@@ -92,7 +92,7 @@ def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
     """The sweep's command line, as Hydra recorded it in multirun.yaml (None where there is none)."""
     path = Path(sweep_dir) / "multirun.yaml"
     try:
-        return config.texts(OmegaConf.load(path).hydra.overrides.task) if path.is_file() else None
+        return config.texts(_load(path).hydra.overrides.task) if path.is_file() else None
     except UNREADABLE:  # the job's own command line stands in
         return None
 
@@ -127,13 +127,7 @@ def collect(sweep_dir: Path) -> List[Job]:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file() or job_dir.with_name(job_dir.name + REFUSED).exists():
             continue
-        try:
-            num = int(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.job.num)
-        except UNREADABLE:  # the directory's name tells
-            head = job_dir.name.split("_", 1)[0]
-            num = int(head) if head.isdigit() else None
-        given = config.texts(OmegaConf.load(overrides_file))
-        chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
+        num, chosen = _head(job_dir, overrides_file)
         try:
             report = json.loads((job_dir / "metrics.json").read_text())
         except (FileNotFoundError, IsADirectoryError, ValueError):
@@ -145,6 +139,37 @@ def collect(sweep_dir: Path) -> List[Job]:
     return sorted(jobs, key=lambda j: j.num)
 
 
+def _load(path: Path) -> DictConfig:
+    """OmegaConf.load of a file that a sweep's summary reads after every job: parsed again only when it changed."""
+    stamp, known = path.stat().st_mtime_ns, _LOADED.get(path)
+    if known is None or known[0] != stamp:
+        known = _LOADED[path] = (stamp, OmegaConf.load(path))
+    return known[1]
+
+
+_LOADED: Dict[Path, tuple] = {}
+_HEADS: Dict[Path, tuple] = {}  # a job directory's (.hydra files' times, number, settings): read once per change
+
+
+def _head(job_dir: Path, overrides_file: Path) -> tuple:
+    """A job's number and the settings its command line chose, from its .hydra/ (a sweep's summary reads every job
+    after each job ends: each job's files are parsed again only when they changed)."""
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in (hydra_file, overrides_file))
+    known = _HEADS.get(job_dir)
+    if known is not None and known[0] == stamp:
+        return known[1], dict(known[2])
+    try:
+        num = int(OmegaConf.load(hydra_file).hydra.job.num)
+    except UNREADABLE:  # the directory's name tells
+        head = job_dir.name.split("_", 1)[0]
+        num = int(head) if head.isdigit() else None
+    given = config.texts(OmegaConf.load(overrides_file))
+    chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
+    _HEADS[job_dir] = (stamp, num, dict(chosen))
+    return num, chosen
+
+
 def main_metric(jobs: Sequence[Job]) -> Optional[str]:
     """The sweep's main metric: the one that picks best.pt (eval.best_by) in its first job that ran."""
     for job in jobs:
@@ -152,7 +177,7 @@ def main_metric(jobs: Sequence[Job]) -> Optional[str]:
         if not path.is_file():
             continue
         try:
-            cfg = OmegaConf.load(path)
+            cfg = _load(path)
             return evaluate.best_metric(cfg.eval.best_by, evaluate.families(cfg))
         except (*UNREADABLE, UserError):  # a job whose config cannot be read: the next one tells
             continue
@@ -252,7 +277,7 @@ def population_keys(sweep_dir: Path) -> Tuple[str, ...]:
     elsewhere nothing."""
     path = Path(sweep_dir) / "multirun.yaml"
     try:
-        launcher = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default={}).get("hydra/launcher")
+        launcher = OmegaConf.select(_load(path), "hydra.runtime.choices", default={}).get("hydra/launcher")
     except UNREADABLE:
         return ()
     return PER_MEMBER if launcher == "population" else ()
