@@ -318,6 +318,7 @@ def test_members_stay_locked_while_the_population_trains(tmp_path, monkeypatch):
     assert held == [True, True]
 
 
+@pytest.mark.slow  # a population of 8 trained and evaluated (about 12 s)
 def test_the_summary_gives_each_population_over_its_members(tmp_path, monkeypatch, capsys):
     """Per setting over its seeds, and per population (its members' rates and momenta pooled) with mean, sd and
     95 % interval; seeds, rates and momenta train as one population."""
