@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -180,12 +181,16 @@ def _member_rate(sweep: Path) -> float:
 
 
 def population(size: int, rounds: int, overrides, keep: str = None) -> dict:
-    """Whole processes, alternating: one solo run, two solo runs side by side (seeds 0 and 1, started together), and
-    a population of ``size`` members (seeds 0..size-1), the same overrides. Each side's wall time and training rate
-    (metrics.json's perf/steps_per_s, which leaves out evaluation, samples and checkpoints): member-iterations per
-    second over the population's training time (_member_rate). ``keep``: the population's sweep directory (the last
-    round's) is kept there."""
+    """Whole processes, alternating: one solo run, two solo runs side by side (seeds 0 and 1, started together, each
+    with half the cores), and a population of ``size`` members (seeds 0..size-1), the same overrides. Each side's
+    wall time and training rate (metrics.json's perf/steps_per_s, which leaves out evaluation, samples and
+    checkpoints): member-iterations per second over the population's training time (_member_rate). ``keep``: the
+    population's sweep directory (the last round's) is kept there."""
     gan_train = gan_train_command()
+    # each of the two side by side takes half the cores, as README's "Several runs on one machine" says (with all of
+    # them each, their threads wait on each other: two figure1 runs measured 1 it/s each)
+    half = str(max(1, (os.cpu_count() or 2) // 2))
+    shared = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", half)}
     walls: dict = {"solo": [], "two solo side by side": [], f"population of {size}": []}
     rates: dict = {"solo it/s": [], "two solo it/s": [], "member-it/s": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +200,7 @@ def population(size: int, rounds: int, overrides, keep: str = None) -> dict:
             rates["solo it/s"].append(_rate(solo))
             pair = [Path(tmp) / f"pair{r}_{seed}" for seed in (0, 1)]
             start = time.perf_counter()
-            procs = [subprocess.Popen([*gan_train, *overrides, f"seed={seed}", f"hydra.run.dir={d}"],
+            procs = [subprocess.Popen([*gan_train, *overrides, f"seed={seed}", f"hydra.run.dir={d}"], env=shared,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for seed, d in enumerate(pair)]
             if any(p.wait() for p in procs):
