@@ -122,7 +122,8 @@ def d_star(p_data: Tensor, p_g: Tensor) -> Tensor:
 
 class NeighbourTree:
     """``samples`` indexed for the k-nearest-neighbour density of their law: a k-d tree (scipy's), or on a line the
-    sorted samples (an exact search by bisection, 5-8x faster than the tree's; the same distances)."""
+    sorted samples (an exact search by bisection, the same distances as the tree's: measured 2x faster at k = 10
+    and 8x at k = 200, 50,000 samples)."""
 
     def __init__(self, samples: Tensor):
         data = samples.detach().reshape(len(samples), -1).double().cpu()
