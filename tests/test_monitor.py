@@ -141,3 +141,43 @@ def test_figure_1_keeps_its_axes_and_draws_d_star_where_it_is_defined():
     renderer = canvas.get_renderer()
     assert legend.get_window_extent(renderer).y1 <= first.axes[0].get_window_extent(renderer).y0 + 1
     assert min(t.get_fontsize() for t in legend.get_texts()) >= 10
+
+
+def test_a_frame_laid_out_before_renders_as_tight_layout_renders_it(make_cfg, monkeypatch):
+    """Each kind of figure, drawn a second time from the margins kept for it, is the same image pixel for pixel as
+    when tight_layout lays it out afresh; a frame with a longer title is laid out again."""
+    import matplotlib.figure
+    import numpy as np
+    from torch.utils.tensorboard._utils import figure_to_image
+
+    x = torch.linspace(-6, 6, 400)
+    curves = {"x": x, "p_data": torch.exp(-x ** 2 / 2) / 2.5, "p_g": torch.exp(-(x - 0.5) ** 2 / 2) / 2.5,
+              "D_star": torch.sigmoid(x), "D": torch.sigmoid(0.8 * x)}
+    ring = datasets.load(make_cfg("dataset=ring").dataset, torch.device("cpu"))
+    line = datasets.load(make_cfg("dataset=mixture1d").dataset, torch.device("cpu"))
+    wide = datasets.load(make_cfg("dataset=mixture1d", "dataset.means=[0,4000]").dataset, torch.device("cpu"))
+    kinds = {"figure 1": lambda title: figures.figure_1(curves, title),
+             "ring": lambda title: figures.figure_toy(ring.sample(300), ring, title),
+             "line": lambda title: figures.figure_toy(line.sample(300) * 3, line, title),
+             "wide line": lambda title: figures.figure_toy(wide.sample(300), wide, title),
+             "path": lambda title: figures.figure_trajectory(torch.randn(50, 2).cumsum(0), 0, 50)}
+    laid = []
+    tight = matplotlib.figure.Figure.tight_layout
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda fig, **kw: laid.append(1) or tight(fig, **kw))
+
+    def image(draw, fresh: bool):
+        if fresh:
+            figures._LAYOUTS.clear()
+        torch.manual_seed(1)  # the same samples each time
+        return figure_to_image(draw("iteration 2000"))
+
+    for name, draw in kinds.items():
+        if name != "wide line":  # laid out after "line", whose frame has other limits: laid out afresh
+            image(draw, fresh=True)
+        before = len(laid)
+        kept = image(draw, fresh=False)
+        assert len(laid) == before + (name == "wide line"), f"{name}: laid out again, or not laid out"
+        assert np.array_equal(kept, image(draw, fresh=True)), f"{name}: the kept margins draw another image"
+    before = len(laid)
+    figures.figure_1(curves, "iteration 100000")  # a longer title: laid out afresh
+    assert len(laid) == before + 1
