@@ -181,3 +181,22 @@ def test_a_frame_laid_out_before_renders_as_tight_layout_renders_it(make_cfg, mo
     before = len(laid)
     figures.figure_1(curves, "iteration 100000")  # a longer title: laid out afresh
     assert len(laid) == before + 1
+
+
+def test_the_histogram_of_a_line_draws_as_matplotlib_s_hist(make_cfg):
+    """figure_toy draws p_g's histogram as one artist (ax.stairs); its image is ax.hist's (100 bars) pixel for pixel."""
+    import numpy as np
+    from matplotlib.patches import StepPatch
+    from torch.utils.tensorboard._utils import figure_to_image
+
+    line = datasets.load(make_cfg("dataset=mixture1d").dataset, torch.device("cpu"))
+    samples = torch.randn(512, 1, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    ours = figures.figure_toy(samples, line, "iteration 10")
+    fig = figures.figure_toy(samples, line, "iteration 10")
+    ax = fig.axes[0]
+    (stairs,) = [a for a in ax.patches if isinstance(a, StepPatch)]
+    edges = stairs.get_data().edges
+    stairs.remove()
+    ax.hist(samples.squeeze(1).clamp(edges[0], edges[-1]), bins=100, range=(edges[0], edges[-1]), density=True,
+            color="tab:green", alpha=0.5, label="p_g (histogram)")
+    assert np.array_equal(figure_to_image(ours), figure_to_image(fig))

@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 
 log = logging.getLogger("gan_cli")
@@ -103,8 +104,8 @@ def figure_toy(samples: torch.Tensor, data, title: str):
     else:  # a point mass
         ax.axvline(float(c[0, 0]), c="black", label="p_data (point mass)")
         peak = 2.0
-    ax.hist(s.squeeze(1).clamp(lo, hi), bins=100, range=(lo, hi), density=True, color="tab:green",
-            alpha=0.5, label="p_g (histogram)")
+    density, edges = np.histogram(s.squeeze(1).clamp(lo, hi).numpy(), bins=100, range=(lo, hi), density=True)
+    ax.stairs(density, edges, fill=True, color="tab:green", alpha=0.5, label="p_g (histogram)")  # hist's bars as one
     _density_axes(ax, lo, hi, peak)
     return _finish(fig, ax, title)
 
