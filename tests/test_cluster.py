@@ -91,3 +91,27 @@ def test_the_slurm_launcher_config_composes_with_its_defaults():
                  "partition: gpu", "signal_delay_s: 120", "max_num_timeout: 20", "timeout_min: 240",
                  "submitit_folder: ${hydra.sweep.dir}/.submitit/%j"):
         assert f"    {line}\n" in launcher + "\n", line
+
+
+def test_a_cluster_without_accounting_warns_once_not_at_every_poll(tmp_path, monkeypatch, caplog):
+    """submitit polls sacct for the jobs' states; where SLURM keeps no accounting, sacct fails and submitit's
+    watcher warned at every poll. gan-train shows that warning once."""
+    import logging
+
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    import gan_cli.cli.train  # noqa: F401 (gan-train's filter on submitit's logger)
+
+    fake = tmp_path / "bin" / "sacct"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    watcher = SlurmInfoWatcher(delay_s=0)
+    watcher.register_job("12345")
+    with caplog.at_level(logging.WARNING, logger="submitit"):
+        for _ in range(4):
+            watcher.update()
+    shown = [r.getMessage() for r in caplog.records if "sacct" in r.getMessage()]
+    assert watcher.num_calls == 4
+    assert len(shown) == 1 and "Bypassing sacct error" in shown[0] and "shown once" in shown[0], shown

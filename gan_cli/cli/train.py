@@ -55,6 +55,25 @@ def requeue_signal() -> Optional[Tuple[int, Any]]:
     return (signum, handler) if callable(handler) else None
 
 
+class SacctOnce(logging.Filter):
+    """submitit's SLURM watcher warns "Bypassing sacct error" at every poll of the jobs' states where the cluster
+    keeps no accounting (sacct fails): a sweep's console filled with it. The first one is shown, saying so."""
+
+    shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in str(record.msg):
+            return True
+        if self.shown:
+            return False
+        self.shown = True
+        record.msg, record.args = f"{record.getMessage()} (shown once)", ()
+        return True
+
+
+logging.getLogger("submitit").addFilter(SacctOnce())
+
+
 class StopRequest:
     """SIGINT (Ctrl-C), SIGTERM (what a cluster sends first) and SIGUSR1 ask the loop to stop after
     the current iteration; a second SIGINT aborts at once (KeyboardInterrupt). In a submitit job its
