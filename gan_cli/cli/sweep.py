@@ -139,35 +139,39 @@ def collect(sweep_dir: Path) -> List[Job]:
     return sorted(jobs, key=lambda j: j.num)
 
 
-def _load(path: Path) -> DictConfig:
-    """OmegaConf.load of a file that a sweep's summary reads after every job: parsed again only when it changed."""
-    stamp, known = path.stat().st_mtime_ns, _LOADED.get(path)
+_READ: Dict[tuple, tuple] = {}  # what was read from a sweep's files, with the files' times when it was read
+
+
+def _read(key: tuple, paths: Sequence[Path], read):
+    """``read()`` of files that a sweep's summary reads after every job: again only when one of them changed."""
+    stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
+    known = _READ.get(key)
     if known is None or known[0] != stamp:
-        known = _LOADED[path] = (stamp, OmegaConf.load(path))
+        known = _READ[key] = (stamp, read())
     return known[1]
 
 
-_LOADED: Dict[Path, tuple] = {}
-_HEADS: Dict[Path, tuple] = {}  # a job directory's (.hydra files' times, number, settings): read once per change
+def _load(path: Path) -> DictConfig:
+    if not path.is_file():  # nothing to parse (FileNotFoundError is UNREADABLE)
+        raise FileNotFoundError(path)
+    return _read(("load", path), (path,), lambda: OmegaConf.load(path))
 
 
 def _head(job_dir: Path, overrides_file: Path) -> tuple:
-    """A job's number and the settings its command line chose, from its .hydra/ (a sweep's summary reads every job
-    after each job ends: each job's files are parsed again only when they changed)."""
+    """A job's number and the settings its command line chose, from its .hydra/."""
     hydra_file = job_dir / ".hydra" / "hydra.yaml"
-    stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in (hydra_file, overrides_file))
-    known = _HEADS.get(job_dir)
-    if known is not None and known[0] == stamp:
-        return known[1], dict(known[2])
-    try:
-        num = int(OmegaConf.load(hydra_file).hydra.job.num)
-    except UNREADABLE:  # the directory's name tells
-        head = job_dir.name.split("_", 1)[0]
-        num = int(head) if head.isdigit() else None
-    given = config.texts(OmegaConf.load(overrides_file))
-    chosen = {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
-    _HEADS[job_dir] = (stamp, num, dict(chosen))
-    return num, chosen
+
+    def read() -> tuple:
+        try:
+            num = int(OmegaConf.load(hydra_file).hydra.job.num)
+        except UNREADABLE:  # the directory's name tells
+            head = job_dir.name.split("_", 1)[0]
+            num = int(head) if head.isdigit() else None
+        given = config.texts(OmegaConf.load(overrides_file))
+        return num, {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
+
+    num, chosen = _read(("head", job_dir), (hydra_file, overrides_file), read)
+    return num, dict(chosen)
 
 
 def main_metric(jobs: Sequence[Job]) -> Optional[str]:
