@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gan_cli.cli.train import main
+from gan_cli.config import UserError
 
 from .conftest import QUICK_EVAL, REPO, events, run_cli
 
@@ -95,6 +96,9 @@ BAD = [
     (["--steps=10"], "use steps=10"), (["--nonsense"], "--nonsense is not an option"),
     (["-m", "updates=simultaneous", "k=5,2"], "all 2 combinations of this sweep are invalid: "
                                               "[k=5] k=5 is not allowed"),
+    (["-m", "k=0", "seed=1,2"], "[seed=2] k=0 is not allowed"),  # seeds checked once, each combination named
+    (["-m", "seed=-1,4294967296"], "all 2 combinations of this sweep are invalid"),
+    (["-m", "seed=1,007"], "seed=007 is not allowed"),  # a string to Hydra: never taken for seed 7
 ]
 
 
@@ -282,3 +286,21 @@ def test_hydra_mode_on_the_command_line_still_sweeps(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (job,) = (tmp_path / "sweep").glob("0_*")  # the sweep's job 0, named by its settings
     assert json.loads((job / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_a_sweep_over_seeds_is_composed_once_per_combination_of_the_rest(monkeypatch):
+    """precheck composes every combination of a sweep, but a seed in its range changes nothing it checks:
+    seed='range(8)' k=1,2 is composed twice, not 16 times; a resumed run's seed is checked against its checkpoint,
+    so there each combination is composed."""
+    from gan_cli.cli import checks
+    from gan_cli.config import config_dir
+
+    composed = []
+    real = checks.compose
+    monkeypatch.setattr(checks, "compose", lambda d, overrides: composed.append(list(overrides)) or real(d, overrides))
+    checks.precheck(["-m", "seed=range(8)", "k=1,2", "dataset=ring"], config_dir())
+    assert sorted(o for c in composed for o in c if o.startswith("k=")) == ["k=1", "k=2"]
+    composed.clear()
+    with pytest.raises(UserError, match="all 2 combinations"):
+        checks.precheck(["-m", "seed=0,1", "resume=/nonexistent/last.pt"], config_dir())
+    assert {o for c in composed for o in c if o.startswith("seed=")} == {"seed=0", "seed=1"}

@@ -297,6 +297,13 @@ def _plugins(overrides: Sequence[str]) -> None:
             raise UserError(f"{o} needs {module.split('.')[-1].replace('_', '-')}: pip install 'gan-cli[{extra}]'")
 
 
+def _plain_seed(override: str) -> bool:
+    """``seed=N``, N written as Hydra reads an integer (``007`` is a string to it) and in the seed's range."""
+    key, _, value = override.partition("=")
+    return (key.lstrip("+~") == "seed" and value.isascii() and value.isdigit() and str(int(value)) == value
+            and dict(domains())["seed"].allows(int(value)))
+
+
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
     """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.).
     A sweep has every combination of its values checked before anything runs: one that cannot be
@@ -334,14 +341,22 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
             continue
     combos = [list(c) for c in itertools.product(*sweeps)]
-    invalid, warnings = [], {}
+    invalid, warnings, outcome = [], {}, {}
+    plain = _plain_seed if not any(o.get_key_element().lstrip("+~") == "resume" for o in parsed) else lambda o: False
     for combo in combos:  # every job of a sweep (one when there is no sweep)
-        try:
-            warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo)))
-        except UserError as err:
-            if not sweeps or isinstance(err, ComposeError):
-                raise
-            invalid.append(f"[{' '.join(combo)}] {err}")
+        # a seed in its range changes nothing that is checked (but a resumed run's seed): the combinations that
+        # differ only in it are composed and checked once (seed='range(64)': one composition, not 64)
+        rest = tuple(o for o in combo if not plain(o))
+        if rest not in outcome or len(rest) == len(combo):
+            try:
+                warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo)))
+                outcome[rest] = None
+            except UserError as err:
+                if not sweeps or isinstance(err, ComposeError):
+                    raise
+                outcome[rest] = err
+        if outcome[rest] is not None:
+            invalid.append(f"[{' '.join(combo)}] {outcome[rest]}")
     if invalid and len(invalid) == len(combos):
         raise UserError(f"all {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
     if invalid:
