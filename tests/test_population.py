@@ -159,6 +159,13 @@ def test_a_population_as_users_run_it(tmp_path):
     proc = run_cli(["-m", "hydra/launcher=population", "seed=0,1", *common, f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 0, proc.stderr
     assert "a population of 2" in proc.stdout + proc.stderr
+    # the population's progress on the console, a line each log window; the members' logs in their train.log alone
+    for step in (10, 20, 30, 40):
+        assert f"population 0_seed=0: step {step}/40 | 2 members training |" in proc.stdout, proc.stdout
+    for member in ("0_seed=0", "1_seed=1"):
+        log = (sweep / member / "train.log").read_text()
+        assert "a population of" not in log and "population 0_seed=0:" not in log
+        assert log.count("step 40/40") == 1 and f"seed={member[-1]}" in log
     assert run_cli(["seed=1", *common, f"hydra.run.dir={solo}"]).returncode == 0
     member = sweep / "1_seed=1"
     assert _files(member) == _files(solo)
@@ -390,3 +397,34 @@ def test_a_population_keeps_freed_buffers_for_its_next_step():
     assert done.returncode == 0, done.stderr
     plain, kept = map(int, done.stdout.split())
     assert plain > 2000 and kept < plain / 4, (plain, kept)
+
+
+@pytest.mark.slow
+def test_a_population_in_a_terminal_shows_its_progress_bar(tmp_path):
+    """In a terminal the console shows the population's bar (its members' iterations, member-it/s) and none of the
+    members' own log lines, which go to their train.log."""
+    import pty
+    import re
+    from pathlib import Path
+
+    primary, secondary = pty.openpty()
+    exe = str(Path(sys.executable).with_name("gan-train"))
+    proc = subprocess.Popen([exe, "-m", "hydra/launcher=population", "seed=0,1", "experiment=figure1", "steps=40",
+                             "log_every=10", *QUICK_EVAL, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                            stdin=secondary, stdout=secondary, stderr=secondary, env={**os.environ, "COLUMNS": "120"})
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode("utf-8", "replace"))
+    bars = [line for line in re.split(r"[\r\n]+", text) if line.startswith("population of 2")]
+    assert bars and re.search(r"40/40 +\d+ member-it/s", bars[-1]), text[-3000:]
+    assert "step 10/40 | loss_D" not in text  # a member's log line
+    assert "step 10/40 | loss_D" in (tmp_path / "sweep" / "0_seed=0" / "train.log").read_text()

@@ -90,6 +90,8 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
                 owners.append(idx)
     finally:
         loop.COLLECT, rundir.KEEPING = None, False
+        root = logging.getLogger()  # the last job's train.log is its own: the population's lines go to the console
+        root.handlers = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
     if not prepared:
         return returns
     cfg, gan = prepared[0][0], prepared[0][1]

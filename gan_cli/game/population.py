@@ -20,6 +20,9 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
+from rich import get_console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 from torch.func import functional_call, vmap
 
 from gan_cli.config import UserError
@@ -372,6 +375,39 @@ class MemberStats:
         return None if path is None else path[:, self.i]
 
 
+class Progress:
+    """The population's progress on the console, where its members' logs do not go (each writes its train.log): a
+    bar in a terminal, else a line each log window; its rate is member-iterations per second of training."""
+
+    def __init__(self, name: str, total: int, start: int):
+        self.name, self.total, self.step = name, total, start
+        self.console, self.bar, self.aside, self.t = get_console(), None, 0.0, time.perf_counter()
+
+    def begin(self, live: int) -> None:
+        self.t, self.aside = time.perf_counter(), 0.0
+        if self.console.is_terminal:
+            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[rate]} member-it/s"), TimeRemainingColumn(),
+                                    console=self.console)
+            self.task = self.bar.add_task(f"population of {live}", total=self.total, completed=self.step, rate="-")
+            self.bar.start()
+
+    def window(self, step: int, live: int) -> None:
+        now = time.perf_counter()
+        rate = (step - self.step) * live / max(now - self.t - self.aside, 1e-9)
+        self.t, self.step, self.aside = now, step, 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, description=f"population of {live}", rate=f"{rate:.0f}")
+        else:
+            log.info("population %s: step %d/%d | %d members training | %.0f member-it/s", self.name, step,
+                     self.total, live, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 class PopulationBook:
     """The members' Bookkeeping as one, for the loop: each member's in turn, writing to its own train.log. A member
     that diverges ends as its solo run would (metrics.json: diverged, its last good checkpoint kept); the others go
@@ -389,6 +425,7 @@ class PopulationBook:
         one = books[0]
         self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
         self.results: Dict[int, Dict[str, float]] = {}
+        self.progress = Progress(one.run_dir.name, one.steps, one.state.step)
 
     @contextmanager
     def _logging(self, i: int) -> Iterator[None]:
@@ -424,6 +461,7 @@ class PopulationBook:
         stack = ExitStack()
         for book in self.books:
             stack.enter_context(book.monitor)
+        stack.callback(self.progress.close)
         return stack
 
     @contextmanager
@@ -437,6 +475,7 @@ class PopulationBook:
         for book in self.books:  # each member's clock starts with the population's training, as a run's does
             book.monitor.t_start = book.monitor.t_window = time.perf_counter()
         self._aside(lambda book: book.start())
+        self.progress.begin(len(self.live))
 
     def after(self, it: int) -> None:
         last = it == self.steps
@@ -446,6 +485,8 @@ class PopulationBook:
             self._aside(lambda book: book.after(it))
         else:
             self._each(lambda book: book.after(it))
+        if it % self.log_every == 0 or last:
+            self.progress.window(it, len(self.live))
 
     def _aside(self, do) -> None:
         """``do`` for each member after an export: every member's samples, evaluation and checkpoints are time that
@@ -454,6 +495,7 @@ class PopulationBook:
         self._export()
         self._each(do)
         spent = time.perf_counter() - start
+        self.progress.aside += spent
         for book, own in zip(self.books, before):
             others = max(spent - (book.monitor.aside_s - own), 0.0)
             book.monitor.aside_s += others
