@@ -165,7 +165,8 @@ def test_a_population_as_users_run_it(tmp_path):
     for member in ("0_seed=0", "1_seed=1"):
         log = (sweep / member / "train.log").read_text()
         assert "a population of" not in log and "population 0_seed=0:" not in log
-        assert log.count("step 40/40") == 1 and f"seed={member[-1]}" in log
+        assert log.count("step 40/40") == 1 and f"seed={member[-1]}" in log and "protocol (theory)" in log
+    assert "protocol (theory)" not in proc.stdout + proc.stderr  # the members' set-up is in their logs alone
     assert run_cli(["seed=1", *common, f"hydra.run.dir={solo}"]).returncode == 0
     member = sweep / "1_seed=1"
     assert _files(member) == _files(solo)

@@ -118,7 +118,9 @@ def _searched(cfg, figures):
 def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
     """One population: its members' final figures by index (a member that did not finish: none)."""
     from gan_cli.cli.train import StopRequest, SweepInterrupted
-    log.info("a population of %d (%s)", len(prepared), prepared[0][3].run_dir.name)
+    first, last = prepared[0][3].run_dir, prepared[-1][3].run_dir
+    log.info("a population of %d (%s%s in %s; each member's log is its train.log)", len(prepared), first.name,
+             f" ... {last.name}" if len(prepared) > 1 else "", first.parent)
     try:
         return loop.train_population(prepared, StopRequest)
     except loop.Interrupted as stop:

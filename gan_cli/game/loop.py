@@ -223,6 +223,10 @@ def requeued(run_dir: Path) -> Optional[Path]:
     return last if status != "ok" else None
 
 
+def _warnings(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None, announce: bool = True, *,
           check: Optional[Callable[[DictConfig], None]] = None,
           hparams: Optional[Callable[[DictConfig], Dict[str, object]]] = None,
@@ -244,10 +248,18 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             population.refuse(c)
             if check is not None:
                 check(c)
-        cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
-                                        hparams=hparams)
-        COLLECT.append((cfg, gan, state, book, [h for h in logging.getLogger().handlers
-                                                if isinstance(h, (logging.FileHandler, logging.NullHandler))]))
+        handlers = logging.getLogger().handlers
+        files = [h for h in handlers if isinstance(h, (logging.FileHandler, logging.NullHandler))]
+        console = [h for h in handlers if h not in files]
+        for h in console:  # a member's set-up (settings, protocol) in its train.log; warnings on the console too
+            h.addFilter(_warnings)
+        try:
+            cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
+                                            hparams=hparams)
+        finally:
+            for h in console:
+                h.removeFilter(_warnings)
+        COLLECT.append((cfg, gan, state, book, files))
         return {"status": "pending"}
     held = rundir.holds(run_dir)
     try:
