@@ -193,6 +193,11 @@ def test_one_member_diverges_and_the_other_goes_on(tmp_path):
     status = {p.name: json.loads((p / "metrics.json").read_text())["status"] for p in sweep.iterdir() if p.is_dir()}
     assert status == {"0_optimizer.lr=0.01": "ok", "1_optimizer.lr=0.1": "diverged"}
     assert (sweep / "1_optimizer.lr=0.1" / "checkpoints").is_dir()
+    # the member's error in its train.log and on the console (as it happens, not only in the summary's status)
+    error = next(line for line in (sweep / "1_optimizer.lr=0.1" / "train.log").read_text().splitlines()
+                 if "[ERROR]" in line).split(" - ", 1)[1]
+    assert "diverged" in error and error in proc.stdout + proc.stderr
+    assert error not in (sweep / "0_optimizer.lr=0.01" / "train.log").read_text()
 
 
 @pytest.mark.slow

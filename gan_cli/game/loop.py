@@ -38,7 +38,7 @@ from gan_cli.game.updates import GAN, Stats
 from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.figures import warm_figures
 from gan_cli.runs.footprint import keep_freed_buffers, release_memory
-from gan_cli.runs.monitor import Monitor, Quiet
+from gan_cli.runs.monitor import Monitor, Quiet, WarningsTo
 
 log = logging.getLogger("gan_cli")
 
@@ -223,10 +223,6 @@ def requeued(run_dir: Path) -> Optional[Path]:
     return last if status != "ok" else None
 
 
-def _warnings(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING
-
-
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None, announce: bool = True, *,
           check: Optional[Callable[[DictConfig], None]] = None,
           hparams: Optional[Callable[[DictConfig], Dict[str, object]]] = None,
@@ -248,17 +244,15 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             population.refuse(c)
             if check is not None:
                 check(c)
-        handlers = logging.getLogger().handlers
-        files = [h for h in handlers if isinstance(h, (logging.FileHandler, logging.NullHandler))]
-        console = [h for h in handlers if h not in files]
-        for h in console:  # a member's set-up (settings, protocol) in its train.log; warnings on the console too
-            h.addFilter(_warnings)
+        root = logging.getLogger()
+        before = root.handlers
+        files = [h for h in before if isinstance(h, (logging.FileHandler, logging.NullHandler))]
+        root.handlers = files + [WarningsTo(h) for h in before if h not in files]  # its set-up in its train.log
         try:
             cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
                                             hparams=hparams)
         finally:
-            for h in console:
-                h.removeFilter(_warnings)
+            root.handlers = before
         COLLECT.append((cfg, gan, state, book, files))
         return {"status": "pending"}
     held = rundir.holds(run_dir)

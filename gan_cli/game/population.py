@@ -28,6 +28,7 @@ from torch.func import functional_call, vmap
 from gan_cli.config import UserError
 from gan_cli.game import models, optim
 from gan_cli.game.updates import GAN, Stats
+from gan_cli.runs.monitor import WarningsTo
 
 log = logging.getLogger("gan_cli")
 
@@ -426,11 +427,13 @@ class PopulationBook:
         self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
         self.results: Dict[int, Dict[str, float]] = {}
         self.progress = Progress(one.run_dir.name, one.steps, one.state.step)
+        self.console = [WarningsTo(h) for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
 
     @contextmanager
     def _logging(self, i: int) -> Iterator[None]:
+        """Member i's log lines into its train.log; its warnings and errors to the console as well."""
         root = logging.getLogger()
-        before, root.handlers = root.handlers, self.handlers[i]
+        before, root.handlers = root.handlers, [*self.handlers[i], *self.console]
         try:
             yield
         finally:

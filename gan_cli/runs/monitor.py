@@ -37,6 +37,17 @@ def console_handler() -> logging.Handler:
     return handler
 
 
+class WarningsTo(logging.Handler):
+    """``target``'s records of level WARNING and above (a population member's on the console, its info in its log)."""
+
+    def __init__(self, target: logging.Handler):
+        super().__init__(logging.WARNING)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
 def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
                curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "game/figure1",
                constants: Optional[Mapping[str, float]] = None) -> None:
