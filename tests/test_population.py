@@ -227,8 +227,8 @@ def _stop(command, sweep, signum, after: int):
     while time.time() < deadline and proc.poll() is None and not _stopped_at(sweep / "0_seed=0" / "train.log", after):
         time.sleep(0.05)
     os.killpg(proc.pid, signum)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, err
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
 
 
 @pytest.mark.slow
@@ -249,9 +249,10 @@ def test_ctrl_c_and_sigterm_checkpoint_every_member_and_the_same_command_continu
     command.append(f"hydra.sweep.dir={sweep}")
     done = 0
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        returncode, err = _stop(command, sweep, signum, done)
+        returncode, out, err = _stop(command, sweep, signum, done)
         assert returncode == code and "Traceback" not in err, err
         assert f"hydra.sweep.dir={sweep}" in err
+        assert "continue with: gan-train resume=" not in out + err  # the population's one line, not one per member
         states = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
         assert [s["status"] for s in states] == ["interrupted"] * 2 and done < states[0]["steps"] < 1500
         assert states[0]["steps"] == states[1]["steps"]

@@ -430,18 +430,18 @@ class PopulationBook:
         self.console = [WarningsTo(h) for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
 
     @contextmanager
-    def _logging(self, i: int) -> Iterator[None]:
+    def _logging(self, i: int, console: bool = True) -> Iterator[None]:
         """Member i's log lines into its train.log; its warnings and errors to the console as well."""
         root = logging.getLogger()
-        before, root.handlers = root.handlers, [*self.handlers[i], *self.console]
+        before, root.handlers = root.handlers, [*self.handlers[i], *(self.console if console else ())]
         try:
             yield
         finally:
             root.handlers = before
 
-    def _each(self, do) -> None:
+    def _each(self, do, console: bool = True) -> None:
         for i in list(self.live):
-            with self._logging(i):
+            with self._logging(i, console):
                 try:
                     do(self.books[i])
                 except self.lost as err:
@@ -516,10 +516,10 @@ class PopulationBook:
         self._export()
         sweep_dir = self.books[0].run_dir.parent
 
-        def stop(book) -> None:  # in its own train.log, as a run's stop is
+        def stop(book) -> None:  # in its own train.log, as a run's stop is (the console has the population's line)
             log.warning("gan-train: %s; or its whole population: the same command with hydra.sweep.dir=%s",
                         book.interrupt(it, signum, handoff), sweep_dir)
-        self._each(stop)
+        self._each(stop, console=False)
         return self.interrupted(signum, it, sweep_dir, handoff)
 
 
