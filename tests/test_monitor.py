@@ -200,3 +200,15 @@ def test_the_histogram_of_a_line_draws_as_matplotlib_s_hist(make_cfg):
     ax.hist(samples.squeeze(1).clamp(edges[0], edges[-1]), bins=100, range=(edges[0], edges[-1]), density=True,
             color="tab:green", alpha=0.5, label="p_g (histogram)")
     assert np.array_equal(figure_to_image(ours), figure_to_image(fig))
+
+
+def test_a_run_in_a_terminal_shows_its_bar(tmp_path):
+    """In a terminal a run's bar shows its iterations, it/s and D's two averages (a population's bar, with
+    member-it/s, is checked on a real terminal in test_population.py)."""
+    import re
+
+    buf = io.StringIO()
+    with Monitor(tmp_path, total=20, start=0, console=Console(file=buf, force_terminal=True, width=120)) as mon:
+        mon.log_window(10, {"game/loss_D": 1.0, "game/D_real": 0.625, "game/D_fake": 0.375}, {})
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    assert re.search(r"train .*10/20 +\d+ it/s .*D\(x\) 0\.625  D\(G\(z\)\) 0\.375", text), text

@@ -21,14 +21,12 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from rich import get_console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
 from torch.func import functional_call, vmap
 
 from gan_cli.config import UserError
 from gan_cli.game import models, optim
 from gan_cli.game.updates import GAN, Stats
-from gan_cli.runs.monitor import WarningsTo
+from gan_cli.runs.monitor import WarningsTo, progress_bar
 
 log = logging.getLogger("gan_cli")
 
@@ -387,9 +385,7 @@ class Progress:
     def begin(self, live: int) -> None:
         self.t, self.aside = time.perf_counter(), 0.0
         if self.console.is_terminal:
-            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("{task.fields[rate]} member-it/s"), TimeRemainingColumn(),
-                                    console=self.console)
+            self.bar = progress_bar(self.console, "member-it/s")
             self.task = self.bar.add_task(f"population of {live}", total=self.total, completed=self.step, rate="-")
             self.bar.start()
 

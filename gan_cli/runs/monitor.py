@@ -135,6 +135,12 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
     return log_dir
 
 
+def progress_bar(console: Console, rate: str, *more) -> Progress:
+    """A run's (or a population's) bar in a terminal: what it does, iterations, their rate in ``rate``, time left."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn(f"{{task.fields[rate]}} {rate}"), TimeRemainingColumn(), *more, console=console)
+
+
 class Monitor(AbstractContextManager):
     """TensorBoard writer in the run directory, a rich progress bar or plain log lines, the clock (time inside
     ``with monitor.aside():`` is left out of ``perf/steps_per_s``)."""
@@ -160,10 +166,8 @@ class Monitor(AbstractContextManager):
         self.aside_s = self.aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
-                                     TextColumn("D(x) {task.fields[dx]}  D(G(z)) {task.fields[dgz]}"),
-                                     console=self.console, transient=False)
+            self.progress = progress_bar(self.console, "it/s", TextColumn("D(x) {task.fields[dx]}  D(G(z)) "
+                                                                          "{task.fields[dgz]}"))
             self.task = self.progress.add_task("train", total=total, completed=start, rate="-", dx="-", dgz="-")
             self.progress.start()
 
