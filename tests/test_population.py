@@ -162,6 +162,7 @@ def test_a_population_as_users_run_it(tmp_path):
     # the population's progress on the console, a line each log window; the members' logs in their train.log alone
     for step in (10, 20, 30, 40):
         assert f"population 0_seed=0: step {step}/40 | 2 members training |" in proc.stdout, proc.stdout
+    assert "member-it/s | 0:00:00 left" in proc.stdout.split("step 40/40")[1].splitlines()[0]
     for member in ("0_seed=0", "1_seed=1"):
         log = (sweep / member / "train.log").read_text()
         assert "a population of" not in log and "population 0_seed=0:" not in log

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
@@ -384,6 +385,7 @@ class Progress:
 
     def begin(self, live: int) -> None:
         self.t, self.aside = time.perf_counter(), 0.0
+        self.began = (self.t, self.step)  # for the time left: the pace so far, asides included
         if self.console.is_terminal:
             self.bar = progress_bar(self.console, "member-it/s")
             self.task = self.bar.add_task(f"population of {live}", total=self.total, completed=self.step, rate="-")
@@ -396,8 +398,9 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, description=f"population of {live}", rate=f"{rate:.0f}")
         else:
-            log.info("population %s: step %d/%d | %d members training | %.0f member-it/s", self.name, step,
-                     self.total, live, rate)
+            left = (now - self.began[0]) / max(step - self.began[1], 1) * (self.total - step)
+            log.info("population %s: step %d/%d | %d members training | %.0f member-it/s | %s left", self.name, step,
+                     self.total, live, rate, timedelta(seconds=round(left)))
 
     def close(self) -> None:
         if self.bar is not None:
