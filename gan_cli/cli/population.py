@@ -24,6 +24,7 @@ from gan_cli.config import UserError
 from gan_cli.evaluation import memory
 from gan_cli.game import loop
 from gan_cli.runs import rundir
+from gan_cli.runs.monitor import split_handlers
 
 log = logging.getLogger("gan_cli")
 
@@ -91,7 +92,7 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
     finally:
         loop.COLLECT, rundir.KEEPING = None, False
         root = logging.getLogger()  # the last job's train.log is its own: the population's lines go to the console
-        root.handlers = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
+        root.handlers = split_handlers(root.handlers)[1]
     if not prepared:
         return returns
     cfg, gan = prepared[0][0], prepared[0][1]

@@ -38,7 +38,7 @@ from gan_cli.game.updates import GAN, Stats
 from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.figures import warm_figures
 from gan_cli.runs.footprint import keep_freed_buffers, release_memory
-from gan_cli.runs.monitor import Monitor, Quiet, WarningsTo
+from gan_cli.runs.monitor import Monitor, Quiet, WarningsTo, split_handlers
 
 log = logging.getLogger("gan_cli")
 
@@ -246,8 +246,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
                 check(c)
         root = logging.getLogger()
         before = root.handlers
-        files = [h for h in before if isinstance(h, (logging.FileHandler, logging.NullHandler))]
-        root.handlers = files + [WarningsTo(h) for h in before if h not in files]  # its set-up in its train.log
+        files, console = split_handlers(before)
+        root.handlers = files + [WarningsTo(h) for h in console]  # its set-up in its train.log
         try:
             cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
                                             hparams=hparams)

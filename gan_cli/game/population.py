@@ -27,7 +27,7 @@ from torch.func import functional_call, vmap
 from gan_cli.config import UserError
 from gan_cli.game import models, optim
 from gan_cli.game.updates import GAN, Stats
-from gan_cli.runs.monitor import WarningsTo, progress_bar
+from gan_cli.runs.monitor import WarningsTo, progress_bar, split_handlers
 
 log = logging.getLogger("gan_cli")
 
@@ -426,7 +426,7 @@ class PopulationBook:
         self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
         self.results: Dict[int, Dict[str, float]] = {}
         self.progress = Progress(one.run_dir.name, one.steps, one.state.step)
-        self.console = [WarningsTo(h) for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
+        self.console = [WarningsTo(h) for h in split_handlers(logging.getLogger().handlers)[1]]
 
     @contextmanager
     def _logging(self, i: int, console: bool = True) -> Iterator[None]:
@@ -481,13 +481,14 @@ class PopulationBook:
 
     def after(self, it: int) -> None:
         last = it == self.steps
-        if it % self.log_every == 0 or last:
+        window = it % self.log_every == 0 or last
+        if window:
             self._read(flush=it % self.log_every == 0)
         if last or any(it % every == 0 for every in self.every):
             self._aside(lambda book: book.after(it))
         else:
             self._each(lambda book: book.after(it))
-        if it % self.log_every == 0 or last:
+        if window:
             self.progress.window(it, len(self.live))
 
     def _aside(self, do) -> None:

@@ -37,6 +37,12 @@ def console_handler() -> logging.Handler:
     return handler
 
 
+def split_handlers(handlers) -> tuple:
+    """(a run's log files, the console's handlers) among logging ``handlers``."""
+    files = [h for h in handlers if isinstance(h, (logging.FileHandler, logging.NullHandler))]
+    return files, [h for h in handlers if h not in files]
+
+
 class WarningsTo(logging.Handler):
     """``target``'s records of level WARNING and above (a population member's on the console, its info in its log)."""
 
