@@ -15,7 +15,7 @@ from gan_cli import data as datasets
 from gan_cli.cli import population as population_launcher
 from gan_cli.config import UserError
 from gan_cli.game import optim
-from gan_cli.game.population import Population
+from gan_cli.game.population import Population, StackedOptimizer
 from gan_cli.game.updates import GAN
 
 from .conftest import QUICK_EVAL, events, run_cli, run_eval
@@ -101,6 +101,27 @@ def test_members_with_their_own_learning_rates(make_cfg):
             for i, (solo, c) in enumerate(zip(solos, cfgs)):
                 torch.testing.assert_close(together[i], _iteration(solo, c, it), rtol=1e-9, atol=1e-9,
                                            msg=f"member {i}, iteration {it}")
+
+
+def test_a_population_steps_adam_as_torch_does_for_each_member(make_cfg):
+    """The stacked Adam (torch's fused kernel) gives each member torch.optim.Adam's float32 numbers bit for bit, with
+    members grouped by learning rate and gradients laid out transposed, as vmap's come."""
+    cfgs = [make_cfg("optimizer=adam", f"optimizer.lr={lr}", "optimizer.beta1=0.8").optimizer
+            for lr in (1e-3, 3e-4, 1e-3)]
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(5, 7, generator=gen).requires_grad_() for _ in cfgs]
+    theirs = [torch.optim.Adam([w], lr=c.lr, betas=(c.beta1, c.beta2)) for w, c in zip(weights, cfgs)]
+    stacked = torch.stack([w.detach() for w in weights]).requires_grad_()
+    ours = StackedOptimizer(cfgs, [stacked], theirs, [c.lr for c in cfgs], [0.0] * 3)
+    for _ in range(3):
+        grad = torch.randn(3, 7, 5, generator=gen).transpose(1, 2)  # (3, 5, 7), not contiguous
+        stacked.grad = grad
+        ours.step()
+        for i, (w, opt) in enumerate(zip(weights, theirs)):
+            w.grad = grad[i].contiguous()
+            opt.step()
+    for i, w in enumerate(weights):
+        assert torch.equal(stacked[i], w), f"member {i}"
 
 
 @pytest.mark.parametrize("members, extra", [
@@ -370,7 +391,7 @@ FAULTS = """
 import resource, sys, torch
 from gan_cli import config, data
 from gan_cli.cli.checks import compose
-from gan_cli.game.population import Population
+from gan_cli.game.population import Population, StackedOptimizer
 from gan_cli.game.updates import GAN
 from gan_cli.runs import footprint
 if footprint._libc() is None:

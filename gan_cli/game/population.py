@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
@@ -116,7 +115,7 @@ class StackedOptimizer:
         betas = list(dict.fromkeys((c.beta1, c.beta2) for c in cfgs)) if cfg.name == "adam" else [None]
         self.betas = betas[0] if len(betas) == 1 else torch.tensor(  # each member's (P, 2), made on the device once
             [(c.beta1, c.beta2) for c in cfgs], dtype=torch.float64, device=params[0].device)
-        self.step_count, self.groups = 0, []
+        self.step_count, self.groups, self._t = 0, [], None
         self._indices: Dict[tuple, torch.Tensor] = {}
         self.set_lr(lrs)
         self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
@@ -218,11 +217,17 @@ class StackedOptimizer:
             correction = 1 - beta1 ** t
             self._each(p, lambda part, idx, lr: part.add_(m[idx] / denom[idx] * col(-lr / correction)[idx]))
             return
-        beta1, beta2 = self.betas
-        m.lerp_(grad, 1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(1e-8)
-        self._each(p, lambda part, idx, lr: part.addcdiv_(m[idx], denom[idx], value=-(lr / (1 - beta1 ** t))))
+        if self._t is None or self._t.device != p.device:  # the step, on the device (filled there: no copy)
+            self._t = torch.zeros((), device=p.device)
+        self._t.fill_(t)
+        grad = grad.contiguous()  # the fused kernel reads memory in order, whatever the strides (vmap's grads)
+        for lr, idx in self.groups:  # torch's fused Adam: torch.optim.Adam's numbers, in one pass instead of seven
+            parts = [p, grad, m, v] if idx is None else [x[idx] for x in (p, grad, m, v)]
+            torch._fused_adam_(*([x] for x in parts), [], [self._t], lr=lr, beta1=self.betas[0], beta2=self.betas[1],
+                               weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+            if idx is not None:
+                for x, part in ((p, parts[0]), (m, parts[2]), (v, parts[3])):
+                    x.index_copy_(0, idx, part)
 
     def export(self, i: int, opt: torch.optim.Optimizer) -> None:
         """Member i's optimizer state into its own torch optimizer (what its checkpoint saves)."""
