@@ -29,7 +29,7 @@ class Maxout(nn.Module):
         self.linear = nn.Linear(n_in, units * pieces)
 
     def forward(self, x):
-        return self.linear(x).view(-1, self.units, self.pieces).amax(dim=2)
+        return self.linear(x).view(-1, self.units, self.pieces).max(dim=2).values  # as gan_cli's Maxout
 
 
 def maxout_nets():
