@@ -103,18 +103,31 @@ def test_members_with_their_own_learning_rates(make_cfg):
                                            msg=f"member {i}, iteration {it}")
 
 
-def test_a_population_steps_adam_as_torch_does_for_each_member(make_cfg):
-    """The stacked Adam (torch's fused kernel) gives each member torch.optim.Adam's float32 numbers bit for bit, with
-    members grouped by learning rate and gradients laid out transposed, as vmap's come."""
-    cfgs = [make_cfg("optimizer=adam", f"optimizer.lr={lr}", "optimizer.beta1=0.8").optimizer
-            for lr in (1e-3, 3e-4, 1e-3)]
+@pytest.mark.parametrize("knobs", [
+    ("optimizer=adam", "optimizer.beta1=0.8"), ("optimizer=adam", "optimizer.weight_decay=0.01"),
+    ("optimizer=sgd",), ("optimizer=sgd", "optimizer.nesterov=true", "optimizer.weight_decay=0.001"),
+    ("optimizer=sgd", "optimizer.momentum=0")], ids=["adam", "adam-decay", "sgd", "sgd-nesterov-decay", "sgd-plain"])
+def test_a_population_steps_each_member_as_its_solo_runs_optimizer_does(make_cfg, knobs):
+    """The stacked SGD and Adam (torch's fused kernels) give each member the float32 numbers of its solo run's
+    optimizer (optim.build) bit for bit, with members grouped by learning rate, gradients laid out transposed as
+    vmap's come, the schedule changing lr and momentum, and tensors large enough (60,000 numbers a member) that
+    another arithmetic (torch's single-tensor step) differs in some of them."""
+    cfgs = [make_cfg(*knobs, f"optimizer.lr={lr}").optimizer for lr in (1e-3, 3e-4, 1e-3)]
     gen = torch.Generator().manual_seed(0)
-    weights = [torch.randn(5, 7, generator=gen).requires_grad_() for _ in cfgs]
-    theirs = [torch.optim.Adam([w], lr=c.lr, betas=(c.beta1, c.beta2)) for w, c in zip(weights, cfgs)]
+    weights = [torch.randn(200, 300, generator=gen).requires_grad_() for _ in cfgs]
+    theirs = [optim.build(c, [w]) for w, c in zip(weights, cfgs)]
     stacked = torch.stack([w.detach() for w in weights]).requires_grad_()
-    ours = StackedOptimizer(cfgs, [stacked], theirs, [c.lr for c in cfgs], [0.0] * 3)
-    for _ in range(3):
-        grad = torch.randn(3, 7, 5, generator=gen).transpose(1, 2)  # (3, 5, 7), not contiguous
+    ours = StackedOptimizer(cfgs, [stacked], theirs, [c.lr for c in cfgs], [c.get("momentum", 0.0) for c in cfgs])
+    for t in range(4):
+        if t == 2:  # what the schedule sets
+            ours.set_lr([c.lr * 0.7 for c in cfgs])
+            for opt, c in zip(theirs, cfgs):
+                opt.param_groups[0]["lr"] = c.lr * 0.7
+            if cfgs[0].name == "sgd" and cfgs[0].momentum:
+                ours.momentum = 0.9
+                for opt in theirs:
+                    opt.param_groups[0]["momentum"] = 0.9
+        grad = torch.randn(3, 300, 200, generator=gen).transpose(1, 2)  # (3, 200, 300), not contiguous
         stacked.grad = grad
         ours.step()
         for i, (w, opt) in enumerate(zip(weights, theirs)):

@@ -179,55 +179,66 @@ class StackedOptimizer:
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
+            if not torch.is_tensor(self.betas if self.name == "adam" else self.momentum):
+                self._fused(p, state)
+                continue
             grad = p.grad if self.wd == 0 else p.grad.add(p, alpha=self.wd)
             if self.name == "adam":
                 self._adam(p, grad, state)
                 continue
-            m = self.momentum
-            if torch.is_tensor(m):  # each member's, along dimension 0
-                m = m.view(-1, *[1] * (p.dim() - 1))
-            elif m == 0:
-                m = None
-            if m is not None:
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = grad.clone()
-                else:
-                    buf.mul_(m).add_(grad)
-                if self.nesterov:
-                    grad = grad.add(buf * m) if torch.is_tensor(m) else grad.add(buf, alpha=m)
-                else:
-                    grad = buf
-            self._each(p, lambda part, idx, lr, step=grad: part.add_(step[idx], alpha=-lr))
+            m = self.momentum.view(-1, *[1] * (p.dim() - 1))  # each member's, along dimension 0
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.clone()
+            else:
+                buf.mul_(m).add_(grad)
+            step = grad.add(buf * m) if self.nesterov else buf
+            self._each(p, lambda part, idx, lr, step=step: part.add_(step[idx], alpha=-lr))
+
+    def _fused(self, p: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
+        """One member-wide number each: torch's fused kernel, a solo run's (optim.build) arithmetic element for
+        element, in one pass; once per learning-rate group."""
+        grad = p.grad.contiguous()  # the kernel reads memory in order, whatever the strides (vmap's grads)
+        if self.name == "adam":
+            if "exp_avg" not in state:
+                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            if self._t is None or self._t.device != p.device:  # the step, on the device (filled there: no copy)
+                self._t = torch.zeros((), device=p.device)
+            self._t.fill_(self.step_count)
+            kept, first = [state["exp_avg"], state["exp_avg_sq"]], False
+        else:
+            first = self.momentum != 0 and "momentum_buffer" not in state
+            if first:
+                state["momentum_buffer"] = torch.empty_like(p)
+            kept = [state["momentum_buffer"]] if self.momentum != 0 else []
+        for lr, idx in self.groups:
+            own = [p, grad, *kept] if idx is None else [x[idx] for x in (p, grad, *kept)]
+            if self.name == "adam":
+                torch._fused_adam_([own[0]], [own[1]], [own[2]], [own[3]], [], [self._t], lr=lr, beta1=self.betas[0],
+                                   beta2=self.betas[1], weight_decay=self.wd, eps=1e-8, amsgrad=False, maximize=False)
+            else:
+                torch._fused_sgd_([own[0]], [own[1]], own[2:], weight_decay=self.wd, momentum=self.momentum, lr=lr,
+                                  dampening=0.0, nesterov=self.nesterov, maximize=False, is_first_step=first)
+            if idx is not None:
+                for x, part in zip((p, *kept), (own[0], *own[2:])):
+                    x.index_copy_(0, idx, part)
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
+        """Each member's betas, along dimension 0: torch's numbers, worked out in float64."""
         t = self.step_count
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        if torch.is_tensor(self.betas):  # each member's, along dimension 0: torch's numbers, worked out in float64
 
-            def col(x: torch.Tensor) -> torch.Tensor:
-                return x.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
+        def col(x: torch.Tensor) -> torch.Tensor:
+            return x.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
 
-            beta1, beta2 = self.betas.unbind(1)
-            m.lerp_(grad, col(1 - beta1))
-            v.mul_(col(beta2)).add_(grad * col(1 - beta2) * grad)
-            denom = (v.sqrt() / col((1 - beta2 ** t).sqrt())).add_(1e-8)
-            correction = 1 - beta1 ** t
-            self._each(p, lambda part, idx, lr: part.add_(m[idx] / denom[idx] * col(-lr / correction)[idx]))
-            return
-        if self._t is None or self._t.device != p.device:  # the step, on the device (filled there: no copy)
-            self._t = torch.zeros((), device=p.device)
-        self._t.fill_(t)
-        grad = grad.contiguous()  # the fused kernel reads memory in order, whatever the strides (vmap's grads)
-        for lr, idx in self.groups:  # torch's fused Adam: torch.optim.Adam's numbers, in one pass instead of seven
-            parts = [p, grad, m, v] if idx is None else [x[idx] for x in (p, grad, m, v)]
-            torch._fused_adam_(*([x] for x in parts), [], [self._t], lr=lr, beta1=self.betas[0], beta2=self.betas[1],
-                               weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
-            if idx is not None:
-                for x, part in ((p, parts[0]), (m, parts[2]), (v, parts[3])):
-                    x.index_copy_(0, idx, part)
+        beta1, beta2 = self.betas.unbind(1)
+        m.lerp_(grad, col(1 - beta1))
+        v.mul_(col(beta2)).add_(grad * col(1 - beta2) * grad)
+        denom = (v.sqrt() / col((1 - beta2 ** t).sqrt())).add_(1e-8)
+        correction = 1 - beta1 ** t
+        self._each(p, lambda part, idx, lr: part.add_(m[idx] / denom[idx] * col(-lr / correction)[idx]))
 
     def export(self, i: int, opt: torch.optim.Optimizer) -> None:
         """Member i's optimizer state into its own torch optimizer (what its checkpoint saves)."""
