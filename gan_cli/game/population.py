@@ -103,9 +103,10 @@ class Stacked:
 
 
 class StackedOptimizer:
-    """torch's SGD (momentum, Nesterov, weight decay) or Adam over stacked parameters, with torch's own arithmetic:
-    the members that share a learning rate are stepped by one call with it (a member's numbers are its solo
-    run's); SGD's momentum (which the schedule may ramp) and Adam's betas are one number, or one per member."""
+    """torch's SGD (momentum, Nesterov, weight decay) or Adam over stacked parameters: the members that share a
+    learning rate are stepped by one call with it of torch's fused kernel, as their solo runs step (a member's
+    numbers are its solo run's). SGD's momentum (which the schedule may ramp) and Adam's betas are one number, or
+    one per member (then torch's arithmetic element-wise, to float rounding)."""
 
     def __init__(self, cfgs: list, params: List[torch.Tensor], opts: List[torch.optim.Optimizer], lrs: List[float],
                  momenta: List[float]):
