@@ -1,5 +1,7 @@
 """Optimizers and the paper's schedules."""
 
+import copy
+
 import pytest
 import torch
 
@@ -131,3 +133,28 @@ def test_a_learning_rate_out_of_range_is_one_line(make_cfg, value):
         with pytest.raises(UserError, match=rf"optimizer.{key}=\S+ is not allowed: "
                                             rf"optimizer.{key} must be a finite number in \(0, 10\]"):
             validate(make_cfg(f"optimizer.{key}={value}"))
+
+
+def test_a_checkpoint_from_before_the_fused_kernels_resumes_with_its_own_arithmetic(make_cfg):
+    # an optimizer saved by a run that stepped torch's single-tensor way goes on that way when resumed, to the bit
+    cfg = make_cfg("optimizer=adam").optimizer
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(300, 200, generator=gen)
+    grads = [torch.randn(300, 200, generator=gen) for _ in range(6)]
+    old, resumed, fresh = (torch.nn.Parameter(start.clone()) for _ in range(3))
+    plain = torch.optim.Adam([old], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    for g in grads[:3]:
+        old.grad = g.clone()
+        plain.step()
+    saved = copy.deepcopy(plain.state_dict())  # as a checkpoint holds it
+    resumed.data.copy_(old.detach())
+    fresh.data.copy_(old.detach())
+    ours, other = optim.build(cfg, [resumed]), optim.build(cfg, [fresh])
+    ours.load_state_dict(copy.deepcopy(saved))  # each its own copy: load_state_dict keeps the tensors it is given
+    other.load_state_dict({**copy.deepcopy(saved), "param_groups": [{**saved["param_groups"][0], "fused": True}]})
+    for g in grads[3:]:
+        for p, opt in ((old, plain), (resumed, ours), (fresh, other)):
+            p.grad = g.clone()
+            opt.step()
+    assert torch.equal(resumed, old)
+    assert not torch.equal(fresh, old)  # the fused kernel rounds some of these numbers otherwise
