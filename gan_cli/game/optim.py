@@ -81,7 +81,7 @@ def base_lr(cfg, net: str) -> float:
 
 def build(cfg, params, device: torch.device = torch.device("cpu"), net: str = "D") -> torch.optim.Optimizer:
     """The optimizer of network ``net`` from the optimizer config node; fused on a GPU and on the CPU (one pass over
-    each state per step: on the CPU torch's single-tensor numbers bit for bit, test_optim.py)."""
+    each state per step; on the CPU torch's single-tensor numbers to float rounding, test_optim.py)."""
     fused = True if device.type in ("cuda", "cpu") else None
     return entry("optimizer", cfg.name).build(cfg, params, fused, base_lr(cfg, net))
 
