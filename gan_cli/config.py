@@ -8,11 +8,12 @@ import hashlib
 import importlib
 import math
 import os
+import time
 import typing
 from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -302,9 +303,10 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=schema())
     # run-dir names: "<time>_<overrides>", or just "<time>" when there are none
     OmegaConf.register_new_resolver("gan_suffix", lambda s: f"_{short_name(s)}" if s else "", replace=True)
-    # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (distributed.init)
-    OmegaConf.register_new_resolver("gan_now", lambda pattern: start_time().strftime(pattern),
-                                    use_cache=True, replace=True)
+    # run-dir times: now, or under torchrun rank 0's start, which every rank agreed on (GAN_CLI_START, set by
+    # distributed.init)
+    OmegaConf.register_new_resolver("gan_now", lambda pattern: datetime.fromtimestamp(
+        float(os.environ.get("GAN_CLI_START") or time.time())).strftime(pattern), use_cache=True, replace=True)
 
 
 def config_dir() -> str:
@@ -343,12 +345,6 @@ def preset(name: str) -> Tuple[Dict[str, str], List[str]]:
     return groups, list(dict.fromkeys(settings + dotted_keys(body)))
 
 
-def start_time() -> datetime:
-    """Now, or under torchrun rank 0's start (GAN_CLI_START, set by distributed.init)."""
-    stamp = os.environ.get("GAN_CLI_START")
-    return datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
-
-
 def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
     """Every setting's dotted key and its Domain, from the schema."""
     cls = cls or schema()
@@ -358,6 +354,16 @@ def domains(cls: Any = None, prefix: str = "") -> Iterator[Tuple[str, Domain]]:
             yield from domains(hints[f.name], f"{prefix}{f.name}.")
         else:
             yield prefix + f.name, f.metadata["domain"]
+
+
+def parse_overrides(overrides: Sequence[str]) -> list:
+    """Hydra's parse of command-line overrides; none where they do not parse (the command line's check names that)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return []
 
 
 def texts(node: Any) -> List[str]:

@@ -176,7 +176,7 @@ def test_inception_fid_and_kid_run_through_torchmetrics_with_a_stand_in_network(
     weights.write_bytes(b"stand-in")
     loaded = []
     monkeypatch.setattr(inception, "network", lambda path: loaded.append(path) or StandIn())
-    monkeypatch.setattr(inception, "_NETWORKS", {})
+    inception.load.cache_clear()
     root = write_folder(tmp_path / "imgs", n=40)
     cfg = folder_cfg(make_cfg, root, *FAST, "arch=dcgan", "arch.g_hidden=8", "arch.d_hidden=8", "eval_every=2",
                      f"eval.inception_weights={weights}", "eval.n_samples=60")
@@ -187,7 +187,7 @@ def test_inception_fid_and_kid_run_through_torchmetrics_with_a_stand_in_network(
     # the same figure from gan-cli's own Frechet distance on the stand-in's features of the same images
     data = datasets.load(cfg.dataset, torch.device("cpu"))
     real = data.reference(60)
-    measure = inception.metrics_for(str(weights), real, torch.device("cpu"), net=StandIn())
+    measure = inception.InceptionMetrics(StandIn(), real, torch.device("cpu"))
     fake = torch.rand(60, 3, 16, 16)
     ours = measure.compare(fake)
     expected = metrics.frechet_distance(measure.features(real), measure.features(fake))

@@ -158,11 +158,7 @@ def typed(overrides: List[str]) -> None:
     """A flag or an integer given as another type, which OmegaConf would convert (``eval.features=1e12``
     reads as true, ``k=2.0`` as 2): refused, naming the key and its domain."""
     table = dict(domains())
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException:
-        return  # not key=value: the caller names that
-    for o in parsed:
+    for o in config.parse_overrides(overrides):  # none where not key=value: the caller names that
         key = o.get_key_element().lstrip("+~")
         domain, value = table.get(key), o.value()
         if domain is None or o.is_delete() or o.is_sweep_override() or (isinstance(value, str) and "${" in value):
@@ -250,10 +246,7 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
     argv = list(argv)
     if any(a in ("-m", "--multirun") or a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return argv
-    try:
-        parsed = OverridesParser.create().parse_overrides(_overrides(argv))
-    except HydraException:
-        return argv  # precheck names the problem
+    parsed = config.parse_overrides(_overrides(argv))  # none where they do not parse: precheck names the problem
     resume = _value(parsed, "resume")
     if not resume or _value(parsed, "hydra.run.dir") is not None:
         return argv

@@ -20,6 +20,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from omegaconf import open_dict
 
 from gan_cli.cli.sweep import PER_MEMBER
+from gan_cli.cli.train import StopRequest, SweepInterrupted, searched
 from gan_cli.config import UserError
 from gan_cli.evaluation import memory
 from gan_cli.game import loop
@@ -50,17 +51,6 @@ def _number(text: str):
         return None
 
 
-def _setup(launcher, overrides: Sequence[str], idx: int):
-    cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-    with open_dict(cfg):
-        cfg.hydra.job.id, cfg.hydra.job.num = f"job_id_for_{idx}", idx
-    return cfg
-
-
-def _chunks(jobs: list, most: int) -> List[list]:
-    return [jobs[i:i + most] for i in range(0, len(jobs), most)] if most else [jobs]
-
-
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
     """Hydra's Launcher.launch for populations."""
     setup_globals()
@@ -71,8 +61,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         groups.setdefault(structure(overrides), []).append((idx, list(overrides)))
     returns: Dict[int, JobReturn] = {}
     for jobs in groups.values():
-        for chunk in _chunks(jobs, int(launcher.max_members or 0)):
-            returns.update(_population(launcher, chunk))
+        most = int(launcher.max_members or 0) or len(jobs)
+        for start in range(0, len(jobs), most):
+            returns.update(_population(launcher, jobs[start:start + most]))
     return [returns[idx] for idx in sorted(returns)]
 
 
@@ -83,10 +74,11 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
     try:
         for idx, overrides in jobs:
             before = len(prepared)
-            ret = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function,
-                          config=_setup(launcher, overrides, idx), job_dir_key="hydra.sweep.dir",
-                          job_subdir_key="hydra.sweep.subdir")
-            returns[idx] = ret
+            cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+            with open_dict(cfg):
+                cfg.hydra.job.id, cfg.hydra.job.num = f"job_id_for_{idx}", idx
+            returns[idx] = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function,
+                                   config=cfg, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             if len(prepared) > before:  # its run is a member (else the job ended: invalid, already recorded)
                 owners.append(idx)
     finally:
@@ -103,7 +95,7 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
             results = _train([prepared[i] for i in chunk], launcher)
             for i in chunk:
                 figures = results.get(i - start) or _recorded(prepared[i][3].run_dir)
-                returns[owners[i]].return_value = _searched(prepared[i][0], figures)
+                returns[owners[i]].return_value = searched(prepared[i][0], figures)
                 returns[owners[i]].status = JobStatus.COMPLETED
     finally:
         for member in prepared:
@@ -111,14 +103,8 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
     return returns
 
 
-def _searched(cfg, figures):
-    from gan_cli.cli.train import searched
-    return searched(cfg, figures)
-
-
 def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
     """One population: its members' final figures by index (a member that did not finish: none)."""
-    from gan_cli.cli.train import StopRequest, SweepInterrupted
     first, last = prepared[0][3].run_dir, prepared[-1][3].run_dir
     log.info("a population of %d (%s%s in %s; each member's log is its train.log)", len(prepared), first.name,
              f" ... {last.name}" if len(prepared) > 1 else "", first.parent)

@@ -23,8 +23,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -49,13 +47,6 @@ PER_MEMBER = ("seed", "optimizer.lr", *OWN_RATES, "optimizer.momentum", "optimiz
               "loss.gp_weight")
 
 
-def _parse(overrides: Sequence[str]):
-    try:
-        return OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException:
-        return []
-
-
 EXCLUDED = "hydra.job.config.override_dirname.exclude_keys"  # what a job directory's name leaves out
 
 
@@ -65,7 +56,7 @@ def job_names(argv: Sequence[str]) -> List[str]:
     .hydra/overrides.yaml keeps). Nothing for a single run, or where the command line names them itself."""
     if not {"-m", "--multirun"} & set(argv) or any(a.startswith(EXCLUDED) for a in argv):
         return []
-    shared = [o.key_or_group for o in _parse([a for a in argv if not a.startswith("-")])
+    shared = [o.key_or_group for o in config.parse_overrides([a for a in argv if not a.startswith("-")])
               if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     if not shared:
         return []
@@ -75,17 +66,12 @@ def job_names(argv: Sequence[str]) -> List[str]:
 
 def command_keys(overrides: Sequence[str]) -> List[str]:
     """The settings a command line sets (hydra's own and path settings left out), in its order."""
-    keys = [o.get_key_element().lstrip("+~") for o in _parse(overrides)]
-    return [k for k in dict.fromkeys(keys) if not k.startswith("hydra") and k not in NOT_HPARAMS]
+    return [k for k in _settings(overrides) if not k.startswith("hydra") and k not in NOT_HPARAMS]
 
 
-def values(overrides: Sequence[str], key: str) -> List[str]:
-    """Every value the command line gives ``key`` (one, or a sweep's several)."""
-    out = []
-    for o in _parse(overrides):
-        if o.get_key_element().lstrip("+~") == key:
-            out += [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [str(o.value())]
-    return out
+def _settings(overrides: Sequence[str]) -> Dict[str, str]:
+    """Each setting a command line gives, with the value Hydra reads (the last where given twice)."""
+    return {o.get_key_element().lstrip("+~"): str(o.value()) for o in config.parse_overrides(overrides)}
 
 
 def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
@@ -119,7 +105,7 @@ def collect(sweep_dir: Path) -> List[Job]:
         try:
             record = json.loads(path.read_text())
             jobs.append(Job(int(record["num"]), path.with_name(path.name[:-len(REFUSED)]),
-                            {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(record["overrides"])},
+                            _settings(record["overrides"]),
                             record["status"], 0.0, error=record["error"]))
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("gan-train: %s is not readable: %s", path, err)
@@ -168,7 +154,7 @@ def _head(job_dir: Path, overrides_file: Path) -> tuple:
             head = job_dir.name.split("_", 1)[0]
             num = int(head) if head.isdigit() else None
         given = config.texts(OmegaConf.load(overrides_file))
-        return num, {o.get_key_element().lstrip("+~"): str(o.value()) for o in _parse(given)}
+        return num, _settings(given)
 
     num, chosen = _read(("head", job_dir), (hydra_file, overrides_file), read)
     return num, dict(chosen)
@@ -225,7 +211,7 @@ def summarize(sweep_dir: Path) -> Summary:
     jobs = collect(sweep_dir)
     overrides = sweep_overrides(sweep_dir)
     if overrides is not None:  # the keys the sweep gives several values (k=1,5), else all it sets
-        swept = [o.get_key_element().lstrip("+~") for o in _parse(overrides) if o.is_sweep_override()]
+        swept = [o.get_key_element().lstrip("+~") for o in config.parse_overrides(overrides) if o.is_sweep_override()]
         keys = swept or command_keys(overrides)
     else:  # a sweeper that records no multirun.yaml (Optuna): the keys whose values differ between jobs
         given = [k for j in jobs for k in j.overrides if not k.startswith("hydra") and k not in NOT_HPARAMS]
@@ -428,16 +414,6 @@ class _StopJobs:
 
 
 _stopper: Optional[_StopJobs] = None
-
-
-def stopped(sweep_dir: Path) -> bool:
-    """In a job: whether its sweep was stopped by signal before the job began."""
-    return (Path(sweep_dir) / STOPPED).exists()
-
-
-def in_sweep_process() -> bool:
-    """In a job: whether it runs in the sweep's own process (the basic launcher), where a stop ends the sweep."""
-    return CURRENT is not None
 
 
 class SweepSummary(Callback):

@@ -196,7 +196,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
     multirun = hc.mode == RunMode.MULTIRUN
     command = (sweep.sweep_overrides(Path(hc.sweep.dir)) if multirun else None) or overrides
     try:
-        if multirun and sweep.stopped(Path(hc.sweep.dir)):  # Ctrl-C stopped the sweep before this job began
+        if multirun and (Path(hc.sweep.dir) / sweep.STOPPED).exists():  # stopped by Ctrl-C before this job began
             record_job(run_dir, cfg, "interrupted", "not run: the sweep was stopped before this job began", command)
             return searched(cfg, {"status": "interrupted"})
         for choice, recipe in apply_recipe(cfg, overrides).items():  # .hydra/config.yaml shows what runs (in_force)
@@ -211,7 +211,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
             print(f"gan-train: {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff()  # submitit requeues the job and exits
-        if multirun and sweep.in_sweep_process():
+        if multirun and sweep.CURRENT is not None:  # the sweep's own process (the basic launcher): a stop ends it
             raise SweepInterrupted(stop.code) from None
         if multirun:  # a job in a process of its own ends as interrupted; the sweep's process stops the sweep
             return searched(cfg, {"status": "interrupted"})

@@ -94,11 +94,6 @@ def free_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def fits_in_memory(n: int, shape: tuple, device: torch.device) -> bool:
-    """dataset.in_memory=auto: n float32 images of ``shape`` take at most a quarter of the device's free memory."""
-    return 4 * n * math.prod(shape) <= free_memory(device) // 4
-
-
 def noise(kind: str, m: int, z_dim: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """z ~ p_z: uniform on (-sqrt 3, sqrt 3) (unit variance, the paper's choice) or standard normal."""
     if kind == "uniform":

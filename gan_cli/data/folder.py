@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 import sys
@@ -13,12 +14,12 @@ from typing import Iterator, Optional, Tuple
 import torch
 
 from gan_cli.config import UserError
-from gan_cli.data.base import Data, fits_in_memory
+from gan_cli.data import base
+from gan_cli.data.base import Data
 
 log = logging.getLogger("gan_cli")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of one-channel images
-BOOLEAN = {"true": True, "false": False, "auto": None}  # dataset.in_memory
 
 
 def undecodable() -> tuple:
@@ -170,13 +171,13 @@ def _scan(cfg) -> Tuple[list, int, int]:
 def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
     """A folder of .png / .jpg images (flat, or ImageFolder's one subfolder per class, labels unused), at
     dataset.resolution, dataset.channels (null: RGB unless every file is grayscale); whole on the device when
-    dataset.in_memory says so (auto: when it fits, see fits_in_memory), else streamed."""
+    dataset.in_memory says so (auto: when the float32 images take at most a quarter of the device's free memory),
+    else streamed."""
     files, channels, unreadable = _scan(cfg)
     r = int(cfg.resolution)
     shape = (channels, r, r)
-    in_memory = BOOLEAN[str(cfg.in_memory).lower()]
-    if in_memory is None:
-        in_memory = fits_in_memory(len(files), shape, device)
+    mode = str(cfg.in_memory).lower()  # true, false or auto (the config's check)
+    in_memory = mode == "true" or (mode == "auto" and 4 * len(files) * math.prod(shape) * 4 <= base.free_memory(device))
     # dataset.workers, or (null) one per core but one, at most 8
     workers = int(cfg.workers) if cfg.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     bad = list(unreadable)

@@ -151,8 +151,8 @@ class Evaluator:
         from gan_cli.evaluation import inception
 
         if self._inception is None:  # the real images' features: once per run
-            self._inception = inception.metrics_for(self.cfg.inception_weights, self.data.reference(self.cfg.n_samples),
-                                                    self.device)
+            self._inception = inception.InceptionMetrics(inception.load(self.cfg.inception_weights),
+                                                         self.data.reference(self.cfg.n_samples), self.device)
         return self._inception.compare(self._generated_images(nets.G))
 
     def run(self, nets) -> Tuple[Dict[str, float], Optional[Dict[str, torch.Tensor]]]:

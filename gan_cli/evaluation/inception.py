@@ -5,9 +5,10 @@ Needs ``pip install 'gan-cli[inception]'``."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import nn
@@ -91,17 +92,7 @@ class InceptionMetrics:
                 "spread/inception_kid_std": float(kid_std), "eval/inception_samples": len(feats)}
 
 
-_NETWORKS: Dict[str, nn.Module] = {}
-
-
+@functools.cache
 def load(path: str) -> nn.Module:
     """:func:`network`, loaded once per process (the run's check loads it before training)."""
-    if path not in _NETWORKS:
-        _NETWORKS[path] = network(path)
-    return _NETWORKS[path]
-
-
-def metrics_for(path: str, real: torch.Tensor, device: torch.device,
-                net: Optional[nn.Module] = None) -> InceptionMetrics:
-    """The metrics against ``real`` with the network of ``path`` (or ``net``)."""
-    return InceptionMetrics(load(path) if net is None else net, real, device)
+    return network(path)

@@ -38,7 +38,7 @@ from gan_cli.game.updates import GAN, Stats
 from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.figures import warm_figures
 from gan_cli.runs.footprint import keep_freed_buffers, release_memory
-from gan_cli.runs.monitor import Monitor, Quiet, WarningsTo, split_handlers
+from gan_cli.runs.monitor import Monitor, Quiet, WarningsTo, logging_to, split_handlers
 
 log = logging.getLogger("gan_cli")
 
@@ -244,15 +244,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
             population.refuse(c)
             if check is not None:
                 check(c)
-        root = logging.getLogger()
-        before = root.handlers
-        files, console = split_handlers(before)
-        root.handlers = files + [WarningsTo(h) for h in console]  # its set-up in its train.log
-        try:
+        files, console = split_handlers(logging.getLogger().handlers)
+        with logging_to(files + [WarningsTo(h) for h in console]):  # its set-up in its train.log
             cfg, gan, state, book = prepare(cfg, run_dir, overrides, Console(file=StringIO()), False, check=checked,
                                             hparams=hparams)
-        finally:
-            root.handlers = before
         COLLECT.append((cfg, gan, state, book, files))
         return {"status": "pending"}
     held = rundir.holds(run_dir)

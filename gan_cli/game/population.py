@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 from gan_cli.config import UserError
 from gan_cli.game import models, optim
 from gan_cli.game.updates import GAN, Stats
-from gan_cli.runs.monitor import WarningsTo, progress_bar, split_handlers
+from gan_cli.runs.monitor import WarningsTo, logging_to, progress_bar, split_handlers
 
 log = logging.getLogger("gan_cli")
 
@@ -119,7 +119,11 @@ class StackedOptimizer:
         self.step_count, self.groups, self._t = 0, [], None
         self._indices: Dict[tuple, torch.Tensor] = {}
         self.set_lr(lrs)
-        self.set_momentum(momenta if cfg.name == "sgd" else [0.0])
+        if cfg.name != "sgd" or len(set(momenta)) == 1:  # SGD's momentum: one number, or each member's, (P,)
+            self.momentum = momenta[0] if cfg.name == "sgd" else 0.0
+        else:
+            self._start = torch.tensor(momenta, dtype=torch.float64, device=params[0].device)
+            self.momentum = self._start.to(params[0].dtype)
         self.state: List[Dict[str, torch.Tensor]] = [{} for _ in params]
         for k, state in enumerate(self.state):  # resumed members' optimizer states
             theirs = [o.state.get(o.param_groups[0]["params"][k], {}) for o in opts]
@@ -141,15 +145,6 @@ class StackedOptimizer:
             if ix not in self._indices:
                 self._indices[ix] = torch.tensor(ix, device=self.params[0].device)
         self.groups = [(lr, self._indices[tuple(ix)]) for lr, ix in members.items()]
-
-    def set_momentum(self, momenta: List[float]) -> None:
-        """SGD's momentum: one number, or each member's as a (P,) tensor."""
-        p = self.params[0]
-        if len(set(momenta)) == 1:
-            self.momentum = momenta[0]
-            return
-        self._start = torch.tensor(momenta, dtype=torch.float64, device=p.device)
-        self.momentum = self._start.to(p.dtype)
 
     def ramp(self, step: int, cfg) -> None:
         """SGD's momentum at iteration ``step`` (a ramp's: optim.momentum_at's arithmetic, for members of their own
@@ -445,19 +440,10 @@ class PopulationBook:
         self.progress = Progress(one.run_dir.name, one.steps, one.state.step)
         self.console = [WarningsTo(h) for h in split_handlers(logging.getLogger().handlers)[1]]
 
-    @contextmanager
-    def _logging(self, i: int, console: bool = True) -> Iterator[None]:
-        """Member i's log lines into its train.log; its warnings and errors to the console as well."""
-        root = logging.getLogger()
-        before, root.handlers = root.handlers, [*self.handlers[i], *(self.console if console else ())]
-        try:
-            yield
-        finally:
-            root.handlers = before
-
     def _each(self, do, console: bool = True) -> None:
         for i in list(self.live):
-            with self._logging(i, console):
+            # its log lines into its train.log; its warnings and errors to the console as well
+            with logging_to([*self.handlers[i], *(self.console if console else ())]):
                 try:
                     do(self.books[i])
                 except self.lost as err:

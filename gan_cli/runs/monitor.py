@@ -43,6 +43,17 @@ def split_handlers(handlers) -> tuple:
     return files, [h for h in handlers if h not in files]
 
 
+@contextmanager
+def logging_to(handlers: list) -> Iterator[None]:
+    """Within the block, the log's lines go to ``handlers`` alone (a population member's: its train.log)."""
+    root = logging.getLogger()
+    before, root.handlers = root.handlers, handlers
+    try:
+        yield
+    finally:
+        root.handlers = before
+
+
 class WarningsTo(logging.Handler):
     """``target``'s records of level WARNING and above (a population member's on the console, its info in its log)."""
 
