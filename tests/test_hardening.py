@@ -80,6 +80,15 @@ def test_an_override_given_again_after_a_broken_interpolation_runs_with_the_last
     assert "k=abc is not allowed" in one_error_line(refused)
 
 
+@pytest.mark.parametrize("override, says", [
+    ("hydra.job.chdir=maybe", "hydra.job.chdir=maybe: Value 'maybe' is not a valid bool"),
+    ("hydra.verbose=[", "no viable alternative at input '['"),
+])
+def test_a_hydra_setting_hydra_refuses_says_why_in_one_line(tmp_path, override, says):
+    line = one_error_line(run_cli([*RING, "steps=1", override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path))
+    assert says in line and not (tmp_path / "run").exists()
+
+
 def test_a_setting_without_effect_is_warned_about(tmp_path):
     proc = run_cli([*RING, "steps=1", "optimizer.beta1=0.9", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -470,3 +470,19 @@ def test_a_population_in_a_terminal_shows_its_progress_bar(tmp_path):
     assert bars and re.search(r"40/40 +\d+ member-it/s", bars[-1]), text[-3000:]
     assert "step 10/40 | loss_D" not in text  # a member's log line
     assert "step 10/40 | loss_D" in (tmp_path / "sweep" / "0_seed=0" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("value, says", [
+    ("-1", "hydra.launcher.max_members=-1 is not allowed: it must be an integer >= 1, or null"),
+    ("0", "hydra.launcher.max_members=0 is not allowed"),
+    ("abc", "hydra.launcher.max_members=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("1.5", "hydra.launcher.max_members=1.5: Value '1.5' of type 'float' could not be converted to Integer"),
+])
+def test_a_launcher_setting_out_of_its_domain_is_refused_in_one_line(tmp_path, value, says):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "hydra/launcher=population", "seed=0,1", "steps=2", f"hydra.launcher.max_members={value}",
+                    f"hydra.sweep.dir={sweep}"])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("gan-train: error:") and says in lines[0], lines[0]
+    assert not any(sweep.glob("*/metrics.json"))  # nothing ran

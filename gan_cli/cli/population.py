@@ -61,7 +61,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         groups.setdefault(structure(overrides), []).append((idx, list(overrides)))
     returns: Dict[int, JobReturn] = {}
     for jobs in groups.values():
-        most = int(launcher.max_members or 0) or len(jobs)
+        most = launcher.max_members or len(jobs)
         for start in range(0, len(jobs), most):
             returns.update(_population(launcher, jobs[start:start + most]))
     return [returns[idx] for idx in sorted(returns)]
