@@ -314,6 +314,7 @@ def test_a_population_larger_than_allowed_trains_in_parts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert out.count("a population of 2") == 2 and out.count("a population of 1") == 2  # per pack: 2, then 1
+    assert "step 4/4 | 1 member training |" in out and "step 4/4 | 2 members training |" in out
     status = [json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")]
     assert status == ["ok"] * 6
 

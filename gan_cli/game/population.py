@@ -411,8 +411,8 @@ class Progress:
             self.bar.update(self.task, completed=step, description=f"population of {live}", rate=f"{rate:.0f}")
         else:
             left = (now - self.began[0]) / max(step - self.began[1], 1) * (self.total - step)
-            log.info("population %s: step %d/%d | %d members training | %.0f member-it/s | %s left", self.name, step,
-                     self.total, live, rate, timedelta(seconds=round(left)))
+            log.info("population %s: step %d/%d | %d member%s training | %.0f member-it/s | %s left", self.name, step,
+                     self.total, live, "s" * (live != 1), rate, timedelta(seconds=round(left)))
 
     def close(self) -> None:
         if self.bar is not None:
