@@ -337,6 +337,18 @@ def test_gan_eval_speaks_of_its_own_arguments(tmp_path):
     assert "resume=" not in line and "nothing-here" in line
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--samples", "-1"], "--samples -1 is not allowed: give a number of samples in [0, 10,000] (0: no samples.png"),
+    (["--samples", "abc"], "--samples abc is not allowed: give a number of samples in [0, 10,000]"),
+    (["--samples", "1e9"], "--samples 1e9 is not allowed: give a number of samples in [0, 10,000]"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    ([], "the following arguments are required: path"),
+])
+def test_gan_eval_refuses_its_own_arguments_in_one_line(finished_run, args, says):
+    line = one_error_line(run_eval([str(finished_run)] * bool(args) + args))
+    assert says in line and "gan-eval --help" in line
+
+
 # -- run directory names ---------------------------------------------------------------------------
 
 

@@ -45,15 +45,31 @@ def load_config(saved, overrides):
     return cfg
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every error of gan-eval (argparse would print its usage first)
+        raise UserError(f"{message} (gan-eval --help lists the arguments)")
+
+
+def _samples(text: str) -> int:
+    """--samples N: N in [0, MAX_SAMPLES] (0: no samples.png)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_SAMPLES:
+        raise UserError(f"--samples {text} is not allowed: give a number of samples in [0, {MAX_SAMPLES:,}] (0: no "
+                        "samples.png; gan-eval --help lists the arguments)")
+    return n
+
+
 def run(argv) -> dict:
-    parser = argparse.ArgumentParser(prog="gan-eval", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="gan-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a run directory of gan-train or a checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the saved config")
-    parser.add_argument("--samples", type=int, default=0, metavar="N", help="also write N samples to samples.png")
+    parser.add_argument("--samples", type=_samples, default=0, metavar="N",
+                        help=f"also write N samples to samples.png (at most {MAX_SAMPLES:,})")
     parser.add_argument("--best", action="store_true", help="evaluate checkpoints/best.pt instead of last.pt")
     args = parser.parse_intermixed_args(argv)
-    if not 0 <= args.samples <= MAX_SAMPLES:
-        raise UserError(f"--samples {args.samples} is not allowed: give a number of samples in [1, {MAX_SAMPLES:,}]")
 
     ckpt = checkpoint.find(args.path, best=args.best, label="")
     saved = checkpoint.load(ckpt, label="")
