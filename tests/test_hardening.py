@@ -89,6 +89,25 @@ def test_a_hydra_setting_hydra_refuses_says_why_in_one_line(tmp_path, override, 
     assert says in line and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--shell-completion"], "nothing given: --shell-completion takes one of install=SHELL"),
+    (["-sc", "install=nope"], "install=nope given: --shell-completion takes one of install=SHELL, uninstall=SHELL or "
+                              "query=SHELL, SHELL one of bash, fish, zsh"),
+    (["-sc", "install=bash", "uninstall=bash"], "install=bash uninstall=bash given"),
+    (["-sc", "query=bash"], "query=bash is run by the shell's completion (it reads COMP_LINE)"),
+])
+def test_shell_completion_without_its_subcommand_is_one_line(tmp_path, args, says):
+    assert "COMP_LINE" not in os.environ
+    assert says in one_error_line(run_cli(args, cwd=tmp_path))
+
+
+def test_shell_completion_installs_and_completes(tmp_path):
+    proc = run_cli(["--shell-completion", "install=bash"], cwd=tmp_path)
+    assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout, proc.stderr
+    proc = run_cli(["-sc", "query=bash"], cwd=tmp_path, env_extra={"COMP_LINE": "gan-train loss="})
+    assert proc.returncode == 0 and {"loss=minimax", "loss=nonsaturating"} <= set(proc.stdout.split()), proc.stderr
+
+
 def test_a_setting_without_effect_is_warned_about(tmp_path):
     proc = run_cli([*RING, "steps=1", "optimizer.beta1=0.9", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

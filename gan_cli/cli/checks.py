@@ -290,6 +290,21 @@ def _plugins(overrides: Sequence[str]) -> None:
             raise UserError(f"{o} needs {module.split('.')[-1].replace('_', '-')}: pip install 'gan-cli[{extra}]'")
 
 
+def _shell_completion(argv: Sequence[str]) -> None:
+    """``--shell-completion`` (``-sc``) takes one of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the
+    shell's completion, which sets COMP_LINE), SHELL a shell Hydra completes."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.completion_plugin import CompletionPlugin
+    shells = sorted(p.provides() for p in Plugins.instance().discover(CompletionPlugin))
+    given = [a for a in argv if a.partition("=")[0] in ("install", "uninstall", "query")]
+    usage = (f"--shell-completion takes one of install=SHELL, uninstall=SHELL or query=SHELL, SHELL one of "
+             f"{', '.join(shells)} (e.g. eval \"$(gan-train --shell-completion install=bash)\")")
+    if len(given) != 1 or given[0].partition("=")[2] not in shells:
+        raise UserError(f"{' '.join(given) or 'nothing'} given: {usage}")
+    if given[0].startswith("query=") and "COMP_LINE" not in os.environ:
+        raise UserError(f"{given[0]} is run by the shell's completion (it reads COMP_LINE); {usage}")
+
+
 def _plain_seed(override: str) -> bool:
     """``seed=N``, N written as Hydra reads an integer (``007`` is a string to it) and in the seed's range."""
     key, _, value = override.partition("=")
@@ -302,6 +317,8 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     A sweep has every combination of its values checked before anything runs: one that cannot be
     composed refuses the whole command; otherwise the invalid combinations are named on stderr and
     the sweep runs, recording them as jobs with status invalid (refused if none is valid)."""
+    if {"--shell-completion", "-sc"} & set(argv):
+        _shell_completion(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
     _flags(argv)
