@@ -99,6 +99,12 @@ BAD = [
     (["-m", "k=0", "seed=1,2"], "[seed=2] k=0 is not allowed"),  # seeds checked once, each combination named
     (["-m", "seed=-1,4294967296"], "all 2 combinations of this sweep are invalid"),
     (["-m", "seed=1,007"], "seed=007 is not allowed"),  # a string to Hydra: never taken for seed 7
+    # a sweep of no jobs (it ran nothing and exited 0)
+    (["-m", "seed=range(0)"], "seed=range(0) gives no values, so the sweep would run no job"),
+    (["-m", "hydra/launcher=population", "seed=range(3,1)"], "seed=range(3,1) gives no values"),
+    (["-m", "seed=glob(*)"], "seed=glob(*) gives no values, so the sweep would run no job; the choices of seed: none"),
+    (["-m", "loss=glob(nomatch*)"], "the choices of loss: hinge, least_squares, maximum_likelihood, minimax"),
+    (["-m", "loss=glob(min*)", "k=0"], "[loss=minimax] k=0 is not allowed"),  # a glob's choices are checked too
 ]
 
 

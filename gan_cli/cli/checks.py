@@ -19,6 +19,7 @@ from hydra import compose as compose_hydra
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -169,6 +170,16 @@ def typed(overrides: List[str]) -> None:
             raise ComposeError(f"{o.input_line} is not allowed: {key} must be {domain.describe()}")
 
 
+PRESETS = ("experiment", "hparams_search")  # groups of YAML files only
+
+
+def _names(conf_dir: str, key: str) -> List[str]:
+    """A group of components: its registered choices; experiment, hparams_search: their YAML files; else none."""
+    if key in GROUPS:
+        return sorted(config.choices(key))
+    return sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml")) if key in PRESETS else []
+
+
 def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     """Compose one concrete command line and check everything that can be known before training;
     returns the warnings (settings given that have no effect with the chosen options)."""
@@ -176,12 +187,8 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if key not in GROUPS + ("experiment", "hparams_search"):
-            continue
-        # a group of components: its registered choices; experiment, hparams_search: their YAML files
-        names = sorted(config.choices(key) if key in GROUPS
-                       else (p.stem for p in (Path(conf_dir) / key).glob("*.yaml")))
-        if value not in names:
+        names = _names(conf_dir, key)
+        if names and value not in names:
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
     try:
         cfg = compose(conf_dir, overrides)
@@ -346,10 +353,16 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = []
     for o in (o for o in parsed if o.is_sweep_override()):
-        try:
-            sweeps.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        key, glob = o.get_key_element(), isinstance(o.value(), Glob)
+        try:  # a glob: the choices it matches (as Hydra's sweeper filters them)
+            values = o.value().filter(_names(conf_dir, key)) if glob else list(o.sweep_string_iterator())
         except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
             continue
+        if not values:  # range(0), range(3, 1), a glob that matches nothing: a sweep of no jobs
+            raise UserError(f"{o.input_line} gives no values, so the sweep would run no job; " + (
+                f"the choices of {key}: {', '.join(_names(conf_dir, key)) or 'none (not a group)'}" if glob
+                else "give at least one (e.g. seed='range(4)' or seed=0,1,2,3)"))
+        sweeps.append([f"{key}={v}" for v in values])
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings, outcome = [], {}, {}
     plain = _plain_seed if not any(o.get_key_element().lstrip("+~") == "resume" for o in parsed) else lambda o: False
