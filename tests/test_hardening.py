@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gan_cli import data
+from gan_cli.cli.checks import PLUGIN_SETTINGS
 from gan_cli.cli.train import train
 from gan_cli.config import NAME_BYTES, UserError, domains, short_name
 from gan_cli.data import base, images
@@ -106,6 +107,17 @@ def test_shell_completion_installs_and_completes(tmp_path):
     assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout, proc.stderr
     proc = run_cli(["-sc", "query=bash"], cwd=tmp_path, env_extra={"COMP_LINE": "gan-train loss="})
     assert proc.returncode == 0 and {"loss=minimax", "loss=nonsaturating"} <= set(proc.stdout.split()), proc.stderr
+
+
+@pytest.mark.parametrize("override", [*(f"{key}=abc" for key in PLUGIN_SETTINGS), "hydra.launcher.n_jobs=0",
+                                      "hydra.sweeper.n_trials=0", "hydra.launcher.timeout_min=0",
+                                      "hydra.sweeper.direction=sideways", "hydra.sweeper.max_failure_rate=2"])
+def test_a_plugin_setting_out_of_its_domain_is_one_line(tmp_path, override):
+    """Settings the launchers and the sweeper check late (a traceback from joblib, submitit or Optuna) or not at all."""
+    sweep = tmp_path / "sweep"
+    line = one_error_line(run_cli(["-m", "seed=0", "steps=1", override, f"hydra.sweep.dir={sweep}"], cwd=tmp_path))
+    key = override.partition("=")[0]
+    assert f"{override} is not allowed: {key} must be {PLUGIN_SETTINGS[key][1]}" in line and not sweep.exists()
 
 
 def test_a_setting_without_effect_is_warned_about(tmp_path):

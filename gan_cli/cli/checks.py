@@ -286,6 +286,33 @@ PLUGINS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "search"),
               for name in ("slurm", "submitit_local", "submitit_slurm")}}
 
 
+def _count(lo: int, null: str = "") -> tuple:
+    """An integer >= ``lo`` (or null, meaning ``null``): (allows, what is allowed)."""
+    return (lambda v: (v is None and bool(null)) or (type(v) is int and v >= lo),
+            f"an integer >= {lo}" + (f", or null ({null})" if null else ""))
+
+
+# the Hydra plugins' settings that they check late or not at all (a traceback, a sweep of no jobs): their domains
+PLUGIN_SETTINGS = {
+    "hydra.launcher.max_members": _count(1, "as many members as memory allows"),  # population
+    "hydra.launcher.n_jobs": (lambda v: type(v) is int and v != 0, "an integer other than 0 (-1: every core)"),
+    **{f"hydra.launcher.{key}": _count(1) for key in ("timeout_min", "nodes", "tasks_per_node")},  # submitit
+    "hydra.launcher.cpus_per_task": _count(1, "the cluster's default"),
+    "hydra.sweeper.n_trials": _count(1), "hydra.sweeper.n_jobs": _count(1),  # optuna
+    "hydra.sweeper.direction": (lambda v: all(d in ("minimize", "maximize") for d in (v if type(v) is list else [v])),
+                                "minimize or maximize (a list of them for several objectives)"),
+    "hydra.sweeper.max_failure_rate": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
+}
+
+
+def _plugin_settings(overrides: Sequence[str]) -> None:
+    """A Hydra plugin's setting given out of its domain: refused, naming what is allowed."""
+    for o in config.parse_overrides([o for o in overrides if o.partition("=")[0] in PLUGIN_SETTINGS]):
+        allows, allowed = PLUGIN_SETTINGS[o.get_key_element()]
+        if not o.is_sweep_override() and not allows(o.value()):
+            raise UserError(f"{o.input_line} is not allowed: {o.get_key_element()} must be {allowed}")
+
+
 def _plugins(overrides: Sequence[str]) -> None:
     """A choice whose Hydra plugin is not installed: say which extra brings it."""
     for o, (module, extra) in ((o, PLUGINS[k]) for o in overrides for k in PLUGINS if o == k or o.startswith(k + "=")):
@@ -331,6 +358,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     _flags(argv)
     everything = _overrides(argv)
     _plugins(everything)
+    _plugin_settings(everything)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
     for o in overrides:
         key = o.lstrip("+~").partition("=")[0]

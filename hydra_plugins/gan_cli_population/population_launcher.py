@@ -19,11 +19,6 @@ ConfigStore.instance().store(group="hydra/launcher", name="population", node=Pop
 
 class PopulationLauncher(Launcher):
     def __init__(self, max_members: Optional[int] = None) -> None:
-        if max_members is not None and max_members < 1:
-            from gan_cli.config import UserError  # here, not at import: Hydra imports every plugin at its start
-
-            raise UserError(f"hydra.launcher.max_members={max_members} is not allowed: it must be an integer >= 1, "
-                             "or null (as many members as memory allows)")
         self.max_members = max_members
         self.config = self.hydra_context = self.task_function = None
 
