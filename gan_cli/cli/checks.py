@@ -19,7 +19,7 @@ from hydra import compose as compose_hydra
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob
+from hydra.core.override_parser.types import Glob, IntervalSweep
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -327,6 +327,8 @@ def _plugins(overrides: Sequence[str]) -> None:
 def _shell_completion(argv: Sequence[str]) -> None:
     """``--shell-completion`` (``-sc``) takes one of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the
     shell's completion, which sets COMP_LINE), SHELL a shell Hydra completes."""
+    if not {"--shell-completion", "-sc"} & set(argv):
+        return
     from hydra.core.plugins import Plugins
     from hydra.plugins.completion_plugin import CompletionPlugin
     shells = sorted(p.provides() for p in Plugins.instance().discover(CompletionPlugin))
@@ -346,13 +348,29 @@ def _plain_seed(override: str) -> bool:
             and dict(domains())["seed"].allows(int(value)))
 
 
+def _sweep(o, conf_dir: str) -> Optional[List[str]]:
+    """A sweep's settings (``k=1,5`` -> ``["k=1", "k=5"]``; a glob: the choices it matches, as Hydra's sweeper filters
+    them); None for an interval a search draws from (each trial checks its value; its bounds are checked here)."""
+    key, value = o.get_key_element(), o.value()
+    if isinstance(value, IntervalSweep):
+        if value.start > value.end or ("log" in value.tags and value.start <= 0):
+            raise UserError(f"{o.input_line} is not an interval a search can draw from: its start must be at most "
+                            "its end, and above 0 for tag(log, ...)")
+        return None
+    values = value.filter(_names(conf_dir, key)) if isinstance(value, Glob) else list(o.sweep_string_iterator())
+    if not values:  # range(0), range(3, 1), a glob that matches nothing: a sweep of no jobs
+        raise UserError(f"{o.input_line} gives no values, so the sweep would run no job; " + (
+            f"the choices of {key}: {', '.join(_names(conf_dir, key)) or 'none (not a group)'}"
+            if isinstance(value, Glob) else "give at least one (e.g. seed='range(4)' or seed=0,1,2,3)"))
+    return [f"{key}={v}" for v in values]
+
+
 def precheck(argv: Sequence[str], conf_dir: str) -> None:
     """Raise UserError for the first problem in a gan-train command line (no-op for --help etc.).
     A sweep has every combination of its values checked before anything runs: one that cannot be
     composed refuses the whole command; otherwise the invalid combinations are named on stderr and
     the sweep runs, recording them as jobs with status invalid (refused if none is valid)."""
-    if {"--shell-completion", "-sc"} & set(argv):
-        _shell_completion(argv)
+    _shell_completion(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
     _flags(argv)
@@ -379,18 +397,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     except HydraException as err:
         raise UserError(f"cannot read the command line: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = []
-    for o in (o for o in parsed if o.is_sweep_override()):
-        key, glob = o.get_key_element(), isinstance(o.value(), Glob)
-        try:  # a glob: the choices it matches (as Hydra's sweeper filters them)
-            values = o.value().filter(_names(conf_dir, key)) if glob else list(o.sweep_string_iterator())
-        except HydraException:  # a range (interval(...)) that a search draws from: each job checks its value
-            continue
-        if not values:  # range(0), range(3, 1), a glob that matches nothing: a sweep of no jobs
-            raise UserError(f"{o.input_line} gives no values, so the sweep would run no job; " + (
-                f"the choices of {key}: {', '.join(_names(conf_dir, key)) or 'none (not a group)'}" if glob
-                else "give at least one (e.g. seed='range(4)' or seed=0,1,2,3)"))
-        sweeps.append([f"{key}={v}" for v in values])
+    sweeps = [s for s in (_sweep(o, conf_dir) for o in parsed if o.is_sweep_override()) if s is not None]
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings, outcome = [], {}, {}
     plain = _plain_seed if not any(o.get_key_element().lstrip("+~") == "resume" for o in parsed) else lambda o: False
