@@ -120,6 +120,13 @@ def test_a_plugin_setting_out_of_its_domain_is_one_line(tmp_path, override):
     assert f"{override} is not allowed: {key} must be {PLUGIN_SETTINGS[key][1]}" in line and not sweep.exists()
 
 
+def test_a_plugin_setting_given_by_interpolation_is_left_to_hydra():
+    from gan_cli.cli.checks import _plugin_settings
+    _plugin_settings(["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.sweeper.n_trials=5", "hydra.launcher.n_jobs=-1"])
+    with pytest.raises(UserError, match="hydra.launcher.n_jobs=0 is not allowed"):
+        _plugin_settings(["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=0"])
+
+
 def test_a_setting_without_effect_is_warned_about(tmp_path):
     proc = run_cli([*RING, "steps=1", "optimizer.beta1=0.9", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

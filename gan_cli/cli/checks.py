@@ -308,8 +308,8 @@ PLUGIN_SETTINGS = {
 def _plugin_settings(overrides: Sequence[str]) -> None:
     """A Hydra plugin's setting given out of its domain: refused, naming what is allowed."""
     for o in config.parse_overrides([o for o in overrides if o.partition("=")[0] in PLUGIN_SETTINGS]):
-        allows, allowed = PLUGIN_SETTINGS[o.get_key_element()]
-        if not o.is_sweep_override() and not allows(o.value()):
+        (allows, allowed), value = PLUGIN_SETTINGS[o.get_key_element()], o.value()
+        if not o.is_sweep_override() and not (isinstance(value, str) and "${" in value) and not allows(value):
             raise UserError(f"{o.input_line} is not allowed: {o.get_key_element()} must be {allowed}")
 
 
