@@ -2,6 +2,7 @@
 
     python scripts/fuzz.py --n 1000            # counts of each outcome, and every bad case
     python scripts/fuzz.py --n 200 --tree DIR  # the same cases against another checkout's gan_cli
+    python scripts/fuzz.py --n 300 --sweeps    # sweeps (gan-train -m) in Hydra's sweep forms instead
 
 Each case is ``gan-train dataset=ring steps=1 <small evaluation> <fuzzed overrides>``; the overrides
 come from every key of the schema (gan_cli.config.domains, so a key added later is covered without
@@ -16,6 +17,12 @@ twice, unknown keys and group choices). An outcome is one of:
     unnamed    exit 2 with one line that does not name the key
     traceback  a Python traceback, or an exit status other than 0 and 2, or several error lines
     hang       still running after --timeout seconds (killed)
+
+With --sweeps each case is a sweep (``gan-train -m``, the basic launcher or a population) of one or two settings in
+Hydra's sweep forms (a list, range(a,b), glob(...), interval(a,b)), sometimes with a launcher's or the sweeper's own
+setting (gan_cli.cli.checks.PLUGIN_SETTINGS). A sweep is ok when every job ends ok; an error when it is refused
+in one line naming what it is about, or exits 1 naming its jobs that did not finish, each of them invalid or
+diverged (a job that failed is a traceback: a fault).
 
 Cases run in forked children of a server process that has imported gan_cli once (a case costs its
 own work, not Python's start-up); each child has a directory of its own.
@@ -104,6 +111,56 @@ def strategy():
     unknown = st.tuples(st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
     one_override = st.one_of(settings, settings, settings, groups, unknown)
     return st.lists(one_override, min_size=1, max_size=3).map(lambda parts: [o for part in parts for o in part])
+
+
+LAUNCHERS = ("", "", "hydra/launcher=population")
+
+
+def sweep_strategy():
+    """A hypothesis strategy of fuzzed sweeps: a launcher, one or two swept settings, maybe a plug-in's setting."""
+    from hypothesis import strategies as st
+
+    from gan_cli.cli.checks import PLUGIN_SETTINGS
+
+    table = keys()
+
+    def swept(key):
+        vals = values_for(table[key]) if key in table else ["minimax", "hinge", "nope", "ring", "grid", "mlp", ""]
+        return st.one_of(
+            st.lists(st.sampled_from(vals), min_size=1, max_size=3).map(lambda vs: f"{key}={','.join(vs)}"),
+            st.tuples(st.integers(-1, 3), st.integers(-1, 3)).map(lambda ab: f"{key}=range({ab[0]},{ab[1]})"),
+            st.sampled_from(("*", "nomatch*", "m*", "*,exclude=[minimax,hinge,least_squares]", "[]")).map(
+                lambda g: f"{key}=glob({g})"),
+            st.tuples(st.sampled_from(vals), st.sampled_from(vals)).map(lambda ab: f"{key}=interval({ab[0]},{ab[1]})"))
+
+    keys_ = st.sampled_from(sorted(table) + ["seed", "seed", "loss", "dataset", "arch", "optimizer.lr", "k"])
+    plugin = st.tuples(st.sampled_from(sorted(PLUGIN_SETTINGS)), st.sampled_from(GENERIC)).map(lambda kv: "=".join(kv))
+    return st.tuples(st.sampled_from(LAUNCHERS), st.lists(keys_.flatmap(swept), min_size=1, max_size=2),
+                     st.lists(plugin, max_size=1)).map(lambda t: [o for o in (t[0], *t[1], *t[2]) if o])
+
+
+def sweep_command(overrides: Sequence[str]) -> List[str]:
+    """A sweep case's command line: -m, the base minus what the overrides set, the overrides, the sweep's directory."""
+    return ["-m", *command(overrides), "hydra.sweep.dir=sweep"]
+
+
+def judge_sweep(result: dict) -> str:
+    rc, err = result["rc"], result["stderr"]
+    if rc is None:
+        return "hang"
+    if "Traceback (most recent call last)" in err or rc not in (0, 1, 2):
+        return "traceback"
+    given = [o for o in result["argv"] if o not in BASE and o not in ("-m", "hydra.sweep.dir=sweep")]
+    if rc == 2:
+        return judge({**result, "argv": given}, {})
+    status = [json.loads(p.read_text()).get("status") for p in Path(result["cwd"]).glob("sweep/*/metrics.json")]
+    last = ([line for line in err.splitlines() if line.strip()] or [""])[-1]
+    if rc == 0:
+        result["why"] = None if status and set(status) == {"ok"} else f"exit 0 with the jobs' status {status}"
+        return "nonsense" if result["why"] else "ok"
+    named = last.startswith("gan-train: ") and "jobs of the sweep did not finish" in last
+    return "error" if named and set(status) - {"ok"} <= {"invalid", "diverged"} and status != ["ok"] * len(
+        status) else "traceback"
 
 
 def command(overrides: Sequence[str]) -> List[str]:
@@ -226,6 +283,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=REPO, help="the checkout whose gan_cli runs the cases")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a case counts as a hang")
     parser.add_argument("--json", type=Path, help="also write every case and its outcome here")
+    parser.add_argument("--sweeps", action="store_true", help="fuzz sweeps (gan-train -m) instead of single runs")
     parser.add_argument("--keep", action="store_true", help="keep the cases' directories (printed at the end)")
     args = parser.parse_args()
 
@@ -237,10 +295,10 @@ def main() -> None:
     @seed(args.seed)
     @settings(max_examples=args.n, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(strategy())
+    @given(sweep_strategy() if args.sweeps else strategy())
     def one(overrides):
-        result = server.run(command(overrides))
-        outcome = judge(result, table)
+        result = server.run(sweep_command(overrides) if args.sweeps else command(overrides))
+        outcome = judge_sweep(result) if args.sweeps else judge(result, table)
         counts[outcome] += 1
         cases.append({**result, "outcome": outcome})
         if outcome in BAD:

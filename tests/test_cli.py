@@ -105,6 +105,9 @@ BAD = [
     (["-m", "seed=glob(*)"], "seed=glob(*) gives no values, so the sweep would run no job; the choices of seed: none"),
     (["-m", "loss=glob(nomatch*)"], "the choices of loss: hinge, least_squares, maximum_likelihood, minimax"),
     (["-m", "loss=glob(min*)", "k=0"], "[loss=minimax] k=0 is not allowed"),  # a glob's choices are checked too
+    (["optimized_metric=${no.such.key}"], "optimized_metric cannot be read"),  # read before the schema's check
+    (["eval.best_by=${no.such.key}"], "eval.best_by cannot be read"),
+    (["-m", "k=interval(1,5)"], "k=interval(1,5): interval(...) is a range a search draws from"),  # basic sweeper
     # a search's interval that Optuna cannot draw from (a traceback at its first trial)
     (["-m", "hparams_search=ring_optuna", "k=interval(5,1)"], "k=interval(5,1) is not an interval a search can draw"),
     (["-m", "hparams_search=ring_optuna", "optimizer.lr=tag(log,interval(0,1))"], "above 0 for tag(log, ...)"),

@@ -37,6 +37,16 @@ def test_fuzzed_overrides_end_cleanly(server, overrides):
     assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
 
 
+@pytest.mark.slow
+@settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(overrides=fuzz.sweep_strategy())
+def test_fuzzed_sweeps_end_cleanly(server, overrides):
+    result = server.run(fuzz.sweep_command(overrides))
+    outcome = fuzz.judge_sweep(result)
+    assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
+
+
 def test_the_fuzzer_draws_from_every_key_of_the_schema():
     from gan_cli.config import domains
 
@@ -50,3 +60,12 @@ def test_the_fuzzer_draws_from_every_key_of_the_schema():
 ])
 def test_the_judge_tells_outcomes_apart(server, argv, outcome):
     assert fuzz.judge(server.run(argv), TABLE) == outcome
+
+
+@pytest.mark.parametrize("overrides, outcome", [
+    (["seed=0,1"], "ok"),
+    (["k=0,1"], "error"),  # exit 1: one job invalid, named
+    (["seed=range(0)"], "error"),  # refused in one line
+])
+def test_the_sweep_judge_tells_outcomes_apart(server, overrides, outcome):
+    assert fuzz.judge_sweep(server.run(fuzz.sweep_command(overrides))) == outcome

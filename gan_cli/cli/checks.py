@@ -348,11 +348,14 @@ def _plain_seed(override: str) -> bool:
             and dict(domains())["seed"].allows(int(value)))
 
 
-def _sweep(o, conf_dir: str) -> Optional[List[str]]:
+def _sweep(o, conf_dir: str, everything: Sequence[str]) -> Optional[List[str]]:
     """A sweep's settings (``k=1,5`` -> ``["k=1", "k=5"]``; a glob: the choices it matches, as Hydra's sweeper filters
     them); None for an interval a search draws from (each trial checks its value; its bounds are checked here)."""
     key, value = o.get_key_element(), o.value()
     if isinstance(value, IntervalSweep):
+        if not any(a.startswith(("hparams_search=", "hydra/sweeper=")) for a in everything):
+            raise UserError(f"{o.input_line}: interval(...) is a range a search draws from (hparams_search=..., the "
+                            "Optuna sweeper); a plain sweep takes a list (k=1,5) or range(...)")
         if value.start > value.end or ("log" in value.tags and value.start <= 0):
             raise UserError(f"{o.input_line} is not an interval a search can draw from: its start must be at most "
                             "its end, and above 0 for tag(log, ...)")
@@ -397,7 +400,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     except HydraException as err:
         raise UserError(f"cannot read the command line: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = [s for s in (_sweep(o, conf_dir) for o in parsed if o.is_sweep_override()) if s is not None]
+    sweeps = [s for s in (_sweep(o, conf_dir, everything) for o in parsed if o.is_sweep_override()) if s is not None]
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings, outcome = [], {}, {}
     plain = _plain_seed if not any(o.get_key_element().lstrip("+~") == "resume" for o in parsed) else lambda o: False

@@ -260,7 +260,7 @@ def main() -> None:
         fail(err.error if isinstance(err, rundir.Refused) else err)
     except (HydraException, OmegaConfBaseException) as err:  # Hydra's own settings (hydra.*), which it checks itself
         cause = err.__cause__  # a plugin's own check (UserError), or why a value does not fit its type
-        fail(cause if isinstance(cause, UserError) else UserError(first_line(err) + (
+        fail(cause if isinstance(cause, UserError) else UserError(first_line(err).rstrip(".") + (
             f": {first_line(cause)}" if cause is not None and first_line(cause) not in first_line(err) else "")))
     except SweepInterrupted as stop:
         sweep.finish_interrupted()

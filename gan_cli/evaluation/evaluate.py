@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli import config
 from gan_cli import data as datasets
@@ -396,7 +397,10 @@ def upgrade(cfg) -> List[str]:
     """Settings that name a figure by its old tag, renamed in ``cfg`` in place; a line for each (a warning)."""
     out = []
     for key in ("eval.best_by", "optimized_metric"):
-        old = OmegaConf.select(cfg, key, default=None)
+        try:
+            old = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException:  # ${no.such.key}: the config's check names it
+            continue
         if old in RENAMED:
             OmegaConf.update(cfg, key, RENAMED[old])
             out.append(f"{key}={old} is now named {RENAMED[old]} (read as that)")
