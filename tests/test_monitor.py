@@ -93,6 +93,12 @@ def test_a_resumed_run_supersedes_what_was_logged_after_its_checkpoint(tmp_path)
     with Monitor(tmp_path, total=10, start=0, console=Console(file=io.StringIO())) as mon:
         for step in (2, 4, 6, 8):
             mon.log_window(step, {"game/loss_D": float(step)}, {})
+    # the first run's file as an earlier process leaves it: TensorBoard reads a directory's files in name order
+    # (events.out.tfevents.<second>.<host>.<pid>.<writer count>), and within one second and one process the
+    # count's digits would decide it ("10" before "9")
+    [first] = tmp_path.glob("events.out.tfevents.*")
+    stamp = first.name.split(".")[3]
+    first.rename(first.with_name(first.name.replace(f".{stamp}.", f".{int(stamp) - 1:010d}.", 1)))
     with Monitor(tmp_path, total=10, start=4, console=Console(file=io.StringIO())) as mon:  # resumed from 4
         for step in (6, 8, 10):
             mon.log_window(step, {"game/loss_D": -float(step)}, {})
