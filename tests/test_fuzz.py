@@ -27,24 +27,21 @@ def server():
     s.close()
 
 
-@pytest.mark.slow
-@settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
-          suppress_health_check=list(HealthCheck))
-@given(overrides=fuzz.strategy())
-def test_fuzzed_overrides_end_cleanly(server, overrides):
-    result = server.run(fuzz.command(overrides))
-    outcome = fuzz.judge(result, TABLE)
-    assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
+def _fuzzed(strategy, command, judge):
+    """A short, deterministic profile of the fuzzer: every case ends ok or in an error that names its cause."""
+    @pytest.mark.slow
+    @settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(overrides=strategy)
+    def test(server, overrides):
+        result = server.run(command(overrides))
+        outcome = judge(result)
+        assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
+    return test
 
 
-@pytest.mark.slow
-@settings(max_examples=24, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
-          suppress_health_check=list(HealthCheck))
-@given(overrides=fuzz.sweep_strategy())
-def test_fuzzed_sweeps_end_cleanly(server, overrides):
-    result = server.run(fuzz.sweep_command(overrides))
-    outcome = fuzz.judge_sweep(result)
-    assert outcome in ("ok", "error"), (outcome, result["argv"], result.get("why"), result["stderr"][-3000:])
+test_fuzzed_overrides_end_cleanly = _fuzzed(fuzz.strategy(), fuzz.command, lambda result: fuzz.judge(result, TABLE))
+test_fuzzed_sweeps_end_cleanly = _fuzzed(fuzz.sweep_strategy(), fuzz.sweep_command, fuzz.judge_sweep)
 
 
 def test_the_fuzzer_draws_from_every_key_of_the_schema():
