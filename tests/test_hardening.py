@@ -122,9 +122,23 @@ def test_a_plugin_setting_out_of_its_domain_is_one_line(tmp_path, override):
 
 def test_a_plugin_setting_given_by_interpolation_is_left_to_hydra():
     from gan_cli.cli.checks import _plugin_settings
-    _plugin_settings(["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.sweeper.n_trials=5", "hydra.launcher.n_jobs=-1"])
+    from gan_cli.config import config_dir
+    _plugin_settings(config_dir(), ["hydra/launcher=joblib", "hparams_search=ring_optuna", "hydra.sweeper.n_trials=5",
+                                    "hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=-1"])
     with pytest.raises(UserError, match="hydra.launcher.n_jobs=0 is not allowed"):
-        _plugin_settings(["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=0"])
+        _plugin_settings(config_dir(), ["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=0"])
+
+
+@pytest.mark.parametrize("args, says", [
+    (["hydra.launcher.cpus_per_task=null", "k=0,1"],  # the invalid combination's notice never comes first
+     "Could not override 'hydra.launcher.cpus_per_task': Key 'cpus_per_task' not in 'BasicLauncherConf'"),
+    (["hydra.sweeper.n_trials=3", "seed=0"], "Key 'n_trials' not in 'BasicSweeperConf'"),
+    (["experiment=dirac", "hydra.launcher.max_members=2", "seed=0"], "Key 'max_members' not in 'BasicLauncherConf'"),
+])
+def test_a_setting_the_chosen_launcher_or_sweeper_lacks_is_one_line(tmp_path, args, says):
+    sweep = tmp_path / "sweep"
+    line = one_error_line(run_cli(["-m", "steps=1", *args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path))
+    assert says in line and not sweep.exists()
 
 
 def test_a_setting_without_effect_is_warned_about(tmp_path):

@@ -137,17 +137,29 @@ def _apply(cfg, recipe: dict, set_keys: set) -> dict:
     return applied
 
 
-def compose(conf_dir: str, overrides: Sequence[str]):
-    """The config gan-train runs for these overrides: Hydra's composition, then the recipes."""
+def compose(conf_dir: str, overrides: Sequence[str], with_hydra: bool = False):
+    """The config gan-train runs for these overrides: Hydra's composition, then the recipes (``with_hydra``: Hydra's
+    own node too, its launcher's and sweeper's settings, and no recipes)."""
     config.register_configs()  # the schema of the choices registered so far
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose_hydra(config_name="config", overrides=list(overrides))
+            cfg = compose_hydra(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
     finally:
         GlobalHydra.instance().clear()
-    apply_recipe(cfg, overrides)
+    if not with_hydra:
+        apply_recipe(cfg, overrides)
     return cfg
+
+
+def hydra_error(err: Exception) -> UserError:
+    """Hydra's report of a problem in one line: its first line and, under it, the reason (a value of the wrong type, a
+    key the launcher does not have), or a plug-in's own UserError."""
+    cause = err.__cause__
+    if isinstance(cause, UserError):
+        return cause
+    known = cause is None or first_line(cause) in first_line(err)
+    return UserError(first_line(err).rstrip(".") + ("" if known else f": {first_line(cause)}"))
 
 
 class ComposeError(UserError):
@@ -305,12 +317,20 @@ PLUGIN_SETTINGS = {
 }
 
 
-def _plugin_settings(overrides: Sequence[str]) -> None:
-    """A Hydra plugin's setting given out of its domain: refused, naming what is allowed."""
+def _plugin_settings(conf_dir: str, overrides: Sequence[str]) -> None:
+    """A Hydra plugin's setting given out of its domain (refused, naming what is allowed), or one that the chosen
+    launcher or sweeper does not have (refused before anything else is reported)."""
     for o in config.parse_overrides([o for o in overrides if o.partition("=")[0] in PLUGIN_SETTINGS]):
         (allows, allowed), value = PLUGIN_SETTINGS[o.get_key_element()], o.value()
         if not o.is_sweep_override() and not (isinstance(value, str) and "${" in value) and not allows(value):
             raise UserError(f"{o.input_line} is not allowed: {o.get_key_element()} must be {allowed}")
+    if any(o.startswith(("hydra.launcher.", "hydra.sweeper.")) for o in overrides):
+        hydra_side = [o for o in overrides if o.startswith(("hydra.", "hydra/", "hparams_search=", "experiment="))]
+        chosen = [o.input_line for o in config.parse_overrides(hydra_side) if not o.is_sweep_override()]
+        try:
+            compose(conf_dir, chosen, with_hydra=True)
+        except (OmegaConfBaseException, HydraException) as err:
+            raise hydra_error(err) from None
 
 
 def _plugins(overrides: Sequence[str]) -> None:
@@ -379,7 +399,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     _flags(argv)
     everything = _overrides(argv)
     _plugins(everything)
-    _plugin_settings(everything)
+    _plugin_settings(conf_dir, everything)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
     for o in overrides:
         key = o.lstrip("+~").partition("=")[0]

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli.cli import checks, sweep
 from gan_cli.cli.checks import apply_recipe, check, job_config, precheck, quote_paths, resume_in_place, run_and_exit
-from gan_cli.config import UserError, config_dir, first_line, register_configs, texts
+from gan_cli.config import UserError, config_dir, register_configs, texts
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import loop
 from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state  # noqa: F401 (importable from here too)
@@ -259,9 +259,7 @@ def main() -> None:
     except (UserError, rundir.Refused) as err:  # Refused: a directory locked by another gan-train, or not writable
         fail(err.error if isinstance(err, rundir.Refused) else err)
     except (HydraException, OmegaConfBaseException) as err:  # Hydra's own settings (hydra.*), which it checks itself
-        cause = err.__cause__  # a plugin's own check (UserError), or why a value does not fit its type
-        fail(cause if isinstance(cause, UserError) else UserError(first_line(err).rstrip(".") + (
-            f": {first_line(cause)}" if cause is not None and first_line(cause) not in first_line(err) else "")))
+        fail(checks.hydra_error(err))
     except SweepInterrupted as stop:
         sweep.finish_interrupted()
         sys.exit(stop.code)
