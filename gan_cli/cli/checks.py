@@ -154,10 +154,8 @@ def compose(conf_dir: str, overrides: Sequence[str], with_hydra: bool = False):
 
 def hydra_error(err: Exception) -> UserError:
     """Hydra's report of a problem in one line: its first line and, under it, the reason (a value of the wrong type, a
-    key the launcher does not have), or a plug-in's own UserError."""
+    key the launcher does not have)."""
     cause = err.__cause__
-    if isinstance(cause, UserError):
-        return cause
     known = cause is None or first_line(cause) in first_line(err)
     return UserError(first_line(err).rstrip(".") + ("" if known else f": {first_line(cause)}"))
 
