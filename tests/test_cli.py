@@ -111,6 +111,14 @@ BAD = [
     # a search's interval that Optuna cannot draw from (a traceback at its first trial)
     (["-m", "hparams_search=ring_optuna", "k=interval(5,1)"], "k=interval(5,1) is not an interval a search can draw"),
     (["-m", "hparams_search=ring_optuna", "optimizer.lr=tag(log,interval(0,1))"], "above 0 for tag(log, ...)"),
+    # the same job twice (a summary over seeds would count it twice)
+    (["-m", "seed=0,0"], "seed=0,0 gives seed=0 more than once"),
+    (["-m", "loss=minimax,nonsaturating,minimax", "k=1,2"], "gives loss=minimax more than once"),
+    # Hydra's own options: argparse printed its usage line first (two lines); -p took the next setting as its value
+    (["--cfg", "bogus"], "argument --cfg/-c: invalid choice: 'bogus' (choose from 'job', 'hydra', 'all')"),
+    (["-p", "loss=minimax", "steps=1"], "--package loss=minimax: --package (-p) names the part of the config"),
+    (["--package", "optimizer", "steps=1"], "it takes that part's name and needs --cfg"),
+    (["--cfg", "job", "--package", "nope"], "--package nope: the config has no such part; its parts: "),
 ]
 
 
@@ -290,6 +298,12 @@ def test_cfg_job_shows_the_config_that_will_run():
     assert "hydra:" not in proc.stdout
     proc = run_cli(["--cfg", "job", "los=x"])
     assert proc.returncode == 2 and "did you mean loss=x" in proc.stderr
+    # a part of it, the recipes applied too (wasserstein_gp's: Adam)
+    proc = run_cli(["--cfg", "job", "-p", "optimizer", "loss=wasserstein_gp"])
+    assert proc.returncode == 0 and proc.stdout.startswith("# @package optimizer\nname: adam\n"), proc.stderr
+    assert "\nsteps:" not in proc.stdout and "\nk:" not in proc.stdout and "beta1: 0.0" in proc.stdout
+    proc = run_cli(["--cfg=job", "--package=optimizer.name", "--resolve"])
+    assert (proc.returncode, proc.stdout) == (0, "sgd\n"), proc.stderr
 
 
 def test_hydra_mode_on_the_command_line_still_sweeps(tmp_path):

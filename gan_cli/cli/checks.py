@@ -5,6 +5,7 @@ are checked one combination at a time.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import difflib
 import importlib.util
@@ -34,7 +35,7 @@ from gan_cli.runs import checkpoint
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
                "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--experimental-rerun"}
-_VALUE_FLAGS = {"--package", "-p"}
+_VALUE_FLAGS = {"--package", "-p", "--cfg", "-c"}
 _OTHER_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve"}
 # settings that hold a path: written as the tool prints them, even with '=' or ',' in a run's name
 PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra.sweep.dir")
@@ -277,16 +278,23 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
 def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
     """For ``gan-train --cfg job [overrides]``: the config as it will run (the recipes applied),
     as YAML; None for any other command line (Hydra answers those itself)."""
-    argv = list(argv)
-    flag = next((i for i, a in enumerate(argv) if a in ("--cfg", "-c")), None)
-    if flag is None or argv[flag + 1:flag + 2] != ["job"] or {"-p", "--package", "-m", "--multirun"} & set(argv):
+    options = _options(argv)
+    if options.cfg != "job" or options.multirun:
         return None
-    overrides = [o for o in _overrides(argv[:flag] + argv[flag + 2:]) if not o.lstrip("+~").startswith("hydra")]
+    package, resolve = options.package or "_global_", options.resolve
+    overrides = [o for o in _overrides(argv) if not o.lstrip("+~").startswith("hydra")]
     try:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
         raise UserError(_explain(err, overrides)) from None
-    return OmegaConf.to_yaml(cfg, resolve="--resolve" in argv)
+    if package == "_global_":
+        return OmegaConf.to_yaml(cfg, resolve=resolve)
+    part = OmegaConf.select(cfg, package)
+    if part is None:
+        raise UserError(f"--package {package}: the config has no such part; its parts: {', '.join(cfg)} "
+                        "(a part of one: optimizer.lr)")
+    return (f"# @package {package}\n" + OmegaConf.to_yaml(part, resolve=resolve)
+            if OmegaConf.is_config(part) else f"{part}\n")
 
 
 # what a choice needs installed: (module, the extra that brings it)
@@ -342,11 +350,23 @@ def _plugins(overrides: Sequence[str]) -> None:
             raise UserError(f"{o} needs {module.split('.')[-1].replace('_', '-')}: pip install 'gan-cli[{extra}]'")
 
 
-def _shell_completion(argv: Sequence[str]) -> None:
-    """``--shell-completion`` (``-sc``) takes one of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the
-    shell's completion, which sets COMP_LINE), SHELL a shell Hydra completes."""
-    if not {"--shell-completion", "-sc"} & set(argv):
-        return
+class _Options(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line (argparse would print its usage first, and exit 2)
+        raise UserError(message)
+
+
+def _options(argv: Sequence[str]) -> argparse.Namespace:
+    """Hydra's options, read by Hydra's own parser: a bad one (``--cfg bogus``) is one line. ``--package`` (``-p``)
+    names the part of the config that ``--cfg`` prints and nothing else; ``--shell-completion`` (``-sc``) takes one
+    of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the shell's completion, which sets COMP_LINE),
+    SHELL a shell Hydra completes."""
+    from hydra._internal.utils import get_args_parser
+    options = _Options(add_help=False, parents=[get_args_parser()]).parse_known_args(argv)[0]  # unknown: _flags
+    if options.package is not None and (options.cfg is None or "=" in options.package):
+        raise UserError(f"--package {options.package}: --package (-p) names the part of the config that --cfg prints "
+                        f"(e.g. gan-train --cfg job -p optimizer); it takes that part's name and needs --cfg")
+    if not options.shell_completion:
+        return options
     from hydra.core.plugins import Plugins
     from hydra.plugins.completion_plugin import CompletionPlugin
     shells = sorted(p.provides() for p in Plugins.instance().discover(CompletionPlugin))
@@ -357,6 +377,7 @@ def _shell_completion(argv: Sequence[str]) -> None:
         raise UserError(f"{' '.join(given) or 'nothing'} given: {usage}")
     if given[0].startswith("query=") and "COMP_LINE" not in os.environ:
         raise UserError(f"{given[0]} is run by the shell's completion (it reads COMP_LINE); {usage}")
+    return options
 
 
 def _plain_seed(override: str) -> bool:
@@ -383,6 +404,10 @@ def _sweep(o, conf_dir: str, everything: Sequence[str]) -> Optional[List[str]]:
         raise UserError(f"{o.input_line} gives no values, so the sweep would run no job; " + (
             f"the choices of {key}: {', '.join(_names(conf_dir, key)) or 'none (not a group)'}"
             if isinstance(value, Glob) else "give at least one (e.g. seed='range(4)' or seed=0,1,2,3)"))
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:  # the same job again, and a summary over the jobs (mean over seeds) counting it twice
+        raise UserError(f"{o.input_line} gives {key}={twice} more than once, so the sweep would train the same job "
+                        "twice and count it twice over its jobs; give each value once")
     return [f"{key}={v}" for v in values]
 
 
@@ -391,7 +416,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     A sweep has every combination of its values checked before anything runs: one that cannot be
     composed refuses the whole command; otherwise the invalid combinations are named on stderr and
     the sweep runs, recording them as jobs with status invalid (refused if none is valid)."""
-    _shell_completion(argv)
+    _options(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
     _flags(argv)
