@@ -119,6 +119,8 @@ BAD = [
     (["-p", "loss=minimax", "steps=1"], "--package loss=minimax: --package (-p) names the part of the config"),
     (["--package", "optimizer", "steps=1"], "it takes that part's name and needs --cfg"),
     (["--cfg", "job", "--package", "nope"], "--package nope: the config has no such part; its parts: "),
+    (["--cfg", "hydra", "-p", "nope"], "--package nope: the config has no such part; its parts: hydra (a part"),
+    (["--cfg", "job", "loss=nope"], "loss=nope is not a choice of 'loss'; choose one of: hinge, "),  # as a run says
 ]
 
 
@@ -304,6 +306,12 @@ def test_cfg_job_shows_the_config_that_will_run():
     assert "\nsteps:" not in proc.stdout and "\nk:" not in proc.stdout and "beta1: 0.0" in proc.stdout
     proc = run_cli(["--cfg=job", "--package=optimizer.name", "--resolve"])
     assert (proc.returncode, proc.stdout) == (0, "sgd\n"), proc.stderr
+    # --cfg all: Hydra's node and the config as it will run (Hydra printed it without the recipe: sgd, 0.1)
+    proc = run_cli(["--cfg", "all", "loss=wasserstein_gp", "--resolve"])
+    assert proc.returncode == 0 and proc.stdout.startswith("hydra:\n  run:\n"), proc.stderr
+    assert "\noptimizer:\n  name: adam\n" in proc.stdout and "\nk: 5\n" in proc.stdout
+    proc = run_cli(["--cfg", "all", "-p", "nope"])
+    assert proc.returncode == 2 and "--package nope: the config has no such part; its parts: hydra, " in proc.stderr
 
 
 def test_hydra_mode_on_the_command_line_still_sweeps(tmp_path):

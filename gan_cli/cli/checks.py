@@ -191,16 +191,21 @@ def _names(conf_dir: str, key: str) -> List[str]:
     return sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml")) if key in PRESETS else []
 
 
-def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
-    """Compose one concrete command line and check everything that can be known before training;
-    returns the warnings (settings given that have no effect with the chosen options)."""
-    typed(overrides)
+def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
+    """Each group's choice is one of its options."""
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
         names = _names(conf_dir, key)
         if names and value not in names:
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
+
+
+def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
+    """Compose one concrete command line and check everything that can be known before training;
+    returns the warnings (settings given that have no effect with the chosen options)."""
+    typed(overrides)
+    _choices(conf_dir, overrides)
     try:
         cfg = compose(conf_dir, overrides)
     except (OmegaConfBaseException, HydraException) as err:
@@ -276,25 +281,32 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
 
 
 def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
-    """For ``gan-train --cfg job [overrides]``: the config as it will run (the recipes applied),
-    as YAML; None for any other command line (Hydra answers those itself)."""
+    """For ``gan-train --cfg job|hydra|all [-p PART] [overrides]``: the config as it will run (the recipes applied),
+    Hydra's node, or both, as YAML; None for any other command line (Hydra answers those itself)."""
     options = _options(argv)
-    if options.cfg != "job" or options.multirun:
+    if options.cfg is None or options.multirun:
         return None
-    package, resolve = options.package or "_global_", options.resolve
-    overrides = [o for o in _overrides(argv) if not o.lstrip("+~").startswith("hydra")]
+    package, resolve, everything = options.package or "_global_", options.resolve, _overrides(argv)
+    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    _choices(conf_dir, overrides)
     try:
-        cfg = compose(conf_dir, overrides)
+        cfg = OmegaConf.to_container(compose(conf_dir, overrides)) if options.cfg != "hydra" else {}
+        if options.cfg != "job":  # Hydra's node first, as Hydra prints it (--cfg hydra: without its help texts)
+            node = OmegaConf.to_container(compose(conf_dir, everything, with_hydra=True).hydra)
+            cfg = {"hydra": node if options.cfg == "all" else {
+                k: v for k, v in node.items() if k not in ("help", "hydra_help")}, **cfg}
     except (OmegaConfBaseException, HydraException) as err:
         raise UserError(_explain(err, overrides)) from None
-    if package == "_global_":
-        return OmegaConf.to_yaml(cfg, resolve=resolve)
-    part = OmegaConf.select(cfg, package)
+    cfg = OmegaConf.create(cfg)
+    part = cfg if package == "_global_" else OmegaConf.select(cfg, package)
     if part is None:
-        raise UserError(f"--package {package}: the config has no such part; its parts: {', '.join(cfg)} "
-                        "(a part of one: optimizer.lr)")
-    return (f"# @package {package}\n" + OmegaConf.to_yaml(part, resolve=resolve)
-            if OmegaConf.is_config(part) else f"{part}\n")
+        raise UserError(f"--package {package}: the config has no such part; its parts: {', '.join(cfg)} (a part of "
+                        f"one: {'hydra.job' if options.cfg == 'hydra' else 'optimizer.lr'})")
+    if not OmegaConf.is_config(part):
+        return f"{part}\n"
+    if resolve:  # in place, as Hydra does: a value still missing (???) stays so
+        OmegaConf.resolve(part)
+    return ("" if package == "_global_" else f"# @package {package}\n") + OmegaConf.to_yaml(part)
 
 
 # what a choice needs installed: (module, the extra that brings it)
