@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gan_cli.cli.checks import options_first
 from gan_cli.cli.train import main
 from gan_cli.config import UserError
 
@@ -121,6 +122,10 @@ BAD = [
     (["--cfg", "job", "--package", "nope"], "--package nope: the config has no such part; its parts: "),
     (["--cfg", "hydra", "-p", "nope"], "--package nope: the config has no such part; its parts: hydra (a part"),
     (["--cfg", "job", "loss=nope"], "loss=nope is not a choice of 'loss'; choose one of: hinge, "),  # as a run says
+    # Hydra's own rules for its options (a ValueError's traceback)
+    (["-m", "--cfg", "job"], "--multirun and --cfg given: give one of --run, --multirun, --cfg, --info and --shell"),
+    (["-r", "-m", "seed=0"], "--run and --multirun given"), (["--info", "plugins", "-m"], "--multirun and --info"),
+    (["--resolve", "steps=1"], "--resolve resolves the config that --cfg or --help prints"),
 ]
 
 
@@ -312,6 +317,16 @@ def test_cfg_job_shows_the_config_that_will_run():
     assert "\noptimizer:\n  name: adam\n" in proc.stdout and "\nk: 5\n" in proc.stdout
     proc = run_cli(["--cfg", "all", "-p", "nope"])
     assert proc.returncode == 2 and "--package nope: the config has no such part; its parts: hydra, " in proc.stderr
+
+
+def test_settings_may_come_before_and_after_the_options(tmp_path):
+    """argparse reads the settings as one run of arguments: `gan-train steps=1 -m seed=0,1` ended in its usage."""
+    assert options_first(["steps=1", "-m", "seed=0,1", "-p", "k", "--cfg=job", "--info", "x=1", "--steps", "10"]) == [
+        "-m", "-p", "k", "--cfg=job", "--info", "steps=1", "seed=0,1", "x=1", "--steps", "10"]
+    assert options_first(["--info", "plugins", "k=1", "-cn", "config"]) == ["--info", "plugins", "-cn", "config", "k=1"]
+    proc = run_cli(["dataset=ring", "steps=1", "-m", "seed=0,1", *QUICK_EVAL, f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").glob("*_seed=*")) == ["0_seed=0", "1_seed=1"]
 
 
 def test_hydra_mode_on_the_command_line_still_sweeps(tmp_path):

@@ -367,13 +367,41 @@ class _Options(argparse.ArgumentParser):
         raise UserError(message)
 
 
+def _parser() -> argparse.ArgumentParser:
+    """Hydra's own parser of its options, its errors one line."""
+    from hydra._internal.utils import get_args_parser
+    return _Options(add_help=False, parents=[get_args_parser()])
+
+
+def options_first(argv: Sequence[str]) -> List[str]:
+    """Hydra's options (with their values), then the settings in their order: argparse reads the settings only as
+    one run of arguments, so ``gan-train steps=1 -m seed=0,1`` ended in its usage ("unrecognized arguments")."""
+    actions = {name: a for a in _parser()._actions for name in a.option_strings}
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        action = actions.get(argv[i].partition("=")[0]) if argv[i].startswith("-") else None
+        (front if action else rest).append(argv[i])
+        if action and "=" not in argv[i] and i + 1 < len(argv) and (
+                action.nargs is None or action.nargs == "?" and argv[i + 1] in (action.choices or ())):
+            front.append(argv[i + 1])
+            i += 1
+        i += 1
+    return front + rest
+
+
 def _options(argv: Sequence[str]) -> argparse.Namespace:
     """Hydra's options, read by Hydra's own parser: a bad one (``--cfg bogus``) is one line. ``--package`` (``-p``)
     names the part of the config that ``--cfg`` prints and nothing else; ``--shell-completion`` (``-sc``) takes one
     of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the shell's completion, which sets COMP_LINE),
     SHELL a shell Hydra completes."""
-    from hydra._internal.utils import get_args_parser
-    options = _Options(add_help=False, parents=[get_args_parser()]).parse_known_args(argv)[0]  # unknown: _flags
+    options = _parser().parse_known_args(argv)[0]  # unknown ones: _flags
+    given = [name for name, on in (("--run", options.run), ("--multirun", options.multirun), ("--cfg", options.cfg),
+                                   ("--info", options.info), ("--shell-completion", options.shell_completion)) if on]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} given: give one of --run, --multirun, --cfg, --info and "
+                        "--shell-completion")
+    if options.resolve and not (options.cfg or options.help):
+        raise UserError("--resolve resolves the config that --cfg or --help prints; give it with one of them")
     if options.package is not None and (options.cfg is None or "=" in options.package):
         raise UserError(f"--package {options.package}: --package (-p) names the part of the config that --cfg prints "
                         f"(e.g. gan-train --cfg job -p optimizer); it takes that part's name and needs --cfg")

@@ -240,7 +240,7 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
-        sys.argv[1:] = resume_in_place(quote_paths(sys.argv[1:]))  # Hydra reads sys.argv itself
+        sys.argv[1:] = resume_in_place(quote_paths(checks.options_first(sys.argv[1:])))  # Hydra reads sys.argv
         if not distributed.is_main():  # rank 0 alone writes the run directory and the log
             sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         shown = job_config(sys.argv[1:], config_dir())
