@@ -126,6 +126,7 @@ BAD = [
     (["-m", "--cfg", "job"], "--multirun and --cfg given: give one of --run, --multirun, --cfg, --info and --shell"),
     (["-r", "-m", "seed=0"], "--run and --multirun given"), (["--info", "plugins", "-m"], "--multirun and --info"),
     (["--resolve", "steps=1"], "--resolve resolves the config that --cfg or --help prints"),
+    (["--experimental-rerun", "nope.pickle"], "--experimental-rerun nope.pickle: no such file"),
 ]
 
 

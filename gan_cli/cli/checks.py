@@ -400,6 +400,9 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     if len(given) > 1:
         raise UserError(f"{' and '.join(given)} given: give one of --run, --multirun, --cfg, --info and "
                         "--shell-completion")
+    if options.experimental_rerun is not None and not os.path.isfile(options.experimental_rerun):
+        raise UserError(f"--experimental-rerun {options.experimental_rerun}: no such file (it takes a job's pickled "
+                        "config, .hydra/config.pickle, which Hydra's save_job_info callback writes)")
     if options.resolve and not (options.cfg or options.help):
         raise UserError("--resolve resolves the config that --cfg or --help prints; give it with one of them")
     if options.package is not None and (options.cfg is None or "=" in options.package):
