@@ -284,7 +284,7 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
     """For ``gan-train --cfg job|hydra|all [-p PART] [overrides]``: the config as it will run (the recipes applied),
     Hydra's node, or both, as YAML; None for any other command line (Hydra answers those itself)."""
     options = _options(argv)
-    if options.cfg is None or options.multirun:
+    if options.cfg is None or options.help or options.hydra_help:  # Hydra's help comes first
         return None
     package, resolve, everything = options.package or "_global_", options.resolve, _overrides(argv)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
