@@ -52,6 +52,12 @@ GROUPS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search"
 GENERIC = ("0", "-0", "-1", "1", "2", "0.5", "2.5", "1e12", "1000000000000", "-1e12", "inf", "-inf", "nan", "1e-300",
            "abc", "''", "' '", "x" * 300, "true", "false", "null", "[1,2]", "[]", "{a:1}",
            "${oc.env:GAN_CLI_NO_SUCH_VAR}", "${no.such.key}", "${optimizer.lr}", "/", "../..", "1_000")
+# Hydra's options, anywhere among the settings: those that print (--cfg, --info), with their values good or bad
+OPTIONS = (("-r",), ("--run",), ("--resolve",), ("--cfg", "job"), ("--cfg", "all"), ("-c", "hydra"), ("--cfg", "bogus"),
+           ("--cfg",), ("-p", "optimizer"), ("-p", "optimizer.lr"), ("--package", "nope"), ("-p", "loss=minimax"),
+           ("-p",), ("--info", "plugins"), ("-i", "bogus"), ("--experimental-rerun", "nope.pickle"), ("-cn", "nope"),
+           ("--steps", "10"), ("--nonsense",))
+PRINTING = ("--cfg", "-c", "--info", "-i")  # options after which a run that exits 0 prints instead of training
 UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz")
 
 
@@ -109,7 +115,7 @@ def strategy():
                                                                    "hinge", "adam", "figure1", "dirac", "x" * 300))
                        ).map(lambda kv: [f"{kv[0]}={kv[1]}"])
     unknown = st.tuples(st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
-    one_override = st.one_of(settings, settings, settings, groups, unknown)
+    one_override = st.one_of(settings, settings, settings, groups, unknown, st.sampled_from(OPTIONS).map(list))
     return st.lists(one_override, min_size=1, max_size=3).map(lambda parts: [o for part in parts for o in part])
 
 
@@ -189,10 +195,11 @@ class Server:
         cwd.mkdir()
         try:
             done = self.server.run("gan-train", list(argv), cwd, self.env, self.timeout)
-            rc, stderr = done.returncode, done.stderr
+            rc, stdout, stderr = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as hang:
-            rc, stderr = None, hang.stderr or ""
-        return {"argv": list(argv), "cwd": str(cwd), "rc": rc, "seconds": self.server.seconds, "stderr": stderr}
+            rc, stdout, stderr = None, hang.stdout or "", hang.stderr or ""
+        return {"argv": list(argv), "cwd": str(cwd), "rc": rc, "seconds": self.server.seconds, "stdout": stdout,
+                "stderr": stderr}
 
     def close(self, keep: bool = False) -> None:
         self.server.close()
@@ -247,6 +254,11 @@ def out_of_domain(result: dict, table: Dict[str, object]) -> Optional[str]:
     return None
 
 
+def prints(argv: Sequence[str]) -> bool:
+    """The command line asks for a config or Hydra's information, not a run."""
+    return any(a.partition("=")[0] in PRINTING for a in argv)
+
+
 def judge(result: dict, table: Dict[str, object]) -> str:
     rc, err = result["rc"], result["stderr"]
     lines = [line for line in err.splitlines() if line.strip()]
@@ -254,6 +266,8 @@ def judge(result: dict, table: Dict[str, object]) -> str:
         return "hang"
     if "Traceback (most recent call last)" in err or rc not in (0, 2):
         return "traceback"
+    if rc == 0 and prints(result["argv"]):
+        return "ok" if result["stdout"].strip() and not list(Path(result["cwd"]).glob("outputs/*")) else "nonsense"
     if rc == 0:
         runs = list(Path(result["cwd"]).glob("outputs/runs/*/metrics.json"))
         status = json.loads(runs[0].read_text()).get("status") if len(runs) == 1 else None

@@ -54,6 +54,8 @@ def test_the_fuzzer_draws_from_every_key_of_the_schema():
 @pytest.mark.parametrize("argv, outcome", [
     (["dataset=ring", "steps=1", "device=cpu", "eval.theory_samples=2000", "k=0"], "error"),
     (["dataset=ring", "steps=1", "device=cpu", "eval.theory_samples=2000", "eval.mode_samples=500"], "ok"),
+    (["dataset=ring", "--cfg", "job", "-p", "optimizer"], "ok"),  # printed, nothing run
+    (["dataset=ring", "--cfg", "bogus"], "error"),
 ])
 def test_the_judge_tells_outcomes_apart(server, argv, outcome):
     assert fuzz.judge(server.run(argv), TABLE) == outcome
