@@ -127,6 +127,9 @@ BAD = [
     (["-r", "-m", "seed=0"], "--run and --multirun given"), (["--info", "plugins", "-m"], "--multirun and --info"),
     (["--resolve", "steps=1"], "--resolve resolves the config that --cfg or --help prints"),
     (["--experimental-rerun", "nope.pickle"], "--experimental-rerun nope.pickle: no such file"),
+    # beside an option that prints, the same checks as a run's (a ValueError's traceback; argparse's usage)
+    (["=null", "--cfg", "all"], "=null: no setting named before '='"), (["--cfg", "job", "~k"], "settings cannot be"),
+    (["--info", "plugins", "--nonsense"], "--nonsense is not an option of gan-train"),
 ]
 
 

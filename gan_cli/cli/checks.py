@@ -36,7 +36,6 @@ _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "-
                "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--experimental-rerun"}
 _VALUE_FLAGS = {"--package", "-p", "--cfg", "-c"}
-_OTHER_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve"}
 # settings that hold a path: written as the tool prints them, even with '=' or ',' in a run's name
 PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra.sweep.dir")
 
@@ -191,6 +190,21 @@ def _names(conf_dir: str, key: str) -> List[str]:
     return sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml")) if key in PRESETS else []
 
 
+def _settings(overrides: Sequence[str]) -> None:
+    """Each override sets a setting of the schema: it names one, and neither removes (``~``) nor adds (``+``) one."""
+    for o in overrides:
+        key = o.lstrip("+~").partition("=")[0]
+        if not key.strip():
+            raise UserError(f"{o or repr(o)}: no setting named before '='; write key=value (e.g. steps=100)")
+        if o.startswith("~"):  # the schema is closed: a setting cannot be removed, only set
+            raise UserError(f"{o}: settings cannot be removed; set {key} with {key}=VALUE "
+                            "(`gan-train --cfg job` lists the settings and their values)")
+        if o.startswith("+"):  # the settings are a closed schema: nothing to add
+            key = o.lstrip("+").partition("=")[0]
+            raise UserError(unknown_key(o) if key not in _known_keys()
+                            else f"{o}: {key} exists; set it with {o.lstrip('+')}")
+
+
 def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
     """Each group's choice is one of its options."""
     for o in overrides:
@@ -223,9 +237,9 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
 
 def _flags(argv: Sequence[str]) -> None:
     """GNU-style options (``--steps 10``) are not how Hydra takes settings: say what to type instead."""
-    known = set(_known_keys())
+    known, options = set(_known_keys()), {name for a in _parser()._actions for name in a.option_strings}
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") or arg in _OTHER_FLAGS | _VALUE_FLAGS:  # precheck returned on _INFO_FLAGS
+        if not arg.startswith("-") or arg.partition("=")[0] in options:
             continue
         name, sep, value = arg.lstrip("-").partition("=")
         if not sep and i + 1 < len(argv) and "=" not in argv[i + 1] and not argv[i + 1].startswith("-"):
@@ -288,6 +302,7 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
         return None
     package, resolve, everything = options.package or "_global_", options.resolve, _overrides(argv)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    _settings(overrides)
     _choices(conf_dir, overrides)
     try:
         cfg = OmegaConf.to_container(compose(conf_dir, overrides)) if options.cfg != "hydra" else {}
@@ -394,7 +409,8 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     names the part of the config that ``--cfg`` prints and nothing else; ``--shell-completion`` (``-sc``) takes one
     of install=SHELL, uninstall=SHELL, query=SHELL (the last run by the shell's completion, which sets COMP_LINE),
     SHELL a shell Hydra completes."""
-    options = _parser().parse_known_args(argv)[0]  # unknown ones: _flags
+    _flags(argv)
+    options = _parser().parse_args(argv)
     given = [name for name, on in (("--run", options.run), ("--multirun", options.multirun), ("--cfg", options.cfg),
                                    ("--info", options.info), ("--shell-completion", options.shell_completion)) if on]
     if len(given) > 1:
@@ -462,22 +478,11 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     _options(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
-    _flags(argv)
     everything = _overrides(argv)
     _plugins(everything)
     _plugin_settings(conf_dir, everything)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
-    for o in overrides:
-        key = o.lstrip("+~").partition("=")[0]
-        if not key.strip():
-            raise UserError(f"{o or repr(o)}: no setting named before '='; write key=value (e.g. steps=100)")
-        if o.startswith("~"):  # the schema is closed: a setting cannot be removed, only set
-            raise UserError(f"{o}: settings cannot be removed; set {key} with {key}=VALUE "
-                            "(`gan-train --cfg job` lists the settings and their values)")
-        if o.startswith("+"):  # the settings are a closed schema: nothing to add
-            key = o.lstrip("+").partition("=")[0]
-            raise UserError(unknown_key(o) if key not in _known_keys()
-                            else f"{o}: {key} exists; set it with {o.lstrip('+')}")
+    _settings(overrides)
     try:
         parser = OverridesParser.create()
         parsed = parser.parse_overrides(overrides)
