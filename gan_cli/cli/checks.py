@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import difflib
+import functools
 import importlib.util
 import itertools
 import os
@@ -35,14 +36,13 @@ from gan_cli.runs import checkpoint
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
                "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--experimental-rerun"}
-_VALUE_FLAGS = {"--package", "-p", "--cfg", "-c"}
 # settings that hold a path: written as the tool prints them, even with '=' or ',' in a run's name
 PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def _overrides(argv: Sequence[str]) -> List[str]:
-    """The settings of a command line: its arguments that are not options, nor the value of --package."""
-    return [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in _VALUE_FLAGS)]
+    """The settings of a command line: its arguments that are neither Hydra's options nor their values."""
+    return [a for a in _split(argv)[1] if not a.startswith("-")]
 
 
 def _explain(err: Exception, overrides: List[str]) -> str:
@@ -382,6 +382,7 @@ class _Options(argparse.ArgumentParser):
         raise UserError(message)
 
 
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
     """Hydra's own parser of its options, its errors one line."""
     from hydra._internal.utils import get_args_parser
@@ -391,6 +392,12 @@ def _parser() -> argparse.ArgumentParser:
 def options_first(argv: Sequence[str]) -> List[str]:
     """Hydra's options (with their values), then the settings in their order: argparse reads the settings only as
     one run of arguments, so ``gan-train steps=1 -m seed=0,1`` ended in its usage ("unrecognized arguments")."""
+    front, rest = _split(argv)
+    return front + rest
+
+
+def _split(argv: Sequence[str]) -> tuple:
+    """(Hydra's options with their values, the other arguments), each in its order."""
     actions = {name: a for a in _parser()._actions for name in a.option_strings}
     front, rest, i = [], [], 0
     while i < len(argv):
@@ -401,7 +408,7 @@ def options_first(argv: Sequence[str]) -> List[str]:
             front.append(argv[i + 1])
             i += 1
         i += 1
-    return front + rest
+    return front, rest
 
 
 def _options(argv: Sequence[str]) -> argparse.Namespace:
