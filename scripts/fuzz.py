@@ -48,7 +48,8 @@ from scripts.forkserver import CommandServer  # noqa: E402
 
 # a quick run: one iteration on the ring, a small evaluation
 BASE = ("dataset=ring", "steps=1", "device=cpu", "n_samples=4", "eval.theory_samples=2000", "eval.mode_samples=500")
-GROUPS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
+GROUPS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search", "hydra/launcher", "hydra/sweeper",
+          "hydra/job_logging")
 GENERIC = ("0", "-0", "-1", "1", "2", "0.5", "2.5", "1e12", "1000000000000", "-1e12", "inf", "-inf", "nan", "1e-300",
            "abc", "''", "' '", "x" * 300, "true", "false", "null", "[1,2]", "[]", "{a:1}",
            "${oc.env:GAN_CLI_NO_SUCH_VAR}", "${no.such.key}", "${optimizer.lr}", "/", "../..", "1_000")
@@ -111,9 +112,9 @@ def strategy():
             st.sampled_from(vals)).map(one)
 
     settings = st.sampled_from(names).flatmap(for_key)
-    groups = st.tuples(st.sampled_from(GROUPS), st.sampled_from(("nope", "", "ring", "grid", "mlp", "maxout", "dcgan",
-                                                                   "hinge", "adam", "figure1", "dirac", "x" * 300))
-                       ).map(lambda kv: [f"{kv[0]}={kv[1]}"])
+    choices = ("nope", "", "ring", "grid", "mlp", "maxout", "dcgan", "hinge", "adam", "figure1", "dirac", "x" * 300,
+               "null", "basic", "population", "none")
+    groups = st.tuples(st.sampled_from(GROUPS), st.sampled_from(choices)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
     unknown = st.tuples(st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
     one_override = st.one_of(settings, settings, settings, groups, unknown, st.sampled_from(OPTIONS).map(list))
     return st.lists(one_override, min_size=1, max_size=3).map(lambda parts: [o for part in parts for o in part])

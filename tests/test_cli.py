@@ -130,6 +130,11 @@ BAD = [
     # beside an option that prints, the same checks as a run's (a ValueError's traceback; argparse's usage)
     (["=null", "--cfg", "all"], "=null: no setting named before '='"), (["--cfg", "job", "~k"], "settings cannot be"),
     (["--info", "plugins", "--nonsense"], "--nonsense is not an option of gan-train"),
+    # Hydra's own groups and settings: with --cfg job they were not read at all; =null was a ValueError's traceback
+    (["--cfg", "job", "hydra/launcher=nope"], "hydra/launcher=nope is not a choice of 'hydra/launcher'; choose one of: "
+                                              "basic, joblib, population, slurm"),
+    (["hydra/job_logging=null", "steps=1"], "hydra/job_logging=null is not a choice of 'hydra/job_logging'"),
+    (["--cfg", "job", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs must be an integer other than 0"),
 ]
 
 

@@ -189,6 +189,37 @@ def test_a_frame_laid_out_before_renders_as_tight_layout_renders_it(make_cfg, mo
     assert len(laid) == before + 1
 
 
+def test_a_frame_of_a_film_is_the_whole_figure_s_image(make_cfg):
+    """Figure 1 and the toy sets' sample figures are drawn into TensorBoard as frames of a film (the axes, ticks and
+    legend drawn once, the data and title on them): each frame, the first of a film and later ones, with other data,
+    other titles and other data sets, is the whole figure's image pixel for pixel; one film serves them all."""
+    import numpy as np
+    from torch.utils.tensorboard._utils import figure_to_image
+
+    x = torch.linspace(-6, 6, 400)
+    p_data = torch.exp(-x ** 2 / 2) / 2.5
+
+    def curves(shift):
+        return {"x": x, "p_data": p_data, "p_g": torch.exp(-(x - shift) ** 2 / 2) / 2.5, "D": torch.sigmoid(shift * x),
+                "D_star": p_data / (p_data + torch.exp(-(x - shift) ** 2 / 2) / 2.5)}
+    sets = {name: datasets.load(make_cfg(*settings).dataset, torch.device("cpu")) for name, settings in
+            {"ring": ["dataset=ring"], "grid": ["dataset=grid"], "line": ["dataset=mixture1d"],
+             "two modes": ["dataset=mixture1d", "dataset.means=[-2,3]", "dataset.weights=[1,3]"],
+             "point mass": ["dataset=dirac"]}.items()}
+    figures._FILMS.clear()
+    for shift, title in ((0.5, "iteration 0"), (1.5, "iteration 500"), (-2.0, "iteration 900"), (3, "iteration 10000")):
+        whole = figure_to_image(figures.figure_1(curves(shift), title))
+        assert np.array_equal(whole, figures.figure_1_image(curves(shift), title)), ("figure 1", title)
+        for name, data in sets.items():
+            samples = data.sample(512, torch.Generator().manual_seed(int(shift * 10) + 100)) * (1 + shift / 4)
+            torch.manual_seed(7)  # the data's points behind a 2-D set's samples (a film keeps its first)
+            whole = figure_to_image(figures.figure_toy(samples, data, title))
+            torch.manual_seed(7)
+            frame = figures.toy_image(samples, data, title)
+            assert np.array_equal(whole, frame), (name, title)
+    assert len(figures._FILMS) == 6 * 3, "a film for each kind, data set and length of title"
+
+
 def test_the_histogram_of_a_line_draws_as_matplotlib_s_hist(make_cfg):
     """figure_toy draws p_g's histogram as one artist (ax.stairs); its image is ax.hist's (100 bars) pixel for pixel."""
     import numpy as np

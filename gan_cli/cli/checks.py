@@ -302,16 +302,22 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
         return None
     package, resolve, everything = options.package or "_global_", options.resolve, _overrides(argv)
     overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    _plugins(everything)
+    _plugin_settings(conf_dir, everything)
     _settings(overrides)
     _choices(conf_dir, overrides)
     try:
         cfg = OmegaConf.to_container(compose(conf_dir, overrides)) if options.cfg != "hydra" else {}
-        if options.cfg != "job":  # Hydra's node first, as Hydra prints it (--cfg hydra: without its help texts)
-            node = OmegaConf.to_container(compose(conf_dir, everything, with_hydra=True).hydra)
-            cfg = {"hydra": node if options.cfg == "all" else {
-                k: v for k, v in node.items() if k not in ("help", "hydra_help")}, **cfg}
     except (OmegaConfBaseException, HydraException) as err:
         raise UserError(_explain(err, overrides)) from None
+    if options.cfg != "job" or len(overrides) < len(everything):  # Hydra's node, its settings checked as a run's
+        try:
+            node = OmegaConf.to_container(compose(conf_dir, everything, with_hydra=True).hydra)
+        except (OmegaConfBaseException, HydraException) as err:
+            raise hydra_error(err) from None
+        if options.cfg != "job":  # Hydra's node first, as Hydra prints it (--cfg hydra: without its help texts)
+            cfg = {"hydra": node if options.cfg == "all" else {
+                k: v for k, v in node.items() if k not in ("help", "hydra_help")}, **cfg}
     cfg = OmegaConf.create(cfg)
     part = cfg if package == "_global_" else OmegaConf.select(cfg, package)
     if part is None:
@@ -350,9 +356,30 @@ PLUGIN_SETTINGS = {
 }
 
 
+def _hydra_choices(conf_dir: str, overrides: Sequence[str]) -> None:
+    """A choice of one of Hydra's groups (hydra/launcher=..., hydra/sweeper=...) that the group does not have: named
+    with the group's choices (Hydra's own line names neither the setting nor what is allowed)."""
+    chosen = [o for o in config.parse_overrides([o for o in overrides if o.startswith("hydra/")])
+              if not o.is_sweep_override()]
+    if not chosen:
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            options = {o.key_or_group: GlobalHydra.instance().config_loader().get_group_options(o.key_or_group)
+                       for o in chosen}
+    finally:
+        GlobalHydra.instance().clear()
+    for o in chosen:
+        names = options[o.key_or_group]
+        if names and o.value() not in names:
+            raise UserError(f"{o.input_line} is not a choice of '{o.key_or_group}'; choose one of: {', '.join(names)}")
+
+
 def _plugin_settings(conf_dir: str, overrides: Sequence[str]) -> None:
     """A Hydra plugin's setting given out of its domain (refused, naming what is allowed), or one that the chosen
     launcher or sweeper does not have (refused before anything else is reported)."""
+    _hydra_choices(conf_dir, overrides)
     for o in config.parse_overrides([o for o in overrides if o.partition("=")[0] in PLUGIN_SETTINGS]):
         (allows, allowed), value = PLUGIN_SETTINGS[o.get_key_element()], o.value()
         if not o.is_sweep_override() and not (isinstance(value, str) and "${" in value) and not allows(value):

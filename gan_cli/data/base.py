@@ -59,14 +59,19 @@ class Data:
     def dim(self) -> int:
         return math.prod(self.shape)
 
-    def sample(self, m: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """A fresh minibatch of m real examples, drawn on the device."""
+    def sample(self, m: int, generator=None) -> torch.Tensor:
+        """A fresh minibatch of m real examples, drawn on the device. ``generator``: a torch.Generator, or a list of
+        them (a population's members): then (P, m, ...), the minibatch each would draw, the arithmetic done once."""
         if self.stream is not None:
             return self.stream.batch(m)
+        gens, join = (generator, torch.stack) if isinstance(generator, list) else ([generator], lambda t: t[0])
         if self.is_image:
-            return self.train[torch.randint(self.train.shape[0], (m,), device=self.train.device, generator=generator)]
-        comp = torch.multinomial(self.weights, m, replacement=True, generator=generator)
-        eps = torch.randn(m, self.centres.shape[1], device=self.centres.device, generator=generator)
+            device = self.train.device
+            return self.train[join([torch.randint(self.train.shape[0], (m,), device=device, generator=g)
+                                    for g in gens])]
+        draws = [(torch.multinomial(self.weights, m, replacement=True, generator=g),
+                  torch.randn(m, self.centres.shape[1], device=self.centres.device, generator=g)) for g in gens]
+        comp, eps = (join(t) for t in zip(*draws))
         return self.centres[comp] + self.std * eps
 
     @property
@@ -94,8 +99,10 @@ def free_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def noise(kind: str, m: int, z_dim: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """z ~ p_z: uniform on (-sqrt 3, sqrt 3) (unit variance, the paper's choice) or standard normal."""
-    if kind == "uniform":
-        return (torch.rand(m, z_dim, device=device, generator=generator) * 2 - 1) * math.sqrt(3.0)
-    return torch.randn(m, z_dim, device=device, generator=generator)
+def noise(kind: str, m: int, z_dim: int, device, generator=None) -> torch.Tensor:
+    """z ~ p_z: uniform on (-sqrt 3, sqrt 3) (unit variance, the paper's choice) or standard normal. ``generator``:
+    as :meth:`Data.sample`'s (a list: each one's draw, stacked)."""
+    gens, join = (generator, torch.stack) if isinstance(generator, list) else ([generator], lambda t: t[0])
+    draw = torch.rand if kind == "uniform" else torch.randn
+    z = join([draw(m, z_dim, device=device, generator=g) for g in gens])
+    return (z * 2 - 1) * math.sqrt(3.0) if kind == "uniform" else z

@@ -345,13 +345,6 @@ class Population(GAN):
         point = one.nets._point
         self.nets = models.Nets(self.G, self.D, None if point is None else vmap(point))
 
-    def _real(self, n: int) -> torch.Tensor:
-        return torch.stack([self.data.sample(n, g) for g in self.gen])
-
-    def noise(self, m: int) -> torch.Tensor:
-        from gan_cli import data as datasets
-        return torch.stack([datasets.noise(self.prior, m, self.z_dim, self.device, g) for g in self.gen])
-
     def _grad_norm(self, params) -> torch.Tensor:
         """Each member's global L2 norm of its gradients, (P,): the norm of its tensors' norms, as torch's."""
         norms = [torch.linalg.vector_norm(p.grad.flatten(1), 2, dim=1) for p in params if p.grad is not None]

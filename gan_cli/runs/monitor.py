@@ -20,7 +20,7 @@ from rich.table import Column, Table
 from torch.utils.tensorboard import SummaryWriter
 
 from gan_cli.runs import rundir
-from gan_cli.runs.figures import figure_1, figure_toy, figure_trajectory, sample_grid, warm_figures
+from gan_cli.runs.figures import figure_1_image, figure_toy, figure_trajectory, sample_grid, toy_image, warm_figures
 from gan_cli.runs.footprint import memory_mb
 
 log = logging.getLogger("gan_cli")
@@ -72,7 +72,7 @@ def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
     if curves is not None:
-        writer.add_figure(figure_tag, figure_1(curves, f"iteration {step}"), step)
+        writer.add_image(figure_tag, figure_1_image(curves, f"iteration {step}"), step, dataformats="CHW")
     if constants:
         rows = "\n".join(f"| `{tag}` | {value:.6g} |" for tag, value in sorted(constants.items()))
         writer.add_text("constants", "figures that do not change over the run\n\n| figure | value |\n|---|---|\n"
@@ -246,7 +246,7 @@ class Monitor(AbstractContextManager):
         if data.is_image:
             self.writer.add_image(tag, sample_grid(samples, enlarge=True), step)
         else:
-            self.writer.add_figure(tag, figure_toy(samples, data, f"iteration {step}"), step)
+            self.writer.add_image(tag, toy_image(samples, data, f"iteration {step}"), step, dataformats="CHW")
         if path is not None:
             self.writer.add_figure("game/trajectory", figure_trajectory(path, self.start, step), step)
 
