@@ -467,6 +467,24 @@ def test_a_stacked_network_in_place_gives_the_same_values_and_gradients(make_cfg
     assert inplace, "no ReLU was made in place"
 
 
+def test_a_parameter_at_two_places_of_a_network_is_each_member_s_own():
+    """functional_call unties nothing for a network without tied tensors (its cost at every call); one whose two
+    layers share a weight still computes each member's output with that member's weight at both places."""
+    from gan_cli.game.population import Stacked
+
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    b.weight = a.weight
+    for net, tied in ((torch.nn.Sequential(a, torch.nn.ReLU(), b), True),
+                      (torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3)), False)):
+        nets = [copy.deepcopy(net) for _ in range(3)]
+        with torch.no_grad():
+            nets[1][0].weight.mul_(2)
+            nets[2][0].weight.mul_(-1)
+        stacked, x = Stacked(nets, [torch.Generator() for _ in nets]), torch.randn(3, 4, 3)
+        assert stacked.tied == tied
+        assert torch.allclose(stacked(x), torch.stack([n(x[i]) for i, n in enumerate(nets)]))
+
+
 def test_only_a_relu_whose_input_nothing_else_reads_is_made_in_place():
     nn = torch.nn
     net = _in_place(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.Sigmoid(), nn.ReLU(),

@@ -71,12 +71,15 @@ class Stacked:
         bufs = [dict(n.named_buffers()) for n in nets]
         self.buffers = {k: _stack(b[k] for b in bufs) for k in bufs[0]}
         self.layouts: Dict[tuple, list] = {}  # the dropout layers a forward pass meets, by input shape
+        t = self.template  # a tensor at two places in it (functional_call unties them, at a cost, every call)
+        self.tied = any(len(list(f(remove_duplicate=False))) > len(list(f())) for f in (t.named_parameters,
+                                                                                         t.named_buffers))
         self._call = vmap(self._one)
 
     def _one(self, params, buffers, x, masks):
         it = iter(masks)
         with models.supplying(lambda module, h: h * next(it)):
-            return functional_call(self.template, (params, buffers), (x,))
+            return functional_call(self.template, (params, buffers), (x,), tie_weights=self.tied)
 
     def _layout(self, shape: tuple) -> list:
         """(dropout layer, input shape) of each mask a member's forward pass draws, in its order."""
@@ -98,7 +101,8 @@ class Stacked:
         return tuple(torch.stack(per_layer) for per_layer in zip(*drawn))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.template.train(self.training)
+        if self.template.training != self.training:  # (train() walks every module: not at every call)
+            self.template.train(self.training)
         return self._call(self.params, self.buffers, x, self.masks(x))
 
     def parameters(self) -> List[torch.Tensor]:
