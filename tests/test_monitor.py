@@ -218,6 +218,10 @@ def test_a_frame_of_a_film_is_the_whole_figure_s_image(make_cfg):
             frame = figures.toy_image(samples, data, title)
             assert np.array_equal(whole, frame), (name, title)
     assert len(figures._FILMS) == 6 * 3, "a film for each kind, data set and length of title"
+    with pytest.raises(ValueError):  # a frame that fails half drawn (p_g plotted, then D of the wrong length)
+        figures.figure_1_image({**curves(1.0), "D": torch.ones(3)}, "iteration 500")
+    assert np.array_equal(figure_to_image(figures.figure_1(curves(1.0), "iteration 500")),
+                          figures.figure_1_image(curves(1.0), "iteration 500")), "the failed frame left its p_g"
 
 
 def test_the_histogram_of_a_line_draws_as_matplotlib_s_hist(make_cfg):

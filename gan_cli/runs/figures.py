@@ -140,16 +140,17 @@ def _frame(kind: _Kind, title: str) -> np.ndarray:
         _FILMS[key] = (fig, fig.canvas.copy_from_bbox(fig.bbox), shared)
     fig, background, shared = _FILMS[key]
     fig.canvas.restore_region(background)
-    kind.changing(fig.axes)
-    for ax in fig.axes:
-        for a in (*_data(ax), *(s for s in ax.spines.values() if s.get_visible())):
-            ax.draw_artist(a)
-    fig.axes[0].title.set_text(title)
-    fig.axes[0].draw_artist(fig.axes[0].title)
-    image = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].transpose(2, 0, 1).copy()
-    for a in [a for ax in fig.axes for a in _data(ax) if a not in shared]:
-        a.remove()
-    return image
+    try:
+        kind.changing(fig.axes)
+        for ax in fig.axes:
+            for a in (*_data(ax), *(s for s in ax.spines.values() if s.get_visible())):
+                ax.draw_artist(a)
+        fig.axes[0].title.set_text(title)
+        fig.axes[0].draw_artist(fig.axes[0].title)
+        return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].transpose(2, 0, 1).copy()
+    finally:  # the film as it was, whatever failed
+        for a in [a for ax in fig.axes for a in _data(ax) if a not in shared]:
+            a.remove()
 
 
 def _density_axes(ax, lo: float, hi: float, peak: float) -> None:
