@@ -205,6 +205,17 @@ def _settings(overrides: Sequence[str]) -> None:
                             else f"{o}: {key} exists; set it with {o.lstrip('+')}")
 
 
+def _checked(argv: Sequence[str], conf_dir: str) -> tuple:
+    """(every setting of a command line, those not Hydra's), after the checks that a run and a printed config share:
+    plug-ins installed, Hydra's groups and plug-in settings, each setting one of the schema's."""
+    everything = _overrides(argv)
+    _plugins(everything)
+    _plugin_settings(conf_dir, everything)
+    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    _settings(overrides)
+    return everything, overrides
+
+
 def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
     """Each group's choice is one of its options."""
     for o in overrides:
@@ -237,9 +248,9 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
 
 def _flags(argv: Sequence[str]) -> None:
     """GNU-style options (``--steps 10``) are not how Hydra takes settings: say what to type instead."""
-    known, options = set(_known_keys()), {name for a in _parser()._actions for name in a.option_strings}
+    known = set(_known_keys())
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") or arg.partition("=")[0] in options:
+        if not arg.startswith("-") or arg.partition("=")[0] in _actions():
             continue
         name, sep, value = arg.lstrip("-").partition("=")
         if not sep and i + 1 < len(argv) and "=" not in argv[i + 1] and not argv[i + 1].startswith("-"):
@@ -300,11 +311,8 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
     options = _options(argv)
     if options.cfg is None or options.help or options.hydra_help:  # Hydra's help comes first
         return None
-    package, resolve, everything = options.package or "_global_", options.resolve, _overrides(argv)
-    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
-    _plugins(everything)
-    _plugin_settings(conf_dir, everything)
-    _settings(overrides)
+    package, resolve = options.package or "_global_", options.resolve
+    everything, overrides = _checked(argv, conf_dir)
     _choices(conf_dir, overrides)
     try:
         cfg = OmegaConf.to_container(compose(conf_dir, overrides)) if options.cfg != "hydra" else {}
@@ -416,6 +424,12 @@ def _parser() -> argparse.ArgumentParser:
     return _Options(add_help=False, parents=[get_args_parser()])
 
 
+@functools.cache
+def _actions() -> Dict[str, argparse.Action]:
+    """Each of Hydra's option strings (``--cfg``, ``-c``, ...) and its action."""
+    return {name: a for a in _parser()._actions for name in a.option_strings}
+
+
 def options_first(argv: Sequence[str]) -> List[str]:
     """Hydra's options (with their values), then the settings in their order: argparse reads the settings only as
     one run of arguments, so ``gan-train steps=1 -m seed=0,1`` ended in its usage ("unrecognized arguments")."""
@@ -425,8 +439,7 @@ def options_first(argv: Sequence[str]) -> List[str]:
 
 def _split(argv: Sequence[str]) -> tuple:
     """(Hydra's options with their values, the other arguments), each in its order."""
-    actions = {name: a for a in _parser()._actions for name in a.option_strings}
-    front, rest, i = [], [], 0
+    actions, front, rest, i = _actions(), [], [], 0
     while i < len(argv):
         action = actions.get(argv[i].partition("=")[0]) if argv[i].startswith("-") else None
         (front if action else rest).append(argv[i])
@@ -512,11 +525,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     _options(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return
-    everything = _overrides(argv)
-    _plugins(everything)
-    _plugin_settings(conf_dir, everything)
-    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
-    _settings(overrides)
+    everything, overrides = _checked(argv, conf_dir)
     try:
         parser = OverridesParser.create()
         parsed = parser.parse_overrides(overrides)

@@ -64,7 +64,7 @@ class Data:
         them (a population's members): then (P, m, ...), the minibatch each would draw, the arithmetic done once."""
         if self.stream is not None:
             return self.stream.batch(m)
-        gens, join = (generator, torch.stack) if isinstance(generator, list) else ([generator], lambda t: t[0])
+        gens, join = _each(generator)
         if self.is_image:
             device = self.train.device
             return self.train[join([torch.randint(self.train.shape[0], (m,), device=device, generator=g)
@@ -99,10 +99,16 @@ def free_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def _each(generator) -> tuple:
+    """(the generators to draw from, how their draws join): a list of them (a population's members) stacked along a
+    new first dimension; one generator (or None) its draw as it is."""
+    return (generator, torch.stack) if isinstance(generator, list) else ([generator], lambda drawn: drawn[0])
+
+
 def noise(kind: str, m: int, z_dim: int, device, generator=None) -> torch.Tensor:
     """z ~ p_z: uniform on (-sqrt 3, sqrt 3) (unit variance, the paper's choice) or standard normal. ``generator``:
     as :meth:`Data.sample`'s (a list: each one's draw, stacked)."""
-    gens, join = (generator, torch.stack) if isinstance(generator, list) else ([generator], lambda t: t[0])
+    gens, join = _each(generator)
     draw = torch.rand if kind == "uniform" else torch.randn
     z = join([draw(m, z_dim, device=device, generator=g) for g in gens])
     return (z * 2 - 1) * math.sqrt(3.0) if kind == "uniform" else z
