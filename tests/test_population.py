@@ -538,3 +538,34 @@ def test_a_launcher_setting_out_of_its_domain_is_refused_in_one_line(tmp_path, v
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("gan-train: error:") and says in lines[0], lines[0]
     assert not any(sweep.glob("*/metrics.json"))  # nothing ran
+
+
+def test_while_a_population_trains_its_summary_says_its_members_are_running(tmp_path, monkeypatch):
+    """summary.csv is written once the members are set up (not after each member's set-up: 64 members read 64
+    directories 64 times), and says ``running`` for each until they end, then their own status."""
+    import csv
+    import sys
+
+    from gan_cli.cli import sweep
+    from gan_cli.cli.train import main
+    from gan_cli.game import loop
+
+    seen, calls = [], []
+    real, summarize = loop.train_population, sweep.summarize
+
+    def watching(members, stop):
+        with (tmp_path / "sweep" / "summary.csv").open() as fh:
+            seen.extend((row["seed"], row["status"]) for row in csv.DictReader(fh))
+        calls.append("train")
+        return real(members, stop)
+
+    monkeypatch.setattr(loop, "train_population", watching)
+    monkeypatch.setattr(sweep, "summarize", lambda *a, **k: calls.append("summary") or summarize(*a, **k))
+    monkeypatch.setattr(sys, "argv", ["gan-train", "-m", "hydra/launcher=population", "dataset=ring", "arch=mlp",
+                                      "arch.g_hidden=16", "arch.d_hidden=16", "steps=2", "seed=0,1,2", *QUICK_EVAL,
+                                      f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    main()
+    assert sorted(seen) == [("0", "running"), ("1", "running"), ("2", "running")]
+    assert calls == ["summary", "train", "summary"]
+    with (tmp_path / "sweep" / "summary.csv").open() as fh:
+        assert [row["status"] for row in csv.DictReader(fh)] == ["ok"] * 3

@@ -189,3 +189,68 @@ def test_the_summary_after_each_job_reads_a_job_s_hydra_files_again_only_when_th
     again = sweep_module.summarize(tmp_path)
     assert parsed[6:] == [tmp_path / "1" / ".hydra" / "hydra.yaml", changed]  # the changed job's alone
     assert again.jobs[1].overrides == {"seed": "1", "k": "5"} and again.jobs[2].metrics["eval/jsd"] == 7
+
+
+def _job(sweep_dir, i, overrides, metrics=None):
+    from omegaconf import OmegaConf
+
+    hydra_dir = sweep_dir / str(i) / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"job": {"num": i}}}, hydra_dir / "hydra.yaml")
+    OmegaConf.save(overrides, hydra_dir / "overrides.yaml")
+    if metrics is not None:
+        (sweep_dir / str(i) / "metrics.json").write_text(json.dumps(metrics))
+    return sweep_dir / str(i)
+
+
+def test_a_job_still_running_is_running_in_the_summary_until_the_sweep_ends(tmp_path):
+    """A job directory without metrics.json reads ``running`` while a live gan-train holds it (this process, or
+    another one on this host) and ``failed`` once its holder is gone (killed: its lock file left behind), or in the
+    sweep's final summary. Before, a sweep's summary said ``failed`` for the jobs still running beside the one
+    that ended (hydra/launcher=joblib; every member of a population)."""
+    import socket
+    import subprocess
+    import sys
+
+    from gan_cli.cli import sweep as sweep_module
+    from gan_cli.runs import rundir
+
+    _job(tmp_path, 0, ["seed=0"], {"status": "ok", "wall_s": 1.0})
+    mine = _job(tmp_path, 1, ["seed=1"])
+    theirs = _job(tmp_path, 2, ["seed=2"])
+    dead = _job(tmp_path, 3, ["seed=3"])
+    _job(tmp_path, 4, ["seed=4"])
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (dead / rundir.LOCK_NAME).write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from gan_cli.runs import rundir; "
+                               f"rundir.hold({str(theirs)!r}); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rundir.hold(mine)
+        during = sweep_module.summarize(tmp_path)
+        final = sweep_module.summarize(tmp_path, final=True)
+    finally:
+        rundir.release(mine)
+        holder.communicate("")
+    assert [j.status for j in during.jobs] == ["ok", "running", "running", "failed", "failed"]
+    assert [j.status for j in final.jobs] == ["ok", "failed", "failed", "failed", "failed"]
+    after = sweep_module.summarize(tmp_path)  # both holders gone
+    assert [j.status for j in after.jobs] == ["ok", "failed", "failed", "failed", "failed"]
+
+
+def test_a_sweep_over_steps_has_one_column_for_the_steps_asked_and_one_for_the_steps_done(tmp_path, capsys):
+    """``-m steps=30,4000``: the swept setting and the run's own count of iterations were both headed ``steps``
+    (summary.csv and the table), so a CSV reader kept one of them."""
+    from gan_cli.cli import sweep as sweep_module
+
+    _job(tmp_path, 0, ["steps=30"], {"status": "ok", "wall_s": 1.0, "steps": 30})
+    _job(tmp_path, 1, ["steps=4000"], {"status": "interrupted", "wall_s": 9.0, "steps": 773})
+    summary = sweep_module.summarize(tmp_path, final=True)
+    with (tmp_path / "summary.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert len(header) == len(set(header)), header
+    assert [(r["steps"], r["steps done"]) for r in rows(tmp_path)] == [("30", "30"), ("4000", "773")]
+    sweep_module.print_summary(summary)
+    head = next(line for line in capsys.readouterr().out.splitlines() if "status" in line)
+    assert [c.strip() for c in head.strip("┃ ").split("┃")][:5] == ["job", "steps", "status", "wall s", "steps done"]

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Sequence
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import open_dict
 
+from gan_cli.cli import sweep
 from gan_cli.cli.sweep import PER_MEMBER
 from gan_cli.cli.train import StopRequest, SweepInterrupted, searched
 from gan_cli.config import UserError
@@ -87,6 +88,7 @@ def _population(launcher, jobs: list) -> Dict[int, JobReturn]:
         root.handlers = split_handlers(root.handlers)[1]
     if not prepared:
         return returns
+    sweep.update(Path(str(launcher.config.hydra.sweep.dir)))  # its members: running
     cfg, gan = prepared[0][0], prepared[0][1]
     most = min(memory.members_that_fit(cfg, gan.data, gan.device), int(launcher.max_members or len(prepared)))
     try:

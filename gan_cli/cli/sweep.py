@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gan_cli import config
 from gan_cli.config import UserError
 from gan_cli.evaluation import evaluate
+from gan_cli.runs import rundir
 
 log = logging.getLogger("gan_cli")
 # what reading back a file of a job can raise: gone, not YAML, or without the key looked for
@@ -97,9 +98,10 @@ class Job:
 REFUSED = ".refused.json"  # beside a job directory that another gan-train held: the job's record (not run)
 
 
-def collect(sweep_dir: Path) -> List[Job]:
-    """Every job directory of a sweep, read back: a job without metrics.json did not end by itself
-    (killed, out of memory): its status is ``failed``. A job refused its directory has a REFUSED record."""
+def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
+    """Every job directory of a sweep, read back. A job without metrics.json is ``running`` while a live gan-train
+    holds its directory, unless the sweep has ended (``final``); else it did not end by itself (killed, out of
+    memory): ``failed``. A job refused its directory has a REFUSED record."""
     jobs = []
     for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):
         try:
@@ -120,7 +122,8 @@ def collect(sweep_dir: Path) -> List[Job]:
             report = {}
         figures = {k: float(v) for k, v in report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"}
-        jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, report.get("status", "failed"),
+        status = report.get("status") or ("running" if not final and rundir.held(job_dir) else "failed")
+        jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, status,
                         float(report.get("wall_s", math.nan)), figures, str(report.get("error", ""))))
     return sorted(jobs, key=lambda j: j.num)
 
@@ -205,10 +208,11 @@ class Summary:
         return f"{len(self.failed)} of the {len(self.jobs)} jobs of the sweep did not finish: " + "; ".join(parts)
 
 
-def summarize(sweep_dir: Path) -> Summary:
-    """summary.csv in the sweep directory (written atomically: jobs running side by side each rewrite it)."""
+def summarize(sweep_dir: Path, final: bool = False) -> Summary:
+    """summary.csv in the sweep directory (written atomically: jobs running side by side each rewrite it); ``final``:
+    the sweep has ended (no job of it is still running)."""
     sweep_dir = Path(sweep_dir)
-    jobs = collect(sweep_dir)
+    jobs = collect(sweep_dir, final)
     overrides = sweep_overrides(sweep_dir)
     if overrides is not None:  # the keys the sweep gives several values (k=1,5), else all it sets
         swept = [o.get_key_element().lstrip("+~") for o in config.parse_overrides(overrides) if o.is_sweep_override()]
@@ -220,14 +224,19 @@ def summarize(sweep_dir: Path) -> Summary:
     ordered = _order(jobs, metric)
     names = sorted({k for j in jobs for k in j.metrics})
     leading = [m for m in ("steps", metric) if m in names]
-    columns = ["job", *keys, "status", "wall_s", *leading, *[n for n in names if n not in leading], "error", "dir"]
+    figures = [*leading, *[n for n in names if n not in leading]]
+    columns = ["job", *keys, "status", "wall_s", *[_heading(n, keys) for n in figures], "error", "dir"]
     _write_csv(sweep_dir / "summary.csv", [columns, *[
         [job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
-         *[_fmt(job.metrics.get(n, math.nan)) for n in columns[len(keys) + 3:-2]], job.error, job.dir.name]
-        for job in ordered]])
+         *[_fmt(job.metrics.get(n, math.nan)) for n in figures], job.error, job.dir.name] for job in ordered]])
     summary = Summary(sweep_dir, ordered, keys, metric, population_keys(sweep_dir))
     _write_csv(sweep_dir / "seeds.csv", seed_table(summary, names))
     return summary
+
+
+def _heading(figure: str, keys: Sequence[str]) -> str:
+    """A run's figure's column: its name, unless a swept setting has it (``steps``: the iterations the run did)."""
+    return f"{figure} done" if figure in keys else figure
 
 
 @dataclass
@@ -342,7 +351,7 @@ def print_summary(summary: Summary) -> None:
     n = len(summary.jobs)
     table = Table(title=f"gan-train: sweep of {n} job{'s' if n != 1 else ''}"
                   + (f", best {summary.metric} first" if summary.metric else ""))
-    for name in ["job", *summary.keys, "status", "wall s", "steps", *shown]:
+    for name in ["job", *summary.keys, "status", "wall s", _heading("steps", summary.keys), *shown]:
         table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
     for job in summary.jobs:
         status = job.status if job.status == "ok" else f"[red]{job.status}[/red]"
@@ -429,11 +438,9 @@ class SweepSummary(Callback):
             _stopper = _StopJobs(CURRENT, block=launcher.endswith(".LocalLauncher"))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        try:
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                summarize(Path(str(config.hydra.sweep.dir)))
-        except (OSError, *UNREADABLE) as err:  # the summary never ends a job; the end of the sweep writes it again
-            log.warning("gan-train: summary.csv not written after this job: %s", err)
+        # a population's job ends when its member is set up: its launcher writes one summary once all are
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not rundir.KEEPING:
+            update(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global LAST, _stopper
@@ -442,8 +449,17 @@ class SweepSummary(Callback):
             _stopper = None
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
-            LAST = summarize(sweep_dir)
+            LAST = summarize(sweep_dir, final=True)
             print_summary(LAST)
+
+
+def update(sweep_dir: Path) -> None:
+    """summary.csv while the sweep goes on (after a job): a failure to write it is a warning, never the job's end
+    (the end of the sweep writes it again)."""
+    try:
+        summarize(sweep_dir)
+    except (OSError, *UNREADABLE) as err:
+        log.warning("gan-train: summary.csv not written after this job: %s", err)
 
 
 def finish_interrupted() -> Optional[Summary]:
@@ -451,7 +467,7 @@ def finish_interrupted() -> Optional[Summary]:
     global LAST
     if CURRENT is not None and CURRENT.is_dir():
         try:
-            LAST = summarize(CURRENT)
+            LAST = summarize(CURRENT, final=True)
         except (OSError, *UNREADABLE) as err:
             log.warning("gan-train: the sweep's summary.csv could not be written: %s", err)
             return None

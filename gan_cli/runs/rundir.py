@@ -111,6 +111,23 @@ def holds(directory: Path) -> bool:
     return Path(os.path.abspath(directory)) in _HELD
 
 
+def held(directory: Path) -> bool:
+    """Whether a live gan-train holds ``directory``: this process, or the one its lock file names. A holder on
+    another host counts while its lock file is there (the holder removes it as it lets go)."""
+    if holds(directory):
+        return True
+    try:
+        holder = json.loads((Path(directory) / LOCK_NAME).read_text() or "{}")
+        if holder.get("host") != socket.gethostname():
+            return bool(holder)
+        os.kill(int(holder["pid"]), 0)  # signal 0: is it alive
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no lock file, or its process is gone
+        return False
+    return True
+
+
 def owned(directory) -> bool:
     """Whether this process holds ``directory``'s lock, taking it when it is free; False when another holds it."""
     try:
