@@ -371,6 +371,11 @@ def texts(node: Any) -> List[str]:
     return [str(item) for item in OmegaConf.to_container(node, resolve=False)]
 
 
+def hydras(key: str) -> bool:
+    """Whether a setting or group is Hydra's own (``hydra``, ``hydra.run.dir``, ``hydra/launcher``), not gan-train's."""
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
 def first_line(err: Exception) -> str:
     """An exception's first line (its type's name when it has no text)."""
     text = str(err).strip()

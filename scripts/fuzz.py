@@ -59,7 +59,9 @@ OPTIONS = (("-r",), ("--run",), ("--resolve",), ("--cfg", "job"), ("--cfg", "all
            ("-p",), ("--info", "plugins"), ("-i", "bogus"), ("--experimental-rerun", "nope.pickle"), ("-cn", "nope"),
            ("--steps", "10"), ("--nonsense",))
 PRINTING = ("--cfg", "-c", "--info", "-i")  # options after which a run that exits 0 prints instead of training
-UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz")
+UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz", "hydrax",
+           "hydra", "hydra.job.chdr", "hydra.job.chdir", "hydra.job.env_set.GAN_FUZZ", "hydra.launcher.n_jobs")
+EDITS = ("", "", "", "~", "+", "++")  # how a group or a setting outside the schema is given: set, removed, added
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,8 +116,10 @@ def strategy():
     settings = st.sampled_from(names).flatmap(for_key)
     choices = ("nope", "", "ring", "grid", "mlp", "maxout", "dcgan", "hinge", "adam", "figure1", "dirac", "x" * 300,
                "null", "basic", "population", "none")
-    groups = st.tuples(st.sampled_from(GROUPS), st.sampled_from(choices)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
-    unknown = st.tuples(st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(lambda kv: [f"{kv[0]}={kv[1]}"])
+    groups = st.tuples(st.sampled_from(EDITS + ("~=",)), st.sampled_from(GROUPS), st.sampled_from(choices)).map(
+        lambda e: [f"~{e[1]}" if e[0] == "~" else f"{e[0].rstrip('=')}{e[1]}={e[2]}"])
+    unknown = st.tuples(st.sampled_from(EDITS), st.sampled_from(UNKNOWN), st.sampled_from(GENERIC)).map(
+        lambda e: [f"~{e[1]}" if e[0] == "~" else f"{e[0]}{e[1]}={e[2]}"])
     one_override = st.one_of(settings, settings, settings, groups, unknown, st.sampled_from(OPTIONS).map(list))
     return st.lists(one_override, min_size=1, max_size=3).map(lambda parts: [o for part in parts for o in part])
 

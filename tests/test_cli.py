@@ -135,6 +135,33 @@ BAD = [
                                               "basic, joblib, population, slurm"),
     (["hydra/job_logging=null", "steps=1"], "hydra/job_logging=null is not a choice of 'hydra/job_logging'"),
     (["--cfg", "job", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs must be an integer other than 0"),
+    # ~ and + on Hydra's side: a typo added to Hydra's schema ran as if not given (+hydra.job.chdr=true); a removed
+    # group or setting ended in Hydra's words ("Missing mandatory value: hydra.job_logging") or ran without it
+    # a recipe that is not a mapping of settings: a ValueError's traceback; "no such setting; did you mean" itself
+    (["loss.recipe=${optimizer.lr}", "steps=1"], "loss.recipe=0.1 is not allowed: a recipe maps settings to values"),
+    (["loss.recipe={a:1}", "steps=1"], "loss.recipe={a:1}: loss.recipe has no entry 'a' to set"),
+    (["dataset.recipe=${seed}", "steps=1"], "dataset.recipe=0 is not allowed: a recipe maps settings to values"),
+    (["-cn", "nope", "=0"], "=0: no setting named before '='"),  # another primary config: a ValueError's traceback
+    (["-cn", "config", "hydra/job_logging=null", "steps=1"], "hydra/job_logging=null: a choice of 'hydra/job_logging' "
+                                                             "is a name"),
+    (["~nope", "steps=1"], "~nope: no such setting"), (["~hydrax", "steps=1"], "~hydrax: no such setting"),
+    (["+hydra_x=1", "steps=1"], "+hydra_x=1: no such setting"),  # it ran, as if not given
+    (["~hydra/job_logging", "steps=1"], "~hydra/job_logging: Hydra's groups cannot be removed; choose one with "
+                                        "hydra/job_logging=VALUE, one of: default, disabled, "),
+    (["-m", "~hydra/sweeper", "seed=0,1", "steps=1"], "~hydra/sweeper: Hydra's groups cannot be removed"),
+    (["~hydra/launcher=basic", "steps=1"], "~hydra/launcher=basic: Hydra's groups cannot be removed"),
+    (["+hydra/launcher=joblib", "steps=1"], "+hydra/launcher=joblib: hydra/launcher has a choice already; choose "
+                                            "with hydra/launcher=joblib"),
+    (["~hydra.run.dir", "steps=1"], "~hydra.run.dir: settings cannot be removed; set hydra.run.dir with "
+                                    "hydra.run.dir=VALUE"),
+    (["~hydra", "steps=1"], "~hydra: settings cannot be removed"),
+    (["hydra=1_000", "steps=1"], "hydra=1_000: hydra holds Hydra's settings; set them one by one"),
+    (["+hydra.job.chdr=true", "steps=1"], "+hydra.job.chdr=true: no such setting of Hydra's; hydra.job has: name, "),
+    (["+hydra.nope.x=1", "steps=1"], "+hydra.nope.x=1: no such setting of Hydra's; hydra has: "),
+    (["+hydra.run.dir=somewhere", "steps=1"], "+hydra.run.dir=somewhere: hydra.run.dir exists; set it with "
+                                              "hydra.run.dir=somewhere"),
+    (["-m", "hydra/launcher=joblib", "+hydra.launcher.n_job=2", "seed=0,1", "steps=1"],
+     "+hydra.launcher.n_job=2: no such setting of Hydra's; hydra.launcher has: "),
 ]
 
 
@@ -362,3 +389,19 @@ def test_a_sweep_over_seeds_is_composed_once_per_combination_of_the_rest(monkeyp
     with pytest.raises(UserError, match="all 2 combinations"):
         checks.precheck(["-m", "seed=0,1", "resume=/nonexistent/last.pt"], config_dir())
     assert {o for c in composed for o in c if o.startswith("seed=")} == {"seed=0", "seed=1"}
+
+
+def test_a_path_setting_is_the_text_given(tmp_path):
+    """hydra.run.dir=1_000 named the run directory 1000 (Hydra reads 1_000 as a number); a path is what was typed."""
+    proc = run_cli(["dataset=ring", "arch=mlp", "steps=1", *QUICK_EVAL, "hydra.run.dir=1_000"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "1_000" / "metrics.json").is_file() and not (tmp_path / "1000").exists()
+
+
+def test_an_entry_of_one_of_hydra_s_free_tables_may_be_added(tmp_path):
+    """What ``+`` is for on Hydra's side: an entry of a table with no fixed keys (hydra.job.env_set) is added, and
+    the job runs with it."""
+    proc = run_cli(["dataset=ring", "arch=mlp", "steps=1", "+hydra.job.env_set.GAN_CLI_PROBE=7", *QUICK_EVAL,
+                    f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 0, proc.stderr
+    assert "GAN_CLI_PROBE: '7'" in (tmp_path / "run" / ".hydra" / "hydra.yaml").read_text()

@@ -33,9 +33,9 @@ from gan_cli.game import models
 from gan_cli.runs import checkpoint
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
+_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}  # another primary config
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
-               "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-               "--experimental-rerun"}
+               "--version", "--experimental-rerun", *_CONFIG_FLAGS}
 # settings that hold a path: written as the tool prints them, even with '=' or ',' in a run's name
 PATH_KEYS = ("resume", "dataset.root", "eval.cache_dir", "hydra.run.dir", "hydra.sweep.dir")
 
@@ -50,6 +50,10 @@ def _explain(err: Exception, overrides: List[str]) -> str:
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
     key = getattr(cause, "full_key", None) or ""
     given = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
+    inside = next((o for o in overrides if key.startswith(o.lstrip("+~").partition("=")[0] + ".")), None)
+    if isinstance(cause, ConfigKeyError) and given is None and inside is not None:  # loss.recipe={a:1}
+        setting = inside.lstrip("+~").partition("=")[0]
+        return f"{inside}: {setting} has no entry '{key[len(setting) + 1:]}' to set (`gan-train --cfg job` shows it)"
     if isinstance(cause, ConfigKeyError) or "Could not override" in str(err) or "Could not append" in str(err):
         bad = given or next((o for o in overrides if f"'{o.lstrip('+~').partition('=')[0]}'" in str(err)), key)
         return unknown_key(bad)
@@ -107,12 +111,20 @@ def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
         groups, settings = config.preset(experiment)
         set_keys |= set(groups) | set(settings)
     for owner in RECIPES:
-        recipe = OmegaConf.to_container(cfg[owner].recipe) if cfg[owner].get("recipe") else {}
-        applied = _apply(cfg, recipe, set_keys)
+        applied = _apply(cfg, _recipe(cfg, owner), set_keys)
         if applied:
             out[f"{owner}={cfg[owner].name}"] = applied
             set_keys |= set(applied)
     return out
+
+
+def _recipe(cfg, owner: str) -> dict:
+    """The chosen loss's or dataset's ``recipe``: settings (or groups) and their values."""
+    recipe = cfg[owner].get("recipe")
+    if recipe is not None and not OmegaConf.is_dict(recipe):  # an interpolation that is not a mapping (${seed})
+        raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: a recipe maps settings to values, "
+                        "e.g. {optimizer: adam, optimizer.lr: 0.0002}")
+    return OmegaConf.to_container(recipe) if recipe else {}
 
 
 def _apply(cfg, recipe: dict, set_keys: set) -> dict:
@@ -190,19 +202,35 @@ def _names(conf_dir: str, key: str) -> List[str]:
     return sorted(p.stem for p in (Path(conf_dir) / key).glob("*.yaml")) if key in PRESETS else []
 
 
+def _syntax(overrides: Sequence[str]) -> None:
+    """Under another primary config (``-cn``, ``-cp``, ``-cd``: its settings unknown here), what holds whatever the
+    config: an override names a setting, and a group's choice is a name (Hydra's own answer to ``=0`` or
+    ``hydra/job_logging=null`` was a ValueError's traceback)."""
+    _settings([o for o in overrides if not o.lstrip("+~").partition("=")[0].strip()])
+    for o in overrides:
+        key = o.lstrip("+~").partition("=")[0]
+        if not o.startswith("~") and ("/" in key or key in (*GROUPS, *PRESETS)):
+            try:
+                parsed = OverridesParser.create().parse_overrides([o])[0]
+            except HydraException as err:
+                raise UserError(f"{o}: {first_line(err)}") from None
+            if not parsed.is_sweep_override() and not isinstance(parsed.value(), str):
+                raise UserError(f"{o}: a choice of '{key}' is a name ({key}=NAME)")
+
+
 def _settings(overrides: Sequence[str]) -> None:
     """Each override sets a setting of the schema: it names one, and neither removes (``~``) nor adds (``+``) one."""
     for o in overrides:
         key = o.lstrip("+~").partition("=")[0]
         if not key.strip():
             raise UserError(f"{o or repr(o)}: no setting named before '='; write key=value (e.g. steps=100)")
+        if o[:1] in "+~" and key not in _known_keys():
+            raise UserError(unknown_key(o))
         if o.startswith("~"):  # the schema is closed: a setting cannot be removed, only set
             raise UserError(f"{o}: settings cannot be removed; set {key} with {key}=VALUE "
                             "(`gan-train --cfg job` lists the settings and their values)")
         if o.startswith("+"):  # the settings are a closed schema: nothing to add
-            key = o.lstrip("+").partition("=")[0]
-            raise UserError(unknown_key(o) if key not in _known_keys()
-                            else f"{o}: {key} exists; set it with {o.lstrip('+')}")
+            raise UserError(f"{o}: {key} exists; set it with {o.lstrip('+')}")
 
 
 def _checked(argv: Sequence[str], conf_dir: str) -> tuple:
@@ -211,7 +239,7 @@ def _checked(argv: Sequence[str], conf_dir: str) -> tuple:
     everything = _overrides(argv)
     _plugins(everything)
     _plugin_settings(conf_dir, everything)
-    overrides = [o for o in everything if not o.lstrip("+~").startswith("hydra")]
+    overrides = [o for o in everything if not config.hydras(o.lstrip("+~").partition("=")[0])]
     _settings(overrides)
     return everything, overrides
 
@@ -264,14 +292,18 @@ def _flags(argv: Sequence[str]) -> None:
 
 def quote_paths(argv: Sequence[str]) -> List[str]:
     """Quote the value of a path setting that Hydra's grammar cannot read as it is (a run directory
-    named ``..._loss=minimax`` or ``0_k=1,loss=minimax``), so that the paths the tool prints work."""
+    named ``..._loss=minimax`` or ``0_k=1,loss=minimax``), so that the paths the tool prints work, or reads as
+    another text (``hydra.run.dir=1_000`` was the number 1000: a directory named ``1000``)."""
     parser, out = OverridesParser.create(), []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") in PATH_KEYS and value and value[0] not in "'\"":
             try:
-                parser.parse_overrides([arg])
+                parsed = parser.parse_overrides([arg])[0]
+                literal = parsed.is_sweep_override() or isinstance(parsed.value(), str) or parsed.value() is None
             except HydraException:
+                literal = False
+            if not literal:
                 arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
         out.append(arg)
     return out
@@ -364,6 +396,16 @@ PLUGIN_SETTINGS = {
 }
 
 
+def _hydra_group_options(conf_dir: str, groups: Sequence[str]) -> Dict[str, List[str]]:
+    """The options of each of these groups of Hydra's (hydra/launcher: basic, joblib, ...)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            return {g: GlobalHydra.instance().config_loader().get_group_options(g) for g in groups}
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def _hydra_choices(conf_dir: str, overrides: Sequence[str]) -> None:
     """A choice of one of Hydra's groups (hydra/launcher=..., hydra/sweeper=...) that the group does not have: named
     with the group's choices (Hydra's own line names neither the setting nor what is allowed)."""
@@ -371,13 +413,7 @@ def _hydra_choices(conf_dir: str, overrides: Sequence[str]) -> None:
               if not o.is_sweep_override()]
     if not chosen:
         return
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            options = {o.key_or_group: GlobalHydra.instance().config_loader().get_group_options(o.key_or_group)
-                       for o in chosen}
-    finally:
-        GlobalHydra.instance().clear()
+    options = _hydra_group_options(conf_dir, [o.key_or_group for o in chosen])
     for o in chosen:
         names = options[o.key_or_group]
         if names and o.value() not in names:
@@ -388,17 +424,63 @@ def _plugin_settings(conf_dir: str, overrides: Sequence[str]) -> None:
     """A Hydra plugin's setting given out of its domain (refused, naming what is allowed), or one that the chosen
     launcher or sweeper does not have (refused before anything else is reported)."""
     _hydra_choices(conf_dir, overrides)
+    _hydra_edits(conf_dir, overrides)
     for o in config.parse_overrides([o for o in overrides if o.partition("=")[0] in PLUGIN_SETTINGS]):
         (allows, allowed), value = PLUGIN_SETTINGS[o.get_key_element()], o.value()
         if not o.is_sweep_override() and not (isinstance(value, str) and "${" in value) and not allows(value):
             raise UserError(f"{o.input_line} is not allowed: {o.get_key_element()} must be {allowed}")
     if any(o.startswith(("hydra.launcher.", "hydra.sweeper.")) for o in overrides):
-        hydra_side = [o for o in overrides if o.startswith(("hydra.", "hydra/", "hparams_search=", "experiment="))]
-        chosen = [o.input_line for o in config.parse_overrides(hydra_side) if not o.is_sweep_override()]
-        try:
-            compose(conf_dir, chosen, with_hydra=True)
-        except (OmegaConfBaseException, HydraException) as err:
-            raise hydra_error(err) from None
+        _hydra_config(conf_dir, overrides)
+
+
+def _hydra_config(conf_dir: str, overrides: Sequence[str]):
+    """The config with Hydra's node that the Hydra side of a command line composes (its swept values left out)."""
+    hydra_side = [o for o in overrides if o.startswith(("hydra.", "hydra/", "hparams_search=", "experiment="))]
+    try:
+        return compose(conf_dir, [o.input_line for o in config.parse_overrides(hydra_side)
+                                  if not o.is_sweep_override()], with_hydra=True)
+    except (OmegaConfBaseException, HydraException) as err:
+        raise hydra_error(err) from None
+
+
+def _hydra_edits(conf_dir: str, overrides: Sequence[str]) -> None:
+    """``~`` and ``+`` on Hydra's side, as on gan-train's own: its groups are neither removed nor added, and the
+    settings of its schema neither removed nor added (``+hydra.job.chdr=true`` ran as if not given); an entry of one
+    of its free tables may be (``+hydra.job.env_set.FOO=1``)."""
+    for o in overrides:
+        if o.partition("=")[0] == "hydra":  # Hydra's whole node (Hydra's answer to hydra=1: a ValueError's traceback)
+            raise UserError(f"{o}: hydra holds Hydra's settings; set them one by one, e.g. hydra.run.dir=DIR "
+                            "(`gan-train --cfg hydra` lists them)")
+    edits = [o for o in overrides if o[:1] in "+~" and config.hydras(o.lstrip("+~").partition("=")[0])]
+    for o in edits:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key.startswith("hydra/") and o.startswith("~"):
+            names = _hydra_group_options(conf_dir, [key]).get(key)
+            raise UserError(f"{o}: Hydra's groups cannot be removed; choose one with {key}=VALUE"
+                            + (f", one of: {', '.join(names)}" if names else ""))
+        if key.startswith("hydra/"):
+            raise UserError(f"{o}: {key} has a choice already; choose with {key}={value or 'VALUE'}")
+    edits = [o for o in edits if not o.lstrip("+~").startswith("hydra/")]
+    if not edits:
+        return
+    cfg = _hydra_config(conf_dir, [o for o in overrides if o[:1] not in "+~"])
+    for o in edits:
+        key = o.lstrip("+~").partition("=")[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else None
+        table = OmegaConf.is_dict(node) and OmegaConf.get_type(node) is dict  # free keys (not a dataclass's)
+        exists = OmegaConf.is_dict(node) and leaf in node
+        if o.startswith("~") and not (table and exists):
+            raise UserError(f"{o}: settings cannot be removed; set {key} with {key}=VALUE "
+                            "(`gan-train --cfg hydra` lists Hydra's settings and their values)")
+        if o.startswith("+") and exists:
+            raise UserError(f"{o}: {key} exists; set it with {o.lstrip('+')}")
+        if o.startswith("+") and not table:
+            while parent and not OmegaConf.is_dict(OmegaConf.select(cfg, parent)):
+                parent = parent.rpartition(".")[0]
+            raise UserError(f"{o}: no such setting of Hydra's; {parent or 'hydra'} has: "
+                            f"{', '.join(OmegaConf.select(cfg, parent or 'hydra').keys())} "
+                            "(`gan-train --cfg hydra` lists them with their values)")
 
 
 def _plugins(overrides: Sequence[str]) -> None:
@@ -524,6 +606,8 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     the sweep runs, recording them as jobs with status invalid (refused if none is valid)."""
     _options(argv)
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
+        if any(a.split("=", 1)[0] in _CONFIG_FLAGS for a in argv):  # another primary config: its schema unknown
+            _syntax(_overrides(argv))
         return
     everything, overrides = _checked(argv, conf_dir)
     try:

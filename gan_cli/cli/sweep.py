@@ -58,7 +58,7 @@ def job_names(argv: Sequence[str]) -> List[str]:
     if not {"-m", "--multirun"} & set(argv) or any(a.startswith(EXCLUDED) for a in argv):
         return []
     shared = [o.key_or_group for o in config.parse_overrides([a for a in argv if not a.startswith("-")])
-              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+              if not o.is_sweep_override() and not config.hydras(o.key_or_group)]
     if not shared:
         return []
     base = OmegaConf.select(OmegaConf.load(Path(config.config_dir()) / "config.yaml"), EXCLUDED, default=[])
@@ -67,7 +67,7 @@ def job_names(argv: Sequence[str]) -> List[str]:
 
 def command_keys(overrides: Sequence[str]) -> List[str]:
     """The settings a command line sets (hydra's own and path settings left out), in its order."""
-    return [k for k in _settings(overrides) if not k.startswith("hydra") and k not in NOT_HPARAMS]
+    return [k for k in _settings(overrides) if not config.hydras(k) and k not in NOT_HPARAMS]
 
 
 def _settings(overrides: Sequence[str]) -> Dict[str, str]:
@@ -218,7 +218,7 @@ def summarize(sweep_dir: Path, final: bool = False) -> Summary:
         swept = [o.get_key_element().lstrip("+~") for o in config.parse_overrides(overrides) if o.is_sweep_override()]
         keys = swept or command_keys(overrides)
     else:  # a sweeper that records no multirun.yaml (Optuna): the keys whose values differ between jobs
-        given = [k for j in jobs for k in j.overrides if not k.startswith("hydra") and k not in NOT_HPARAMS]
+        given = [k for j in jobs for k in j.overrides if not config.hydras(k) and k not in NOT_HPARAMS]
         keys = [k for k in dict.fromkeys(given) if len({j.overrides.get(k) for j in jobs}) > 1]
     metric = main_metric(jobs)
     ordered = _order(jobs, metric)

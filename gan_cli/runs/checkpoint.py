@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.config import UserError, dotted_keys, schema
+from gan_cli.config import UserError, dotted_keys, hydras, schema
 from gan_cli.runs import rundir
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
@@ -191,7 +191,7 @@ def resume_config(cfg, overrides: Iterable[str], defaults=None) -> Tuple[Any, Op
     set_by_choice = [] if defaults is None else [
         k for k in leaves if OmegaConf.select(cfg, k) != OmegaConf.select(defaults, k)]
     for key in dict.fromkeys(given + set_by_choice):
-        if key.startswith("hydra") or key in RESUMABLE:
+        if hydras(key) or key in RESUMABLE:
             continue
         now, before = OmegaConf.select(cfg, key), OmegaConf.select(before_cfg, key)
         if isinstance(now, DictConfig):  # a group choice such as loss=hinge
