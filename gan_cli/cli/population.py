@@ -20,7 +20,6 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from omegaconf import open_dict
 
 from gan_cli.cli import sweep
-from gan_cli.cli.sweep import PER_MEMBER
 from gan_cli.cli.train import StopRequest, SweepInterrupted, searched
 from gan_cli.config import UserError
 from gan_cli.evaluation import memory
@@ -39,7 +38,7 @@ def structure(overrides: Sequence[str]) -> tuple:
         name, _, value = o.partition("=")
         if name.lstrip("+~") == "loss.gp_weight":
             o = f"loss.gp_weight{'=0' if _number(value) == 0 else '>0' if _number(value) else '=' + value}"
-        elif name.lstrip("+~") in PER_MEMBER:
+        elif name.lstrip("+~") in sweep.PER_MEMBER:
             continue
         key.append(o)
     return tuple(key)
