@@ -148,6 +148,7 @@ MAX_ITERATIONS = 10**9  # steps and every *_every / iteration count
 
 # -- the registry of choices -----------------------------------------------------------------------
 GROUPS = ("dataset", "arch", "loss", "optimizer")
+PRESETS = ("experiment", "hparams_search")  # groups of YAML files only (presets), no registered choices
 # the modules whose import registers the built-in choices (each may register more: tests, plug-ins)
 BUILT_IN = ("gan_cli.data", "gan_cli.game.models", "gan_cli.game.losses", "gan_cli.game.optim",
             "gan_cli.evaluation.evaluate")

@@ -103,6 +103,7 @@ def test_counters_count_the_updates_made(make_cfg, tmp_path, extra, d_updates):
     assert (metrics["d_updates"], metrics["g_updates"]) == (d_updates, 4)
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_last_pt_is_not_overwritten(tmp_path):
     """A run that wrote best.pt (eval_every below ckpt_every) and died before its first last.pt, or one with only
     its event history: the next gan-train into that directory is refused, and writes nothing there."""

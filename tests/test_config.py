@@ -43,9 +43,11 @@ def test_device_auto_is_the_gpu_when_there_is_one():
             resolve_device("cuda")
 
 
+@pytest.mark.slow
 def test_no_config_sets_hydra_mode():
-    # gan-train answers Hydra's hydra.mode probe itself (cli.mode_unset: one composition fewer); that is
-    # right only while no config sets it. Hydra's own probe, for every experiment and search preset:
+    # gan-train tells a sweep from a run by -m on its command line (checks.resume_in_place, the run-directory
+    # guard, sweep.job_names); that is right only while no config sets hydra.mode. Hydra's own probe, for every
+    # experiment and search preset:
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra

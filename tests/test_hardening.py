@@ -102,6 +102,7 @@ def test_shell_completion_without_its_subcommand_is_one_line(tmp_path, args, say
     assert says in one_error_line(run_cli(args, cwd=tmp_path))
 
 
+@pytest.mark.slow
 def test_shell_completion_installs_and_completes(tmp_path):
     proc = run_cli(["--shell-completion", "install=bash"], cwd=tmp_path)
     assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout, proc.stderr
@@ -242,6 +243,7 @@ def test_a_failed_checkpoint_write_keeps_the_last_good_one(make_cfg, tmp_path, m
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_run_is_one_line(tmp_path):
     """A real full disk: a 3 MB tmpfs as the run directory (skipped where mounting is not allowed)."""
     mnt = tmp_path / "small"
@@ -609,6 +611,7 @@ def test_a_resumed_run_records_what_it_continues(tmp_path):
     assert start.session_start_info.hparams["steps"].number_value == 4
 
 
+@pytest.mark.slow
 def test_a_stop_mark_left_by_a_killed_sweep_does_not_skip_the_next_sweeps_jobs(tmp_path):
     """A sweep stopped by Ctrl-C marks its directory while its jobs checkpoint (jobs not begun skip); a sweep killed
     then leaves the mark behind, and the next sweep into that directory runs its jobs anyway."""

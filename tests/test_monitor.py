@@ -189,6 +189,7 @@ def test_a_frame_laid_out_before_renders_as_tight_layout_renders_it(make_cfg, mo
     assert len(laid) == before + 1
 
 
+@pytest.mark.slow
 def test_a_frame_of_a_film_is_the_whole_figure_s_image(make_cfg):
     """Figure 1 and the toy sets' sample figures are drawn into TensorBoard as frames of a film (the axes, ticks and
     legend drawn once, the data and title on them): each frame, the first of a film and later ones, with other data,

@@ -431,6 +431,7 @@ print(plain, faults())
 """
 
 
+@pytest.mark.slow
 def test_a_population_keeps_freed_buffers_for_its_next_step():
     """A population's stacked activations are megabytes: freed, glibc hands them back and maps them afresh next
     step, each page faulting when written (thousands a step), unless keep_freed_buffers() keeps them in the heap,

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from gan_cli import config, data
-from gan_cli.config import GROUPS, UserError, domains, first_line
+from gan_cli.config import GROUPS, PRESETS, UserError, domains, first_line
 from gan_cli.evaluation import evaluate
 from gan_cli.game import models
 from gan_cli.runs import checkpoint
@@ -80,7 +80,7 @@ def check(cfg) -> None:
 def _known_keys() -> List[str]:
     """Every setting's dotted name, and the names of the groups (``dataset``, ``eval``, ``experiment``)."""
     keys = [key for key, _ in domains()]
-    return keys + list(dict.fromkeys(k.partition(".")[0] for k in keys if "." in k)) + ["experiment", "hparams_search"]
+    return keys + list(dict.fromkeys(k.partition(".")[0] for k in keys if "." in k)) + list(PRESETS)
 
 
 def unknown_key(override: str) -> str:
@@ -190,9 +190,6 @@ def typed(overrides: List[str]) -> None:
                 (domain.kind == "int" and value is not None
                  and (isinstance(value, bool) or not isinstance(value, int))):
             raise ComposeError(f"{o.input_line} is not allowed: {key} must be {domain.describe()}")
-
-
-PRESETS = ("experiment", "hparams_search")  # groups of YAML files only
 
 
 def _names(conf_dir: str, key: str) -> List[str]:

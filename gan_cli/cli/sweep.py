@@ -38,9 +38,8 @@ log = logging.getLogger("gan_cli")
 UNREADABLE = (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException)
 # settings that say where things are, not what runs: never hyperparameters, never summary columns
 NOT_HPARAMS = ("resume", "device", "dataset.root", "dataset.download", "eval.cache_dir")
-GROUP_KEYS = ("dataset", "arch", "loss", "optimizer", "experiment", "hparams_search")
-BASE_HPARAMS = ("dataset", "arch", "loss", "optimizer", "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior",
-                "updates", "seed")
+GROUP_KEYS = (*config.GROUPS, *config.PRESETS)
+BASE_HPARAMS = (*config.GROUPS, "optimizer.lr", "k", "steps", "batch_size", "z_dim", "prior", "updates", "seed")
 OWN_RATES = ("optimizer.d_lr", "optimizer.g_lr")  # columns of a run that gives D or G a rate of its own (TTUR)
 # what the members of one population (hydra/launcher=population) may differ in: the seed, the learning rates,
 # SGD's momentum, Adam's betas, the gradient penalty's weight (where it is not 0)
@@ -484,11 +483,11 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
     for key in dict.fromkeys([*BASE_HPARAMS, *own, *keys]):
         if key in GROUP_KEYS:  # a group in the config says its choice (a resumed run's is its checkpoint's)
             value = cfg[key].name if key in cfg else choices.get(key)
-            if value is None and key in ("experiment", "hparams_search"):
+            if value is None and key in config.PRESETS:
                 continue
         else:
             value = OmegaConf.select(cfg, key, default=None)
-            if value is None and key in ("optimizer.d_lr", "optimizer.g_lr"):  # unset: the rate in use
+            if value is None and key in OWN_RATES:  # unset: the rate in use
                 value = OmegaConf.select(cfg, "optimizer.lr", default=None)
             if OmegaConf.is_config(value):
                 value = OmegaConf.to_yaml(value).strip()
