@@ -60,7 +60,10 @@ OPTIONS = (("-r",), ("--run",), ("--resolve",), ("--cfg", "job"), ("--cfg", "all
            ("--steps", "10"), ("--nonsense",))
 PRINTING = ("--cfg", "-c", "--info", "-i")  # options after which a run that exits 0 prints instead of training
 UNKNOWN = ("nope", "dataset.nope", "optimizer.learning_rate", "lr", "eval.fid", "hydra.nope", "foo.bar.baz", "hydrax",
-           "hydra", "hydra.job.chdr", "hydra.job.chdir", "hydra.job.env_set.GAN_FUZZ", "hydra.launcher.n_jobs")
+           "hydra", "hydra.job.chdr", "hydra.job.chdir", "hydra.job.env_set.GAN_FUZZ", "hydra.launcher.n_jobs",
+           # Hydra's settings that it reads only as a job starts: its logging, its verbosity, its callbacks
+           "hydra.verbose", "hydra.job_logging.root.level", "hydra.hydra_logging.root.level",
+           "hydra.job_logging.version", "hydra.job_logging.root.handlers", "hydra.callbacks.fuzz", "hydra.job.name")
 EDITS = ("", "", "", "~", "+", "++")  # how a group or a setting outside the schema is given: set, removed, added
 
 

@@ -162,6 +162,24 @@ BAD = [
                                               "hydra.run.dir=somewhere"),
     (["-m", "hydra/launcher=joblib", "+hydra.launcher.n_job=2", "seed=0,1", "steps=1"],
      "+hydra.launcher.n_job=2: no such setting of Hydra's; hydra.launcher has: "),
+    # Hydra's settings that Hydra reads only as a job starts: a traceback (hydra.verbose=1: an AssertionError; a level
+    # that logging does not know: a ValueError), or a line that named no setting (an interpolation that fails)
+    (["hydra.verbose=1", "steps=1"], "hydra.verbose=1 is not allowed: hydra.verbose must be true, false, a logger's "),
+    (["hydra.verbose=${seed}", "steps=1"], "hydra.verbose=${seed} is not allowed: hydra.verbose must be "),
+    (["hydra.job_logging.root.level=DEBG", "steps=1"],
+     "hydra.job_logging.root.level=DEBG: Hydra cannot use it as a job starts: Unable to configure root logger: Unknown "
+     "level: 'DEBG'"),
+    (["hydra.hydra_logging.root.level=NOPE", "steps=1"], "hydra.hydra_logging.root.level=NOPE: Hydra cannot use it"),
+    (["hydra.job_logging.version=2", "steps=1"], "hydra.job_logging.version=2: Hydra cannot use it as a job starts: "
+                                                 "Unsupported version: 2"),
+    (["+hydra.callbacks.mine=1", "steps=1"], "+hydra.callbacks.mine=1: Hydra cannot use it as a job starts: Cannot "
+                                             "instantiate config of type int"),
+    (["hydra.output_subdir=${oc.env:GAN_CLI_NO_SUCH_VAR}", "steps=1"],
+     "hydra.output_subdir=${oc.env:GAN_CLI_NO_SUCH_VAR}: hydra.output_subdir cannot be read: "),
+    (["+hydra.job.env_set.X=${seed}", "steps=1"], "+hydra.job.env_set.X=${seed}: hydra.job.env_set.X cannot be read "
+                                                  "(Hydra reads it from its own settings alone)"),
+    (["-m", "hydra.job_logging.root.level=NOPE", "seed=0,1", "steps=1"], "hydra.job_logging.root.level=NOPE: Hydra "
+                                                                         "cannot use it as a job starts"),
 ]
 
 
@@ -405,3 +423,32 @@ def test_an_entry_of_one_of_hydra_s_free_tables_may_be_added(tmp_path):
                     f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 0, proc.stderr
     assert "GAN_CLI_PROBE: '7'" in (tmp_path / "run" / ".hydra" / "hydra.yaml").read_text()
+
+
+def test_hydra_s_settings_read_as_a_job_starts_are_tried_apart_and_the_good_ones_run(tmp_path, monkeypatch):
+    """Hydra's logging, verbosity, callbacks and interpolated settings given on the command line are tried before
+    anything runs, in a child process (checks._hydra_reads): values Hydra can use pass, the trial leaves this
+    process's logging, Hydra's state and the working directory as they were, and the run uses them."""
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from gan_cli.cli import checks
+    from gan_cli.config import config_dir
+
+    good = ["hydra.verbose=[gan_cli.test]", "hydra.job_logging.root.level=WARNING",
+            "+hydra.job.env_set.GAN_CLI_PROBE=${hydra.job.name}", "hydra.output_subdir=${oc.env:GAN_CLI_NO_VAR,.hydra}",
+            "+hydra.callbacks.again={_target_:gan_cli.runs.rundir.LockCallback}"]
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+
+    def state():
+        return root.level, list(root.handlers), logging.getLogger("gan_cli.test").level, HydraConfig.initialized()
+    before = state()
+    checks.precheck(["steps=1", *good], str(config_dir()))
+    assert state() == before and list(tmp_path.iterdir()) == []
+    proc = run_cli(["dataset=ring", "arch=mlp", "steps=1", *good, *QUICK_EVAL, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 0, proc.stderr
+    saved = (tmp_path / "run" / ".hydra" / "hydra.yaml").read_text()
+    assert "- gan_cli.test" in saved and "GAN_CLI_PROBE: ${hydra.job.name}" in saved
+    assert "[INFO]" not in (tmp_path / "run" / "train.log").read_text()  # the root logger at WARNING

@@ -110,7 +110,8 @@ def test_shell_completion_installs_and_completes(tmp_path):
     assert proc.returncode == 0 and {"loss=minimax", "loss=nonsaturating"} <= set(proc.stdout.split()), proc.stderr
 
 
-@pytest.mark.parametrize("override", [*(f"{key}=abc" for key in PLUGIN_SETTINGS), "hydra.launcher.n_jobs=0",
+@pytest.mark.parametrize("override", [*(f"{key}=abc" for key, (ok, _) in PLUGIN_SETTINGS.items() if not ok("abc")),
+                                      "hydra.verbose=1", "hydra.verbose=[1]", "hydra.launcher.n_jobs=0",
                                       "hydra.sweeper.n_trials=0", "hydra.launcher.timeout_min=0",
                                       "hydra.sweeper.direction=sideways", "hydra.sweeper.max_failure_rate=2"])
 def test_a_plugin_setting_out_of_its_domain_is_one_line(tmp_path, override):
@@ -121,13 +122,25 @@ def test_a_plugin_setting_out_of_its_domain_is_one_line(tmp_path, override):
     assert f"{override} is not allowed: {key} must be {PLUGIN_SETTINGS[key][1]}" in line and not sweep.exists()
 
 
-def test_a_plugin_setting_given_by_interpolation_is_left_to_hydra():
+def test_a_plugin_setting_given_by_interpolation_is_checked_at_its_value(monkeypatch):
+    """An interpolation is read as Hydra will read it (an unset variable: a traceback-free line naming the setting);
+    its value is checked as a literal is; the last value given is the one that counts."""
     from gan_cli.cli.checks import _plugin_settings
     from gan_cli.config import config_dir
-    _plugin_settings(config_dir(), ["hydra/launcher=joblib", "hparams_search=ring_optuna", "hydra.sweeper.n_trials=5",
-                                    "hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=-1"])
+    joblib = ["hydra/launcher=joblib", "hparams_search=ring_optuna", "hydra.sweeper.n_trials=5"]
+    monkeypatch.delenv("GAN_CLI_N_JOBS", raising=False)
+    _plugin_settings(config_dir(), [*joblib, "hydra.launcher.n_jobs=${oc.env:GAN_CLI_N_JOBS}",
+                                    "hydra.launcher.n_jobs=-1"])
     with pytest.raises(UserError, match="hydra.launcher.n_jobs=0 is not allowed"):
-        _plugin_settings(config_dir(), ["hydra.launcher.n_jobs=${oc.env:N_JOBS}", "hydra.launcher.n_jobs=0"])
+        _plugin_settings(config_dir(), ["hydra.launcher.n_jobs=${oc.env:GAN_CLI_N_JOBS}", "hydra.launcher.n_jobs=0"])
+    interpolated = [*joblib, "hydra.launcher.n_jobs=${oc.env:GAN_CLI_N_JOBS}"]
+    with pytest.raises(UserError, match=r"n_jobs=\$\{oc.env:GAN_CLI_N_JOBS\}: hydra.launcher.n_jobs cannot be read"):
+        _plugin_settings(config_dir(), interpolated)
+    monkeypatch.setenv("GAN_CLI_N_JOBS", "0")
+    with pytest.raises(UserError, match=r"GAN_CLI_N_JOBS\} is not allowed: hydra.launcher.n_jobs must be an integer"):
+        _plugin_settings(config_dir(), interpolated)
+    monkeypatch.setenv("GAN_CLI_N_JOBS", "2")
+    _plugin_settings(config_dir(), interpolated)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -380,8 +380,10 @@ def _count(lo: int, null: str = "") -> tuple:
             f"an integer >= {lo}" + (f", or null ({null})" if null else ""))
 
 
-# the Hydra plugins' settings that they check late or not at all (a traceback, a sweep of no jobs): their domains
+# settings of Hydra's and its plugins' that they check late or not at all (a traceback, a sweep of no jobs): domains
 PLUGIN_SETTINGS = {
+    "hydra.verbose": (lambda v: type(v) in (bool, str) or (type(v) is list and all(type(x) is str for x in v)),
+                      "true, false, a logger's name or a list of names (e.g. [gan_cli])"),
     "hydra.launcher.max_members": _count(1, "as many members as memory allows"),  # population
     "hydra.launcher.n_jobs": (lambda v: type(v) is int and v != 0, "an integer other than 0 (-1: every core)"),
     **{f"hydra.launcher.{key}": _count(1) for key in ("timeout_min", "nodes", "tasks_per_node")},  # submitit
@@ -428,11 +430,101 @@ def _plugin_settings(conf_dir: str, overrides: Sequence[str]) -> None:
             raise UserError(f"{o.input_line} is not allowed: {o.get_key_element()} must be {allowed}")
     if any(o.startswith(("hydra.launcher.", "hydra.sweeper.")) for o in overrides):
         _hydra_config(conf_dir, overrides)
+    _hydra_reads(conf_dir, overrides)
+
+
+# what Hydra builds from its settings only as a job starts: its logging (with hydra.verbose) and its callbacks
+LATE = ("hydra.job_logging", "hydra.hydra_logging", "hydra.verbose", "hydra.callbacks")
+# settings that Hydra reads from a copy of its own node alone (an interpolation out of it fails): hydra/core/utils.py
+ALONE = ("hydra.job.chdir", "hydra.job.env_set")
+
+
+def _hydra_reads(conf_dir: str, overrides: Sequence[str]) -> None:
+    """Hydra's settings given on the command line read as Hydra reads them as a job starts (its own report of one it
+    cannot use was a traceback, or a line naming no setting): each resolves to a value of its domain, and its logging
+    and callbacks, where the command line changes them, are built. Tried in a child process, which changes nothing
+    here; a one-line UserError naming the setting."""
+    given = {}
+    for o in config.parse_overrides([o for o in overrides if o[:1] != "~"]):
+        key = o.get_key_element().lstrip("+")
+        if config.hydras(key) and key != "hydra" and not o.is_sweep_override():
+            given[key] = o.input_line  # the last of each, as Hydra keeps it
+    late = [o for key, o in given.items() if key.startswith(LATE)]
+    read = {key: o for key, o in given.items() if "/" not in key and "${" in o}  # literals: checked above
+    if (late or read) and hasattr(os, "fork"):
+        cfg = _hydra_config(conf_dir, [o for o in overrides if o[:1] != "~"])
+        message = _apart(lambda: _read_as_hydra(cfg, read, late))
+        if message:
+            raise UserError(message)
+
+
+def _read_as_hydra(cfg, read: Dict[str, str], late: List[str]) -> str:
+    """What Hydra would report reading ``read`` and building the ``late`` parts of ``cfg`` as a job starts (in a
+    scratch output directory), in one line naming the setting; empty where nothing."""
+    import copy
+    import tempfile
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log
+    from hydra.utils import instantiate
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for key, value in (("runtime.output_dir", scratch), ("job.num", 0), ("job.id", "0")):
+            OmegaConf.update(cfg.hydra, key, value, force_add=True)
+        HydraConfig.instance().set_config(cfg)
+        alone = copy.deepcopy(HydraConfig.instance().cfg)
+        for key, o in read.items():
+            try:
+                value = OmegaConf.select(alone if key.startswith(ALONE) else cfg, key, throw_on_missing=True)
+                value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            except OmegaConfBaseException as err:
+                where = " (Hydra reads it from its own settings alone)" if key.startswith(ALONE) else ""
+                return f"{o}: {key} cannot be read{where}: {first_line(err)}"
+            allows, allowed = PLUGIN_SETTINGS.get(key, (lambda v: True, ""))
+            if not allows(value):
+                return f"{o} is not allowed: {key} must be {allowed}"
+        if not late:
+            return ""
+        try:
+            for section in ("hydra_logging", "job_logging"):
+                configure_log(cfg.hydra[section], cfg.hydra.verbose)
+            for callback in cfg.hydra.callbacks.values():
+                instantiate(callback)
+        except (HydraException, OmegaConfBaseException, ValueError, TypeError, ImportError, AttributeError,
+                KeyError, OSError) as err:
+            cause = err.__cause__ or err.__context__
+            why = first_line(err) + (f": {first_line(cause)}" if cause and first_line(cause) not in first_line(err)
+                                      else "")
+            return f"{' '.join(late)}: Hydra cannot use {'it' if len(late) == 1 else 'them'} as a job starts: {why}"
+    return ""
+
+
+def _apart(work: Callable[[], str]) -> str:
+    """``work()`` in a forked child process (whatever it changes, it changes there): the line it returns."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no output of its own, no exit handlers
+        message = ""
+        try:
+            os.close(reader)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            message = work()
+        finally:
+            os.write(writer, message.encode()[:4000])
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    return message
 
 
 def _hydra_config(conf_dir: str, overrides: Sequence[str]):
     """The config with Hydra's node that the Hydra side of a command line composes (its swept values left out)."""
-    hydra_side = [o for o in overrides if o.startswith(("hydra.", "hydra/", "hparams_search=", "experiment="))]
+    side = ("hydra.", "hydra/", "hparams_search=", "experiment=")
+    hydra_side = [o for o in overrides if o.lstrip("+").startswith(side)]
     try:
         return compose(conf_dir, [o.input_line for o in config.parse_overrides(hydra_side)
                                   if not o.is_sweep_override()], with_hydra=True)
