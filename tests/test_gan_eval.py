@@ -40,6 +40,20 @@ def test_gan_eval_bad_input(tmp_path, make_cfg, case):
     assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr
 
 
+def test_gan_eval_keeps_the_groups_the_run_was_trained_with(tmp_path, make_cfg):
+    """A group given a value (dataset=grid, loss=minimax: a ValidationError's words, naming no group or choice) or a
+    table of settings given one: one line saying what gan-eval keeps and how to set what it reads."""
+    cfg = make_cfg(*EVAL_FAST)
+    train(cfg, tmp_path / "run")
+    for bad, named in ((f"dataset={'grid' if cfg.dataset.name != 'grid' else 'ring'}",
+                        f"gan-eval keeps the run's dataset={cfg.dataset.name} as trained; set settings one by one"),
+                       ("loss=minimax", f"loss=minimax: gan-eval keeps the run's loss={cfg.loss.name} as trained"),
+                       ("eval=1", "eval=1: eval holds settings; set settings one by one (e.g. eval.n_samples=2000)"),
+                       ("=1", "=1: not a setting of the saved config")):
+        proc = run_eval([str(tmp_path / "run"), bad])
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr, proc.stderr
+
 
 def test_gan_eval_never_touches_what_the_run_logged(tmp_path):
     run = tmp_path / "run"

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_cli import data as datasets
 from gan_cli.cli.checks import check, run_and_exit, typed
-from gan_cli.config import UserError, resolve_device, schema
+from gan_cli.config import GROUPS, UserError, resolve_device, schema
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import ema as averaging
 from gan_cli.game import models
@@ -34,9 +34,14 @@ def load_config(saved, overrides):
         cfg = OmegaConf.merge(OmegaConf.structured(schema()), saved["config"])
         for item in overrides:
             key, sep, value = item.partition("=")
-            if not sep or OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            node = OmegaConf.select(cfg, key, default="<missing>") if key.strip() else "<missing>"
+            if not sep or node == "<missing>":
                 raise UserError(f"{item}: not a setting of the saved config "
                                 "(write key=value, e.g. eval.n_samples=2000)")
+            if OmegaConf.is_dict(node):  # a group (the run's dataset, loss, ...) or a table of settings
+                why = f"gan-eval keeps the run's {key}={node.name} as trained" if key in GROUPS else \
+                    f"{key} holds settings"
+                raise UserError(f"{item}: {why}; set settings one by one (e.g. eval.n_samples=2000)")
             OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None)
     except OmegaConfBaseException as err:
         raise UserError(f"{' '.join(overrides) or 'the saved config'} is not allowed: "
