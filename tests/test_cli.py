@@ -425,6 +425,23 @@ def test_an_entry_of_one_of_hydra_s_free_tables_may_be_added(tmp_path):
     assert "GAN_CLI_PROBE: '7'" in (tmp_path / "run" / ".hydra" / "hydra.yaml").read_text()
 
 
+def test_work_tried_apart_changes_nothing_here_and_a_child_that_hangs_is_cut_short():
+    """checks._apart: the child's changes stay in the child; one that does not answer in time is killed (the
+    command goes on, and Hydra reports what it finds); one that fails unexpectedly answers nothing."""
+    from gan_cli.cli import checks
+
+    def change():
+        os.environ["GAN_CLI_APART"] = "1"
+        return "changed there"
+    assert checks._apart(change) == "changed there" and "GAN_CLI_APART" not in os.environ
+    start = time.perf_counter()
+    assert checks._apart(lambda: time.sleep(60) or "late", timeout=0.5) == "" and time.perf_counter() - start < 30
+
+    def fails():
+        raise RuntimeError("unexpected")
+    assert checks._apart(fails) == ""
+
+
 def test_hydra_s_settings_read_as_a_job_starts_are_tried_apart_and_the_good_ones_run(tmp_path, monkeypatch):
     """Hydra's logging, verbosity, callbacks and interpolated settings given on the command line are tried before
     anything runs, in a child process (checks._hydra_reads): values Hydra can use pass, the trial leaves this

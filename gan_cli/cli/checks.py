@@ -12,6 +12,8 @@ import functools
 import importlib.util
 import itertools
 import os
+import select
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -499,8 +501,9 @@ def _read_as_hydra(cfg, read: Dict[str, str], late: List[str]) -> str:
     return ""
 
 
-def _apart(work: Callable[[], str]) -> str:
-    """``work()`` in a forked child process (whatever it changes, it changes there): the line it returns."""
+def _apart(work: Callable[[], str], timeout: float = 30.0) -> str:
+    """``work()`` in a forked child process (whatever it changes, it changes there): the line it returns; nothing if
+    it has not answered within ``timeout`` seconds (then it is killed, and Hydra reports what it finds itself)."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no output of its own, no exit handlers
@@ -516,7 +519,10 @@ def _apart(work: Callable[[], str]) -> str:
             os._exit(0)
     os.close(writer)
     with os.fdopen(reader, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
+        answered = select.select([pipe], [], [], timeout)[0]
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        message = pipe.read().decode(errors="replace") if answered else ""
     os.waitpid(pid, 0)
     return message
 
