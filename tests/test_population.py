@@ -238,11 +238,20 @@ def test_one_member_diverges_and_the_other_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_what_a_population_cannot_train_is_refused_in_one_line(tmp_path):
+    """Refused before anything runs, its reason said once however many seeds (it created every job directory, each
+    recorded invalid); where only some combinations are refused, the others train."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=population", "dataset=ring", "steps=2", "seed=0,1", "compile=true",
+    for bad in ("compile=true", "precision=bf16"):
+        proc = run_cli(["-m", "hydra/launcher=population", "dataset=ring", "steps=2", "seed=range(8)", bad,
+                        f"hydra.sweep.dir={sweep}"])
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.count(f"{bad} is not supported in a population") == 1 and not sweep.exists()
+    proc = run_cli(["-m", "hydra/launcher=population", "dataset=ring", "steps=2", "seed=0", "compile=true,false",
                     f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "compile=true is not supported in a population" in proc.stderr
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert statuses == {"0_compile=True": "invalid", "1_compile=False": "ok"}
 
 
 def _stopped_at(log, after: int) -> bool:

@@ -31,7 +31,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from gan_cli import config, data
 from gan_cli.config import GROUPS, PRESETS, UserError, domains, first_line
 from gan_cli.evaluation import evaluate
-from gan_cli.game import models
+from gan_cli.game import models, population
 from gan_cli.runs import checkpoint
 
 # Flags that make Hydra print something instead of running, and flags that take a value.
@@ -253,9 +253,10 @@ def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
 
 
-def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
-    """Compose one concrete command line and check everything that can be known before training;
-    returns the warnings (settings given that have no effect with the chosen options)."""
+def _check_one(conf_dir: str, overrides: List[str], together: bool = False) -> List[str]:
+    """Compose one concrete command line and check everything that can be known before training (``together``: what
+    a population trains, hydra/launcher=population); returns the warnings (settings given that have no effect with
+    the chosen options)."""
     typed(overrides)
     _choices(conf_dir, overrides)
     try:
@@ -270,6 +271,8 @@ def _check_one(conf_dir: str, overrides: List[str]) -> List[str]:
         checkpoint.check_steps(cfg, saved)
     data.check_available(cfg.dataset)
     config.resolve_device(cfg.device)
+    if together:
+        population.refuse(cfg)
     return renamed + config.inapplicable(cfg, {o.lstrip("+~").partition("=")[0] for o in overrides})
 
 
@@ -713,6 +716,8 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     except HydraException as err:
         raise UserError(f"cannot read the command line: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    launchers = [o for o in everything if o.partition("=")[0] == "hydra/launcher"]
+    together = bool(launchers) and launchers[-1].partition("=")[2] == "population"
     sweeps = [s for s in (_sweep(o, conf_dir, everything) for o in parsed if o.is_sweep_override()) if s is not None]
     combos = [list(c) for c in itertools.product(*sweeps)]
     invalid, warnings, outcome = [], {}, {}
@@ -723,7 +728,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         rest = tuple(o for o in combo if not plain(o))
         if rest not in outcome or len(rest) == len(combo):
             try:
-                warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo)))
+                warnings.update(dict.fromkeys(_check_one(conf_dir, fixed + combo, together)))
                 outcome[rest] = None
             except UserError as err:
                 if not sweeps or isinstance(err, ComposeError):
@@ -732,6 +737,12 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         if outcome[rest] is not None:
             invalid.append(f"[{' '.join(combo)}] {outcome[rest]}")
     if invalid and len(invalid) == len(combos):
+        reasons = {str(err) for err in outcome.values()}
+        if len(reasons) == 1:  # one reason for all of them (seed='range(64)' compile=true): said once
+            names = [f"[{' '.join(c)}]" for c in combos]
+            names = names if len(names) <= 4 else [*names[:2], "...", names[-1]]
+            raise UserError(f"all {len(combos)} combinations of this sweep are invalid ({', '.join(names)}): "
+                            + reasons.pop())
         raise UserError(f"all {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
     if invalid:
         print(f"gan-train: {len(invalid)} of the {len(combos)} combinations of this sweep are invalid and are recorded "
