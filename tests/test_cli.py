@@ -98,7 +98,7 @@ BAD = [
     (["-m", "updates=simultaneous", "k=5,2"], "all 2 combinations of this sweep are invalid: "
                                               "[k=5] k=5 is not allowed"),
     # seeds checked once, each combination named, one reason for all said once
-    (["-m", "k=0", "seed=1,2"], "all 2 combinations of this sweep are invalid ([seed=1], [seed=2]): k=0 is not "),
+    (["-m", "k=0", "seed=1,2"], "all 2 combinations of this sweep are invalid: [seed=1], [seed=2] k=0 is not "),
     (["-m", "seed=-1,4294967296"], "all 2 combinations of this sweep are invalid"),
     (["-m", "seed=1,007"], "seed=007 is not allowed"),  # a string to Hydra: never taken for seed 7
     # a sweep of no jobs (it ran nothing and exited 0)
@@ -106,7 +106,7 @@ BAD = [
     (["-m", "hydra/launcher=population", "seed=range(3,1)"], "seed=range(3,1) gives no values"),
     (["-m", "seed=glob(*)"], "seed=glob(*) gives no values, so the sweep would run no job; the choices of seed: none"),
     (["-m", "loss=glob(nomatch*)"], "the choices of loss: hinge, least_squares, maximum_likelihood, minimax"),
-    (["-m", "loss=glob(min*)", "k=0"], "([loss=minimax]): k=0 is not allowed"),  # a glob's choices are checked too
+    (["-m", "loss=glob(min*)", "k=0"], "[loss=minimax] k=0 is not allowed"),  # a glob's choices are checked too
     (["optimized_metric=${no.such.key}"], "optimized_metric cannot be read"),  # read before the schema's check
     (["eval.best_by=${no.such.key}"], "eval.best_by cannot be read"),
     (["-m", "k=interval(1,5)"], "k=interval(1,5): interval(...) is a range a search draws from"),  # basic sweeper

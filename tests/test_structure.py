@@ -21,10 +21,11 @@ LAYERS = (
     # the choices of dataset=; the feature classifier (trained with optim's Adam) and the metrics on its features
     ("data", "evaluation.features"),
     ("runs.checkpoint", "evaluation.evaluate", "runs.monitor", "game.updates"),
-    # the memory a config needs (its evaluation's samples included); command-line checks; what the jobs of
-    # a sweep share, its summary
     # populations: many runs' networks stacked, updated by the same update code
-    ("evaluation.memory", "cli.checks", "cli.sweep", "game.population"),
+    ("game.population",),
+    # the memory a config needs (its evaluation's samples included); command-line checks (what a population cannot
+    # train among them); what the jobs of a sweep share, its summary
+    ("evaluation.memory", "cli.checks", "cli.sweep"),
     ("game.loop",),  # the training loop: Algorithm 1 and what happens between its iterations
     ("cli.train", "cli.gan_eval"),  # the entry points: gan-train, gan-eval
     ("cli.population",),  # hydra/launcher=population: a sweep's jobs prepared, then trained as populations

@@ -720,7 +720,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     together = bool(launchers) and launchers[-1].partition("=")[2] == "population"
     sweeps = [s for s in (_sweep(o, conf_dir, everything) for o in parsed if o.is_sweep_override()) if s is not None]
     combos = [list(c) for c in itertools.product(*sweeps)]
-    invalid, warnings, outcome = [], {}, {}
+    invalid, warnings, outcome = {}, {}, {}  # invalid: the combinations refused, by reason
     plain = _plain_seed if not any(o.get_key_element().lstrip("+~") == "resume" for o in parsed) else lambda o: False
     for combo in combos:  # every job of a sweep (one when there is no sweep)
         # a seed in its range changes nothing that is checked (but a resumed run's seed): the combinations that
@@ -735,23 +735,25 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
                     raise
                 outcome[rest] = err
         if outcome[rest] is not None:
-            invalid.append(f"[{' '.join(combo)}] {outcome[rest]}")
-    if invalid and len(invalid) == len(combos):
-        reasons = {str(err) for err in outcome.values()}
-        if len(reasons) == 1:  # one reason for all of them (seed='range(64)' compile=true): said once
-            names = [f"[{' '.join(c)}]" for c in combos]
-            names = names if len(names) <= 4 else [*names[:2], "...", names[-1]]
-            raise UserError(f"all {len(combos)} combinations of this sweep are invalid ({', '.join(names)}): "
-                            + reasons.pop())
-        raise UserError(f"all {len(combos)} combinations of this sweep are invalid: " + "; ".join(invalid))
+            invalid.setdefault(str(outcome[rest]), []).append(f"[{' '.join(combo)}]")
+    refused = sum(map(len, invalid.values()))
+    if invalid and refused == len(combos):
+        raise UserError(f"all {len(combos)} combinations of this sweep are invalid: {_by_reason(invalid)}")
     if invalid:
-        print(f"gan-train: {len(invalid)} of the {len(combos)} combinations of this sweep are invalid and are recorded "
-              f"with status invalid; the others run: " + "; ".join(invalid), file=sys.stderr)
+        print(f"gan-train: {refused} of the {len(combos)} combinations of this sweep are invalid and are recorded "
+              f"with status invalid; the others run: {_by_reason(invalid)}", file=sys.stderr)
     for line in warnings:
         print(f"gan-train: warning: {line}", file=sys.stderr)
     if run_dir and not any(a in ("-m", "--multirun") for a in argv):
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
+
+
+def _by_reason(invalid: Dict[str, List[str]]) -> str:
+    """The combinations refused, each reason said once after the combinations it refuses (seed='range(64)'
+    compile=true: the first two and the last of 64, then the reason)."""
+    return "; ".join(f"{', '.join(names if len(names) <= 4 else [*names[:2], '...', names[-1]])} {reason}"
+                     for reason, names in invalid.items())
 
 
 def run_and_exit(main: Callable[[], None]) -> NoReturn:
