@@ -94,25 +94,27 @@ class Job:
     error: str = ""
 
 
-REFUSED = ".refused.json"  # beside a job directory that another gan-train held: the job's record (not run)
+REFUSED = ".refused.json"  # beside a job directory another gan-train held or another run had: the job's record
 
 
 def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
     """Every job directory of a sweep, read back. A job without metrics.json is ``running`` while a live gan-train
     holds its directory, unless the sweep has ended (``final``); else it did not end by itself (killed, out of
-    memory): ``failed``. A job refused its directory has a REFUSED record."""
-    jobs = []
-    for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):
+    memory): ``failed``. A job refused its directory has a REFUSED record; the directory's own run is read unless
+    another gan-train held it."""
+    jobs, held = [], set()
+    for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):  # (pathlib's * matches names with a leading dot)
         try:
             record = json.loads(path.read_text())
-            jobs.append(Job(int(record["num"]), path.with_name(path.name[:-len(REFUSED)]),
-                            _settings(record["overrides"]),
-                            record["status"], 0.0, error=record["error"]))
+            job_dir = path.with_name(record.get("dir", path.name[:-len(REFUSED)]))
+            jobs.append(Job(int(record["num"]), job_dir, _settings(record["overrides"]), record["status"], 0.0,
+                            error=record["error"]))
+            held |= {job_dir} if record.get("held", True) else set()
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("gan-train: %s is not readable: %s", path, err)
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        if not overrides_file.is_file() or job_dir.with_name(job_dir.name + REFUSED).exists():
+        if not overrides_file.is_file() or job_dir in held:
             continue
         num, chosen = _head(job_dir, overrides_file)
         try:

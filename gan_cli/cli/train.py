@@ -26,7 +26,7 @@ from gan_cli.config import UserError, config_dir, register_configs, texts
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import loop
 from gan_cli.game.loop import Bookkeeping, Diverged, Interrupted, new_state  # noqa: F401 (importable from here too)
-from gan_cli.runs import distributed, rundir
+from gan_cli.runs import checkpoint, distributed, rundir
 from gan_cli.runs.monitor import end_session, start_session
 
 log = logging.getLogger("gan_cli")
@@ -145,14 +145,18 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str]) -> None:
+def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str], occupied: bool = False) -> None:
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
     and its HPARAMS entry, so that the summary and TensorBoard show it with its status. A job directory that
-    another gan-train holds is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
-    if not rundir.owned(run_dir):
+    another gan-train holds, or that holds another run (``occupied``), is left alone: the record goes beside it
+    (sweep.REFUSED), for the summary."""
+    held = not rundir.owned(run_dir)
+    if held or occupied:
         hc = HydraConfig.get()
-        record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error}
-        rundir.write_text(run_dir.parent / f"{run_dir.name}{sweep.REFUSED}", json.dumps(record, indent=2) + "\n")
+        record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error,
+                  "dir": run_dir.name, "held": held}
+        name = f"{run_dir.name}{sweep.REFUSED}" if held else f".{run_dir.name}.job{hc.job.num}{sweep.REFUSED}"
+        rundir.write_text(run_dir.parent / name, json.dumps(record, indent=2) + "\n")
         return
     path = run_dir / "metrics.json"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +233,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         else:
             print(f"gan-train: job {hc.job.num} ({status}): {known}", file=sys.stderr)
         error = str(known) if known is not None else f"{type(err).__name__}: {err}".splitlines()[0]
-        record_job(run_dir, cfg, status, error, command)
+        record_job(run_dir, cfg, status, error, command, occupied=isinstance(err, checkpoint.Occupied))
         return searched(cfg, {"status": status})
 
 

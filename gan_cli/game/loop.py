@@ -17,10 +17,8 @@ its objectives in :class:`GAN`'s updates); all between iterations is :class:`Boo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import signal
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -210,19 +208,6 @@ def new_state(cfg, gan: GAN) -> checkpoint.State:
 COLLECT: Optional[list] = None
 
 
-def requeued(run_dir: Path) -> Optional[Path]:
-    """When submitit runs a requeued job again in its own directory, or a population is run again in its sweep
-    directory: its last.pt, unless that run finished."""
-    last = Path(run_dir) / "checkpoints" / "last.pt"
-    if ("SUBMITIT_EXECUTOR" not in os.environ and COLLECT is None) or not last.is_file():
-        return None
-    try:
-        status = json.loads((Path(run_dir) / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError):  # no metrics.json, or one cut short: the run there did not finish
-        status = None
-    return last if status != "ok" else None
-
-
 def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console=None, announce: bool = True, *,
           check: Optional[Callable[[DictConfig], None]] = None,
           hparams: Optional[Callable[[DictConfig], Dict[str, object]]] = None,
@@ -289,7 +274,7 @@ def _start(cfg: DictConfig, run_dir: Path, overrides: list,
     """The config in force (a requeued job's own last.pt, or resume='s saved config under ``overrides``), then
     the data, networks, optimizers and state, seeded by cfg.seed. Rank 0 takes the run directory between: its
     lock, the leftovers of processes that died mid-write removed, never another run's checkpoint."""
-    again = requeued(run_dir) if not cfg.resume else None
+    again = rundir.unfinished(run_dir) if not cfg.resume else None
     if again is not None:
         cfg.resume = str(again)
         log.info("continuing the run from %s", again)

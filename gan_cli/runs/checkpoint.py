@@ -212,8 +212,7 @@ def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
     """Never write into another run: a run directory that holds a run's record (a checkpoint, an event history,
     metrics.json) must be the run being resumed."""
     run_dir = Path(run_dir)
-    found = [*sorted((run_dir / "checkpoints").glob("*.pt")), *sorted(run_dir.glob("events.out.tfevents.*")),
-             *[p for p in (run_dir / "metrics.json",) if p.exists()]]
+    found = rundir.records(run_dir)
     if not found:
         return
     ours = {run_dir.resolve(), (run_dir / "checkpoints").resolve(), *(p.resolve() for p in found)}
@@ -222,4 +221,8 @@ def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
     ckpt = next((p for p in found if p.name == "last.pt"), next((p for p in found if p.suffix == ".pt"), None))
     hint = f"pass resume={ckpt} to continue it, or choose another hydra.run.dir" if ckpt else \
         "choose another hydra.run.dir"
-    raise UserError(f"hydra.run.dir={run_dir} already holds a run ({found[0].relative_to(run_dir)}); {hint}")
+    raise Occupied(f"hydra.run.dir={run_dir} already holds a run ({found[0].relative_to(run_dir)}); {hint}")
+
+
+class Occupied(UserError):
+    """A run directory that holds another run."""

@@ -137,11 +137,47 @@ def owned(directory) -> bool:
     return True
 
 
+def records(directory) -> list:
+    """A run's records in ``directory``: its checkpoints, its event histories, its metrics.json."""
+    d = Path(str(directory))
+    return [*sorted((d / "checkpoints").glob("*.pt")), *sorted(d.glob("events.out.tfevents.*")),
+            *[p for p in (d / "metrics.json",) if p.exists()]]
+
+
+def unfinished(directory) -> Optional[Path]:
+    """The last.pt of a run left unfinished in ``directory``, which a job there continues: a cluster job requeued
+    (submitit), a population run again in its sweep directory; else None."""
+    last = Path(str(directory)) / "checkpoints" / "last.pt"
+    if ("SUBMITIT_EXECUTOR" not in os.environ and not KEEPING) or not last.is_file():
+        return None
+    try:
+        status = json.loads((last.parent.parent / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError):  # no metrics.json, or one cut short: the run there did not finish
+        status = None
+    return last if status != "ok" else None
+
+
+def _hydra_subdir(directory, subdir: str) -> Optional[str]:
+    """Where Hydra writes a job's .hydra/ records: ``subdir`` in a directory of its own; beside the first records
+    (``subdir/again-TIME``) in one whose run it continues; nowhere in one that another gan-train holds, or that holds
+    another run (an earlier job's where hydra.sweep.subdir gives two jobs one directory, a finished sweep run again:
+    train() refuses the job, which is recorded beside it)."""
+    if not owned(directory):
+        return None
+    if not records(directory):
+        return subdir
+    if unfinished(directory) is None:
+        return None
+    key = os.path.abspath(str(directory))  # one name per directory (Hydra reads the setting more than once)
+    return f"{subdir}/{_AGAIN.setdefault(key, time.strftime('again-%Y-%m-%d_%H-%M-%S'))}"
+
+
+_AGAIN: Dict[str, str] = {}
+
+
 # A job of a sweep writes its Hydra records (.hydra/, train.log) only into a job directory it owns: Hydra's
-# job_logging builds its file handler with log_file, and hydra.output_subdir is ${gan_owned:...}; nothing of the
-# job then reaches a directory that another gan-train holds (train() refuses the job, which is recorded beside it).
-OmegaConf.register_new_resolver("gan_owned", lambda directory, subdir: subdir if owned(directory) else None,
-                                replace=True)
+# job_logging builds its file handler with log_file, and hydra.output_subdir is ${gan_owned:...}.
+OmegaConf.register_new_resolver("gan_owned", _hydra_subdir, replace=True)
 
 
 def log_file(filename: str, **kwargs) -> logging.Handler:
