@@ -181,6 +181,13 @@ BAD = [
                                                   "(Hydra reads it from its own settings alone)"),
     (["-m", "hydra.job_logging.root.level=NOPE", "seed=0,1", "steps=1"], "hydra.job_logging.root.level=NOPE: Hydra "
                                                                          "cannot use it as a job starts"),
+    # where a sweep's jobs go: outside the sweep directory, all in one, or with their .hydra/ elsewhere, the summary
+    # listed none of them (or the first job's figures under the second's settings)
+    (["-m", "seed=0,1", "steps=1", "hydra.sweep.subdir=../out"], "hydra.sweep.subdir=../out is not allowed: "
+                                                                 "hydra.sweep.subdir must name each job's own "),
+    (["-m", "seed=0,1", "steps=1", "hydra.sweep.subdir=same"], "hydra.sweep.subdir=same is not allowed"),
+    (["-m", "seed=0,1", "steps=1", "hydra.output_subdir=null"], "hydra.output_subdir=null: a sweep keeps each job's "
+                                                                "Hydra records in .hydra/"),
 ]
 
 

@@ -600,19 +600,20 @@ def test_a_sweep_writes_nothing_into_a_job_directory_another_process_holds(tmp_p
 
 @pytest.mark.slow
 def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_path):
-    """hydra.sweep.subdir=same gave two jobs one directory: the second job's .hydra/ replaced the first's (the summary
-    then showed the first job's figures under the second's settings) and the sweep exited 0. A job whose directory
-    holds another run (an earlier job's; a finished sweep run again) writes nothing there and is recorded beside it."""
+    """hydra.sweep.subdir=${seed} with k=1,2 gave two jobs one directory: the second job's .hydra/ replaced the
+    first's (the summary then showed the first job's figures under the second's settings) and the sweep exited 0. A
+    job whose directory holds another run (an earlier job's; a finished sweep run again) writes nothing there and is
+    recorded beside it."""
     sweep = tmp_path / "sweep"
     command = ["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"]
-    proc = run_cli([*command, "hydra.sweep.subdir=same"], cwd=tmp_path)
+    proc = run_cli([*command, "hydra.sweep.subdir=run_${seed}"], cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
     assert rows["0"]["status"] == "ok" and rows["0"]["k"] == "1" and rows["0"]["d_updates"] == "1"
     assert rows["1"]["status"] == "invalid" and rows["1"]["k"] == "2" and "already holds a run" in rows["1"]["error"]
-    assert "k=1" in (sweep / "same" / ".hydra" / "overrides.yaml").read_text()
-    assert sorted(p.name for p in (sweep / "same" / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml",
-                                                                               "overrides.yaml"]
+    assert "k=1" in (sweep / "run_0" / ".hydra" / "overrides.yaml").read_text()
+    assert sorted(p.name for p in (sweep / "run_0" / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml",
+                                                                                "overrides.yaml"]
     again = tmp_path / "again"
     assert run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again}

@@ -16,7 +16,7 @@ import select
 import signal
 import sys
 import threading
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from hydra import compose as compose_hydra
@@ -238,9 +238,29 @@ def _checked(argv: Sequence[str], conf_dir: str) -> tuple:
     everything = _overrides(argv)
     _plugins(everything)
     _plugin_settings(conf_dir, everything)
+    if {"-m", "--multirun"} & set(argv):
+        _sweep_places(everything)
     overrides = [o for o in everything if not config.hydras(o.lstrip("+~").partition("=")[0])]
     _settings(overrides)
     return everything, overrides
+
+
+def _sweep_places(overrides: Sequence[str]) -> None:
+    """Where a sweep's jobs keep their records: each job in a directory of its own directly inside hydra.sweep.dir,
+    where its summary reads them (``../x`` and ``a/b`` put them where it does not look, ``same`` every job in one,
+    ``.`` into the sweep's own files), its Hydra records in .hydra/ (with another hydra.output_subdir the summary
+    listed no job)."""
+    for o in config.parse_overrides(overrides):
+        key, value = o.get_key_element().lstrip("+"), str(o.value())
+        if key == "hydra.sweep.subdir" and not o.is_sweep_override():
+            parts = PurePath(value).parts
+            if "${" not in value or len(parts) != 1 or parts[0] in ("..", ".", "/"):
+                raise UserError(f"{o.input_line} is not allowed: hydra.sweep.subdir must name each job's own "
+                                "directory directly inside hydra.sweep.dir, e.g. ${hydra.job.num} (its default "
+                                "names each job by number and what varies)")
+        if key == "hydra.output_subdir":
+            raise UserError(f"{o.input_line}: a sweep keeps each job's Hydra records in .hydra/, where its summary "
+                            "reads them; leave hydra.output_subdir as it is in a sweep")
 
 
 def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
