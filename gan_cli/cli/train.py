@@ -245,13 +245,13 @@ def main() -> None:
     try:
         distributed.init(sys.argv[1:])  # under torchrun: join the group, agree on the run's start time
         sys.argv[1:] = resume_in_place(quote_paths(checks.options_first(sys.argv[1:])))  # Hydra reads sys.argv
-        if not distributed.is_main():  # rank 0 alone writes the run directory and the log
-            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         shown = job_config(sys.argv[1:], config_dir())
         if shown is not None:  # --cfg job: what will run, the recipes included
             print(shown, end="")
             return
         precheck(sys.argv[1:], config_dir())  # every value given, an earlier one of a setting given again included
+        if not distributed.is_main():  # rank 0 alone writes the run directory and the log
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
         sys.argv[1:] = checks.last_of_each(sys.argv[1:])
         sys.argv += sweep.job_names(sys.argv[1:])  # a sweep's job directories named by what varies
         _hydra_main()
