@@ -622,6 +622,20 @@ def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_
     assert {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again} == before
 
 
+@pytest.mark.slow
+def test_resuming_in_place_with_the_run_directory_named_keeps_its_first_records(tmp_path):
+    """resume=RUN with hydra.run.dir=RUN given too: this attempt's .hydra/ beside the first (as resume=RUN alone
+    writes it), never over it."""
+    run = tmp_path / "run"
+    assert run_cli([*RING, "steps=2", f"hydra.run.dir={run}"], cwd=tmp_path).returncode == 0
+    first = {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")}
+    proc = run_cli([f"resume={run}", "steps=4", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")} == first
+    again = list((run / ".hydra").glob("resume-*/config.yaml"))
+    assert len(again) == 1 and "steps: 4" in again[0].read_text()
+
+
 def test_a_resumed_run_records_what_it_continues(tmp_path):
     """A resumed run's records (train.log's description, .hydra/resume-*/config.yaml, its HPARAMS session) used to
     describe the command line's composition (dataset=digits for a plain resume=, grid for experiment=grid);

@@ -349,14 +349,18 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
     if any(a in ("-m", "--multirun") or a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return argv
     parsed = config.parse_overrides(_overrides(argv))  # none where they do not parse: precheck names the problem
-    resume = _value(parsed, "resume")
-    if not resume or _value(parsed, "hydra.run.dir") is not None:
+    resume, given = _value(parsed, "resume"), _value(parsed, "hydra.run.dir")
+    if not resume:
         return argv
     ckpt = checkpoint.find(resume)
     if ckpt.name != "last.pt" or ckpt.parent.name != "checkpoints":
         return argv  # an earlier checkpoint (best.pt, a copy): a new run directory, so nothing later is lost
+    beside = "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"
+    if given is not None:  # its own directory named: this attempt's records beside the first there too
+        same = Path(str(given)).expanduser().resolve() == ckpt.parent.parent.resolve()
+        return argv + [beside] if same else argv
     run_dir = str(ckpt.parent.parent).replace("'", "\\'")
-    return argv + [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"]
+    return argv + [f"hydra.run.dir='{run_dir}'", beside]
 
 
 def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
