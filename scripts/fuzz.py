@@ -148,7 +148,9 @@ def sweep_strategy():
             st.tuples(st.sampled_from(vals), st.sampled_from(vals)).map(lambda ab: f"{key}=interval({ab[0]},{ab[1]})"))
 
     keys_ = st.sampled_from(sorted(table) + ["seed", "seed", "loss", "dataset", "arch", "optimizer.lr", "k"])
-    plugin = st.tuples(st.sampled_from(sorted(PLUGIN_SETTINGS)), st.sampled_from(GENERIC)).map(lambda kv: "=".join(kv))
+    places = ["hydra.sweep.subdir", "hydra.output_subdir"]  # where a sweep's jobs and their records go
+    plugin = st.tuples(st.sampled_from(sorted(PLUGIN_SETTINGS) + places), st.sampled_from(GENERIC)).map(
+        lambda kv: "=".join(kv))
     return st.tuples(st.sampled_from(LAUNCHERS), st.lists(keys_.flatmap(swept), min_size=1, max_size=2),
                      st.lists(plugin, max_size=1)).map(lambda t: [o for o in (t[0], *t[1], *t[2]) if o])
 

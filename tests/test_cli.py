@@ -186,6 +186,8 @@ BAD = [
     (["-m", "seed=0,1", "steps=1", "hydra.sweep.subdir=../out"], "hydra.sweep.subdir=../out is not allowed: "
                                                                  "hydra.sweep.subdir must name each job's own "),
     (["-m", "seed=0,1", "steps=1", "hydra.sweep.subdir=same"], "hydra.sweep.subdir=same is not allowed"),
+    # what Hydra's grammar cannot read is named (it said "cannot read the command line: no viable alternative ...")
+    (["-m", "dataset=interval(,hinge)", "steps=1"], "dataset=interval(,hinge): no viable alternative at input"),
     (["-m", "seed=0,1", "steps=1", "hydra.output_subdir=null"], "hydra.output_subdir=null: a sweep keeps each job's "
                                                                 "Hydra records in .hydra/"),
 ]

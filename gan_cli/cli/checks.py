@@ -738,7 +738,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]),
                          "hydra.run.dir")
     except HydraException as err:
-        raise UserError(f"cannot read the command line: {first_line(err)}") from None
+        raise UserError(f"{_unreadable(everything) or 'cannot read the command line'}: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     launchers = [o for o in everything if o.partition("=")[0] == "hydra/launcher"]
     together = bool(launchers) and launchers[-1].partition("=")[2] == "population"
@@ -771,6 +771,17 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
     if run_dir and not any(a in ("-m", "--multirun") for a in argv):
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
+
+
+def _unreadable(overrides: Sequence[str]) -> Optional[str]:
+    """The first of ``overrides`` that Hydra's grammar cannot read (``dataset=interval(,hinge)``)."""
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except HydraException:
+            return o
+    return None
 
 
 def _by_reason(invalid: Dict[str, List[str]]) -> str:
