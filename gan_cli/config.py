@@ -377,6 +377,11 @@ def hydras(key: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
+def sweeping(argv) -> bool:
+    """Whether a command line asks Hydra for a sweep (``-m``, ``--multirun``)."""
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
 def first_line(err: Exception) -> str:
     """An exception's first line (its type's name when it has no text)."""
     text = str(err).strip()

@@ -238,7 +238,7 @@ def _checked(argv: Sequence[str], conf_dir: str) -> tuple:
     everything = _overrides(argv)
     _plugins(everything)
     _plugin_settings(conf_dir, everything)
-    if {"-m", "--multirun"} & set(argv):
+    if config.sweeping(argv):
         _sweep_places(everything)
     overrides = [o for o in everything if not config.hydras(o.lstrip("+~").partition("=")[0])]
     _settings(overrides)
@@ -346,7 +346,7 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
     """``resume=RUN`` continues in RUN's own directory (unless hydra.run.dir says otherwise): add that
     directory, and keep the run's first .hydra/ files by writing this attempt's beside them."""
     argv = list(argv)
-    if any(a in ("-m", "--multirun") or a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
+    if config.sweeping(argv) or any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv):
         return argv
     parsed = config.parse_overrides(_overrides(argv))  # none where they do not parse: precheck names the problem
     resume, given = _value(parsed, "resume"), _value(parsed, "hydra.run.dir")
@@ -768,7 +768,7 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
               f"with status invalid; the others run: {_by_reason(invalid)}", file=sys.stderr)
     for line in warnings:
         print(f"gan-train: warning: {line}", file=sys.stderr)
-    if run_dir and not any(a in ("-m", "--multirun") for a in argv):
+    if run_dir and not config.sweeping(argv):
         resume = next((str(o.value()) for o in parsed if o.get_key_element() == "resume" and o.value()), None)
         checkpoint.guard_run_dir(Path(run_dir), resume)
 

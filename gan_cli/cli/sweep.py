@@ -54,7 +54,7 @@ def job_names(argv: Sequence[str]) -> List[str]:
     """For a sweep (``-m``): the override that names each job's directory by the settings that vary in the sweep
     (``3_k=5,loss=minimax``), leaving out those the command line gives one value, which every job shares (and
     .hydra/overrides.yaml keeps). Nothing for a single run, or where the command line names them itself."""
-    if not {"-m", "--multirun"} & set(argv) or any(a.startswith(EXCLUDED) for a in argv):
+    if not config.sweeping(argv) or any(a.startswith(EXCLUDED) for a in argv):
         return []
     shared = [o.key_or_group for o in config.parse_overrides([a for a in argv if not a.startswith("-")])
               if not o.is_sweep_override() and not config.hydras(o.key_or_group)]
