@@ -459,8 +459,9 @@ def test_a_population_keeps_freed_buffers_for_its_next_step():
     ("dataset=digits", "arch=dcgan", "arch.g_hidden=4", "arch.d_hidden=4"),  # convolutions, dropout
 ])
 def test_a_stacked_network_in_place_gives_the_same_values_and_gradients(make_cfg, overrides):
-    """Stacked networks add biases and apply ReLUs in place (fewer passes over megabytes); the values and gradients
-    are the same, bit for bit, as those of the modules as built."""
+    """Stacked networks add biases and apply ReLUs in place (fewer passes over megabytes) and compute a one-output
+    layer as row vectors times matrices; the values and gradients are those of the modules as built, to float
+    rounding (bit for bit but for the one-output layers' sums)."""
     cfg = make_cfg(*overrides)
     gans, inplace = _gans(cfg, (0, 1, 2)), []
     for net in ("G", "D"):
@@ -469,9 +470,12 @@ def test_a_stacked_network_in_place_gives_the_same_values_and_gradients(make_cfg
         plain.template = copy.deepcopy(getattr(gans[0], net))
         x = torch.randn(3, 32, cfg.z_dim) if net == "G" else gans[0].data.sample(96).view(3, 32, *gans[0].data.shape)
         outs = [s(x.detach().clone().requires_grad_()) for s in (stacked, plain)]
-        assert torch.equal(outs[0], outs[1])
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
         grads = [torch.autograd.grad(o.square().sum(), s.parameters()) for o, s in zip(outs, (stacked, plain))]
-        assert all(torch.equal(a, b) for a, b in zip(*grads))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        if net == "G" and gans[0].data.dim > 1:  # no one-output layer: bit for bit
+            assert torch.equal(outs[0], outs[1]) and all(torch.equal(a, b) for a, b in zip(*grads))
         inplace += [m for m in stacked.template.modules()
                     if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU)) and m.inplace]
     assert inplace, "no ReLU was made in place"
@@ -579,3 +583,31 @@ def test_while_a_population_trains_its_summary_says_its_members_are_running(tmp_
     assert calls == ["summary", "train", "summary"]
     with (tmp_path / "sweep" / "summary.csv").open() as fh:
         assert [row["status"] for row in csv.DictReader(fh)] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_one_output_layer_under_vmap_gives_linear_s_values_gradients_and_second_gradients(bias):
+    """A stacked one-output layer (_Score) against F.linear under vmap, in float64: its output, the gradients of
+    its input, weight and bias, and the gradients of a penalty on the input's gradient (as wasserstein_gp's)."""
+    from torch.func import vmap
+
+    from gan_cli.game.population import _Score
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w1 = torch.randn(3, 5, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(3, 1, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(3, 1, dtype=torch.float64, generator=gen, requires_grad=True) if bias else None
+    results = []
+    for layer in (torch.nn.functional.linear, _Score.apply):
+        def one(x, w1, w, b, layer=layer):
+            return layer(torch.nn.functional.leaky_relu(x @ w1.t()), w, b)
+        y = vmap(one, in_dims=(0, 0, 0, None if b is None else 0))(x, w1, w, b)
+        wanted = [t for t in (x, w1, w, b) if t is not None]
+        first = torch.autograd.grad(y.square().sum(), wanted, create_graph=True)
+        penalty = (first[0].norm(dim=-1) - 1).square().sum()
+        second = torch.autograd.grad(penalty, [w1, w], allow_unused=True)
+        results.append([y, *first, *second])
+    assert results[0][0].shape == results[1][0].shape == (3, 7, 1)
+    for a, c in zip(*results):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)

@@ -40,8 +40,39 @@ class _Linear(torch.nn.Linear):
     a second (P, n, out) tensor written to fresh memory. The values are the same."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_features == 1 and x.dim() == 2:
+            return _Score.apply(x, self.weight, self.bias)
         y = x @ self.weight.t()
         return y if self.bias is None else y.add_(self.bias)
+
+
+class _Score(torch.autograd.Function):
+    """A linear layer with one output (x (n, h) -> (n, 1)) whose products, batched over the members, are row vectors
+    times matrices: as autograd and vmap batch x @ w.t(), the forward and weight-gradient products are matrices
+    times a column, which ran 2-12x slower here (a figure1 population of 64: about 12 % more member-iterations per
+    second). The values are the same to float rounding; differentiable twice (a gradient penalty)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
+        y = (w @ x.mT).mT
+        return y if b is None else y.add_(b.unsqueeze(-2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, w, b = inputs
+        ctx.save_for_backward(x, w)
+        ctx.bias = b is not None
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        return g * w, g.mT @ x, g.sum(-2) if ctx.bias else None
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        """Under vmap, the same on the stacked tensors (members first)."""
+        return _Score.apply(*(None if t is None else t.expand(info.batch_size, *t.shape) if d is None
+                              else t.movedim(d, 0) for t, d in zip(args, in_dims))), 0
 
 
 def _in_place(net: torch.nn.Module) -> torch.nn.Module:
