@@ -37,7 +37,7 @@ def _stack(tensors) -> torch.Tensor:
 
 class _Linear(torch.nn.Linear):
     """nn.Linear with its bias added in place. Under vmap, F.linear is a batched product and an out-of-place sum:
-    a second (P, n, out) tensor written to fresh memory. The values are the same."""
+    a second (P, n, out) tensor written to fresh memory. The values are the same (with one output: _Score's)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.out_features == 1 and x.dim() == 2:
@@ -78,7 +78,8 @@ class _Score(torch.autograd.Function):
 def _in_place(net: torch.nn.Module) -> torch.nn.Module:
     """``net`` with its linear layers' biases added in place, and each ReLU in place where, in a Sequential, it reads
     the output of a layer whose backward does not need it (a population's stacked activations are megabytes: a
-    figure1 step of 64 members took about 1.17 times as long without). Same parameters, same values."""
+    figure1 step of 64 members took about 1.17 times as long without). Same parameters, same values (a one-output layer:
+    to float rounding)."""
     nn = torch.nn
     fresh = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d)  # outputs their backward skips
     for m in net.modules():
