@@ -4,6 +4,7 @@ gan_cli, or in a fresh interpreter), event files, tiny MNIST files."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -66,6 +67,24 @@ def _classifier_cache(tmp_path_factory):
         os.environ.pop("GAN_CLI_CACHE", None)
     else:
         os.environ["GAN_CLI_CACHE"] = old
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A directory that ``build(path)`` fills, built once in a test session: make test's processes share it (the
+    first to ask builds it under a lock, the others wait and read it)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the folder the processes share
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from .conftest import QUICK_EVAL, REPO, events, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-RUN = ("dataset=ring", "arch=mlp", "arch.g_hidden=32", "arch.d_hidden=32", "batch_size=64", "steps=3000",
+STEPS, WELL_INTO = 1200, 300  # the job is preempted once it has logged WELL_INTO iterations
+RUN = ("dataset=ring", "arch=mlp", "arch.g_hidden=32", "arch.d_hidden=32", "batch_size=64", f"steps={STEPS}",
        "log_every=100", "ckpt_every=100000", "sample_every=100000", "eval_every=100000", *QUICK_EVAL)
 
 
@@ -33,7 +34,7 @@ def submitit_task(sweep: Path):
 
 
 def last_step(log: Path) -> int:
-    lines = ([line for line in log.read_text().splitlines() if "step " in line and "/3000" in line]
+    lines = ([line for line in log.read_text().splitlines() if "step " in line and f"/{STEPS}" in line]
              if log.exists() else [])
     return int(lines[-1].split("step ")[1].split("/")[0]) if lines else 0
 
@@ -50,12 +51,12 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
         while time.time() < deadline:  # wait until the job is well into its run
             logs = list(sweep.glob("0*/train.log"))  # one job: named "0" (nothing varies)
             log = logs[0] if logs else None
-            if log is not None and last_step(log) >= 500:
+            if log is not None and last_step(log) >= WELL_INTO:
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)
         task = submitit_task(sweep)
-        assert task is not None and last_step(log) < 3000
+        assert task is not None and last_step(log) < STEPS
         os.kill(task, signal.SIGUSR2)  # what submitit's executors send on preemption and before a time limit
         out, err = proc.communicate(timeout=300)
     finally:
@@ -66,13 +67,13 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_its_own_directory(tmp
     assert [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")] == [job.name]
     text = log.read_text()
     stopped = int(text.split("interrupted (SIGUSR2) at iteration ")[1].split(";")[0])
-    assert 500 <= stopped < 3000 and "the job is requeued and resumes from it" in text
+    assert WELL_INTO <= stopped < STEPS and "the job is requeued and resumes from it" in text
     assert f"continuing the run from {job / 'checkpoints' / 'last.pt'}" in text
     assert f"at iteration {stopped}" in text.split("resumed from")[1].splitlines()[0]
     requeued = json.loads((job / "metrics.json").read_text())
-    assert requeued["status"] == "ok" and requeued["steps"] == 3000
+    assert requeued["status"] == "ok" and requeued["steps"] == STEPS
     # each window once; the stop wrote the window it cut (continued after the requeue)
-    assert [e.step for e in events(job).Scalars("game/loss_D")] == sorted({*range(100, 3001, 100), stopped})
+    assert [e.step for e in events(job).Scalars("game/loss_D")] == sorted({*range(100, STEPS + 1, 100), stopped})
 
     # the same run, never interrupted: the same final figures, bit for bit
     whole = tmp_path / "whole"

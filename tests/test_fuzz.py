@@ -20,7 +20,7 @@ spec.loader.exec_module(fuzz)
 TABLE = fuzz.keys()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server():
     s = fuzz.Server(REPO, timeout=120)
     yield s

@@ -362,7 +362,7 @@ def test_out_of_memory_during_a_run_names_the_settings():
 # -- resume edge cases -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("finished") / "run"
     proc = run_cli([*RING, "steps=6", "log_every=2", f"hydra.run.dir={run}"], cwd=run.parent)

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import poly_mmd
 
 from gan_cli.evaluation.metrics import (
     NeighbourTree,
@@ -280,6 +278,9 @@ class Passthrough(nn.Module):
 
 
 def test_frechet_distance_and_kid_agree_with_torchmetrics():
+    from torchmetrics.image.fid import FrechetInceptionDistance  # (its import takes seconds: here, not at collection)
+    from torchmetrics.image.kid import poly_mmd
+
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(400, 8, generator=gen), 0.3 + 1.2 * torch.randn(300, 8, generator=gen)
     fid = FrechetInceptionDistance(feature=Passthrough(8))

@@ -1,6 +1,7 @@
 """Hyperparameter search through hydra-optuna-sweeper: hparams_search=ring_optuna with 3 trials."""
 
 import csv
+import importlib.util
 import math
 
 import pytest
@@ -8,12 +9,16 @@ from omegaconf import OmegaConf
 
 from .conftest import run_cli
 
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+# (optuna takes seconds to import: checked here, imported by the test that runs it)
+NEEDS = ("optuna", "hydra_plugins.hydra_optuna_sweeper")
+pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in NEEDS),
+                                reason="needs the search extra: pip install 'gan-cli[search]'")
 
 
 @pytest.mark.slow
 def test_a_search_returns_its_metric_and_records_failed_trials_as_failed(tmp_path):
+    import optuna
+
     sweep, db = tmp_path / "sweep", tmp_path / "study.db"
     args = ["-m", "hparams_search=ring_optuna", "hydra.sweeper.n_trials=4", "k=choice(1,0)", "steps=40", "log_every=20",
             "eval_every=40", "eval.theory_samples=2000", "eval.mode_samples=500", f"hydra.sweeper.storage=sqlite:///{db}",

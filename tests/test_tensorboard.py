@@ -10,21 +10,23 @@ import pytest
 from gan_cli.evaluation import evaluate
 from scripts.tensorboard_view import get, groups, hparams, serve, tags
 
-from .conftest import QUICK_EVAL, run_cli
+from .conftest import QUICK_EVAL, built_once, run_cli
 
 pytestmark = pytest.mark.slow
 SHORT = ("steps=10", "log_every=2", "sample_every=5", "ckpt_every=10", "device=cpu", *QUICK_EVAL)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("outputs")
+def _runs(logdir):
     for args in (["experiment=figure1", f"hydra.run.dir={logdir / 'figure1'}"],
                  ["-m", "dataset=ring", "loss=minimax,nonsaturating", "k=1", f"hydra.sweep.dir={logdir / 'sweep'}"],
                  ["dataset=digits", "batch_size=16", f"hydra.run.dir={logdir / 'digits'}"]):
         proc = run_cli([*args, *SHORT])
         assert proc.returncode == 0, proc.stderr[-3000:]
-    with serve(logdir) as url:
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    with serve(built_once(tmp_path_factory, "tensorboard-outputs", _runs)) as url:
         yield url
 
 
