@@ -294,9 +294,8 @@ def short_name(overrides: str) -> str:
     name = overrides.replace(os.sep, "%2F")
     if len(name.encode()) <= NAME_BYTES:
         return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     head = name.encode()[: NAME_BYTES - 14].decode(errors="ignore")
-    return f"{head}~{digest}"
+    return f"{head}~{hashlib.sha1(name.encode()).hexdigest()[:12]}"
 
 
 def register_configs() -> None:
@@ -323,10 +322,8 @@ def choice_node(group: str, name: str) -> Any:
 
 def dotted_keys(node: Mapping[str, Any], prefix: str = "") -> List[str]:
     """Every leaf's dotted key in a nested mapping (a dict or a DictConfig)."""
-    out: List[str] = []
-    for key, value in node.items():
-        out += dotted_keys(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"]
-    return out
+    return [leaf for key, value in node.items()
+            for leaf in (dotted_keys(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"])]
 
 
 def preset(name: str) -> Tuple[Dict[str, str], List[str]]:

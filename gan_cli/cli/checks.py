@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -95,9 +96,6 @@ def unknown_key(override: str) -> str:
     return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
 
 
-RECIPES = ("loss", "dataset")  # whose recipes apply, the first before (and over) the next
-
-
 def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
     """Apply the chosen loss's ``recipe`` (the settings its paper trains with), then the dataset's (settings it
     trains with, e.g. a smaller SGD step on larger coordinates), wherever the user, the experiment preset and an
@@ -112,21 +110,16 @@ def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
     if experiment:
         groups, settings = config.preset(experiment)
         set_keys |= set(groups) | set(settings)
-    for owner in RECIPES:
-        applied = _apply(cfg, _recipe(cfg, owner), set_keys)
+    for owner in ("loss", "dataset"):  # whose recipes apply, the first before (and over) the next
+        recipe = cfg[owner].get("recipe")
+        if recipe is not None and not OmegaConf.is_dict(recipe):  # an interpolation that is not a mapping (${seed})
+            raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: a recipe maps settings to values, "
+                            "e.g. {optimizer: adam, optimizer.lr: 0.0002}")
+        applied = _apply(cfg, OmegaConf.to_container(recipe) if recipe else {}, set_keys)
         if applied:
             out[f"{owner}={cfg[owner].name}"] = applied
             set_keys |= set(applied)
     return out
-
-
-def _recipe(cfg, owner: str) -> dict:
-    """The chosen loss's or dataset's ``recipe``: settings (or groups) and their values."""
-    recipe = cfg[owner].get("recipe")
-    if recipe is not None and not OmegaConf.is_dict(recipe):  # an interpolation that is not a mapping (${seed})
-        raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: a recipe maps settings to values, "
-                        "e.g. {optimizer: adam, optimizer.lr: 0.0002}")
-    return OmegaConf.to_container(recipe) if recipe else {}
 
 
 def _apply(cfg, recipe: dict, set_keys: set) -> dict:
@@ -136,9 +129,8 @@ def _apply(cfg, recipe: dict, set_keys: set) -> dict:
         if key in set_keys:
             continue
         if key in GROUPS:
-            node = OmegaConf.merge(OmegaConf.structured(config.schema(group)), config.choice_node(group, value))
             kept = {k: OmegaConf.select(cfg, k) for k in set_keys if k.startswith(group + ".")}
-            cfg[group] = node
+            cfg[group] = OmegaConf.merge(OmegaConf.structured(config.schema(group)), config.choice_node(group, value))
             for k, v in kept.items():
                 OmegaConf.update(cfg, k, v)
         elif group in GROUPS and recipe.get(group, cfg[group].name) != cfg[group].name:
@@ -174,6 +166,15 @@ def hydra_error(err: Exception) -> UserError:
     return UserError(first_line(err).rstrip(".") + ("" if known else f": {first_line(cause)}"))
 
 
+def _composed(conf_dir: str, overrides: Sequence[str], error: type = UserError, **hydra):
+    """:func:`compose`, its failure one ``error`` line naming the override at fault (``with_hydra=True``: Hydra's
+    report, :func:`hydra_error`)."""
+    try:
+        return compose(conf_dir, overrides, **hydra)
+    except (OmegaConfBaseException, HydraException) as err:
+        raise (hydra_error(err) if hydra else error(_explain(err, overrides))) from None
+
+
 class ComposeError(UserError):
     """The command line cannot even be composed (an unknown choice, a value of the wrong type): no job
     of a sweep with it can run, so the whole command is refused."""
@@ -188,9 +189,8 @@ def typed(overrides: List[str]) -> None:
         domain, value = table.get(key), o.value()
         if domain is None or o.is_delete() or o.is_sweep_override() or (isinstance(value, str) and "${" in value):
             continue
-        if (domain.kind == "flag" and not isinstance(value, bool)) or \
-                (domain.kind == "int" and value is not None
-                 and (isinstance(value, bool) or not isinstance(value, int))):
+        allowed = {"flag": (bool,), "int": (int, type(None))}.get(domain.kind)  # the types a flag, an integer take
+        if allowed and type(value) not in allowed:
             raise ComposeError(f"{o.input_line} is not allowed: {key} must be {domain.describe()}")
 
 
@@ -266,8 +266,7 @@ def _sweep_places(overrides: Sequence[str]) -> None:
 def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
     """Each group's choice is one of its options."""
     for o in overrides:
-        key, _, value = o.partition("=")
-        key = key.lstrip("+~")
+        key, _, value = o.lstrip("+~").partition("=")
         names = _names(conf_dir, key)
         if names and value not in names:
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
@@ -279,10 +278,7 @@ def _check_one(conf_dir: str, overrides: List[str], together: bool = False) -> L
     the chosen options)."""
     typed(overrides)
     _choices(conf_dir, overrides)
-    try:
-        cfg = compose(conf_dir, overrides)
-    except (OmegaConfBaseException, HydraException) as err:
-        raise ComposeError(_explain(err, overrides)) from None
+    cfg = _composed(conf_dir, overrides, ComposeError)
     resumable = [o for o in overrides if o.lstrip("+~").partition("=")[0] in checkpoint.RESUMABLE]
     cfg, saved = checkpoint.resume_config(cfg, overrides, compose(conf_dir, resumable) if cfg.resume else None)
     renamed = evaluate.upgrade(cfg)
@@ -316,16 +312,12 @@ def quote_paths(argv: Sequence[str]) -> List[str]:
     """Quote the value of a path setting that Hydra's grammar cannot read as it is (a run directory
     named ``..._loss=minimax`` or ``0_k=1,loss=minimax``), so that the paths the tool prints work, or reads as
     another text (``hydra.run.dir=1_000`` was the number 1000: a directory named ``1000``)."""
-    parser, out = OverridesParser.create(), []
+    out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") in PATH_KEYS and value and value[0] not in "'\"":
-            try:
-                parsed = parser.parse_overrides([arg])[0]
-                literal = parsed.is_sweep_override() or isinstance(parsed.value(), str) or parsed.value() is None
-            except HydraException:
-                literal = False
-            if not literal:
+            parsed = config.parse_overrides([arg])  # none where Hydra's grammar cannot read it
+            if not any(p.is_sweep_override() or isinstance(p.value(), str) or p.value() is None for p in parsed):
                 arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
         out.append(arg)
     return out
@@ -357,8 +349,7 @@ def resume_in_place(argv: Sequence[str]) -> List[str]:
         return argv  # an earlier checkpoint (best.pt, a copy): a new run directory, so nothing later is lost
     beside = "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"
     if given is not None:  # its own directory named: this attempt's records beside the first there too
-        same = Path(str(given)).expanduser().resolve() == ckpt.parent.parent.resolve()
-        return argv + [beside] if same else argv
+        return argv + [beside] if Path(str(given)).expanduser().resolve() == ckpt.parent.parent.resolve() else argv
     run_dir = str(ckpt.parent.parent).replace("'", "\\'")
     return argv + [f"hydra.run.dir='{run_dir}'", beside]
 
@@ -372,15 +363,9 @@ def job_config(argv: Sequence[str], conf_dir: str) -> Optional[str]:
     package, resolve = options.package or "_global_", options.resolve
     everything, overrides = _checked(argv, conf_dir)
     _choices(conf_dir, overrides)
-    try:
-        cfg = OmegaConf.to_container(compose(conf_dir, overrides)) if options.cfg != "hydra" else {}
-    except (OmegaConfBaseException, HydraException) as err:
-        raise UserError(_explain(err, overrides)) from None
+    cfg = OmegaConf.to_container(_composed(conf_dir, overrides)) if options.cfg != "hydra" else {}
     if options.cfg != "job" or len(overrides) < len(everything):  # Hydra's node, its settings checked as a run's
-        try:
-            node = OmegaConf.to_container(compose(conf_dir, everything, with_hydra=True).hydra)
-        except (OmegaConfBaseException, HydraException) as err:
-            raise hydra_error(err) from None
+        node = OmegaConf.to_container(_composed(conf_dir, everything, with_hydra=True).hydra)
         if options.cfg != "job":  # Hydra's node first, as Hydra prints it (--cfg hydra: without its help texts)
             cfg = {"hydra": node if options.cfg == "all" else {
                 k: v for k, v in node.items() if k not in ("help", "hydra_help")}, **cfg}
@@ -482,8 +467,7 @@ def _hydra_reads(conf_dir: str, overrides: Sequence[str]) -> None:
     read = {key: o for key, o in given.items() if "/" not in key and "${" in o}  # literals: checked above
     if (late or read) and hasattr(os, "fork"):
         cfg = _hydra_config(conf_dir, [o for o in overrides if o[:1] != "~"])
-        message = _apart(lambda: _read_as_hydra(cfg, read, late))
-        if message:
+        if message := _apart(lambda: _read_as_hydra(cfg, read, late)):
             raise UserError(message)
 
 
@@ -558,11 +542,8 @@ def _hydra_config(conf_dir: str, overrides: Sequence[str]):
     """The config with Hydra's node that the Hydra side of a command line composes (its swept values left out)."""
     side = ("hydra.", "hydra/", "hparams_search=", "experiment=")
     hydra_side = [o for o in overrides if o.lstrip("+").startswith(side)]
-    try:
-        return compose(conf_dir, [o.input_line for o in config.parse_overrides(hydra_side)
-                                  if not o.is_sweep_override()], with_hydra=True)
-    except (OmegaConfBaseException, HydraException) as err:
-        raise hydra_error(err) from None
+    return _composed(conf_dir, [o.input_line for o in config.parse_overrides(hydra_side) if not o.is_sweep_override()],
+                     with_hydra=True)
 
 
 def _hydra_edits(conf_dir: str, overrides: Sequence[str]) -> None:
@@ -582,8 +563,7 @@ def _hydra_edits(conf_dir: str, overrides: Sequence[str]) -> None:
                             + (f", one of: {', '.join(names)}" if names else ""))
         if key.startswith("hydra/"):
             raise UserError(f"{o}: {key} has a choice already; choose with {key}={value or 'VALUE'}")
-    edits = [o for o in edits if not o.lstrip("+~").startswith("hydra/")]
-    if not edits:
+    if not edits:  # (a group's edit is refused above)
         return
     cfg = _hydra_config(conf_dir, [o for o in overrides if o[:1] not in "+~"])
     for o in edits:
@@ -608,10 +588,9 @@ def _hydra_edits(conf_dir: str, overrides: Sequence[str]) -> None:
 def _plugins(overrides: Sequence[str]) -> None:
     """A choice whose Hydra plugin is not installed: say which extra brings it."""
     for o, (module, extra) in ((o, PLUGINS[k]) for o in overrides for k in PLUGINS if o == k or o.startswith(k + "=")):
-        try:
+        found = False
+        with contextlib.suppress(ModuleNotFoundError):  # a parent package missing
             found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
         if not found:
             raise UserError(f"{o} needs {module.split('.')[-1].replace('_', '-')}: pip install 'gan-cli[{extra}]'")
 
@@ -637,8 +616,7 @@ def _actions() -> Dict[str, argparse.Action]:
 def options_first(argv: Sequence[str]) -> List[str]:
     """Hydra's options (with their values), then the settings in their order: argparse reads the settings only as
     one run of arguments, so ``gan-train steps=1 -m seed=0,1`` ended in its usage ("unrecognized arguments")."""
-    front, rest = _split(argv)
-    return front + rest
+    return sum(_split(argv), [])
 
 
 def _split(argv: Sequence[str]) -> tuple:
@@ -737,8 +715,9 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         parsed = parser.parse_overrides(overrides)
         run_dir = _value(parser.parse_overrides([o for o in everything if o.startswith("hydra.run.dir=")]),
                          "hydra.run.dir")
-    except HydraException as err:
-        raise UserError(f"{_unreadable(everything) or 'cannot read the command line'}: {first_line(err)}") from None
+    except HydraException as err:  # the first override Hydra's grammar cannot read (``dataset=interval(,hinge)``)
+        bad = next((o for o in everything if not config.parse_overrides([o])), "cannot read the command line")
+        raise UserError(f"{bad}: {first_line(err)}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     launchers = [o for o in everything if o.partition("=")[0] == "hydra/launcher"]
     together = bool(launchers) and launchers[-1].partition("=")[2] == "population"
@@ -773,17 +752,6 @@ def precheck(argv: Sequence[str], conf_dir: str) -> None:
         checkpoint.guard_run_dir(Path(run_dir), resume)
 
 
-def _unreadable(overrides: Sequence[str]) -> Optional[str]:
-    """The first of ``overrides`` that Hydra's grammar cannot read (``dataset=interval(,hinge)``)."""
-    parser = OverridesParser.create()
-    for o in overrides:
-        try:
-            parser.parse_overrides([o])
-        except HydraException:
-            return o
-    return None
-
-
 def _by_reason(invalid: Dict[str, List[str]]) -> str:
     """The combinations refused, each reason said once after the combinations it refuses (seed='range(64)'
     compile=true: the first two and the last of 64, then the reason)."""
@@ -808,8 +776,6 @@ def run_and_exit(main: Callable[[], None]) -> NoReturn:
     threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a reader that left (BrokenPipeError), a closed stream
             stream.flush()
-        except (OSError, ValueError):  # a reader that left (BrokenPipeError), a closed stream
-            pass
     os._exit(code or 0)

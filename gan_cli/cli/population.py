@@ -113,15 +113,11 @@ def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
         return loop.train_population(prepared, StopRequest)
     except loop.Interrupted as stop:
         print(f"gan-train: the population was interrupted ({signal.Signals(stop.code - 128).name}) after a checkpoint "
-              "of every member; "
-              f"run the same command with hydra.sweep.dir={launcher.config.hydra.sweep.dir} to continue it",
-              file=sys.stderr)
+              f"of every member; run the same command with hydra.sweep.dir={launcher.config.hydra.sweep.dir} to "
+              "continue it", file=sys.stderr)
         raise SweepInterrupted(stop.code) from None
-    except UserError as err:
-        print(f"gan-train: population: {err}", file=sys.stderr)
-        return {}
-    except Exception as err:  # a fault, out of memory: its members say failed (metrics.json); the next population runs
-        known = memory.as_user_error(err)
+    except Exception as err:  # a mistake, a fault, out of memory: its members say failed; the next population runs
+        known = err if isinstance(err, UserError) else memory.as_user_error(err)
         if known is None:
             log.exception("the population of %s failed", prepared[0][3].run_dir.name)
         print(f"gan-train: population: {known or type(err).__name__ + ': ' + str(err).splitlines()[0]}",

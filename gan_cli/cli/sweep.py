@@ -76,9 +76,8 @@ def _settings(overrides: Sequence[str]) -> Dict[str, str]:
 
 def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
     """The sweep's command line, as Hydra recorded it in multirun.yaml (None where there is none)."""
-    path = Path(sweep_dir) / "multirun.yaml"
     try:
-        return config.texts(_load(path).hydra.overrides.task) if path.is_file() else None
+        return config.texts(_load(Path(sweep_dir) / "multirun.yaml").hydra.overrides.task)
     except UNREADABLE:  # the job's own command line stands in
         return None
 
@@ -157,8 +156,7 @@ def _head(job_dir: Path, overrides_file: Path) -> tuple:
         except UNREADABLE:  # the directory's name tells
             head = job_dir.name.split("_", 1)[0]
             num = int(head) if head.isdigit() else None
-        given = config.texts(OmegaConf.load(overrides_file))
-        return num, _settings(given)
+        return num, _settings(config.texts(OmegaConf.load(overrides_file)))
 
     num, chosen = _read(("head", job_dir), (hydra_file, overrides_file), read)
     return num, dict(chosen)
@@ -167,11 +165,8 @@ def _head(job_dir: Path, overrides_file: Path) -> tuple:
 def main_metric(jobs: Sequence[Job]) -> Optional[str]:
     """The sweep's main metric: the one that picks best.pt (eval.best_by) in its first job that ran."""
     for job in jobs:
-        path = job.dir / ".hydra" / "config.yaml"
-        if not path.is_file():
-            continue
-        try:
-            cfg = _load(path)
+        try:  # _load: FileNotFoundError (UNREADABLE) for a job without its config
+            cfg = _load(job.dir / ".hydra" / "config.yaml")
             return evaluate.best_metric(cfg.eval.best_by, evaluate.families(cfg))
         except (*UNREADABLE, UserError):  # a job whose config cannot be read: the next one tells
             continue
@@ -255,11 +250,9 @@ class Spread:
     def of(cls, values: Sequence[float]) -> "Spread":
         finite = [v for v in values if math.isfinite(v)]
         n = len(finite)
-        if n == 0:
-            return cls(math.nan, math.nan, math.nan, math.nan, 0)
-        mean = math.fsum(finite) / n
-        if n == 1:
-            return cls(mean, math.nan, math.nan, math.nan, 1)
+        mean = math.fsum(finite) / n if n else math.nan
+        if n < 2:
+            return cls(mean, math.nan, math.nan, math.nan, n)
         from scipy.stats import t as student
 
         sd = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
@@ -284,10 +277,9 @@ def population_keys(sweep_dir: Path) -> Tuple[str, ...]:
 
 
 def _grouped(summary: Summary, pooled: Sequence[str]) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
-    keys = [k for k in summary.keys if k != "seed"]
     groups: Dict[Tuple[Tuple[str, str], ...], List[Job]] = {}
     for job in sorted(summary.jobs, key=lambda j: j.num):
-        key = tuple((k, "all" if k in pooled else job.overrides.get(k, "")) for k in keys)
+        key = tuple((k, "all" if k in pooled else job.overrides.get(k, "")) for k in summary.keys if k != "seed")
         groups.setdefault(key, []).append(job)
     return groups
 
@@ -299,27 +291,33 @@ def seed_groups(summary: Summary) -> Dict[Tuple[Tuple[str, str], ...], List[Job]
     neither."""
     groups = _grouped(summary, ("seed",)) if "seed" in summary.keys else {}
     if set(summary.pooled) & set(summary.keys):
-        for key, jobs in _grouped(summary, summary.pooled).items():
-            if len(jobs) > 1 and key not in groups:
-                groups[key] = jobs
+        groups.update({k: jobs for k, jobs in _grouped(summary, summary.pooled).items()
+                       if len(jobs) > 1 and k not in groups})
     return groups
+
+
+def _over_seeds(summary: Summary, figures: Sequence[str]) -> List[tuple]:
+    """Per group of seed_groups: its settings' values, its jobs, those that finished, and each figure's Spread
+    over the finished ones."""
+    rows = []
+    for key, jobs in seed_groups(summary).items():
+        done = [j for j in jobs if j.status == "ok"]
+        rows.append((dict(key).values(), len(jobs), len(done),
+                     [Spread.of([j.metrics.get(n, math.nan) for j in done]) for n in figures]))
+    return rows
 
 
 def seed_table(summary: Summary, names: Sequence[str]) -> List[List[str]]:
     """seeds.csv: a row per setting with its jobs, those that finished, and every final figure over the
     finished ones (mean, sd, 95 % interval of the mean), and per population (seed_groups); else no rows."""
-    groups = seed_groups(summary)
+    figures = [n for n in names if n != "steps"]
+    groups = _over_seeds(summary, figures)
     if not groups:
         return []
     keys = [k for k in summary.keys if k != "seed"]
-    figures = [n for n in names if n != "steps"]
-    rows = [[*keys, "jobs", "ok", *[f"{n}_{part}" for n in figures for part in ("mean", "sd", "low95", "high95")]]]
-    for key, jobs in groups.items():
-        done = [j for j in jobs if j.status == "ok"]
-        spreads = [Spread.of([j.metrics.get(n, math.nan) for j in done]) for n in figures]
-        rows.append([*dict(key).values(), str(len(jobs)), str(len(done)),
-                     *[_fmt(v) for s in spreads for v in (s.mean, s.sd, s.low, s.high)]])
-    return rows
+    return [[*keys, "jobs", "ok", *[f"{n}_{part}" for n in figures for part in ("mean", "sd", "low95", "high95")]],
+            *[[*values, str(n), str(ok), *[_fmt(v) for s in spreads for v in (s.mean, s.sd, s.low, s.high)]]
+              for values, n, ok, spreads in groups]]
 
 
 def _write_csv(path: Path, rows: List[List[Any]]) -> None:
@@ -360,17 +358,15 @@ def print_summary(summary: Summary) -> None:
                       _fmt(round(job.wall_s, 1)), _fmt(job.metrics.get("steps", math.nan)),
                       *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
     console.print(table)
-    groups = seed_groups(summary)
+    groups = _over_seeds(summary, shown)
     if groups:
         over = "over seeds" + (" and per population" if summary.pooled else "")
         seeds = Table(title=f"{over}: mean ± sd [95 % interval of the mean] of the finished jobs")
         keys = [k for k in summary.keys if k != "seed"]
         for name in [*keys, "ok / jobs", *shown]:
             seeds.add_column(name, justify="left" if name in keys else "right")
-        for key, jobs in groups.items():
-            done = [j for j in jobs if j.status == "ok"]
-            seeds.add_row(*dict(key).values(), f"{len(done)} / {len(jobs)}",
-                          *[str(Spread.of([j.metrics.get(m, math.nan) for j in done])) for m in shown])
+        for values, n_jobs, ok, spreads in groups:
+            seeds.add_row(*values, f"{ok} / {n_jobs}", *map(str, spreads))
         console.print(seeds)
         console.print(f"Over seeds: {summary.sweep_dir / 'seeds.csv'}", soft_wrap=True, highlight=False)
     console.print(f"Summary: {summary.sweep_dir / 'summary.csv'}", soft_wrap=True, highlight=False)
@@ -480,8 +476,7 @@ def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, 
     """A job's hyperparameters: every group choice, the usual knobs, and ``keys`` (what the sweep sets); D's and
     G's own rates (the rate in use where one is unset) where the run or the sweep sets either."""
     out: Dict[str, object] = {}
-    ttur = any(OmegaConf.select(cfg, k, default=None) is not None for k in OWN_RATES)
-    own = OWN_RATES if ttur else ()
+    own = OWN_RATES if any(OmegaConf.select(cfg, k, default=None) is not None for k in OWN_RATES) else ()
     for key in dict.fromkeys([*BASE_HPARAMS, *own, *keys]):
         if key in GROUP_KEYS:  # a group in the config says its choice (a resumed run's is its checkpoint's)
             value = cfg[key].name if key in cfg else choices.get(key)

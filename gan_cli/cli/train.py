@@ -126,17 +126,15 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
     command line for a job of a sweep (its HPARAMS columns; ``overrides`` otherwise); ``announce``: print the
     final table and the tensorboard line."""
     overrides = list(overrides)
-    named = overrides if command is None else command
-    return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=in_force,
-                      hparams=lambda resolved: session(resolved, named), stop=StopRequest)
+    return loop.train(cfg, run_dir, overrides, console=console, announce=announce, check=in_force, stop=StopRequest,
+                      hparams=lambda resolved: session(resolved, overrides if command is None else command))
 
 
 def in_force(cfg: DictConfig) -> None:
     """Check the config that runs (the recipes applied; a resumed run's is its checkpoint's) and keep it as
     this attempt's .hydra/config.yaml, in place of the one Hydra composed from the command line alone."""
     check(cfg)
-    hc = HydraConfig.get() if HydraConfig.initialized() else None  # tests call train() without Hydra
-    if hc is not None and hc.output_subdir:
+    if HydraConfig.initialized() and (hc := HydraConfig.get()).output_subdir:  # tests call train() without Hydra
         OmegaConf.save(cfg, Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml")
 
 
@@ -206,8 +204,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
         for choice, recipe in apply_recipe(cfg, overrides).items():  # .hydra/config.yaml shows what runs (in_force)
             log.info("%s trains with its recipe: %s (set any of them to choose otherwise)", choice,
                      " ".join(f"{k}={v}" for k, v in recipe.items()))
-        figures = train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun)
-        return searched(cfg, figures)
+        return searched(cfg, train(cfg, run_dir, overrides=overrides, command=command, announce=not multirun))
     except Interrupted as stop:
         if multirun:  # into the job's train.log (a cluster job's stderr is a file in .submitit/)
             log.warning("gan-train: %s", stop)

@@ -104,7 +104,5 @@ def load(cfg, device: torch.device) -> Data:
     """Build the dataset named by ``cfg`` (the dataset config node) on ``device``."""
     check_available(cfg)
     entry = spec(cfg.name)
-    if entry.streams:
-        data = entry.load(cfg, device)
-        return data if data.stream is not None else data.to(device)
-    return entry.load(cfg).to(device)
+    data = entry.load(cfg, device) if entry.streams else entry.load(cfg)
+    return data if data.stream is not None else data.to(device)

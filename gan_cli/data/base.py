@@ -66,8 +66,7 @@ class Data:
             return self.stream.batch(m)
         gens, join = _each(generator)
         if self.is_image:
-            device = self.train.device
-            return self.train[join([torch.randint(self.train.shape[0], (m,), device=device, generator=g)
+            return self.train[join([torch.randint(self.train.shape[0], (m,), device=self.train.device, generator=g)
                                     for g in gens])]
         draws = [(torch.multinomial(self.weights, m, replacement=True, generator=g),
                   torch.randn(m, self.centres.shape[1], device=self.centres.device, generator=g)) for g in gens]

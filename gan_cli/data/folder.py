@@ -139,8 +139,7 @@ class Stream:
         """n images of the folder (a fixed random choice, read once), float pixels on the device."""
         if self._reference is None or len(self._reference) < min(n, len(self.files)):
             pick = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:n].tolist()
-            subset = torch.utils.data.Subset(self.files, pick)
-            parts = loader(subset, self.workers, batch_size=256, collate_fn=_batch)
+            parts = loader(torch.utils.data.Subset(self.files, pick), self.workers, batch_size=256, collate_fn=_batch)
             self._reference = torch.cat([self._decoded(x) for x in parts]).to(self.device)
         return self._reference[:n].float().div(255)
 
@@ -187,12 +186,11 @@ def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:
         bad += [files[i] for i in (~ok).nonzero().flatten().tolist()]
         if not bool(ok.any()):
             raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files decodes (e.g. {files[0]})")
-        x = torch.cat(parts)[ok]
+        x = torch.cat(parts)[ok].float().div_(255)
     if bad:
         log.warning("dataset.root=%s: skipped %d of %d image files that cannot be read (e.g. %s)", cfg.root, len(bad),
                     len(files) + len(unreadable), bad[0])
     if in_memory:
-        x = x.float().div_(255)
         log.info("dataset=folder: %d images of %s held in memory", len(x), "x".join(map(str, shape)))
         return Data(name=cfg.name, train=x, shape=shape)
     threads = ""

@@ -135,8 +135,7 @@ def torchvision(files: Files, cfg) -> Data:
     if not cfg.download:
         check_files(files, Path(root))
     try:
-        train = cls(root, train=True, download=cfg.download)
-        test = cls(root, train=False, download=cfg.download)
+        train, test = (cls(root, train=split, download=cfg.download) for split in (True, False))
     except (RuntimeError, OSError) as err:
         raise UserError(f"dataset={cfg.name} could not be read from dataset.root={cfg.root}: {err}") from None
 

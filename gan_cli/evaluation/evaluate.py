@@ -93,9 +93,8 @@ class Evaluator:
             o_real, cache["r_other"] = _knn_head(others, real, k, k_star, m)
             o_other = others.log_density(other, [k], exclude_self=True)[0]
             cache["floor"] = metrics.jsd_from_log_densities(log_p_real, o_real, data.log_prob(other).double(), o_other)
-        floor = cache["floor"]
-        jsd = metrics.jsd_corrected(log_p_real, q_real, log_p_fake, q_fake, floor)
-        out = {"eval/jsd": jsd, "eval/jsd_floor": floor, "theory/c_of_g": -LOG4 + 2 * jsd}
+        jsd = metrics.jsd_corrected(log_p_real, q_real, log_p_fake, q_fake, cache["floor"])
+        out = {"eval/jsd": jsd, "eval/jsd_floor": cache["floor"], "theory/c_of_g": -LOG4 + 2 * jsd}
         if k_star is not None:
             a_real, a_fake = self._logits(D, real), self._logits(D, fake)
             # V-hat = mean log D(x) + mean log(1 - D(G(z))), on logits
@@ -107,10 +106,9 @@ class Evaluator:
             out["eval/d_star_mse"] = metrics.d_star_mse_samples(
                 torch.sigmoid(a_real[:m]), torch.sigmoid(a_fake[:m]), cache["r_other"], q_r, p_f, q_f)
             if data.dim == 1:
-                bins = self.cfg.bins_1d
-                grid = metrics.grid_centres(self.lo, self.hi, bins, data.dim, device=self.device).float()
+                grid = metrics.grid_centres(self.lo, self.hi, self.cfg.bins_1d, data.dim, device=self.device).float()
                 p_data = data.log_prob(grid).double().exp()
-                p_g = metrics.histogram_density(fake, self.lo, self.hi, bins)
+                p_g = metrics.histogram_density(fake, self.lo, self.hi, self.cfg.bins_1d)
                 self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g,
                                "D": torch.sigmoid(self._logits(D, grid)).double(),
                                "D_star": metrics.d_star(p_data, p_g)}

@@ -92,8 +92,7 @@ def parzen_log_likelihood(samples: Tensor, val: Tensor, test: Tensor) -> dict[st
     sigma = sigmas[window.log_density(val, sigmas).mean(1).argmax()]
     test_ll = window.log_density(test, sigma[None])[0]
     se = test_ll.std(correction=0) / math.sqrt(len(test_ll))
-    ll, se, sigma = torch.stack([test_ll.mean(), se, sigma]).tolist()
-    return {"ll": ll, "se": se, "sigma": sigma}
+    return dict(zip(("ll", "se", "sigma"), torch.stack([test_ll.mean(), se, sigma]).tolist()))
 
 
 def grid_centres(lo: float, hi: float, bins: int, dim: int, device=None) -> Tensor:
@@ -273,8 +272,7 @@ def kid(feat_a: Tensor, feat_b: Tensor, subsets: int = 100, subset_size: int = 1
     if first and cache is not None:
         cache[key] = within_a
     estimates = torch.stack(estimates)
-    mean, std = torch.stack([estimates.mean(), estimates.std(correction=0)]).tolist()
-    return {"kid": mean, "kid_std": std}
+    return dict(zip(("kid", "kid_std"), torch.stack([estimates.mean(), estimates.std(correction=0)]).tolist()))
 
 
 class _Screen:

@@ -338,17 +338,16 @@ def train_population(members: list, stop) -> Dict[int, Dict[str, float]]:
     """Train runs prepared while COLLECT was set ((cfg, gan, state, book, log handlers) each) as one population
     (gan_cli.game.population), by this module's loop; each member's final figures by its index (a member that
     diverged: none)."""
-    cfgs = [m[0] for m in members]
-    steps = {m[2].step for m in members}
+    cfgs, nets, states, books, handlers = map(list, zip(*members))
+    steps = {s.step for s in states}
     if len(steps) > 1:
         raise UserError(f"the members of a population must start at the same iteration; they are at {sorted(steps)}")
-    gans = population.Population([m[1] for m in members], cfgs)
+    gans = population.Population(nets, cfgs)
     keep_freed_buffers()
-    stats = Stats(gans.nets, gans.device, iterations=max(cfgs[0].steps - members[0][2].step, 0), members=len(members))
-    windows = [m[2].window for m in members]
+    stats = Stats(gans.nets, gans.device, iterations=max(cfgs[0].steps - states[0].step, 0), members=len(members))
+    windows = [s.window for s in states]
     if all(windows):  # continuing the log windows that the checkpoints cut
         stats.restore({"d": torch.stack([w["d"] for w in windows]), "g": torch.stack([w["g"] for w in windows]),
                        "n_d": windows[0]["n_d"], "n_g": windows[0]["n_g"]})
-    book = population.PopulationBook(gans, [m[3] for m in members], stats, [m[4] for m in members], Diverged,
-                                     Interrupted)
-    return _iterate(cfgs[0], gans, population.PopulationState([m[2] for m in members]), book, stop)
+    book = population.PopulationBook(gans, books, stats, handlers, Diverged, Interrupted)
+    return _iterate(cfgs[0], gans, population.PopulationState(states), book, stop)

@@ -38,8 +38,7 @@ class Dropout(nn.Dropout):
     def mask(self, shape, device, generator: Optional[torch.Generator] = None, dtype=torch.float32) -> torch.Tensor:
         """The scaled keep mask of one forward pass on an input of ``shape``."""
         kept, n = round((1.0 - self.p) * 2 ** 32), math.prod(shape)  # of the 2^32 values of 32 bits
-        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None,
-                                                                                   generator=generator)
+        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None, generator=generator)
         return (bits.view(torch.int32)[:n].view(shape) < kept - 2 ** 31).to(dtype).mul_(2 ** 32 / kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

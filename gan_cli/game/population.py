@@ -301,10 +301,8 @@ class StackedOptimizer:
         """Member i's optimizer state into its own torch optimizer (what its checkpoint saves)."""
         for k, p in enumerate(opt.param_groups[0]["params"]):
             state = {key: t[i].clone() for key, t in self.state[k].items()}
-            if self.name == "adam" and state:
-                state["step"] = torch.tensor(float(self.step_count))
             if state:
-                opt.state[p] = state
+                opt.state[p] = {**state, "step": torch.tensor(float(self.step_count))} if self.name == "adam" else state
 
 
 class StackedEMA:
@@ -398,10 +396,9 @@ class Population(GAN):
     def export(self, i: int) -> None:
         """Member i's networks, optimizer states and moving average into its own GAN."""
         member = self.members[i]
-        self.G.export(i, member.G)
-        self.D.export(i, member.D)
-        self.opt_G.export(i, member.opt_G)
-        self.opt_D.export(i, member.opt_D)
+        for mine, theirs in ((self.G, member.G), (self.D, member.D), (self.opt_G, member.opt_G),
+                             (self.opt_D, member.opt_D)):
+            mine.export(i, theirs)
         if self.ema is not None:
             self.ema.export(i)
 

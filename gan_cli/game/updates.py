@@ -174,8 +174,7 @@ class Stats:
 
     def __init__(self, nets: models.Nets, device: torch.device, iterations: int, members: int = 0):
         self.nets, lead = nets, ((members,) if members else ())  # a population's: a row per member
-        self.d, self.g = torch.zeros(*lead, len(self.D_TAGS), device=device), torch.zeros(*lead, len(self.G_TAGS),
-                                                                                           device=device)
+        self.d, self.g = (torch.zeros(*lead, len(tags), device=device) for tags in (self.D_TAGS, self.G_TAGS))
         self.n_d = self.n_g = 0
         self.i, self.last_d, self._path = 0, None, None  # iterations since the start; the last D update
         if nets.has_point:  # its state after every iteration

@@ -78,17 +78,11 @@ def _finish(fig, ax, title: str, ncol: int = 2, markerscale: float = 1.0):
 
 class _Kind:
     """A kind of figure in two parts: what every frame of a film shares (``static``: the axes, their limits and
-    labels, p_data), which depends on ``key`` alone, and what changes from frame to frame (``changing``: G, D)."""
+    labels, p_data), which depends on ``key`` alone, and what changes from frame to frame (``changing``: G, D); each
+    kind defines all three."""
 
     size: tuple = (4, 3.4)
     legend: dict = {}
-    key: tuple = ()
-
-    def static(self, fig, ax) -> None:
-        pass
-
-    def changing(self, axes: list) -> None:
-        pass
 
 
 def _data(ax) -> list:
@@ -155,8 +149,7 @@ def _frame(kind: _Kind, title: str) -> np.ndarray:
 
 def _density_axes(ax, lo: float, hi: float, peak: float) -> None:
     """The same axes in every frame: x in [lo, hi], density up to 1.6 x p_data's peak."""
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(0, 1.6 * peak)
+    ax.set(xlim=(lo, hi), ylim=(0, 1.6 * peak))
     ax.set_xlabel("x", fontsize=FONT)
     ax.set_ylabel("density", fontsize=FONT)
 
@@ -208,9 +201,8 @@ class _Line(_Kind):
         _density_axes(ax, self.lo, self.hi, peak)
 
     def changing(self, axes: list) -> None:
-        lo, hi = self.lo, self.hi
-        density, edges = np.histogram(self.samples.squeeze(1).clamp(lo, hi).numpy(), bins=100, range=(lo, hi),
-                                      density=True)
+        density, edges = np.histogram(self.samples.squeeze(1).clamp(self.lo, self.hi).numpy(), bins=100,
+                                      range=(self.lo, self.hi), density=True)
         axes[0].stairs(density, edges, fill=True, color="tab:green", alpha=0.5, label="p_g (histogram)")  # hist's bars
 
 

@@ -118,8 +118,7 @@ def save_samples(path: Path, samples: torch.Tensor, data) -> None:
     if data.is_image:
         from PIL import Image
         # torchvision.utils.save_image's pixels: the grid, each value v as the byte floor(255 v + 0.5)
-        grid = sample_grid(samples)
-        pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+        pixels = sample_grid(samples).mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(path)  # RGB: image_grid shows gray images as RGB, as torchvision does
     else:
         figure_toy(samples.cpu(), data, f"{samples.shape[0]} samples").savefig(path)
@@ -243,10 +242,8 @@ class Monitor(AbstractContextManager):
     def samples(self, step: int, samples: torch.Tensor, data, path: Optional[torch.Tensor] = None,
                 tag: str = "game/samples") -> None:
         """An image grid or a toy set's figure under ``tag``; a point game's ``path`` as ``game/trajectory``."""
-        if data.is_image:
-            self.writer.add_image(tag, sample_grid(samples, enlarge=True), step)
-        else:
-            self.writer.add_image(tag, toy_image(samples, data, f"iteration {step}"), step, dataformats="CHW")
+        image = sample_grid(samples, enlarge=True) if data.is_image else toy_image(samples, data, f"iteration {step}")
+        self.writer.add_image(tag, image, step, dataformats="CHW")
         if path is not None:
             self.writer.add_figure("game/trajectory", figure_trajectory(path, self.start, step), step)
 
@@ -283,8 +280,7 @@ class Monitor(AbstractContextManager):
         rundir.write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         if self.progress is not None:
             self.progress.stop()
-        end_session(self.writer, status)
-        self.writer.flush()
+        end_session(self.writer, status)  # (flushes the writer)
         if status == "ok" and announce:
             self.console.print(_table("gan-train: final figures", metrics))
             self.console.print(f"Inspect this run:  tensorboard --logdir {self.run_dir}", soft_wrap=True,

@@ -150,11 +150,10 @@ def unfinished(directory) -> Optional[Path]:
     last = Path(str(directory)) / "checkpoints" / "last.pt"
     if ("SUBMITIT_EXECUTOR" not in os.environ and not KEEPING) or not last.is_file():
         return None
-    try:
-        status = json.loads((last.parent.parent / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError):  # no metrics.json, or one cut short: the run there did not finish
-        status = None
-    return last if status != "ok" else None
+    with suppress(OSError, ValueError):  # no metrics.json, or one cut short: the run there did not finish
+        if json.loads((last.parent.parent / "metrics.json").read_text()).get("status") == "ok":
+            return None
+    return last
 
 
 def _hydra_subdir(directory, subdir: str) -> Optional[str]:
