@@ -618,7 +618,13 @@ def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_
     assert run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again}
     proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path)
-    assert proc.returncode == 1 and "did not finish" in proc.stderr and "already holds a run" in proc.stderr
+    assert proc.returncode == 1 and "already holds a run" in proc.stderr
+    # the summary counts this sweep's two jobs, and shows the runs in their directories as earlier runs
+    assert "2 of the 2 jobs of the sweep did not finish" in proc.stderr
+    assert "sweep of 2 jobs and 2 earlier runs in their directories" in proc.stdout
+    rows = list(csv.DictReader((again / "summary.csv").open()))
+    assert sorted((r["job"], r["status"]) for r in rows) == [
+        ("0", "invalid"), ("0", "ok (earlier run)"), ("1", "invalid"), ("1", "ok (earlier run)")]
     assert {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again} == before
 
 

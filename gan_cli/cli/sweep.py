@@ -91,6 +91,11 @@ class Job:
     wall_s: float
     metrics: Dict[str, float] = field(default_factory=dict)
     error: str = ""
+    earlier: bool = False  # a run of an earlier sweep, in the directory a job of this one was refused
+
+    @property
+    def shown(self) -> str:
+        return f"{self.status} (earlier run)" if self.earlier else self.status
 
 
 REFUSED = ".refused.json"  # beside a job directory another gan-train held or another run had: the job's record
@@ -100,15 +105,16 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
     """Every job directory of a sweep, read back. A job without metrics.json is ``running`` while a live gan-train
     holds its directory, unless the sweep has ended (``final``); else it did not end by itself (killed, out of
     memory): ``failed``. A job refused its directory has a REFUSED record; the directory's own run is read unless
-    another gan-train held it."""
-    jobs, held = [], set()
+    another gan-train held it, as an ``earlier`` run where it began before this sweep (its .hydra/ is older than the
+    sweep's multirun.yaml, which Hydra writes as a sweep begins)."""
+    jobs, held, had = [], set(), set()
     for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):  # (pathlib's * matches names with a leading dot)
         try:
             record = json.loads(path.read_text())
             job_dir = path.with_name(record.get("dir", path.name[:-len(REFUSED)]))
             jobs.append(Job(int(record["num"]), job_dir, _settings(record["overrides"]), record["status"], 0.0,
                             error=record["error"]))
-            held |= {job_dir} if record.get("held", True) else set()
+            (held if record.get("held", True) else had).add(job_dir)
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("gan-train: %s is not readable: %s", path, err)
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -123,9 +129,17 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
         figures = {k: float(v) for k, v in report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"}
         status = report.get("status") or ("running" if not final and rundir.held(job_dir) else "failed")
+        earlier = job_dir in had and _mtime(overrides_file) < _mtime(Path(sweep_dir) / "multirun.yaml")
         jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, status,
-                        float(report.get("wall_s", math.nan)), figures, str(report.get("error", ""))))
+                        float(report.get("wall_s", math.nan)), figures, str(report.get("error", "")), earlier))
     return sorted(jobs, key=lambda j: j.num)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # none: nothing is older
+        return -math.inf
 
 
 _READ: Dict[tuple, tuple] = {}  # what was read from a sweep's files, with the files' times when it was read
@@ -193,15 +207,20 @@ class Summary:
     pooled: Tuple[str, ...] = ()  # a population sweep: the settings its members may have of their own
 
     @property
+    def own(self) -> List[Job]:
+        """The sweep's own jobs (not the earlier runs in their directories)."""
+        return [j for j in self.jobs if not j.earlier]
+
+    @property
     def failed(self) -> List[Job]:
-        return [j for j in self.jobs if j.status != "ok"]
+        return [j for j in self.own if j.status != "ok"]
 
     def describe_failures(self) -> str:
         parts = []
         for job in self.failed:
             what = ",".join(f"{k}={job.overrides.get(k, '')}" for k in self.keys) or job.dir.name
             parts.append(f"#{job.num} {what} ({job.status}{': ' + job.error if job.error else ''})")
-        return f"{len(self.failed)} of the {len(self.jobs)} jobs of the sweep did not finish: " + "; ".join(parts)
+        return f"{len(self.failed)} of the {len(self.own)} jobs of the sweep did not finish: " + "; ".join(parts)
 
 
 def summarize(sweep_dir: Path, final: bool = False) -> Summary:
@@ -223,7 +242,7 @@ def summarize(sweep_dir: Path, final: bool = False) -> Summary:
     figures = [*leading, *[n for n in names if n not in leading]]
     columns = ["job", *keys, "status", "wall_s", *[_heading(n, keys) for n in figures], "error", "dir"]
     _write_csv(sweep_dir / "summary.csv", [columns, *[
-        [job.num, *[job.overrides.get(k, "") for k in keys], job.status, _fmt(job.wall_s),
+        [job.num, *[job.overrides.get(k, "") for k in keys], job.shown, _fmt(job.wall_s),
          *[_fmt(job.metrics.get(n, math.nan)) for n in figures], job.error, job.dir.name] for job in ordered]])
     summary = Summary(sweep_dir, ordered, keys, metric, population_keys(sweep_dir))
     _write_csv(sweep_dir / "seeds.csv", seed_table(summary, names))
@@ -278,7 +297,7 @@ def population_keys(sweep_dir: Path) -> Tuple[str, ...]:
 
 def _grouped(summary: Summary, pooled: Sequence[str]) -> Dict[Tuple[Tuple[str, str], ...], List[Job]]:
     groups: Dict[Tuple[Tuple[str, str], ...], List[Job]] = {}
-    for job in sorted(summary.jobs, key=lambda j: j.num):
+    for job in sorted(summary.own, key=lambda j: j.num):
         key = tuple((k, "all" if k in pooled else job.overrides.get(k, "")) for k in summary.keys if k != "seed")
         groups.setdefault(key, []).append(job)
     return groups
@@ -347,13 +366,14 @@ def print_summary(summary: Summary) -> None:
     ranked = [m for m in sorted({k for j in summary.jobs for k in j.metrics})
               if evaluate.direction(m) is not None and m != summary.metric]
     shown = ([summary.metric] if summary.metric else []) + ranked[:3]
-    n = len(summary.jobs)
+    n, earlier = len(summary.own), len(summary.jobs) - len(summary.own)
     table = Table(title=f"gan-train: sweep of {n} job{'s' if n != 1 else ''}"
+                  + (f" and {earlier} earlier run{'s' if earlier != 1 else ''} in their directories" if earlier else "")
                   + (f", best {summary.metric} first" if summary.metric else ""))
     for name in ["job", *summary.keys, "status", "wall s", _heading("steps", summary.keys), *shown]:
         table.add_column(name, justify="left" if name in summary.keys or name == "status" else "right")
     for job in summary.jobs:
-        status = job.status if job.status == "ok" else f"[red]{job.status}[/red]"
+        status = job.shown if job.status == "ok" else f"[red]{job.shown}[/red]"
         table.add_row(str(job.num), *[job.overrides.get(k, "") for k in summary.keys], status,
                       _fmt(round(job.wall_s, 1)), _fmt(job.metrics.get("steps", math.nan)),
                       *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
