@@ -284,9 +284,13 @@ def test_a_streamed_folder_whose_files_stop_decoding_is_one_line(make_cfg, tmp_p
         return read(*args)
 
     monkeypatch.setattr(folder_module, "read_image", failing_later)
-    with pytest.raises(UserError) as err:
+    with pytest.raises(UserError) as err, pytest.warns(UserWarning, match="which does not decode") as warned:
         train(cfg, tmp_path / "run")
     assert "none of the 6 image files decodes any more" in str(err.value) and "\n" not in str(err.value)
+    # each file skipped is named, up to five; the fifth says the rest are not
+    named = [str(w.message) for w in warned if "which does not decode" in str(w.message)]
+    assert len(named) == 5 and all(str(root) in m for m in named), named
+    assert "further files that fail are not named" in named[-1]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
