@@ -143,16 +143,23 @@ def _apply(cfg, recipe: dict, set_keys: set) -> dict:
     return applied
 
 
+@contextlib.contextmanager
+def _hydra(conf_dir: str):
+    """Hydra initialised on ``conf_dir`` for the block, and cleared after it (as before it)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def compose(conf_dir: str, overrides: Sequence[str], with_hydra: bool = False):
     """The config gan-train runs for these overrides: Hydra's composition, then the recipes (``with_hydra``: Hydra's
     own node too, its launcher's and sweeper's settings, and no recipes)."""
     config.register_configs()  # the schema of the choices registered so far
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose_hydra(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
-    finally:
-        GlobalHydra.instance().clear()
+    with _hydra(conf_dir):
+        cfg = compose_hydra(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
     if not with_hydra:
         apply_recipe(cfg, overrides)
     return cfg
@@ -411,12 +418,8 @@ PLUGIN_SETTINGS = {
 
 def _hydra_group_options(conf_dir: str, groups: Sequence[str]) -> Dict[str, List[str]]:
     """The options of each of these groups of Hydra's (hydra/launcher: basic, joblib, ...)."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            return {g: GlobalHydra.instance().config_loader().get_group_options(g) for g in groups}
-    finally:
-        GlobalHydra.instance().clear()
+    with _hydra(conf_dir):
+        return {g: GlobalHydra.instance().config_loader().get_group_options(g) for g in groups}
 
 
 def _hydra_choices(conf_dir: str, overrides: Sequence[str]) -> None:

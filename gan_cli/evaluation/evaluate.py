@@ -109,9 +109,8 @@ class Evaluator:
                 grid = metrics.grid_centres(self.lo, self.hi, self.cfg.bins_1d, data.dim, device=self.device).float()
                 p_data = data.log_prob(grid).double().exp()
                 p_g = metrics.histogram_density(fake, self.lo, self.hi, self.cfg.bins_1d)
-                self.curves = {"x": grid.squeeze(1), "p_data": p_data, "p_g": p_g,
-                               "D": torch.sigmoid(self._logits(D, grid)).double(),
-                               "D_star": metrics.d_star(p_data, p_g)}
+                self.curves = {"x": grid.squeeze(1), "p_data": p_data, "D_star": metrics.d_star(p_data, p_g),
+                               "p_g": p_g, "D": torch.sigmoid(self._logits(D, grid)).double()}
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in out.values()])
         return dict(zip(out.keys(), values.tolist()))
 
@@ -119,9 +118,6 @@ class Evaluator:
         report = metrics.mode_metrics(self.generate(nets.G, self.cfg.mode_samples), self.data.centres, self.data.std)
         return {**{f"eval/{k}": report[k] for k in ("modes_covered", "hq_fraction", "reverse_kl")},
                 "eval/mode_samples": self.cfg.mode_samples, "eval/hq_threshold_std": 3.0}
-
-    def feature_sizes(self) -> Tuple[int, int, int]:
-        return feature_sizes(self.cfg.n_samples, len(self.data.train), len(self.data.test))
 
     def parzen(self, nets) -> Dict[str, float]:
         # the paper's protocol: n samples as centres, sigma on 1,000 validation images, test mean +- se
@@ -132,7 +128,8 @@ class Evaluator:
     def features(self, nets) -> Dict[str, float]:
         from gan_cli.evaluation import features
 
-        (n_ref, size, _), d = self.feature_sizes(), self.data
+        d = self.data
+        n_ref, size, _ = feature_sizes(self.cfg.n_samples, len(d.train), len(d.test))
         if self._classifier is None:  # the dataset's cached classifier, the real reference and its floor: once
             self._classifier, self.classifier_info = features.get_classifier(
                 d.name, d.train, d.train_labels, d.test, d.test_labels, cache_dir=self.cfg.cache_dir,
@@ -200,7 +197,7 @@ def _knn_head(tree: metrics.NeighbourTree, x: torch.Tensor, k: int, k_star: Opti
 
 
 def _features_protocol(ev: Evaluator) -> str:
-    n_ref, size, sets = ev.feature_sizes()
+    n_ref, size, sets = feature_sizes(ev.cfg.n_samples, len(ev.data.train), len(ev.data.test))
     samples = (f"{size} samples" if sets == 1 else
                f"{size} samples (the mean over {sets} disjoint sets of {size} of the {ev.cfg.n_samples} samples)")
     return (f"penultimate layer of a small CNN trained on the real training split (seed 0); the first {n_ref} "
@@ -282,8 +279,7 @@ config.share("eval", {
 })
 for _metric in (
     Metric("parzen", "image", {"eval/parzen_ll": HIGHER, "spread/parzen_se": None, "spread/parzen_sigma": None,
-                               "eval/parzen_samples": FIXED},
-           Evaluator.parzen, lambda ev: (
+                               "eval/parzen_samples": FIXED}, Evaluator.parzen, lambda ev: (
                f"Goodfellow et al. 2014: {ev.cfg.n_samples} samples as centres, sigma from logspace(-1, 0, 10) by the "
                "first 1,000 validation images, mean +- std/sqrt(N) on the test split"
                + (f" ({ev.data.name}: the {len(ev.data.test)} held-out images are both)"
@@ -407,15 +403,11 @@ def upgrade(cfg) -> List[str]:
 
 def best_metric(choice: str, run_families: Iterable[str]) -> Optional[str]:
     """The metric that picks checkpoints/best.pt: ``auto`` is FID, JSD or the Dirac distance."""
-    if choice == "auto":
-        return next((m.auto for m in applicable(run_families) if m.auto is not None), None)
-    return choice
+    return next((m.auto for m in applicable(run_families) if m.auto is not None), None) if choice == "auto" else choice
 
 
 def is_better(tag: str, new: float, old: Optional[float]) -> bool:
-    if old is None:
-        return math.isfinite(new)
-    return new > old if direction(tag) == HIGHER else new < old
+    return math.isfinite(new) if old is None else (new > old if direction(tag) == HIGHER else new < old)
 
 
 def check(cfg) -> None:

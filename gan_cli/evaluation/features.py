@@ -27,10 +27,9 @@ class Classifier(nn.Module):
     def __init__(self, in_channels: int, image_size: int, num_classes: int, num_features: int = 128, width: int = 16):
         super().__init__()
         self.num_features = num_features
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, num_features), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, num_features), nn.ReLU())
         self.head = nn.Linear(num_features, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
@@ -42,8 +41,7 @@ class Classifier(nn.Module):
 
 def default_cache_dir() -> Path:
     """``$GAN_CLI_CACHE/classifiers``, else ``$XDG_CACHE_HOME/gan-cli/classifiers``, else ``~/.cache/...``."""
-    root = os.environ.get("GAN_CLI_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
-                                                   "gan-cli")
+    root = os.getenv("GAN_CLI_CACHE") or Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache", "gan-cli")
     return Path(root).expanduser() / "classifiers"
 
 

@@ -79,10 +79,9 @@ class InceptionMetrics:
         feats = self.features(fake)
         self.fid.reset()  # the real features stay (reset_real_features=False)
         self.fid.update(feats, real=False)
-        subset = min(1000, len(self.real), len(feats))
         with warnings.catch_warnings():  # "will save all extracted features": it is handed N x 2048 features
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            kid = self.kid_metric(subset)
+            kid = self.kid_metric(min(1000, len(self.real), len(feats)))
         kid.update(self.real, real=True)
         kid.update(feats, real=False)
         with torch.random.fork_rng(devices=[]):  # its subsets: the same at every evaluation, no other draw changed

@@ -59,8 +59,7 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
     """Bytes a training step and the evaluation need; ``exact``: activations measured by a forward pass on the meta
     device instead of bounded (torch then imports its compiler stack: seconds)."""
     m = cfg.batch_size * cfg.pack
-    probe = datasets.Data(data.name, torch.empty((2, *data.shape), device="meta") if data.is_image else None,
-                          data.shape)
+    probe = datasets.Data(data.name, torch.empty(2, *data.shape, device="meta") if data.is_image else None, data.shape)
     with torch.device("meta"):
         nets = models.build(cfg.arch, probe, cfg.z_dim, cfg.pack)
     params = sum(p.numel() for p in nets.G.parameters()) + sum(p.numel() for p in nets.D.parameters())

@@ -208,14 +208,12 @@ def mode_metrics(samples: Tensor, centres: Tensor, std: float, n_required: int =
     3·std of its nearest centre; a mode is covered by >= ``n_required`` HQ samples; reverse KL = Σ_k q_k log(K·q_k),
     q the histogram of HQ samples over the K modes (log K with none). Returns modes_covered, hq_fraction, reverse_kl."""
     num_modes = len(centres)
-    distances = torch.cdist(samples.to(torch.float64), centres.to(samples.device, torch.float64))
-    nearest_distance, nearest = distances.min(1)
+    nearest_distance, nearest = torch.cdist(samples.to(torch.float64), centres.to(samples.device, torch.float64)).min(1)
     high_quality = nearest_distance < 3 * std
     counts = torch.bincount(nearest[high_quality], minlength=num_modes)
     q = counts.double() / counts.sum().clamp_min(1)
-    reverse_kl = torch.xlogy(q, q).sum() + math.log(num_modes)
-    covered, hq_fraction, reverse_kl = torch.stack(
-        [(counts >= n_required).sum(), high_quality.double().mean(), reverse_kl]).tolist()
+    covered, hq_fraction, reverse_kl = torch.stack([(counts >= n_required).sum(), high_quality.double().mean(),
+                                                    torch.xlogy(q, q).sum() + math.log(num_modes)]).tolist()
     return {"modes_covered": int(covered), "hq_fraction": hq_fraction, "reverse_kl": reverse_kl}
 
 

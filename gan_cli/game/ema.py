@@ -35,7 +35,6 @@ class EMA:
         self.groups = list(groups.values())
         # integer buffers (batch norm's num_batches_tracked) are counts, not weights: copied
         self.counts = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
-        self.step = self.model.multi_avg_fn
 
     @property
     def started(self) -> bool:
@@ -51,7 +50,7 @@ class EMA:
             if first:
                 torch._foreach_copy_(mine, theirs)
             else:
-                self.step(mine, theirs, self.model.n_averaged)
+                self.model.multi_avg_fn(mine, theirs, self.model.n_averaged)
         for mine, theirs in self.counts:
             mine.copy_(theirs)
         self.model.n_averaged += 1

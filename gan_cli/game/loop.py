@@ -347,7 +347,6 @@ def train_population(members: list, stop) -> Dict[int, Dict[str, float]]:
     stats = Stats(gans.nets, gans.device, iterations=max(cfgs[0].steps - states[0].step, 0), members=len(members))
     windows = [s.window for s in states]
     if all(windows):  # continuing the log windows that the checkpoints cut
-        stats.restore({"d": torch.stack([w["d"] for w in windows]), "g": torch.stack([w["g"] for w in windows]),
-                       "n_d": windows[0]["n_d"], "n_g": windows[0]["n_g"]})
+        stats.restore({**windows[0], **{k: torch.stack([w[k] for w in windows]) for k in ("d", "g")}})
     book = population.PopulationBook(gans, books, stats, handlers, Diverged, Interrupted)
     return _iterate(cfgs[0], gans, population.PopulationState(states), book, stop)

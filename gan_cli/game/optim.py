@@ -17,12 +17,7 @@ from gan_cli.config import MAX_ITERATIONS, Knob, UserError, entry, flag, integer
 def eager(cls: type) -> type:
     """``cls`` (a torch optimizer) minus torch's compiler guards, which import torch._dynamo (about 2 s in every
     process); ``step`` runs under torch.no_grad as the guard runs it: the same updates and state (test_optim.py)."""
-    raw_step = inspect.unwrap(cls.step)
-
-    def step(self, closure=None):
-        with torch.no_grad():
-            return raw_step(self, closure)
-
+    step = torch.no_grad()(inspect.unwrap(cls.step))
     methods = {name: inspect.unwrap(getattr(cls, name))
                for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
     return type(cls.__name__, (cls,), {**methods, "step": step, "__module__": __name__, "__doc__": cls.__doc__})
@@ -123,8 +118,7 @@ class Schedule:
     def values(self, step: int) -> Dict[str, float]:
         """The optim/ tags at iteration ``step``: optim/lr (optim/lr_D and optim/lr_G when they differ: TTUR) while lr
         decays; optim/momentum while SGD's ramps."""
-        rates = {} if not self.decays else (
-            {f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")}
-            if base_lr(self.cfg, "D") != base_lr(self.cfg, "G")
-            else {"optim/lr": lr_at(self.cfg, step)})
-        return {**rates, **({"optim/momentum": momentum_at(self.cfg, step)} if self.ramps else {})}
+        momentum = {"optim/momentum": momentum_at(self.cfg, step)} if self.ramps else {}
+        if self.decays and base_lr(self.cfg, "D") != base_lr(self.cfg, "G"):
+            return {**{f"optim/lr_{net}": lr_at(self.cfg, step, net) for net in ("D", "G")}, **momentum}
+        return {**({"optim/lr": lr_at(self.cfg, step)} if self.decays else {}), **momentum}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing
 from datetime import timedelta
-from typing import Any, Dict, Iterator, List, Optional
+from types import SimpleNamespace
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from rich import get_console
@@ -177,8 +178,7 @@ class StackedOptimizer:
         betas = list(dict.fromkeys((c.beta1, c.beta2) for c in cfgs)) if cfg.name == "adam" else [None]
         self.betas = betas[0] if len(betas) == 1 else torch.tensor(  # each member's (P, 2), made on the device once
             [(c.beta1, c.beta2) for c in cfgs], dtype=torch.float64, device=params[0].device)
-        self.step_count, self.groups, self._t = 0, [], None
-        self._indices: Dict[tuple, torch.Tensor] = {}
+        self.step_count, self.groups, self._t, self._indices = 0, [], None, {}  # _indices: (members) -> on the device
         self.set_lr(lrs)
         if cfg.name != "sgd" or len(set(momenta)) == 1:  # SGD's momentum: one number, or each member's, (P,)
             self.momentum = momenta[0] if cfg.name == "sgd" else 0.0
@@ -236,6 +236,8 @@ class StackedOptimizer:
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
+            if self.name == "adam" and "exp_avg" not in state:
+                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             if not torch.is_tensor(self.betas if self.name == "adam" else self.momentum):
                 self._fused(p, state)
                 continue
@@ -257,8 +259,6 @@ class StackedOptimizer:
         element, in one pass; once per learning-rate group."""
         grad = p.grad.contiguous()  # the kernel reads memory in order, whatever the strides (vmap's grads)
         if self.name == "adam":
-            if "exp_avg" not in state:
-                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             if self._t is None or self._t.device != p.device:  # the step, on the device (filled there: no copy)
                 self._t = torch.zeros((), device=p.device)
             self._t.fill_(self.step_count)
@@ -282,9 +282,6 @@ class StackedOptimizer:
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> None:
         """Each member's betas, along dimension 0: torch's numbers, worked out in float64."""
-        t = self.step_count
-        if "exp_avg" not in state:
-            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]
 
         def col(x: torch.Tensor) -> torch.Tensor:
@@ -293,8 +290,8 @@ class StackedOptimizer:
         beta1, beta2 = self.betas.unbind(1)
         m.lerp_(grad, col(1 - beta1))
         v.mul_(col(beta2)).add_(grad * col(1 - beta2) * grad)
-        denom = (v.sqrt() / col((1 - beta2 ** t).sqrt())).add_(1e-8)
-        correction = 1 - beta1 ** t
+        denom = (v.sqrt() / col((1 - beta2 ** self.step_count).sqrt())).add_(1e-8)
+        correction = 1 - beta1 ** self.step_count
         self._each(p, lambda part, idx, lr: part.add_(m[idx] / denom[idx] * col(-lr / correction)[idx]))
 
     def export(self, i: int, opt: torch.optim.Optimizer) -> None:
@@ -311,10 +308,9 @@ class StackedEMA:
     def __init__(self, G: Stacked, emas: list):
         self.decay, self.start, self.emas = emas[0].decay, emas[0].start, emas
         self.source = list(G.params.values()) + list(G.buffers.values())
-        averaged = [dict(e.model.module.named_parameters()) | dict(e.model.module.named_buffers()) for e in emas]
-        names = list(G.params) + list(G.buffers)
-        self.tensors = [_stack(a[k] for a in averaged) for k in names]
-        self.names, self.count = names, int(emas[0].model.n_averaged)
+        self.averaged = [dict(e.model.module.named_parameters()) | dict(e.model.module.named_buffers()) for e in emas]
+        self.names, self.count = list(G.params) + list(G.buffers), int(emas[0].model.n_averaged)
+        self.tensors = [_stack(a[k] for a in self.averaged) for k in self.names]
 
     @torch.no_grad()
     def update(self, it: int) -> None:
@@ -329,11 +325,9 @@ class StackedEMA:
 
     @torch.no_grad()
     def export(self, i: int) -> None:
-        ema = self.emas[i]
-        target = dict(ema.model.module.named_parameters()) | dict(ema.model.module.named_buffers())
         for k, t in zip(self.names, self.tensors):
-            target[k].copy_(t[i])
-        ema.model.n_averaged.fill_(self.count)
+            self.averaged[i][k].copy_(t[i])
+        self.emas[i].model.n_averaged.fill_(self.count)
 
 
 def refuse(cfg) -> None:
@@ -354,7 +348,6 @@ class Population(GAN):
 
     def __init__(self, members: List[GAN], cfgs: list):
         one = members[0]
-        self.members, self.size = members, len(members)
         self.data, self.device, self.loss, self.prior = one.data, one.device, one.loss, one.prior
         weights = [m.loss.penalty_weight for m in members]
         if len(set(weights)) > 1 and 0 in weights:  # a run without the penalty draws no mixing (the launcher splits)
@@ -362,18 +355,16 @@ class Population(GAN):
         if len(set(weights)) > 1:  # each member's own
             dtype = next(one.D.parameters()).dtype
             self.loss = one.loss._replace(penalty_weight=torch.tensor(weights, dtype=dtype, device=one.device))
-        self.z_dim, self.pack, self.joint = one.z_dim, one.pack, one.joint
+        self.members, self.z_dim, self.pack, self.joint = members, one.z_dim, one.pack, one.joint
         self.bf16 = self.graphs = self.channels_last = False
         self.gen = [m.gen for m in members]  # a list: each member draws from its own
         self.G, self.D = Stacked([m.G for m in members], self.gen), Stacked([m.D for m in members], self.gen)
-        self.G_train = self.G_plain = self.G
-        self.D_train = self.D_plain = self.D
+        self.G_train, self.G_plain, self.D_train, self.D_plain = self.G, self.G, self.D, self.D
         opt = [c.optimizer for c in cfgs]
         momenta = [optim.momentum_at(o, 0) if o.name == "sgd" else 0.0 for o in opt]
-        self.opt_G = StackedOptimizer(opt, self.G.parameters(), [m.opt_G for m in members],
-                                      [optim.base_lr(o, "G") for o in opt], momenta)
-        self.opt_D = StackedOptimizer(opt, self.D.parameters(), [m.opt_D for m in members],
-                                      [optim.base_lr(o, "D") for o in opt], momenta)
+        self.opt_G, self.opt_D = (StackedOptimizer(opt, net.parameters(), [getattr(m, f"opt_{n}") for m in members],
+                                                   [optim.base_lr(o, n) for o in opt], momenta)
+                                  for n, net in (("G", self.G), ("D", self.D)))
         self.schedules = [optim.Schedule(o) for o in opt]
         self.ema = None if one.ema is None else StackedEMA(self.G, [m.ema for m in members])
         point = one.nets._point
@@ -384,8 +375,9 @@ class Population(GAN):
         norms = [torch.linalg.vector_norm(p.grad.flatten(1), 2, dim=1) for p in params if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack(norms), 2, dim=0)
 
-    def schedule(self, step: int) -> None:
-        """Each member's learning rates (and SGD momentum) at iteration ``step``, as its schedule says."""
+    def schedule(self, step: int, *opts) -> None:
+        """Each member's learning rates (and SGD momentum) at iteration ``step``, as its schedule says (``opts``: the
+        loop's optimizers, which are this population's own)."""
         if not self.schedules[0].active:
             return
         for opt, net in ((self.opt_G, "G"), (self.opt_D, "D")):
@@ -393,23 +385,21 @@ class Population(GAN):
             if self.schedules[0].ramps:
                 opt.ramp(step, self.schedules[0].cfg)
 
-    def export(self, i: int) -> None:
-        """Member i's networks, optimizer states and moving average into its own GAN."""
-        member = self.members[i]
-        for mine, theirs in ((self.G, member.G), (self.D, member.D), (self.opt_G, member.opt_G),
-                             (self.opt_D, member.opt_D)):
-            mine.export(i, theirs)
-        if self.ema is not None:
-            self.ema.export(i)
+    def export(self, members: List[int]) -> None:
+        """These members' networks, optimizer states and moving averages, each into its own GAN."""
+        for i in members:
+            for name in ("G", "D", "opt_G", "opt_D"):
+                getattr(self, name).export(i, getattr(self.members[i], name))
+            if self.ema is not None:
+                self.ema.export(i)
 
     @torch.no_grad()
     def silence(self, i: int) -> None:
         """A member that diverged: its networks, buffers and optimizer states set to zero, so that it computes
         finite numbers from now on (its run has ended; the others' go on)."""
-        states = [t for opt in (self.opt_G, self.opt_D) for state in opt.state for t in state.values()]
-        for t in [*self.G.parameters(), *self.D.parameters(), *self.G.buffers.values(), *self.D.buffers.values(),
-                  *states]:
-            t[i].zero_()
+        for ts in (self.G.params, self.D.params, self.G.buffers, self.D.buffers, *self.opt_G.state, *self.opt_D.state):
+            for t in ts.values():
+                t[i].zero_()
 
 
 class MemberStats:
@@ -480,11 +470,10 @@ class PopulationBook:
                  interrupted: type):
         self.population, self.books, self.stats, self.handlers = population, books, stats, handlers
         self.lost, self.interrupted = lost, interrupted  # the loop's Diverged and Interrupted
-        self.live = list(range(len(books)))
-        self.views = [MemberStats(stats, i) for i in range(len(books))]
+        self.live, self.views = list(range(len(books))), [MemberStats(stats, i) for i in range(len(books))]
         for book, view in zip(books, self.views):
             book.stats, book.members = view, len(books)
-        self.schedule = _Schedule(population)
+        self.schedule = SimpleNamespace(apply=population.schedule)  # what the loop calls each iteration
         one = books[0]
         self.steps, self.log_every, self.every = one.steps, one.log_every, one.every
         self.results: Dict[int, Dict[str, float]] = {}
@@ -504,28 +493,16 @@ class PopulationBook:
         if not self.live:
             raise UserError("every member of the population diverged")
 
-    def _export(self) -> None:
-        for i in self.live:
-            self.population.export(i)
-
     def _read(self, flush: bool) -> None:
         for view, row in zip(self.views, self.stats.read(flush)):
             view.row = row
 
     @property
     def monitor(self) -> ExitStack:
-        stack = ExitStack()
-        for book in self.books:
-            stack.enter_context(book.monitor)
-        stack.callback(self.progress.close)
-        return stack
+        return _entered([*(book.monitor for book in self.books), closing(self.progress)])
 
-    @contextmanager
-    def failing(self) -> Iterator[None]:
-        with ExitStack() as stack:
-            for book in self.books:
-                stack.enter_context(book.failing())
-            yield
+    def failing(self) -> ExitStack:
+        return _entered(book.failing() for book in self.books)
 
     def start(self) -> None:
         for book in self.books:  # each member's clock starts with the population's training, as a run's does
@@ -538,10 +515,8 @@ class PopulationBook:
         window = it % self.log_every == 0 or last
         if window:
             self._read(flush=it % self.log_every == 0)
-        if last or any(it % every == 0 for every in self.every):
-            self._aside(lambda book: book.after(it))
-        else:
-            self._each(lambda book: book.after(it))
+        due = last or any(it % every == 0 for every in self.every)  # samples, an evaluation or a checkpoint: aside
+        (self._aside if due else self._each)(lambda book: book.after(it))
         if window:
             self.progress.window(it, len(self.live))
 
@@ -549,7 +524,7 @@ class PopulationBook:
         """``do`` for each member after an export: every member's samples, evaluation and checkpoints are time that
         none of them trains, left out of each one's perf/steps_per_s as its own is."""
         before, start = [book.monitor.aside_s for book in self.books], time.perf_counter()
-        self._export()
+        self.population.export(self.live)
         self._each(do)
         spent = time.perf_counter() - start
         self.progress.aside += spent
@@ -559,15 +534,13 @@ class PopulationBook:
             book.monitor.aside_window += others
 
     def finish(self) -> Dict[int, Dict[str, float]]:
-        def done(book):
-            self.results[self.books.index(book)] = book.finish()
-        self._each(done)
+        self._each(lambda book: self.results.update({self.books.index(book): book.finish()}))
         return self.results
 
     def interrupt(self, it: int, signum: int, handoff=None):
         if self.stats.n_g:
             self._read(flush=False)
-        self._export()
+        self.population.export(self.live)
         sweep_dir = self.books[0].run_dir.parent
 
         def stop(book) -> None:  # in its own train.log, as a run's stop is (the console has the population's line)
@@ -577,14 +550,12 @@ class PopulationBook:
         return self.interrupted(signum, it, sweep_dir, handoff)
 
 
-class _Schedule:
-    """What the loop calls each iteration: every member's learning rates (and momentum) set."""
-
-    def __init__(self, population: Population):
-        self.population = population
-
-    def apply(self, step: int, *opts) -> None:
-        self.population.schedule(step)
+def _entered(contexts: Iterable) -> ExitStack:
+    """The contexts, entered in turn, as one (left in the reverse order)."""
+    stack = ExitStack()
+    for context in contexts:
+        stack.enter_context(context)
+    return stack
 
 
 class PopulationState:

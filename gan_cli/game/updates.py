@@ -222,9 +222,8 @@ class Stats:
 
     def nonfinite(self) -> list:
         """The tags whose window sums are not finite (a list per member in a population)."""
-        ok = torch.cat([self.d, self.g], -1).isfinite().tolist()
-        rows = [[tag for tag, fine in zip(self.D_TAGS + self.G_TAGS, row) if not fine] for row in
-                (ok if self.d.dim() > 1 else [ok])]
+        ok = torch.cat([self.d, self.g], -1).isfinite().view(-1, len(self.D_TAGS + self.G_TAGS)).tolist()
+        rows = [[tag for tag, fine in zip(self.D_TAGS + self.G_TAGS, row) if not fine] for row in ok]
         return rows if self.d.dim() > 1 else rows[0]
 
     def pending(self) -> Dict[str, Any]:  # the window not yet logged, for a checkpoint

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.config import UserError, dotted_keys, hydras, schema
+from gan_cli.config import UserError, dotted_keys, first_line, hydras, schema
 from gan_cli.runs import rundir
 
 FORMAT = 1  # the layout of the saved dict; load() refuses any other
@@ -67,11 +67,10 @@ def rng_state(run: Optional[torch.Generator] = None) -> Dict[str, Any]:
 def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None:
     """Write atomically (temp file + rename). ``rng``: the generators' states to record (default: now), so that
     work between the training and the save (samples, evaluation) cannot change what a resumed run draws."""
-    saved = {"format": FORMAT, "G": state.G.state_dict(), "D": state.D.state_dict(),
-             "opt_G": state.opt_G.state_dict(), "opt_D": state.opt_D.state_dict(), "step": state.step,
-             "d_updates": state.d_updates, "g_updates": state.g_updates, "rng": rng or rng_state(),
-             "fixed_noise": state.fixed_noise.detach().cpu(), "config": state.config,
-             "best_value": state.best_value, "window": state.window}
+    saved = {"format": FORMAT, "G": state.G.state_dict(), "D": state.D.state_dict(), "opt_G": state.opt_G.state_dict(),
+             "opt_D": state.opt_D.state_dict(), "step": state.step, "d_updates": state.d_updates,
+             "g_updates": state.g_updates, "rng": rng or rng_state(), "fixed_noise": state.fixed_noise.detach().cpu(),
+             "config": state.config, "best_value": state.best_value, "window": state.window}
     if state.G_ema is not None:
         saved["G_ema"] = state.G_ema.state_dict()
     path = Path(path)
@@ -87,8 +86,7 @@ def save(path: Path, state: State, rng: Optional[Dict[str, Any]] = None) -> None
                 full = False
             if full:
                 raise OSError(errno.ENOSPC, "no space left", str(path)) from None
-            raise OSError(errno.EIO, f"torch.save failed ({str(err).strip().splitlines()[0][:120]})",
-                          str(path)) from None
+            raise OSError(errno.EIO, f"torch.save failed ({first_line(err)[:120]})", str(path)) from None
 
 
 def find(path: str, best: bool = False, label: str = "resume") -> Path:
@@ -219,8 +217,7 @@ def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
     if resume and Path(resume).expanduser().resolve() in ours:
         return
     ckpt = next((p for p in found if p.name == "last.pt"), next((p for p in found if p.suffix == ".pt"), None))
-    hint = f"pass resume={ckpt} to continue it, or choose another hydra.run.dir" if ckpt else \
-        "choose another hydra.run.dir"
+    hint = (f"pass resume={ckpt} to continue it, or " if ckpt else "") + "choose another hydra.run.dir"
     raise Occupied(f"hydra.run.dir={run_dir} already holds a run ({found[0].relative_to(run_dir)}); {hint}")
 
 

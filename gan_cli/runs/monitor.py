@@ -65,9 +65,8 @@ class WarningsTo(logging.Handler):
         self.target.handle(record)
 
 
-def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float],
-               curves: Optional[Dict[str, torch.Tensor]], figure_tag: str = "game/figure1",
-               constants: Optional[Mapping[str, float]] = None) -> None:
+def write_eval(writer: SummaryWriter, step: int, scalars: Dict[str, float], curves: Optional[Dict[str, torch.Tensor]],
+               figure_tag: str = "game/figure1", constants: Optional[Mapping[str, float]] = None) -> None:
     """An evaluation's figures as scalars, 1-D data's Figure 1 as ``figure_tag``, ``constants`` as one text card."""
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
@@ -89,8 +88,7 @@ def start_session(writer: SummaryWriter, choices: Dict[str, object]) -> None:
     columns from every run it reads (the union of their hyperparameters, their scalar tags as metrics)."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
     values = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in choices.items()}
-    _, ssi, _ = hparams_summaries(values, {})
-    writer._get_file_writer().add_summary(ssi)
+    writer._get_file_writer().add_summary(hparams_summaries(values, {})[1])  # (experiment, session start, end info)
     writer.flush()
 
 
@@ -171,8 +169,7 @@ class Monitor(AbstractContextManager):
         if theory:  # Custom Scalars tab: V-hat as a line, shaded up to C(G): one line and band per run
             self.writer.add_custom_scalars({"theory": {
                 "V-hat, shaded up to C(G) = -log 4 + 2 JSD (the band: D's distance from D*); both reach -log 4 = "
-                "-1.386 at the optimum": ["Margin", ["eval/value", "eval/value", "theory/c_of_g"]],
-            }})
+                "-1.386 at the optimum": ["Margin", ["eval/value", "eval/value", "theory/c_of_g"]]}})
         self.console = console or get_console()  # the console the log handler writes to
         self.total, self.start = total, start
         self.constants: Dict[str, float] = {}  # the constants last written (a text card)
@@ -275,8 +272,7 @@ class Monitor(AbstractContextManager):
             "status": status, **counts, **{k: v for k, v in window.items() if not k.startswith("perf/")}, **evaluation,
             "perf/steps_per_s": (counts["steps"] - self.start) / max(elapsed - self.aside_s, 1e-9),
             **{k: v for k, v in window.items() if k.startswith("perf/") and k != "perf/steps_per_s"},
-            "perf/aside_s": self.aside_s, "wall_s": elapsed,
-        }
+            "perf/aside_s": self.aside_s, "wall_s": elapsed}
         rundir.write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         if self.progress is not None:
             self.progress.stop()
