@@ -55,6 +55,9 @@ COLLECTED = pytest.StashKey[list]()  # every test collected, before -m or -k lea
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     config.stash[COLLECTED] = list(items)
+    # the longest tests first: the test processes then share out the others, rather than one of them running a
+    # minute-long test at the end while the other waits
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -21,6 +21,7 @@ def _scalars(run_dir, tag):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_figure1_ends_converged_at_its_default_length(make_cfg, tmp_path):
     """The paper's Figure 1 (d): p_g = p_data, D = 1/2: JSD < 0.05, |V-hat + log 4| < 0.1, D*-MSE < 0.01, met by 63 of
     64 seeds trained as a population (docs/results.md); this is seed 0 trained alone."""
