@@ -254,3 +254,39 @@ def test_a_sweep_over_steps_has_one_column_for_the_steps_asked_and_one_for_the_s
     sweep_module.print_summary(summary)
     head = next(line for line in capsys.readouterr().out.splitlines() if "status" in line)
     assert [c.strip() for c in head.strip("┃ ").split("┃")][:5] == ["job", "steps", "status", "wall s", "steps done"]
+
+
+def test_a_sweep_counts_its_own_jobs_beside_the_earlier_runs_in_their_directories(tmp_path, capsys):
+    """A finished sweep run again into its directory: each job is refused its directory (it holds the earlier run),
+    and the summary said "2 of the 4 jobs did not finish", counting the earlier runs as the sweep's. The earlier runs
+    (begun before this sweep's multirun.yaml) are shown as such and not counted; a run this sweep made in a
+    directory that a later job of it was refused (two jobs given one directory) is its own."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from gan_cli.cli import sweep as sweep_module
+
+    earlier = [_job(tmp_path, i, [f"k={i + 1}"], {"status": "ok", "wall_s": 1.0, "eval/jsd": 0.1 * i}) for i in (0, 1)]
+    OmegaConf.save({"hydra": {"overrides": {"task": ["k=1,2,3,4"]}}}, tmp_path / "multirun.yaml")
+    later = tmp_path / "multirun.yaml"
+    for run in earlier:  # begun before this sweep
+        stamp = later.stat().st_mtime_ns - 10**9
+        for p in (run / ".hydra").iterdir():
+            os.utime(p, ns=(stamp, stamp))
+    own = _job(tmp_path, 2, ["k=3"], {"status": "ok", "wall_s": 1.0, "eval/jsd": 0.3})
+    for num, run in ((0, earlier[0]), (1, earlier[1]), (3, own)):
+        record = {"num": num, "overrides": [f"k={num + 1}"], "status": "invalid", "error": "already holds a run",
+                  "dir": run.name, "held": False}
+        (tmp_path / f".{run.name}.job{num}{sweep_module.REFUSED}").write_text(json.dumps(record))
+    summary = sweep_module.summarize(tmp_path, final=True)
+    assert sorted((j.num, j.shown) for j in summary.jobs) == [
+        (0, "invalid"), (0, "ok (earlier run)"), (1, "invalid"), (1, "ok (earlier run)"), (2, "ok"), (3, "invalid")]
+    assert [j.num for j in summary.own] == [0, 1, 2, 3] and len(summary.failed) == 3
+    assert summary.describe_failures().startswith("3 of the 4 jobs of the sweep did not finish: #0 k=1 (invalid")
+    with (tmp_path / "summary.csv").open() as fh:
+        assert sorted(r["status"] for r in csv.DictReader(fh)) == [
+            "invalid", "invalid", "invalid", "ok", "ok (earlier run)", "ok (earlier run)"]
+    sweep_module.print_summary(summary)
+    title = " ".join(line.strip() for line in capsys.readouterr().out.splitlines()[:2])  # (wrapped to the table)
+    assert title.startswith("gan-train: sweep of 4 jobs and 2 earlier runs in their directories"), title
