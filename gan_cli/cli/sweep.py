@@ -136,6 +136,7 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
 
 
 def _mtime(path: Path) -> float:
+    """A file's modification time in ns; -inf where there is none."""
     try:
         return path.stat().st_mtime_ns
     except OSError:  # none: nothing is older
@@ -147,7 +148,7 @@ _READ: Dict[tuple, tuple] = {}  # what was read from a sweep's files, with the f
 
 def _read(key: tuple, paths: Sequence[Path], read):
     """``read()`` of files that a sweep's summary reads after every job: again only when one of them changed."""
-    stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
+    stamp = tuple(_mtime(p) for p in paths)
     known = _READ.get(key)
     if known is None or known[0] != stamp:
         known = _READ[key] = (stamp, read())
