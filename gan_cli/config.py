@@ -62,10 +62,8 @@ class Domain:
         return text + (f" (or null: {self.null})" if self.null else "")
 
     def allows(self, value: Any) -> bool:
-        if value is None:
-            return bool(self.null) or self.kind in ("group", "free")
-        if self.kind in ("group", "free"):
-            return True
+        if value is None or self.kind in ("group", "free"):
+            return self.kind in ("group", "free") or bool(self.null)
         if self.kind == "flag":
             return isinstance(value, bool)
         if self.kind == "choice":
@@ -251,8 +249,7 @@ def schema(group: Optional[str] = None) -> type:
     """The structured config (a dataclass) of the whole run, or of one group, derived from the registry."""
     if not _SCHEMA:
         registry()
-        for g in GROUPS + ("eval",):
-            _SCHEMA[g] = _group_schema(g)
+        _SCHEMA.update({g: _group_schema(g) for g in GROUPS + ("eval",)})
         _SCHEMA["ema"] = _named(make_dataclass("EmaConfig", [(k, v.annotation(), v.field()) for k, v in EMA.items()]))
         fields = [(g, _SCHEMA[g], field(default=MISSING) if g in GROUPS else field(default_factory=_SCHEMA[g]))
                   for g in GROUPS + ("eval", "ema")]
@@ -404,8 +401,7 @@ def validate(cfg: Any) -> None:
         if not domain.allows(value):
             raise UserError(f"{key}={shown(value)} is not allowed: {key} must be {domain.describe()}")
     for group in GROUPS:
-        own = getattr(entry(group, cfg[group].name), "check", None)
-        if own is not None:
+        if (own := getattr(entry(group, cfg[group].name), "check", None)) is not None:
             own(cfg)
     if cfg.updates != "alternating" and cfg.k != 1:
         raise UserError(f"k={cfg.k} is not allowed with updates=simultaneous: "

@@ -90,8 +90,7 @@ def unknown_key(override: str) -> str:
     """The message for a key that is not a setting, with the nearest setting it may mean."""
     key, _, value = override.lstrip("+~").partition("=")
     known = _known_keys()
-    ends = [k for k in known if k.endswith("." + key)]
-    near = ends[:3] or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    near = [k for k in known if k.endswith("." + key)][:3] or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean {' or '.join(f'{k}={value}' for k in near)}? " if near else ""
     return f"{override}: no such setting; {hint}(`gan-train --cfg job` lists them all)"
 
@@ -115,8 +114,7 @@ def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
         if recipe is not None and not OmegaConf.is_dict(recipe):  # an interpolation that is not a mapping (${seed})
             raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: a recipe maps settings to values, "
                             "e.g. {optimizer: adam, optimizer.lr: 0.0002}")
-        applied = _apply(cfg, OmegaConf.to_container(recipe) if recipe else {}, set_keys)
-        if applied:
+        if applied := _apply(cfg, OmegaConf.to_container(recipe) if recipe else {}, set_keys):
             out[f"{owner}={cfg[owner].name}"] = applied
             set_keys |= set(applied)
     return out
@@ -274,8 +272,7 @@ def _choices(conf_dir: str, overrides: Sequence[str]) -> None:
     """Each group's choice is one of its options."""
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
-        names = _names(conf_dir, key)
-        if names and value not in names:
+        if (names := _names(conf_dir, key)) and value not in names:
             raise ComposeError(f"{key}={value} is not a choice of '{key}'; choose one of: {', '.join(names)}")
 
 
@@ -301,7 +298,6 @@ def _check_one(conf_dir: str, overrides: List[str], together: bool = False) -> L
 
 def _flags(argv: Sequence[str]) -> None:
     """GNU-style options (``--steps 10``) are not how Hydra takes settings: say what to type instead."""
-    known = set(_known_keys())
     for i, arg in enumerate(argv):
         if not arg.startswith("-") or arg.partition("=")[0] in _actions():
             continue
@@ -309,7 +305,7 @@ def _flags(argv: Sequence[str]) -> None:
         if not sep and i + 1 < len(argv) and "=" not in argv[i + 1] and not argv[i + 1].startswith("-"):
             value = argv[i + 1]
         key = name.replace("-", "_")
-        if key in known:
+        if key in _known_keys():
             raise UserError(f"{arg}: gan-train takes settings as key=value; use {key}={value or '...'}")
         raise UserError(f"{arg} is not an option of gan-train; settings are key=value (e.g. steps=100), "
                         "options are listed by gan-train --help")
@@ -431,8 +427,7 @@ def _hydra_choices(conf_dir: str, overrides: Sequence[str]) -> None:
         return
     options = _hydra_group_options(conf_dir, [o.key_or_group for o in chosen])
     for o in chosen:
-        names = options[o.key_or_group]
-        if names and o.value() not in names:
+        if (names := options[o.key_or_group]) and o.value() not in names:
             raise UserError(f"{o.input_line} is not a choice of '{o.key_or_group}'; choose one of: {', '.join(names)}")
 
 
@@ -461,15 +456,14 @@ def _hydra_reads(conf_dir: str, overrides: Sequence[str]) -> None:
     cannot use was a traceback, or a line naming no setting): each resolves to a value of its domain, and its logging
     and callbacks, where the command line changes them, are built. Tried in a child process, which changes nothing
     here; a one-line UserError naming the setting."""
-    given = {}
-    for o in config.parse_overrides([o for o in overrides if o[:1] != "~"]):
-        key = o.get_key_element().lstrip("+")
-        if config.hydras(key) and key != "hydra" and not o.is_sweep_override():
-            given[key] = o.input_line  # the last of each, as Hydra keeps it
+    kept = [o for o in overrides if o[:1] != "~"]
+    keyed = ((o.get_key_element().lstrip("+"), o) for o in config.parse_overrides(kept))
+    given = {key: o.input_line for key, o in keyed  # the last of each, as Hydra keeps it
+             if config.hydras(key) and key != "hydra" and not o.is_sweep_override()}
     late = [o for key, o in given.items() if key.startswith(LATE)]
     read = {key: o for key, o in given.items() if "/" not in key and "${" in o}  # literals: checked above
     if (late or read) and hasattr(os, "fork"):
-        cfg = _hydra_config(conf_dir, [o for o in overrides if o[:1] != "~"])
+        cfg = _hydra_config(conf_dir, kept)
         if message := _apart(lambda: _read_as_hydra(cfg, read, late)):
             raise UserError(message)
 
@@ -543,9 +537,8 @@ def _apart(work: Callable[[], str], timeout: float = 30.0) -> str:
 
 def _hydra_config(conf_dir: str, overrides: Sequence[str]):
     """The config with Hydra's node that the Hydra side of a command line composes (its swept values left out)."""
-    side = ("hydra.", "hydra/", "hparams_search=", "experiment=")
-    hydra_side = [o for o in overrides if o.lstrip("+").startswith(side)]
-    return _composed(conf_dir, [o.input_line for o in config.parse_overrides(hydra_side) if not o.is_sweep_override()],
+    side = [o for o in overrides if o.lstrip("+").startswith(("hydra.", "hydra/", "hparams_search=", "experiment="))]
+    return _composed(conf_dir, [o.input_line for o in config.parse_overrides(side) if not o.is_sweep_override()],
                      with_hydra=True)
 
 

@@ -99,8 +99,7 @@ def run(argv) -> dict:
     if samples_png:
         generator = nets.G if average is None else average.generator()
         monitor.save_samples(samples_png, evaluator.generate(generator, args.samples), data)
-    monitor.report_eval(ckpt, report, curves, samples_png=samples_png,
-                        constants=tuple(evaluate.constants(scalars)[1]))
+    monitor.report_eval(ckpt, report, curves, samples_png=samples_png, constants=tuple(evaluate.constants(scalars)[1]))
     return report
 
 

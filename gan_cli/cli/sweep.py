@@ -379,8 +379,7 @@ def print_summary(summary: Summary) -> None:
                       _fmt(round(job.wall_s, 1)), _fmt(job.metrics.get("steps", math.nan)),
                       *[_fmt(job.metrics.get(m, math.nan)) for m in shown])
     console.print(table)
-    groups = _over_seeds(summary, shown)
-    if groups:
+    if groups := _over_seeds(summary, shown):
         over = "over seeds" + (" and per population" if summary.pooled else "")
         seeds = Table(title=f"{over}: mean ± sd [95 % interval of the mean] of the finished jobs")
         keys = [k for k in summary.keys if k != "seed"]
@@ -465,8 +464,7 @@ class SweepSummary(Callback):
         if _stopper is not None:
             _stopper.close()
             _stopper = None
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        if sweep_dir.is_dir():
+        if (sweep_dir := Path(str(config.hydra.sweep.dir))).is_dir():
             LAST = summarize(sweep_dir, final=True)
             print_summary(LAST)
 

@@ -272,8 +272,7 @@ def main() -> None:
         print("gan-train: aborted (a second interrupt stops at once; the last checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
     except (OSError, RuntimeError, MemoryError) as err:  # a full disk, a read-only place, out of memory: one line
-        known = memory.as_user_error(err)
-        if known is None:
+        if (known := memory.as_user_error(err)) is None:
             raise
         fail(known)
     finally:

@@ -52,8 +52,7 @@ class Data:
 
     def pixel_mean(self) -> torch.Tensor:
         """Each pixel's mean over the training images (a streamed set: over up to 10,000 of them)."""
-        x = self.train if self.stream is None else self.stream.reference(10000)
-        return x.flatten(1).double().mean(0)
+        return (self.train if self.stream is None else self.stream.reference(10000)).flatten(1).double().mean(0)
 
     @property
     def dim(self) -> int:
@@ -80,9 +79,8 @@ class Data:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p_data(x) of a toy set (isotropic Gaussian mixture), shape (n,)."""
-        d = self.centres.shape[1]
         sq = torch.cdist(x, self.centres).pow(2)  # (n, modes)
-        log_comp = -sq / (2 * self.std**2) - d * math.log(self.std * math.sqrt(2 * math.pi))
+        log_comp = -sq / (2 * self.std**2) - self.centres.shape[1] * math.log(self.std * math.sqrt(2 * math.pi))
         return torch.logsumexp(log_comp + self.weights.log(), dim=1)
 
 

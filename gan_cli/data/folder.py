@@ -39,9 +39,8 @@ def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
         if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray: by its depth, as 0-65535
             im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
         im = im.convert("L" if channels == 1 else "RGB")
-    w, h = im.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
     box = (left, top, left + side, top + side)
     im = im.crop(box) if side == resolution else im.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box)
     x = torch.from_numpy(np.array(im, dtype=np.uint8))
@@ -125,8 +124,7 @@ class Stream:
                 prefetch_factor=self.PREFETCH if self.workers else None, persistent_workers=self.workers > 0,
                 generator=gen, sampler=sampler, drop_last=True, collate_fn=_batch)
             self._batches, self._size = iter(batches), m
-        x = self._decoded(next(self._batches))
-        return x.to(self.device, non_blocking=True).float().div_(255)
+        return self._decoded(next(self._batches)).to(self.device, non_blocking=True).float().div_(255)
 
     def _decoded(self, x: Optional[torch.Tensor]) -> torch.Tensor:
         if x is None:
@@ -163,8 +161,7 @@ def _scan(cfg) -> Tuple[list, int, int]:
             unreadable.append(str(path))
     if not readable:
         raise UserError(f"dataset.root={cfg.root}: none of its {len(files)} image files can be read (e.g. {files[0]})")
-    channels = cfg.channels if cfg.channels is not None else (1 if gray else 3)
-    return readable, channels, unreadable
+    return readable, cfg.channels if cfg.channels is not None else (1 if gray else 3), unreadable
 
 
 def folder(cfg, device: torch.device = torch.device("cpu")) -> Data:

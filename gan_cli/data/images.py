@@ -113,10 +113,7 @@ def check_files(files: Files, root: Path) -> None:
                                 f"{counts['images']} images but {counts['labels']} labels; download them again")
     else:
         import pickle
-        for name in CIFAR_FILES:
-            path = where / name
-            if not path.is_file():
-                continue
+        for path in [where / name for name in CIFAR_FILES if (where / name).is_file()]:
             try:
                 with open(path, "rb") as f:
                     batch = pickle.load(f, encoding="latin1")

@@ -73,8 +73,8 @@ class Evaluator:
         G, D = nets
         n, data = self.cfg.theory_samples, self.data
         fake = self.generate(G, n)
-        real = data.sample(n, generator=self.generator)
-        other = data.sample(n, generator=self.generator)  # a second real sample: the estimator's floor
+        # a real sample, and a second one: the estimator's floor
+        real, other = (data.sample(n, generator=self.generator) for _ in range(2))
         # the same real samples at every evaluation (seeded afresh, G's noise drawn first): what depends on them
         # alone is kept from the first
         if self._real is None or not all(map(torch.equal, self._real["samples"], (real, other))):
@@ -161,11 +161,10 @@ class Evaluator:
             return {}, None
         self._images, self.curves, self.seconds = None, None, {}
         scalars: Dict[str, float] = {}
-        for family in applicable(self.families):
-            if family.enabled(self.cfg):
-                start = time.perf_counter()
-                scalars.update(family.measure(self, nets))  # returns Python numbers: the device is synchronised
-                self.seconds[family.name] = time.perf_counter() - start
+        for family in (f for f in applicable(self.families) if f.enabled(self.cfg)):
+            start = time.perf_counter()
+            scalars.update(family.measure(self, nets))  # returns Python numbers: the device is synchronised
+            self.seconds[family.name] = time.perf_counter() - start
         self._images = None
         return scalars, self.curves
 
@@ -412,9 +411,8 @@ def is_better(tag: str, new: float, old: Optional[float]) -> bool:
 
 def check(cfg) -> None:
     """Each metric's checks; eval.best_by and optimized_metric must name a figure the run measures (UserError)."""
-    for metric in METRICS:
-        if metric.check is not None:
-            metric.check(cfg)
+    for metric in (m for m in METRICS if m.check is not None):
+        metric.check(cfg)
     ranked = rankable(families(cfg), reads_points_as_probability(cfg))
     for key, allowed in (("eval.best_by", ("auto",) + ranked), ("optimized_metric", ranked)):
         value = OmegaConf.select(cfg, key, default=None)

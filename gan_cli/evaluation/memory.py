@@ -44,9 +44,7 @@ def _bound(net: torch.nn.Module, spatial: int) -> int:
     """A bound of one sample's activations in ``net``: each leaf's output is its width (out_features, or out_channels
     x the image's pixels: no map is larger) or, element-wise, the previous width."""
     total, last = 0, 0
-    for mod in net.modules():
-        if list(mod.children()):
-            continue
+    for mod in (m for m in net.modules() if not list(m.children())):  # the leaves
         if hasattr(mod, "out_features"):
             last = mod.out_features
         elif hasattr(mod, "out_channels"):

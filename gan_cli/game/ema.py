@@ -45,9 +45,8 @@ class EMA:
         """After iteration ``it``: average G in (the first time past ``start``: copy it)."""
         if it <= self.start:
             return
-        first = not self.started
         for mine, theirs in self.groups:
-            if first:
+            if not self.started:  # the first update (the count changes after the loop)
                 torch._foreach_copy_(mine, theirs)
             else:
                 self.model.multi_avg_fn(mine, theirs, self.model.n_averaged)

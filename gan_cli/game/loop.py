@@ -237,8 +237,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (), console
         return {"status": "pending"}
     held = rundir.holds(run_dir)
     try:
-        cfg, gan, state, book = prepare(cfg, run_dir, overrides, console, announce, check=check, hparams=hparams)
-        return _iterate(cfg, gan, state, book, stop)
+        return _iterate(*prepare(cfg, run_dir, overrides, console, announce, check=check, hparams=hparams), stop)
     finally:
         if not held:
             rundir.release(run_dir)

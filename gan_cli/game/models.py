@@ -67,9 +67,8 @@ def supplying(source: Callable[[Dropout, torch.Tensor], torch.Tensor]) -> Iterat
 
 def draw_with(net: nn.Module, generator: torch.Generator) -> None:
     """``net``'s dropout layers draw their masks from ``generator`` (the run's own stream)."""
-    for m in net.modules():
-        if isinstance(m, Dropout):
-            m.generator = generator
+    for m in (m for m in net.modules() if isinstance(m, Dropout)):
+        m.generator = generator
 
 
 def dropout(arch, data) -> Tuple[float, float]:
@@ -256,10 +255,10 @@ def build(arch, data, z_dim: int, pack: int = 1) -> Nets:
     entry = spec(arch.name)
     G_body, D_body = entry.build(arch, data, z_dim, pack)
     for body, r in ((G_body, arch.g_init_range), (D_body, arch.d_init_range)):
-        for layer in body.modules() if r > 0 else ():  # the paper's irange init (pylearn2): U(-r, r), biases 0
-            if isinstance(layer, nn.Linear):
-                nn.init.uniform_(layer.weight, -r, r)
-                nn.init.zeros_(layer.bias)
+        # the paper's irange init (pylearn2): U(-r, r), biases 0
+        for layer in (m for m in body.modules() if r > 0 and isinstance(m, nn.Linear)):
+            nn.init.uniform_(layer.weight, -r, r)
+            nn.init.zeros_(layer.bias)
     last = G_body[-1] if isinstance(G_body, nn.Sequential) else None
     if arch.g_output_bias_from_data and data.is_image and isinstance(last, nn.Linear):
         # pylearn2's init_bias_target_marginals: sigmoid(bias) = mean of each pixel over the data,

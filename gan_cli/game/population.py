@@ -367,8 +367,7 @@ class Population(GAN):
                                   for n, net in (("G", self.G), ("D", self.D)))
         self.schedules = [optim.Schedule(o) for o in opt]
         self.ema = None if one.ema is None else StackedEMA(self.G, [m.ema for m in members])
-        point = one.nets._point
-        self.nets = models.Nets(self.G, self.D, None if point is None else vmap(point))
+        self.nets = models.Nets(self.G, self.D, None if one.nets._point is None else vmap(one.nets._point))
 
     def _grad_norm(self, params) -> torch.Tensor:
         """Each member's global L2 norm of its gradients, (P,): the norm of its tensors' norms, as torch's."""

@@ -54,8 +54,8 @@ class GAN:
             net.to(memory_format=torch.channels_last)
         # under torchrun: the forward passes whose backward averages gradients over the ranks (DDP)
         self.G_ddp, self.D_ddp = distributed.wrap(self.G, device), distributed.wrap(self.D, device)
-        self.opt_G = optim.build(cfg.optimizer, self.G.parameters(), device, net="G")
-        self.opt_D = optim.build(cfg.optimizer, self.D.parameters(), device, net="D")
+        self.opt_G, self.opt_D = (optim.build(cfg.optimizer, net.parameters(), device, net=name)
+                                  for name, net in (("G", self.G), ("D", self.D)))
         self.loss = losses.get(cfg.loss)
         self.ema = averaging.build(cfg.ema, self.G)  # the moving average of G (None: ema.decay=null)
         self.prior, self.z_dim, self.pack = cfg.prior, cfg.z_dim, cfg.pack  # an update of m examples draws pack x m
@@ -145,8 +145,7 @@ class GAN:
         g_grads = torch.autograd.grad(loss_g.sum(), g_params)
         for p, g in zip(d_params + g_params, d_grads + g_grads):
             p.grad = g
-        distributed.average_gradients(d_params)  # autograd.grad bypasses DDP: average here (torchrun)
-        distributed.average_gradients(g_params)
+        distributed.average_gradients(d_params + g_params)  # autograd.grad bypasses DDP: average here (torchrun)
         d_norm, g_norm = self._grad_norm(d_params), self._grad_norm(g_params)
         self.opt_D.step()
         self.opt_G.step()

@@ -189,14 +189,13 @@ class _Line(_Kind):
         self.key = (c.numpy().tobytes(), data.weights.cpu().numpy().tobytes(), float(data.std))
 
     def static(self, fig, ax) -> None:
-        data = self.data
-        if data.has_density:
-            xs = torch.linspace(self.lo, self.hi, 400, device=data.centres.device).unsqueeze(1)
-            density = data.log_prob(xs).exp().cpu()
+        if self.data.has_density:
+            xs = torch.linspace(self.lo, self.hi, 400, device=self.data.centres.device).unsqueeze(1)
+            density = self.data.log_prob(xs).exp().cpu()
             ax.plot(xs.cpu().squeeze(1), density, c="black", label="p_data")
             peak = float(density.max())
         else:  # a point mass
-            ax.axvline(float(data.centres[0, 0]), c="black", label="p_data (point mass)")
+            ax.axvline(float(self.data.centres[0, 0]), c="black", label="p_data (point mass)")
             peak = 2.0
         _density_axes(ax, self.lo, self.hi, peak)
 

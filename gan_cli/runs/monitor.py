@@ -135,11 +135,10 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
         n += 1
         log_dir = run_dir / "gan-eval" / f"{stem}_{n}"
     log_dir.mkdir(parents=True)
-    writer = SummaryWriter(log_dir=str(log_dir))
     figures = report["metrics"]
-    write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
-               constants={k: v for k, v in figures.items() if k in constants})
-    writer.close()
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
+                   constants={k: v for k, v in figures.items() if k in constants})
     console = console or Console()
     console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", figures))
     for name, text in report["protocol"].items():
@@ -171,11 +170,10 @@ class Monitor(AbstractContextManager):
                 "V-hat, shaded up to C(G) = -log 4 + 2 JSD (the band: D's distance from D*); both reach -log 4 = "
                 "-1.386 at the optimum": ["Margin", ["eval/value", "eval/value", "theory/c_of_g"]]}})
         self.console = console or get_console()  # the console the log handler writes to
-        self.total, self.start = total, start
+        self.total, self.start, self.step_window = total, start, start
         self.constants: Dict[str, float] = {}  # the constants last written (a text card)
         self.unbinnable: set = set()  # histogram tags whose values went beyond HIST_LIMIT (warned once each)
         self.t_start = self.t_window = time.perf_counter()
-        self.step_window = start
         self.aside_s = self.aside_window = 0.0  # seconds spent on samples, evaluation and checkpoints
         self.progress: Optional[Progress] = None
         if self.console.is_terminal:

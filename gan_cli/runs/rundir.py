@@ -45,12 +45,9 @@ class Lock:
         self.fd: Optional[int] = None
 
     def acquire(self) -> "Lock":
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise write_error(err, self.directory) from None
         while True:
-            try:
+            try:  # (an OSError of mkdir names the directory)
+                self.directory.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as err:
                 raise write_error(err, self.path) from None
@@ -67,8 +64,7 @@ class Lock:
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                     break
             os.close(fd)  # lock the new one
-        before = _read(fd)
-        if before:
+        if before := _read(fd):
             log.warning("%s %s: taking over the lock of a gan-train that is no longer running (%s)",
                         self.what, self.directory, _describe(before))
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -185,8 +181,7 @@ def log_file(filename: str, **kwargs) -> logging.Handler:
 
 
 def release(directory: Path) -> None:
-    lock = _HELD.pop(Path(os.path.abspath(directory)), None)
-    if lock is not None:
+    if (lock := _HELD.pop(Path(os.path.abspath(directory)), None)) is not None:
         lock.release()
 
 
