@@ -55,6 +55,7 @@ def test_toy_run_logs_a_figure_and_python_m_works(tmp_path):
     assert "game/samples" in events(run).Tags()["images"]
 
 
+@pytest.mark.slow
 def test_multirun_two_by_two(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", "loss=minimax,nonsaturating", "k=1,2", "steps=3", "log_every=3", "batch_size=8", *QUICK_EVAL,

@@ -49,6 +49,8 @@ def test_two_ranks_keep_equal_networks_in_one_run_directory(tmp_path, args):
     two = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["G"]
     assert any(not torch.equal(one[k], two[k]) for k in one)
 
+    if "k=2" not in args:  # resume through torchrun: once (the ring case) is enough
+        return
     # resume works the same way: in place, both ranks from the checkpoint
     proc = torchrun([f"resume={run}", "steps=30"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

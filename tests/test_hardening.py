@@ -642,6 +642,7 @@ def test_resuming_in_place_with_the_run_directory_named_keeps_its_first_records(
     assert len(again) == 1 and "steps: 4" in again[0].read_text()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_records_what_it_continues(tmp_path):
     """A resumed run's records (train.log's description, .hydra/resume-*/config.yaml, its HPARAMS session) used to
     describe the command line's composition (dataset=digits for a plain resume=, grid for experiment=grid);

@@ -60,7 +60,8 @@ def _iteration(gan, cfg, it):
 @pytest.mark.parametrize("overrides, iterations", [
     (("experiment=figure1", "batch_size=128"), 100),  # Adam, k = 5
     pytest.param(("experiment=ring", "batch_size=64"), 100, marks=pytest.mark.slow),  # batch-norm G, maxout D
-    (("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "k=5"), 100),  # dropout in D, SGD
+    pytest.param(("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "k=5"), 100,
+                 marks=pytest.mark.slow),  # dropout in D, SGD
     (("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "updates=simultaneous",
       "optimizer=adam", "ema.decay=0.9"), 100),
     pytest.param(("dataset=digits", "arch.g_hidden=32", "arch.d_hidden=16", "batch_size=16", "loss=wasserstein_gp",
@@ -554,6 +555,7 @@ def test_a_launcher_setting_out_of_its_domain_is_refused_in_one_line(tmp_path, v
     assert not any(sweep.glob("*/metrics.json"))  # nothing ran
 
 
+@pytest.mark.slow
 def test_while_a_population_trains_its_summary_says_its_members_are_running(tmp_path, monkeypatch):
     """summary.csv is written once the members are set up (not after each member's set-up: 64 members read 64
     directories 64 times), and says ``running`` for each until they end, then their own status."""

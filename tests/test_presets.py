@@ -13,7 +13,7 @@ from gan_cli.cli.train import train
 from gan_cli.config import UserError
 from gan_cli.game import models
 
-from .conftest import FAST, choices_in_conf, events, run_cli
+from .conftest import FAST, QUICK_EVAL, choices_in_conf, events, run_cli
 
 
 def _scalars(run_dir, tag):
@@ -45,8 +45,8 @@ def test_saturation_minimax_gradient_far_below_nonsaturating_early(make_cfg, tmp
     """Sec. 3 of the paper: D rejects a poor G's samples, so log(1 - D(G(z))) saturates."""
     grad, fake = {}, {}
     for loss in ("minimax", "nonsaturating"):
-        cfg = make_cfg("experiment=saturation", f"loss={loss}", "device=cpu", "steps=200", "eval_every=100000",
-                       "sample_every=100000", "ckpt_every=100000")
+        cfg = make_cfg("experiment=saturation", f"loss={loss}", "device=cpu", "steps=100", "log_every=5",
+                       "eval_every=100000", "sample_every=100000", "ckpt_every=100000", *QUICK_EVAL)
         train(cfg, tmp_path / loss)
         grad[loss], fake[loss] = _scalars(tmp_path / loss, "grad/G"), _scalars(tmp_path / loss, "game/D_fake")
     steps = sorted(grad["minimax"])

@@ -85,6 +85,7 @@ def test_an_exception_in_one_job_is_recorded_and_a_ctrl_c_stops_the_sweep(tmp_pa
     assert [r["status"] for r in rows(second)] == ["interrupted"]  # the second job never started
 
 
+@pytest.mark.slow
 def test_every_job_gives_its_hyperparameters_and_no_experiment_of_its_own(tmp_path):
     """Each job (failed ones included) writes its session: its hyperparameters at the values in force, and no
     experiment declaration, so TensorBoard derives the columns from every run it reads (tests/test_tensorboard.py).
