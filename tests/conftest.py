@@ -62,13 +62,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True, scope="session")
 def _classifier_cache(tmp_path_factory):
-    """Keep feature classifiers that tests train out of the user's cache (subprocesses inherit it). The test processes
-    share one (a classifier is written whole, by a rename): each is trained once per session, not once per process."""
+    """Keep feature classifiers that tests train out of the user's cache (subprocesses inherit it)."""
     old = os.environ.get("GAN_CLI_CACHE")
-    root = tmp_path_factory.getbasetemp()
-    cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "gan-cli-cache"
-    cache.mkdir(exist_ok=True)
-    os.environ["GAN_CLI_CACHE"] = str(cache)
+    os.environ["GAN_CLI_CACHE"] = str(tmp_path_factory.mktemp("gan-cli-cache"))
     yield
     if old is None:
         os.environ.pop("GAN_CLI_CACHE", None)
