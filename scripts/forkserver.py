@@ -16,7 +16,7 @@ import select
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, NoReturn, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,6 +68,8 @@ for line in sys.stdin:
                 except Exception:
                     pass
             os._exit(code)
+    if case.get("started"):  # CommandServer.start: the child's pid now, its status when it ends
+        print(json.dumps({"pid": pid}), file=reply, flush=True)
     deadline, rc = start + case["timeout"], None
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -113,31 +115,57 @@ class CommandServer:
         line = self.proc.stdout.readline() if ready else ""
         return json.loads(line) if line else None
 
-    def run(self, command: str, args: Sequence[str], cwd, env: Mapping[str, str], timeout: float):
-        """The CompletedProcess of ``command *args``, as subprocess.run(capture_output=True) gives it; the
-        seconds it ran are in ``self.seconds`` afterwards."""
+    def _send(self, command: str, args: Sequence[str], cwd, env: Mapping[str, str], timeout: float, **extra):
+        """Hand the server a command line; (its argv, the files its stdout and stderr go to)."""
         self.count += 1
         out, err = self.root / f"{self.count}.out", self.root / f"{self.count}.err"
-        exe = str(Path(sys.executable).with_name(command))
-        case = {"command": command, "exe": exe, "argv": [str(a) for a in args], "cwd": str(cwd), "env": dict(env),
-                "stdout": str(out), "stderr": str(err), "timeout": timeout}
+        argv = [str(Path(sys.executable).with_name(command)), *map(str, args)]
+        case = {"command": command, "exe": argv[0], "argv": argv[1:], "cwd": str(cwd), "env": dict(env),
+                "stdout": str(out), "stderr": str(err), "timeout": timeout, **extra}
         try:
             self.proc.stdin.write(json.dumps(case) + "\n")
             self.proc.stdin.flush()
-            answer = self._reply(timeout + 60)
+        except (OSError, ValueError):
+            self._failed(command)
+        return argv, out, err
+
+    def _answer(self, command: str, timeout: float) -> dict:
+        try:
+            answer = self._reply(timeout)
         except (OSError, ValueError):
             answer = None
-        if answer is None:  # the server itself failed: not an outcome of the command
-            log = (self.root / "server.err").read_text(errors="replace")[-3000:]
-            self.close()
-            raise RuntimeError(f"the process running `{command}` command lines stopped:\n{log}")
+        if answer is None:
+            self._failed(command)
+        return answer
+
+    def _failed(self, command: str) -> NoReturn:
+        """The server itself failed: not an outcome of the command."""
+        log = (self.root / "server.err").read_text(errors="replace")[-3000:]
+        self.close()
+        raise RuntimeError(f"the process running `{command}` command lines stopped:\n{log}")
+
+    def _outcome(self, argv, out: Path, err: Path, timeout: float):
+        """The CompletedProcess of a command line handed over by _send, once it ended (the seconds it ran in
+        ``self.seconds``)."""
+        answer = self._answer(Path(argv[0]).name, timeout + 60)
         stdout, stderr = (p.read_text(errors="replace") if p.exists() else "" for p in (out, err))
         for p in (out, err):
             p.unlink(missing_ok=True)
         self.seconds = answer["seconds"]
         if answer["rc"] is None:
-            raise subprocess.TimeoutExpired([exe, *args], timeout, stdout, stderr)
-        return subprocess.CompletedProcess([exe, *args], answer["rc"], stdout, stderr)
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(argv, answer["rc"], stdout, stderr)
+
+    def run(self, command: str, args: Sequence[str], cwd, env: Mapping[str, str], timeout: float):
+        """The CompletedProcess of ``command *args``, as subprocess.run(capture_output=True) gives it; the
+        seconds it ran are in ``self.seconds`` afterwards."""
+        return self._outcome(*self._send(command, args, cwd, env, timeout), timeout)
+
+    def start(self, command: str, args: Sequence[str], cwd, env: Mapping[str, str], timeout: float) -> "Started":
+        """``command *args`` started, not waited for, as subprocess.Popen(start_new_session=True) starts it: the
+        leader of a process group of its own. The server runs nothing else until it has ended."""
+        argv, out, err = self._send(command, args, cwd, env, timeout, started=True)
+        return Started(self, self._answer(command, 60)["pid"], argv, out, err, timeout)
 
     def close(self) -> None:
         if self.proc is not None:
@@ -148,3 +176,32 @@ class CommandServer:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+class Started:
+    """A command line that a CommandServer started (CommandServer.start): what tests use of subprocess.Popen (pid,
+    poll, send_signal, communicate, returncode)."""
+
+    def __init__(self, server: CommandServer, pid: int, argv, out: Path, err: Path, timeout: float):
+        self.server, self.pid, self.args, self.files, self.timeout = server, pid, argv, (out, err), timeout
+        self.returncode: Optional[int] = None
+        self.outcome: Optional[subprocess.CompletedProcess] = None
+
+    def _end(self) -> None:
+        self.outcome = self.server._outcome(self.args, *self.files, self.timeout)
+        self.returncode = self.outcome.returncode
+
+    def poll(self) -> Optional[int]:
+        if self.outcome is None and select.select([self.server.proc.stdout], [], [], 0)[0]:
+            self._end()
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.outcome is None:
+            os.kill(self.pid, signum)
+
+    def communicate(self, timeout: Optional[float] = None) -> tuple:
+        """(stdout, stderr) once it ended; the server stops it after the timeout it was started with."""
+        if self.outcome is None:
+            self._end()
+        return self.outcome.stdout, self.outcome.stderr

@@ -105,16 +105,20 @@ _server = None
 _server_root = None  # under pytest's temporary folder, which pytest prunes even after a run that was killed
 
 
-def _run_command(command, args, cwd, env, timeout):
-    """Through the shared server; a fresh process where it cannot start (the package fails to import:
-    the fresh process then shows why)."""
+def _commands():
+    """The shared server, started anew if it stopped; None where it cannot start (the package fails to import)."""
     global _server
     if _server is None or not _server.alive():
         if _server is not None:
             _server.close()
         _server = CommandServer(Path(tempfile.mkdtemp(prefix="commands-", dir=_server_root)))
-    if _server.alive():
-        return _server.run(command, args, cwd, env, timeout)
+    return _server if _server.alive() else None
+
+
+def _run_command(command, args, cwd, env, timeout):
+    """Through the shared server; a fresh process where it cannot start (a fresh process then shows why)."""
+    if (server := _commands()) is not None:
+        return server.run(command, args, cwd, env, timeout)
     exe = str(Path(sys.executable).with_name(command))
     return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -137,6 +141,16 @@ def run_cli(args, cwd=None, env_extra=None, module=False, timeout=300, fresh=Fal
         return _run_command("gan-train", args, cwd or REPO, env, timeout)
     exe = [sys.executable, "-m", "gan_cli"] if module else [str(Path(sys.executable).with_name("gan-train"))]
     return subprocess.run(exe + list(args), cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args, cwd=None, timeout=300):
+    """gan-train started and not waited for, in a process group of its own (to be stopped by a signal): through the
+    shared server, as subprocess.Popen where it cannot start. Its ``communicate()`` gives (stdout, stderr)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if (server := _commands()) is not None:
+        return server.start("gan-train", args, cwd or REPO, env, timeout)
+    return subprocess.Popen([str(Path(sys.executable).with_name("gan-train")), *args], cwd=cwd or REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def run_eval(args, timeout=300, fresh=False):

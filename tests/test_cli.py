@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from gan_cli.cli.checks import options_first
 from gan_cli.cli.train import main
 from gan_cli.config import UserError
 
-from .conftest import QUICK_EVAL, REPO, events, run_cli
+from .conftest import QUICK_EVAL, REPO, events, run_cli, start_cli
 
 SCALARS = {"game/loss_D", "game/loss_G", "game/D_real", "spread/D_real_std", "game/D_fake", "spread/D_fake_std",
            "grad/G", "grad/D", "perf/steps_per_s", "perf/rss_mb"}
@@ -287,10 +286,7 @@ def test_superseded_events_are_hidden_when_a_killed_run_resumes_in_place(tmp_pat
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_checkpoints_and_says_how_to_continue(tmp_path, signum, code):
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    exe = str(Path(sys.executable).with_name("gan-train"))
-    proc = subprocess.Popen([exe, "steps=1000000", "log_every=50", *QUICK_EVAL, f"hydra.run.dir={run}"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = start_cli(["steps=1000000", "log_every=50", *QUICK_EVAL, f"hydra.run.dir={run}"])
     deadline = time.time() + 120
     while not ((run / "train.log").exists() and "step 100/" in (run / "train.log").read_text()):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()

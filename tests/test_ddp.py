@@ -65,7 +65,7 @@ def test_ctrl_c_stops_every_rank_at_the_same_log_window(tmp_path):
     import time
 
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "gan_cli", "device=cpu", "dataset=ring",
-           "steps=1000000", "log_every=50"]
+           "steps=1000000", "log_every=50", *QUICK_EVAL]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     try:

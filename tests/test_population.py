@@ -19,7 +19,7 @@ from gan_cli.game import optim
 from gan_cli.game.population import Population, Stacked, StackedOptimizer, _in_place
 from gan_cli.game.updates import GAN
 
-from .conftest import QUICK_EVAL, events, run_cli, run_eval
+from .conftest import QUICK_EVAL, events, run_cli, run_eval, start_cli
 
 
 def _gans(cfg, seeds, dtype=torch.float32):
@@ -248,7 +248,7 @@ def test_what_a_population_cannot_train_is_refused_in_one_line(tmp_path):
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.count(f"{bad} is not supported in a population") == 1 and not sweep.exists()
     proc = run_cli(["-m", "hydra/launcher=population", "dataset=ring", "steps=2", "seed=0", "compile=true,false",
-                    f"hydra.sweep.dir={sweep}"])
+                    *QUICK_EVAL, f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "compile=true is not supported in a population" in proc.stderr
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
@@ -264,11 +264,9 @@ def _stopped_at(log, after: int) -> bool:
 
 def _stop(command, sweep, signum, after: int):
     """Run the population until member 0 logs past ``after``, then send ``signum`` to its process group."""
-    import subprocess
     import time
 
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_cli(command)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not _stopped_at(sweep / "0_seed=0" / "train.log", after):
         time.sleep(0.05)
@@ -283,14 +281,11 @@ def test_ctrl_c_and_sigterm_checkpoint_every_member_and_the_same_command_continu
     every member at the same iteration; the same command continues each member to the end, exactly as the
     population that was never stopped trains it."""
     import signal
-    import sys
-    from pathlib import Path
 
     sweep = tmp_path / "sweep"
-    command = [str(Path(sys.executable).with_name("gan-train")), "-m", "hydra/launcher=population",
-               "experiment=figure1", "k=1", "batch_size=64", "seed=0,1", "steps=800", "log_every=100",
-               "eval_every=800", *QUICK_EVAL]
-    reference = run_cli([*command[1:], f"hydra.sweep.dir={tmp_path / 'reference'}"])
+    command = ["-m", "hydra/launcher=population", "experiment=figure1", "k=1", "batch_size=64", "seed=0,1",
+               "steps=800", "log_every=100", "eval_every=800", *QUICK_EVAL]
+    reference = run_cli([*command, f"hydra.sweep.dir={tmp_path / 'reference'}"])
     assert reference.returncode == 0, reference.stderr
     command.append(f"hydra.sweep.dir={sweep}")
     done = 0
@@ -306,7 +301,7 @@ def test_ctrl_c_and_sigterm_checkpoint_every_member_and_the_same_command_continu
             said = f"interrupted ({signum.name}) at iteration {states[0]['steps']}; continue with: gan-train resume="
             assert said in member.read_text() and f"hydra.sweep.dir={sweep}" in member.read_text(), member
         done = states[0]["steps"]
-    again = run_cli(command[1:])
+    again = run_cli(command)
     assert again.returncode == 0, again.stderr
     states = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [(s["status"], s["steps"]) for s in states] == [("ok", 800)] * 2
