@@ -3,8 +3,10 @@ gan_cli, or in a fresh interpreter), event files, tiny MNIST files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -132,6 +134,22 @@ def _command_server(tmp_path_factory):
         _server.close()
 
 
+_started: list = []  # the commands start_cli started through the server
+
+
+@pytest.fixture(autouse=True)
+def _end_started():
+    """After each test, a command it started and left running (the test failed before it ended) is killed: the
+    server runs nothing else until it ends."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
 def run_cli(args, cwd=None, env_extra=None, module=False, timeout=300, fresh=False):
     """Run gan-train on a command line; return the CompletedProcess. ``fresh``, ``module`` (``python -m
     gan_cli``) or an ``env_extra`` (which may be read when torch loads) start a new interpreter; otherwise
@@ -148,7 +166,8 @@ def start_cli(args, cwd=None, timeout=300):
     shared server, as subprocess.Popen where it cannot start. Its ``communicate()`` gives (stdout, stderr)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if (server := _commands()) is not None:
-        return server.start("gan-train", args, cwd or REPO, env, timeout)
+        _started.append(server.start("gan-train", args, cwd or REPO, env, timeout))
+        return _started[-1]
     return subprocess.Popen([str(Path(sys.executable).with_name("gan-train")), *args], cwd=cwd or REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
