@@ -50,7 +50,8 @@ class Domain:
 
     def describe(self) -> str:
         if self.kind in ("group", "free", "flag"):
-            text = {"group": "a choice of its group", "free": "anything", "flag": "true or false"}[self.kind]
+            text = {"group": "a choice of its group", "free": "a mapping of settings to values, e.g. "
+                    "{optimizer: adam, optimizer.lr: 0.0002}", "flag": "true or false"}[self.kind]
         elif self.kind == "choice":
             text = "one of: " + ", ".join("null" if c is None else str(c) for c in self.choices)
         elif self.kind in ("text", "path"):

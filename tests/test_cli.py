@@ -139,9 +139,18 @@ BAD = [
     # ~ and + on Hydra's side: a typo added to Hydra's schema ran as if not given (+hydra.job.chdr=true); a removed
     # group or setting ended in Hydra's words ("Missing mandatory value: hydra.job_logging") or ran without it
     # a recipe that is not a mapping of settings: a ValueError's traceback; "no such setting; did you mean" itself
-    (["loss.recipe=${optimizer.lr}", "steps=1"], "loss.recipe=0.1 is not allowed: a recipe maps settings to values"),
+    (["loss.recipe=${optimizer.lr}", "steps=1"], "loss.recipe=0.1 is not allowed: loss.recipe must be a mapping of "
+                                                 "settings to values, e.g. {optimizer: adam, optimizer.lr: 0.0002}"),
     (["loss.recipe={a:1}", "steps=1"], "loss.recipe={a:1}: loss.recipe has no entry 'a' to set"),
-    (["dataset.recipe=${seed}", "steps=1"], "dataset.recipe=0 is not allowed: a recipe maps settings to values"),
+    (["dataset.recipe=${seed}", "steps=1"], "dataset.recipe=0 is not allowed: dataset.recipe must be a mapping of "),
+    # a value of the wrong type said what OmegaConf could not convert, not what the setting takes
+    (["loss.recipe=[1]", "steps=1"], "loss.recipe=[1] is not allowed: loss.recipe must be a mapping of settings to "),
+    (["dataset.recipe=1e12", "steps=1"], "dataset.recipe=1e12 is not allowed: dataset.recipe must be a mapping of "),
+    (["optimizer.beta2=[1,2]", "steps=1"], "optimizer.beta2=[1,2] is not allowed: optimizer.beta2 must be a finite "
+                                           "number in [0, 1)"),
+    (["optimizer.d_lr=../..", "steps=1"], "optimizer.d_lr=../.. is not allowed: optimizer.d_lr must be a finite number "
+                                          "in (0, 10] (or null: optimizer.lr)"),
+    (["dataset.means={a:1}", "steps=1"], "dataset.means={a:1} is not allowed: dataset.means must be a list of finite "),
     (["-cn", "nope", "=0"], "=0: no setting named before '='"),  # another primary config: a ValueError's traceback
     (["-cn", "config", "hydra/job_logging=null", "steps=1"], "hydra/job_logging=null: a choice of 'hydra/job_logging' "
                                                              "is a name"),

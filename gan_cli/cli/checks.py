@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, ConfigTypeError, OmegaConfBaseException, ValidationError
 
 from gan_cli import config, data
 from gan_cli.config import GROUPS, PRESETS, UserError, domains, first_line
@@ -60,8 +60,9 @@ def _explain(err: Exception, overrides: List[str]) -> str:
     if isinstance(cause, ConfigKeyError) or "Could not override" in str(err) or "Could not append" in str(err):
         bad = given or next((o for o in overrides if f"'{o.lstrip('+~').partition('=')[0]}'" in str(err)), key)
         return unknown_key(bad)
-    if isinstance(cause, ValidationError) and given:
-        return f"{given} is not allowed: {first_line(cause)}"
+    if isinstance(cause, (ValidationError, ConfigTypeError)) and given:  # a value of the wrong type: what the key takes
+        domain = dict(domains()).get(key)
+        return f"{given} is not allowed: {f'{key} must be {domain.describe()}' if domain else first_line(cause)}"
     message = first_line(cause or err)
     if key and key in message:
         return message
@@ -112,8 +113,8 @@ def apply_recipe(cfg, overrides: Sequence[str]) -> Dict[str, dict]:
     for owner in ("loss", "dataset"):  # whose recipes apply, the first before (and over) the next
         recipe = cfg[owner].get("recipe")
         if recipe is not None and not OmegaConf.is_dict(recipe):  # an interpolation that is not a mapping (${seed})
-            raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: a recipe maps settings to values, "
-                            "e.g. {optimizer: adam, optimizer.lr: 0.0002}")
+            raise UserError(f"{owner}.recipe={config.shown(recipe)} is not allowed: {owner}.recipe must be "
+                            f"{dict(domains())[f'{owner}.recipe'].describe()}")
         if applied := _apply(cfg, OmegaConf.to_container(recipe) if recipe else {}, set_keys):
             out[f"{owner}={cfg[owner].name}"] = applied
             set_keys |= set(applied)
