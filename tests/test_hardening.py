@@ -351,6 +351,40 @@ def test_the_estimate_grows_with_each_size(make_cfg, monkeypatch):
         memory.check(make_cfg("dataset=ring", "batch_size=1000000"), d, torch.device("cpu"))
 
 
+@pytest.mark.slow
+def test_the_estimate_builds_any_architecture_without_its_initialisation(tmp_path):
+    # on the meta device normal_, trunc_normal_'s erfinv_ and clamp_ run torch's Python reference ops, whose first
+    # use imports SymPy and more (~1.4 s of a run's start: every ring and grid run paid it in pacgan's init); an
+    # architecture registered by a user is built for its shapes the same way, in a process that has not imported them
+    code = """if True:
+        import sys, torch
+        from torch import nn
+        from gan_cli import config, data
+        from gan_cli.cli.checks import compose
+        from gan_cli.evaluation import memory
+        from gan_cli.game import models
+
+        def build(arch, d, z_dim, pack=1):
+            G, D = nn.Sequential(nn.Linear(z_dim, 32), nn.Linear(32, d.dim)), nn.Sequential(nn.Linear(d.dim * pack, 1))
+            for layer in (*G, *D):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.normal_(layer.bias)
+                layer.weight.data.clamp_(-1, 1)
+            return G, D
+
+        config.register("arch", "mine", models.Arch(build, "two linear layers, trunc_normal_ init"))
+        cfg = compose(config.config_dir(), ["dataset=ring", "arch=mine"])
+        d = data.load(cfg.dataset, torch.device("cpu"))
+        G, D = build(cfg.arch, d, cfg.z_dim)
+        params = sum(p.numel() for net in (G, D) for p in net.parameters())
+        assert memory.estimate(cfg, d).parameters == 4 * 5 * params, memory.estimate(cfg, d)
+        print("LOADED", sorted(m for m in ("sympy", "torch.distributed.tensor") if m in sys.modules))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+
+
 def test_out_of_memory_during_a_run_names_the_settings():
     err = memory.as_user_error(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
                                             "can't allocate memory: "

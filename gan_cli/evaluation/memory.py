@@ -22,6 +22,20 @@ from gan_cli.runs import rundir
 GIB = 2**30
 
 
+class _Shapes(torch.overrides.TorchFunctionMode):
+    """Networks built for their shapes alone: an in-place operation on a ``meta`` tensor (the builders'
+    initialisations: normal_, trunc_normal_'s erfinv_ and clamp_, ...) is skipped. It would change nothing there, and
+    several such operations run torch's Python reference code, whose first use imports SymPy and more (~1.4 s)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs, name = kwargs or {}, getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+        if (name.endswith("_") and not name.startswith("_") and isinstance(target, torch.Tensor) and target.is_meta
+                and name not in ("requires_grad_", "resize_", "set_", "as_strided_")):
+            return target
+        return func(*args, **kwargs)
+
+
 @dataclasses.dataclass
 class Estimate:
     parameters: int  # bytes
@@ -58,7 +72,7 @@ def estimate(cfg, data: datasets.Data, exact: bool = False) -> Estimate:
     device instead of bounded (torch then imports its compiler stack: seconds)."""
     m = cfg.batch_size * cfg.pack
     probe = datasets.Data(data.name, torch.empty(2, *data.shape, device="meta") if data.is_image else None, data.shape)
-    with torch.device("meta"):
+    with torch.device("meta"), _Shapes():
         nets = models.build(cfg.arch, probe, cfg.z_dim, cfg.pack)
     params = sum(p.numel() for p in nets.G.parameters()) + sum(p.numel() for p in nets.D.parameters())
     spatial = math.prod(data.shape[1:]) if data.is_image else 1

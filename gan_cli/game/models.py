@@ -95,8 +95,7 @@ def _pacgan(arch, data, z_dim: int, pack: int = 1):
                         for m in (nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, momentum=0.05), nn.ReLU())],
                       nn.Linear(h, d))
     D = nn.Sequential(nn.Flatten(), Maxout(d * pack, u, p), Maxout(u, u, p), Maxout(u, u, p), nn.Linear(u, 1))
-    # not on the meta device, where memory's estimate builds them: normal_ there imports SymPy and more (~1.3 s)
-    for layer in (m for net in (G, D) for m in net.modules() if isinstance(m, nn.Linear) and not m.weight.is_meta):
+    for layer in (m for net in (G, D) for m in net.modules() if isinstance(m, nn.Linear)):
         nn.init.normal_(layer.weight, 0.0, 0.02)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
