@@ -653,6 +653,10 @@ def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_
     before = {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again}
     proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path)
     assert proc.returncode == 1 and "already holds a run" in proc.stderr
+    # a job's directory is not a hydra.run.dir the user chose: the sweep's directory is what to change
+    assert f"the job directory {again / '0_k=1'} already holds a run (" in proc.stderr
+    assert "choose another hydra.sweep.dir, or continue that run alone with gan-train resume=" in proc.stderr
+    assert "hydra.run.dir" not in proc.stderr
     # the summary counts this sweep's two jobs, and shows the runs in their directories as earlier runs
     assert "2 of the 2 jobs of the sweep did not finish" in proc.stderr
     assert "sweep of 2 jobs and 2 earlier runs in their directories" in proc.stdout

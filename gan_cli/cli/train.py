@@ -225,6 +225,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
                 raise
             fail(known)
         status = "diverged" if isinstance(err, Diverged) else "invalid" if known is err else "failed"
+        if isinstance(known, checkpoint.Occupied):  # a job's directory is the sweep's to choose
+            known = known.in_sweep()
         if known is None:  # a fault of gan-train's: its traceback goes to the job's log
             log.exception("job %s failed", hc.job.num)
         else:

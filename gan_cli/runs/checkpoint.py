@@ -217,9 +217,21 @@ def guard_run_dir(run_dir: Path, resume: Optional[str]) -> None:
     if resume and Path(resume).expanduser().resolve() in ours:
         return
     ckpt = next((p for p in found if p.name == "last.pt"), next((p for p in found if p.suffix == ".pt"), None))
-    hint = (f"pass resume={ckpt} to continue it, or " if ckpt else "") + "choose another hydra.run.dir"
-    raise Occupied(f"hydra.run.dir={run_dir} already holds a run ({found[0].relative_to(run_dir)}); {hint}")
+    raise Occupied(run_dir, found[0], ckpt)
 
 
 class Occupied(UserError):
-    """A run directory that holds another run."""
+    """A run directory that holds another run (``found`` there; ``ckpt``, the checkpoint to continue it from)."""
+
+    def __init__(self, run_dir: Path, found: Path, ckpt: Optional[Path], in_sweep: bool = False):
+        self.run_dir, self.found, self.ckpt = run_dir, found, ckpt
+        held = f"already holds a run ({found.relative_to(run_dir)})"
+        if in_sweep:  # the job's directory comes from the sweep's
+            super().__init__(f"the job directory {run_dir} {held}; choose another hydra.sweep.dir"
+                             + (f", or continue that run alone with gan-train resume={ckpt}" if ckpt else ""))
+        else:
+            resume = f"pass resume={ckpt} to continue it, or " if ckpt else ""
+            super().__init__(f"hydra.run.dir={run_dir} {held}; {resume}choose another hydra.run.dir")
+
+    def in_sweep(self) -> "Occupied":
+        return Occupied(self.run_dir, self.found, self.ckpt, in_sweep=True)
