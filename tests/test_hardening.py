@@ -439,7 +439,7 @@ def test_gan_eval_speaks_of_its_own_arguments(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--samples", "-1"], "--samples -1 is not allowed: give a number of samples in [0, 10,000] (0: no samples.png"),
+    (["--samples", "-1"], "--samples -1 is not allowed: give a number of samples in [0, 10,000] (0: no samples file"),
     (["--samples", "abc"], "--samples abc is not allowed: give a number of samples in [0, 10,000]"),
     (["--samples", "1e9"], "--samples 1e9 is not allowed: give a number of samples in [0, 10,000]"),
     (["--bogus"], "unrecognized arguments: --bogus"),

@@ -52,7 +52,7 @@ def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
     first = monitor.report_eval(ckpt, report, None, console=Console(file=out, width=120))
     second = monitor.report_eval(ckpt, {**report, "metrics": {"eval/jsd": 0.5}}, None,
                                  console=Console(file=io.StringIO()))
-    assert json.loads((ckpt.parent / "eval.json").read_text())["metrics"] == {"eval/jsd": 0.5}
+    assert json.loads((ckpt.parent / "last.eval.json").read_text())["metrics"] == {"eval/jsd": 0.5}
     # each evaluation is a TensorBoard run of its own under <run>/gan-eval/: none replaces another
     assert first.parent == second.parent == tmp_path / "gan-eval" and first != second
     assert [(e.step, e.value) for e in events(first).Scalars("eval/jsd")] == [(7, 0.125)]

@@ -3,9 +3,9 @@
     gan-eval RUN_DIR_OR_CHECKPOINT [overrides] [--samples N] [--best]
 
 Loads the checkpoint (``RUN_DIR/checkpoints/last.pt``, or ``best.pt`` with --best) and its config, computes
-every metric that fits the dataset, prints a table, writes ``eval.json`` beside the checkpoint and adds the
-figures to the run's TensorBoard at its iteration. ``--samples N`` also writes ``samples.png`` (a grid of N
-images, or a scatter for point data). Overrides are dotted keys of the saved config (``device=cpu``).
+every metric that fits the dataset, prints a table, writes ``last.eval.json`` (named by the checkpoint) beside it
+and adds the figures to the run's TensorBoard at its iteration. ``--samples N`` also writes ``last.samples.png`` (a
+grid of N images, or a scatter for point data). Overrides are dotted keys of the saved config (``device=cpu``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from gan_cli.game import ema as averaging
 from gan_cli.game import models
 from gan_cli.runs import checkpoint, monitor
 
-MAX_SAMPLES = 10_000  # --samples: images in one samples.png (or points in its scatter)
+MAX_SAMPLES = 10_000  # --samples: images in one samples file (or points in its scatter)
 
 
 def load_config(saved, overrides):
@@ -56,14 +56,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _samples(text: str) -> int:
-    """--samples N: N in [0, MAX_SAMPLES] (0: no samples.png)."""
+    """--samples N: N in [0, MAX_SAMPLES] (0: no samples file)."""
     try:
         n = int(text)
     except ValueError:
         n = -1
     if not 0 <= n <= MAX_SAMPLES:
         raise UserError(f"--samples {text} is not allowed: give a number of samples in [0, {MAX_SAMPLES:,}] (0: no "
-                        "samples.png; gan-eval --help lists the arguments)")
+                        "samples file; gan-eval --help lists the arguments)")
     return n
 
 
@@ -72,7 +72,7 @@ def run(argv) -> dict:
     parser.add_argument("path", help="a run directory of gan-train or a checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the saved config")
     parser.add_argument("--samples", type=_samples, default=0, metavar="N",
-                        help=f"also write N samples to samples.png (at most {MAX_SAMPLES:,})")
+                        help=f"also write N samples to <checkpoint>.samples.png (at most {MAX_SAMPLES:,})")
     parser.add_argument("--best", action="store_true", help="evaluate checkpoints/best.pt instead of last.pt")
     args = parser.parse_intermixed_args(argv)
 
@@ -95,7 +95,7 @@ def run(argv) -> dict:
               "protocol": evaluator.protocol()}
     if evaluator.classifier_info:
         report["classifier"] = {k: v for k, v in evaluator.classifier_info.items() if k != "path"}
-    samples_png = ckpt.parent / "samples.png" if args.samples else None
+    samples_png = monitor.eval_files(ckpt)[1] if args.samples else None
     if samples_png:
         generator = nets.G if average is None else average.generator()
         monitor.save_samples(samples_png, evaluator.generate(generator, args.samples), data)

@@ -179,7 +179,7 @@ class Evaluator:
         return {**figures, **{f"raw/{t}": v for t, v in raw.items() if direction(t) is not None}}, curves, raw_curves
 
     def protocol(self) -> Dict[str, str]:
-        """How each figure was measured, in words (for eval.json and the log)."""
+        """How each figure was measured, in words (for gan-eval's JSON file and the log)."""
         return {m.name: m.protocol(self) for m in applicable(self.families)
                 if m.protocol is not None and m.enabled(self.cfg)}
 
@@ -209,7 +209,7 @@ def _features_protocol(ev: Evaluator) -> str:
 class Metric(NamedTuple):
     """A family of figures measured together, everything about it in one place (registered by :func:`register`)."""
 
-    name: str  # its key in the protocol texts (eval.json, train.log)
+    name: str  # its key in the protocol texts (gan-eval's JSON file, train.log)
     applies: str  # which runs have it: a dataset family (image, rgb, density, modes; data.DATASETS) or "point"
     tags: Dict[str, Optional[str]]  # tag -> HIGHER or LOWER is better; None: neither; FIXED: a constant of the run
     measure: Callable[[Evaluator, object], Dict[str, float]]  # (the evaluator, the networks) -> scalars by tag

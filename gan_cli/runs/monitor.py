@@ -1,5 +1,6 @@
-"""TensorBoard, the console and the run's JSON files (metrics.json, gan-eval's eval.json and samples.png): the only
-module that writes logs. The loop hands over plain numbers and tensors to draw; the monitor knows tags and timing."""
+"""TensorBoard, the console and the run's JSON files (metrics.json; gan-eval's last.eval.json and last.samples.png, each
+named by its checkpoint): the only module that writes logs. The loop hands over plain numbers and tensors to draw; the
+monitor knows tags and timing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import time
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 from rich import get_console
@@ -122,12 +123,18 @@ def save_samples(path: Path, samples: torch.Tensor, data) -> None:
         figure_toy(samples.cpu(), data, f"{samples.shape[0]} samples").savefig(path)
 
 
+def eval_files(ckpt: Path) -> Tuple[Path, Path]:
+    """gan-eval's files for ``ckpt``, beside it and named by it (best.pt's evaluation leaves last.pt's in place):
+    its figures (``last.eval.json``) and samples (``last.samples.png``)."""
+    return ckpt.with_name(f"{ckpt.stem}.eval.json"), ckpt.with_name(f"{ckpt.stem}.samples.png")
+
+
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
                 console: Optional[Console] = None, samples_png: Optional[Path] = None,
                 constants: Sequence[str] = ()) -> Path:
-    """gan-eval's output: eval.json beside the checkpoint, the figures as a TensorBoard run of their own (returned:
+    """gan-eval's output: the figures in :func:`eval_files`' JSON file and as a TensorBoard run of their own (returned:
     ``<run>/gan-eval/<checkpoint>_<time>[_n]``, the run's own history untouched), and a table with their protocols."""
-    rundir.write_text(ckpt.parent / "eval.json", json.dumps(report, indent=2) + "\n")
+    rundir.write_text(eval_files(ckpt)[0], json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     stem, n = f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}", 1
     log_dir = run_dir / "gan-eval" / stem
@@ -143,7 +150,7 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
     console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", figures))
     for name, text in report["protocol"].items():
         console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
-    console.print(f"Wrote {ckpt.parent / 'eval.json'}" + (f" and {samples_png}" if samples_png else "")
+    console.print(f"Wrote {eval_files(ckpt)[0]}" + (f" and {samples_png}" if samples_png else "")
                   + f"; TensorBoard run {log_dir}", soft_wrap=True, highlight=False)
     return log_dir
 
