@@ -137,11 +137,14 @@ def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, t
     rundir.write_text(eval_files(ckpt)[0], json.dumps(report, indent=2) + "\n")
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     stem, n = f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}", 1
-    log_dir = run_dir / "gan-eval" / stem
-    while log_dir.exists():  # a directory no earlier call has used
-        n += 1
-        log_dir = run_dir / "gan-eval" / f"{stem}_{n}"
-    log_dir.mkdir(parents=True)
+    (run_dir / "gan-eval").mkdir(exist_ok=True)
+    while True:  # a directory no other call has used (made here: another gan-eval may be choosing at once)
+        log_dir = run_dir / "gan-eval" / (stem if n == 1 else f"{stem}_{n}")
+        try:
+            log_dir.mkdir()
+            break
+        except FileExistsError:
+            n += 1
     figures = report["metrics"]
     with SummaryWriter(log_dir=str(log_dir)) as writer:
         write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
