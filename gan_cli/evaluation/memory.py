@@ -23,15 +23,18 @@ GIB = 2**30
 
 
 class _Shapes(torch.overrides.TorchFunctionMode):
-    """Networks built for their shapes alone: an in-place operation on a ``meta`` tensor (the builders'
+    """Networks built for their shapes alone: an in-place operation on a ``meta`` tensor's values (the builders'
     initialisations: normal_, trunc_normal_'s erfinv_ and clamp_, ...) is skipped. It would change nothing there, and
     several such operations run torch's Python reference code, whose first use imports SymPy and more (~1.4 s)."""
+
+    KEEP = {"requires_grad_", "detach_", "resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_",
+            "transpose_", "t_", "swapdims_", "swapaxes_", "rename_", "share_memory_"}  # what changes more than values
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs, name = kwargs or {}, getattr(func, "__name__", "")
         target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
-        if (name.endswith("_") and not name.startswith("_") and isinstance(target, torch.Tensor) and target.is_meta
-                and name not in ("requires_grad_", "resize_", "set_", "as_strided_")):
+        if (name.endswith("_") and not name.startswith("_") and name not in self.KEEP
+                and isinstance(target, torch.Tensor) and target.is_meta):
             return target
         return func(*args, **kwargs)
 
