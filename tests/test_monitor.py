@@ -53,6 +53,12 @@ def test_gan_eval_report_writes_json_events_and_a_table(tmp_path):
     second = monitor.report_eval(ckpt, {**report, "metrics": {"eval/jsd": 0.5}}, None,
                                  console=Console(file=io.StringIO()))
     assert json.loads((ckpt.parent / "last.eval.json").read_text())["metrics"] == {"eval/jsd": 0.5}
+    # another checkpoint's evaluation is named by it and leaves last.pt's in place
+    best = ckpt.with_name("best.pt")
+    monitor.report_eval(best, {**report, "checkpoint": str(best)}, None, console=Console(file=io.StringIO()))
+    assert json.loads((ckpt.parent / "last.eval.json").read_text())["metrics"] == {"eval/jsd": 0.5}
+    assert json.loads((ckpt.parent / "best.eval.json").read_text())["metrics"] == {"eval/jsd": 0.125}
+    assert monitor.eval_files(best) == (best.with_name("best.eval.json"), best.with_name("best.samples.png"))
     # each evaluation is a TensorBoard run of its own under <run>/gan-eval/: none replaces another
     assert first.parent == second.parent == tmp_path / "gan-eval" and first != second
     assert [(e.step, e.value) for e in events(first).Scalars("eval/jsd")] == [(7, 0.125)]
