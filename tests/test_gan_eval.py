@@ -5,6 +5,7 @@ import json
 import pytest
 
 from gan_cli.cli.train import train
+from gan_cli.runs import rundir
 
 from .conftest import EVAL_FAST, events, run_cli, run_eval
 
@@ -73,3 +74,24 @@ def test_gan_eval_never_touches_what_the_run_logged(tmp_path):
     assert [p.name.split("_")[0] for p in evaluations] == ["best", "last"]
     steps = {p.name.split("_")[0]: [e.step for e in events(p).Scalars("eval/jsd")] for p in evaluations}
     assert steps["last"] == [6] and steps["best"][0] <= 6
+
+
+def test_gan_eval_writes_nothing_into_a_run_directory_another_process_holds(tmp_path, make_cfg):
+    # it wrote eval.json and a TensorBoard run into a directory a live gan-train held; now it prints the figures alone
+    run = tmp_path / "run"
+    train(make_cfg(*EVAL_FAST), run)
+    rundir.hold(run)  # as the running gan-train holds it
+    try:
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+        proc = run_eval([str(run)])
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    finally:
+        rundir.release(run)
+    assert proc.returncode == 0 and "eval/" in proc.stdout and "Wrote" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (f"gan-eval: {run} is held by a running gan-train, so nothing was "
+                                                    "written there; evaluate it again when the run ends, or evaluate "
+                                                    "a copy of the checkpoint")
+    # once it is free: written, and the lock gan-eval took while writing is gone with it
+    proc = run_eval([str(run)])
+    assert proc.returncode == 0 and (run / "checkpoints" / "last.eval.json").exists() and "Wrote" in proc.stdout
+    assert not (run / rundir.LOCK_NAME).exists()

@@ -22,7 +22,7 @@ from gan_cli.config import GROUPS, UserError, resolve_device, schema
 from gan_cli.evaluation import evaluate, memory
 from gan_cli.game import ema as averaging
 from gan_cli.game import models
-from gan_cli.runs import checkpoint, monitor
+from gan_cli.runs import checkpoint, monitor, rundir
 
 MAX_SAMPLES = 10_000  # --samples: images in one samples file (or points in its scatter)
 
@@ -79,6 +79,8 @@ def run(argv) -> dict:
     ckpt = checkpoint.find(args.path, best=args.best, label="")
     saved = checkpoint.load(ckpt, label="")
     cfg = load_config(saved, args.overrides)
+    rundir.PROGRAM = "gan-eval"
+    write = rundir.owned(monitor.eval_dir(ckpt))  # its lock taken until exit; False while a gan-train holds it
     datasets.check_available(cfg.dataset)
     device = resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, device)
@@ -95,11 +97,15 @@ def run(argv) -> dict:
               "protocol": evaluator.protocol()}
     if evaluator.classifier_info:
         report["classifier"] = {k: v for k, v in evaluator.classifier_info.items() if k != "path"}
-    samples_png = monitor.eval_files(ckpt)[1] if args.samples else None
+    samples_png = monitor.eval_files(ckpt)[1] if args.samples and write else None
     if samples_png:
         generator = nets.G if average is None else average.generator()
         monitor.save_samples(samples_png, evaluator.generate(generator, args.samples), data)
-    monitor.report_eval(ckpt, report, curves, samples_png=samples_png, constants=tuple(evaluate.constants(scalars)[1]))
+    monitor.report_eval(ckpt, report, curves, samples_png=samples_png, constants=tuple(evaluate.constants(scalars)[1]),
+                        write=write)
+    if not write:
+        print(f"gan-eval: {monitor.eval_dir(ckpt)} is held by a running gan-train, so nothing was written there; "
+              "evaluate it again when the run ends, or evaluate a copy of the checkpoint", file=sys.stderr)
     return report
 
 

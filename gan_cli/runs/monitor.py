@@ -129,32 +129,37 @@ def eval_files(ckpt: Path) -> Tuple[Path, Path]:
     return ckpt.with_name(f"{ckpt.stem}.eval.json"), ckpt.with_name(f"{ckpt.stem}.samples.png")
 
 
+def eval_dir(ckpt: Path) -> Path:
+    """The directory gan-eval writes into for ``ckpt``: its run directory (a copy's own folder)."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
 def report_eval(ckpt: Path, report: Dict[str, Any], curves: Optional[Dict[str, torch.Tensor]],
                 console: Optional[Console] = None, samples_png: Optional[Path] = None,
-                constants: Sequence[str] = ()) -> Path:
+                constants: Sequence[str] = (), write: bool = True) -> Optional[Path]:
     """gan-eval's output: the figures in :func:`eval_files`' JSON file and as a TensorBoard run of their own (returned:
-    ``<run>/gan-eval/<checkpoint>_<time>[_n]``, the run's own history untouched), and a table with their protocols."""
-    rundir.write_text(eval_files(ckpt)[0], json.dumps(report, indent=2) + "\n")
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    stem, n = f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}", 1
-    (run_dir / "gan-eval").mkdir(exist_ok=True)
-    while True:  # a directory no other call has used (made here: another gan-eval may be choosing at once)
-        log_dir = run_dir / "gan-eval" / (stem if n == 1 else f"{stem}_{n}")
-        try:
-            log_dir.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-    figures = report["metrics"]
-    with SummaryWriter(log_dir=str(log_dir)) as writer:
-        write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
-                   constants={k: v for k, v in figures.items() if k in constants})
+    ``<run>/gan-eval/<checkpoint>_<time>[_n]``, the run's own history untouched), and a table with their protocols;
+    ``write=False`` (another process holds the directory): the table alone."""
+    figures, log_dir = report["metrics"], None
+    if write:
+        rundir.write_text(eval_files(ckpt)[0], json.dumps(report, indent=2) + "\n")
+        stem, n = f"{ckpt.stem}_{time.strftime('%Y-%m-%d_%H-%M-%S')}", 1
+        (eval_dir(ckpt) / "gan-eval").mkdir(exist_ok=True)
+        while log_dir is None:  # a directory no other call has used (made here: another gan-eval may choose at once)
+            try:
+                (log_dir := eval_dir(ckpt) / "gan-eval" / (stem if n == 1 else f"{stem}_{n}")).mkdir()
+            except FileExistsError:
+                log_dir, n = None, n + 1
+        with SummaryWriter(log_dir=str(log_dir)) as writer:
+            write_eval(writer, report["step"], {k: v for k, v in figures.items() if k not in constants}, curves,
+                       constants={k: v for k, v in figures.items() if k in constants})
     console = console or Console()
     console.print(_table(f"gan-eval: {ckpt} (iteration {report['step']})", figures))
     for name, text in report["protocol"].items():
         console.print(f"[dim]{name}: {text}[/dim]", soft_wrap=True)
-    console.print(f"Wrote {eval_files(ckpt)[0]}" + (f" and {samples_png}" if samples_png else "")
-                  + f"; TensorBoard run {log_dir}", soft_wrap=True, highlight=False)
+    if write:
+        console.print(f"Wrote {eval_files(ckpt)[0]}" + (f" and {samples_png}" if samples_png else "")
+                      + f"; TensorBoard run {log_dir}", soft_wrap=True, highlight=False)
     return log_dir
 
 

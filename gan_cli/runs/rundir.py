@@ -29,6 +29,7 @@ from gan_cli.config import UserError
 log = logging.getLogger("gan_cli")
 
 LOCK_NAME = ".gan-cli.lock"
+PROGRAM = "gan-train"  # the command this process runs (gan-eval sets its own), recorded in the locks it holds
 _HELD: Dict[Path, "Lock"] = {}
 
 
@@ -54,11 +55,12 @@ class Lock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
-                holder = _describe(_read(fd))
+                holder = _read(fd)
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise write_error(err, self.path) from None
-                raise InUse(f"{self.what} {self.directory} is in use by another gan-train ({holder}); "
+                raise InUse(f"{self.what} {self.directory} is in use by another {holder.get('program', 'gan-train')} "
+                            f"({_describe(holder)}); "
                             "wait for it to end, or choose another directory") from None
             with suppress(FileNotFoundError):  # the file may have been removed by a holder that ended just now
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
@@ -67,7 +69,8 @@ class Lock:
         if before := _read(fd):
             log.warning("%s %s: taking over the lock of a gan-train that is no longer running (%s)",
                         self.what, self.directory, _describe(before))
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "program": PROGRAM}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         self.fd = fd
