@@ -88,9 +88,9 @@ def test_gan_eval_writes_nothing_into_a_run_directory_another_process_holds(tmp_
     finally:
         rundir.release(run)
     assert proc.returncode == 0 and "eval/" in proc.stdout and "Wrote" not in proc.stdout
-    assert proc.stderr.strip().splitlines()[-1] == (f"gan-eval: {run} is held by a running gan-train, so nothing was "
-                                                    "written there; evaluate it again when the run ends, or evaluate "
-                                                    "a copy of the checkpoint")
+    assert proc.stderr.strip().splitlines()[-1] == (f"gan-eval: {run} is held by another process (a running gan-train "
+                                                    "or gan-eval), so nothing was written there; evaluate it again "
+                                                    "when that ends, or evaluate a copy of the checkpoint")
     # once it is free: written, and the lock gan-eval took while writing is gone with it
     proc = run_eval([str(run)])
     assert proc.returncode == 0 and (run / "checkpoints" / "last.eval.json").exists() and "Wrote" in proc.stdout

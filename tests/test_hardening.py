@@ -164,15 +164,16 @@ def test_a_setting_without_effect_is_warned_about(tmp_path):
 # -- one process per run directory -----------------------------------------------------------------
 
 
-def test_a_locked_run_directory_is_refused_and_left_alone(tmp_path):
+@pytest.mark.parametrize("program", ["gan-train", "gan-eval"])
+def test_a_locked_run_directory_is_refused_and_left_alone(tmp_path, program):
     run = tmp_path / "run"
-    lock = rundir.Lock(run).acquire()
+    lock = rundir.Lock(run, program=program).acquire()  # gan-eval holds the directory it writes into
     try:
         proc = run_cli([*RING, "steps=1", f"hydra.run.dir={run}"], cwd=tmp_path)
         line = one_error_line(proc)
     finally:
         lock.release()
-    assert "is in use by another gan-train" in line and f"PID {os.getpid()}" in line
+    assert f"is in use by another {program} (PID {os.getpid()}" in line
     assert sorted(p.name for p in run.iterdir()) == []  # nothing written, .hydra included
 
 

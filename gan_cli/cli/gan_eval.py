@@ -79,8 +79,7 @@ def run(argv) -> dict:
     ckpt = checkpoint.find(args.path, best=args.best, label="")
     saved = checkpoint.load(ckpt, label="")
     cfg = load_config(saved, args.overrides)
-    rundir.PROGRAM = "gan-eval"
-    write = rundir.owned(monitor.eval_dir(ckpt))  # its lock taken until exit; False while a gan-train holds it
+    write = rundir.owned(monitor.eval_dir(ckpt), "gan-eval")  # its lock taken until exit; False while another holds it
     datasets.check_available(cfg.dataset)
     device = resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, device)
@@ -104,8 +103,9 @@ def run(argv) -> dict:
     monitor.report_eval(ckpt, report, curves, samples_png=samples_png, constants=tuple(evaluate.constants(scalars)[1]),
                         write=write)
     if not write:
-        print(f"gan-eval: {monitor.eval_dir(ckpt)} is held by a running gan-train, so nothing was written there; "
-              "evaluate it again when the run ends, or evaluate a copy of the checkpoint", file=sys.stderr)
+        print(f"gan-eval: {monitor.eval_dir(ckpt)} is held by another process (a running gan-train or gan-eval), so "
+              "nothing was written there; evaluate it again when that ends, or evaluate a copy of the checkpoint",
+              file=sys.stderr)
     return report
 
 

@@ -29,7 +29,6 @@ from gan_cli.config import UserError
 log = logging.getLogger("gan_cli")
 
 LOCK_NAME = ".gan-cli.lock"
-PROGRAM = "gan-train"  # the command this process runs (gan-eval sets its own), recorded in the locks it holds
 _HELD: Dict[Path, "Lock"] = {}
 
 
@@ -40,8 +39,8 @@ class InUse(UserError):
 class Lock:
     """An exclusive lock on a directory (see the module's text); :meth:`acquire` or a UserError."""
 
-    def __init__(self, directory: Path, what: str = "run directory"):
-        self.directory, self.what = Path(directory), what
+    def __init__(self, directory: Path, what: str = "run directory", program: str = "gan-train"):
+        self.directory, self.what, self.program = Path(directory), what, program  # program: recorded in the lock
         self.path = self.directory / LOCK_NAME
         self.fd: Optional[int] = None
 
@@ -70,7 +69,7 @@ class Lock:
             log.warning("%s %s: taking over the lock of a gan-train that is no longer running (%s)",
                         self.what, self.directory, _describe(before))
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "program": PROGRAM}
+              "program": self.program}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         self.fd = fd
@@ -95,12 +94,12 @@ def _describe(holder: dict) -> str:
     return f"PID {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}" if holder else "PID unknown"
 
 
-def hold(directory: Path, what: str = "run directory") -> Lock:
+def hold(directory: Path, what: str = "run directory", program: str = "gan-train") -> Lock:
     """Lock ``directory`` for this process (again: the lock it already holds); released at exit.
     Under torchrun only rank 0 writes the run directory, so only it locks."""
     key = Path(os.path.abspath(directory))
     if key not in _HELD:
-        lock = Lock(key, what)
+        lock = Lock(key, what, program)
         _HELD[key] = lock.acquire() if int(os.environ.get("RANK", "0")) == 0 else lock
     return _HELD[key]
 
@@ -127,10 +126,11 @@ def held(directory: Path) -> bool:
     return True
 
 
-def owned(directory) -> bool:
-    """Whether this process holds ``directory``'s lock, taking it when it is free; False when another holds it."""
+def owned(directory, program: str = "gan-train") -> bool:
+    """Whether this process holds ``directory``'s lock, taking it (for ``program``) when it is free; False when another
+    holds it."""
     try:
-        hold(Path(str(directory)))
+        hold(Path(str(directory)), program=program)
     except InUse:
         return False
     return True
