@@ -15,10 +15,16 @@ WORKERS ?= 2
 train: $(VENV)/.installed
 	$(BIN)/gan-train $(ARGS)
 
+# the package's bytecode, written once here: the tests start many fresh processes, and where the environment sets
+# PYTHONDONTWRITEBYTECODE each of them would compile the package anew (0.14 s each); stale files are recompiled
+BYTECODE = $(BIN)/python -m compileall -q gan_cli hydra_plugins scripts
+
 test: $(VENV)/.installed
+	$(BYTECODE)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(VENV)/.installed
+	$(BYTECODE)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
