@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python >= 3.10 with venv):
 #   make train [ARGS="loss=minimax k=5"]   train on the bundled digits (creates .venv on first use)
-#   make test                              run the test suite, less the tests marked slow (2.5-3 minutes on 2 cores)
+#   make test                              run the test suite, less the tests marked slow (140-175 s on 2 cores, as README says)
 # and `make test-all` runs every test, the slow ones included (CI runs it; 8-10 minutes on 2 cores).
 PYTHON ?= python3
 VENV ?= .venv
