@@ -69,6 +69,7 @@ def test_multirun_two_by_two(tmp_path):
         assert "game/loss_D" in events(sweep / job).Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_resume_from_the_command_line(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert run_cli(["steps=4", "log_every=2", *QUICK_EVAL, f"hydra.run.dir={first}"]).returncode == 0
@@ -276,6 +277,7 @@ def test_resume_takes_the_run_directories_the_tool_names_and_continues_in_place(
     assert json.loads((job / "metrics.json").read_text())["steps"] == 3
 
 
+@pytest.mark.slow
 def test_superseded_events_are_hidden_when_a_killed_run_resumes_in_place(tmp_path):
     """A run killed after its checkpoint at 4 had logged up to 6: resuming from 4 replaces 5 and 6."""
     run = tmp_path / "run"
@@ -389,6 +391,7 @@ def test_cfg_job_shows_the_config_that_will_run():
     assert proc.returncode == 2 and "--package nope: the config has no such part; its parts: hydra, " in proc.stderr
 
 
+@pytest.mark.slow
 def test_settings_may_come_before_and_after_the_options(tmp_path):
     """argparse reads the settings as one run of arguments: `gan-train steps=1 -m seed=0,1` ended in its usage."""
     assert options_first(["steps=1", "-m", "seed=0,1", "-p", "k", "--cfg=job", "--info", "x=1", "--steps", "10"]) == [

@@ -294,6 +294,7 @@ def test_a_streamed_folder_whose_files_stop_decoding_is_one_line(make_cfg, tmp_p
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_fuzzed_folders_load_or_fail_in_one_line():
     """The folder fuzzer (scripts/fuzz_folder.py), a few derandomised folders: every intact file reads as its colour,
     every folder loads or is refused in one line, nothing else is raised, no file is slow to read."""

@@ -56,6 +56,7 @@ def test_gan_eval_keeps_the_groups_the_run_was_trained_with(tmp_path, make_cfg):
         assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_gan_eval_never_touches_what_the_run_logged(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["dataset=ring", "steps=6", "log_every=1", "eval_every=2", "eval.theory_samples=2000",

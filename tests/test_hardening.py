@@ -638,8 +638,8 @@ def test_a_sweep_writes_nothing_into_a_job_directory_another_process_holds(tmp_p
 def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_path):
     """hydra.sweep.subdir=${seed} with k=1,2 gave two jobs one directory: the second job's .hydra/ replaced the
     first's (the summary then showed the first job's figures under the second's settings) and the sweep exited 0. A
-    job whose directory holds another run (an earlier job's; a finished sweep run again) writes nothing there and is
-    recorded beside it."""
+    job whose directory holds another run (an earlier job's; another sweep's) writes nothing there and is recorded
+    beside it; the same sweep run again keeps each job's finished run as the job's own."""
     sweep = tmp_path / "sweep"
     command = ["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"]
     proc = run_cli([*command, "hydra.sweep.subdir=run_${seed}"], cwd=tmp_path)
@@ -653,7 +653,17 @@ def test_a_sweep_writes_nothing_into_a_job_directory_that_holds_another_run(tmp_
     again = tmp_path / "again"
     assert run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again}
+    # the same sweep run again: each job's own run, finished, is kept and counted as finished; nothing runs
     proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path)
+    assert proc.returncode == 0 and "already holds a run" not in proc.stderr, proc.stderr
+    assert f"gan-train: job 0 finished before in {again / '0_k=1'}: kept, not run again" in proc.stdout
+    assert "sweep of 2 jobs (2 finished before this command)" in proc.stdout
+    rows = list(csv.DictReader((again / "summary.csv").open()))
+    assert sorted((r["job"], r["status"]) for r in rows) == [("0", "ok (finished before)"),
+                                                            ("1", "ok (finished before)")]
+    assert {p: p.read_bytes() for p in again.rglob("*") if p.is_file() and p.parent != again} == before
+    # a different sweep into it (here: another steps) is refused each job's directory, which holds another run
+    proc = run_cli(["-m", *RING, "steps=2", "k=1,2", f"hydra.sweep.dir={again}"], cwd=tmp_path)
     assert proc.returncode == 1 and "already holds a run" in proc.stderr
     # a job's directory is not a hydra.run.dir the user chose: the sweep's directory is what to change
     assert f"the job directory {again / '0_k=1'} already holds a run (" in proc.stderr

@@ -312,6 +312,42 @@ def test_ctrl_c_and_sigterm_checkpoint_every_member_and_the_same_command_continu
 
 
 @pytest.mark.slow
+def test_the_same_command_continues_a_sweep_whose_first_population_finished(tmp_path):
+    """Two populations (k=1, then k=2); Ctrl-C while the second trains. The same command keeps the first
+    population's finished members (they count as finished: exit 0, their figures in seeds.csv, their directories
+    untouched) and continues the second's."""
+    import csv
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    command = ["-m", "hydra/launcher=population", "experiment=figure1", "batch_size=64", "seed=0,1", "k=1,2",
+               "steps=400", "log_every=50", "eval_every=400", *QUICK_EVAL, f"hydra.sweep.dir={sweep}"]
+    proc = start_cli(command)
+    deadline = time.time() + 120  # jobs 0 and 2 (k=1) train first, then 1 and 3 (k=2)
+    while time.time() < deadline and proc.poll() is None and not _stopped_at(sweep / "1_k=2,seed=0" / "train.log", 0):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"hydra.sweep.dir={sweep}" in err, err
+    first = ("0_k=1,seed=0", "2_k=1,seed=1")
+    assert [json.loads((sweep / d / "metrics.json").read_text())["status"] for d in first] == ["ok", "ok"]
+    kept = {p: p.read_bytes() for d in first for p in (sweep / d).rglob("*") if p.is_file()}
+    again = run_cli(command)
+    assert again.returncode == 0, again.stderr
+    assert "already holds a run" not in again.stderr and "did not finish" not in again.stderr
+    for num, d in zip((0, 2), first):
+        assert f"gan-train: job {num} finished before in {sweep / d}: kept, not run again" in again.stdout
+    assert "sweep of 4 jobs (2 finished before this command)" in again.stdout
+    assert {p: p.read_bytes() for d in first for p in (sweep / d).rglob("*") if p.is_file()} == kept
+    rows = {r["job"]: r["status"] for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows == {"0": "ok (finished before)", "1": "ok", "2": "ok (finished before)", "3": "ok"}
+    seeds = {r["k"]: r for r in csv.DictReader((sweep / "seeds.csv").open())}
+    assert [(seeds[k]["jobs"], seeds[k]["ok"]) for k in ("1", "2")] == [("2", "2")] * 2
+    assert seeds["1"]["eval/jsd_mean"] != ""
+
+
+@pytest.mark.slow
 def test_a_population_larger_than_allowed_trains_in_parts(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", "hydra/launcher=population", "hydra.launcher.max_members=2", "dataset=ring", "arch=mlp",
@@ -325,6 +361,7 @@ def test_a_population_larger_than_allowed_trains_in_parts(tmp_path):
     assert status == ["ok"] * 6
 
 
+@pytest.mark.slow
 def test_a_fault_in_one_population_fails_its_members_and_the_next_population_runs(tmp_path, monkeypatch, capsys):
     import sys
 

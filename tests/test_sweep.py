@@ -50,6 +50,7 @@ def test_a_sweep_runs_every_valid_job_and_records_the_others(tmp_path):
             assert json.loads((job / "metrics.json").read_text())["status"] in ("ok", "diverged", "invalid")
 
 
+@pytest.mark.slow
 def test_an_exception_in_one_job_is_recorded_and_a_ctrl_c_stops_the_sweep(tmp_path, monkeypatch, capsys):
     real = train_module.train
 
@@ -204,6 +205,7 @@ def _job(sweep_dir, i, overrides, metrics=None):
     return sweep_dir / str(i)
 
 
+@pytest.mark.slow
 def test_a_job_still_running_is_running_in_the_summary_until_the_sweep_ends(tmp_path):
     """A job directory without metrics.json reads ``running`` while a live gan-train holds it (this process, or
     another one on this host) and ``failed`` once its holder is gone (killed: its lock file left behind), or in the
@@ -258,8 +260,9 @@ def test_a_sweep_over_steps_has_one_column_for_the_steps_asked_and_one_for_the_s
 
 
 def test_a_sweep_counts_its_own_jobs_beside_the_earlier_runs_in_their_directories(tmp_path, capsys):
-    """A finished sweep run again into its directory: each job is refused its directory (it holds the earlier run),
-    and the summary said "2 of the 4 jobs did not finish", counting the earlier runs as the sweep's. The earlier runs
+    """A sweep into the directory of another that finished (the jobs' settings differ): each job is refused its
+    directory (it holds the earlier run), and the summary said "2 of the 4 jobs did not finish", counting the earlier
+    runs as the sweep's. The earlier runs
     (begun before this sweep's multirun.yaml) are shown as such and not counted; a run this sweep made in a
     directory that a later job of it was refused (two jobs given one directory) is its own."""
     import os

@@ -5,7 +5,7 @@ own, trained one after another. Each job is set up as Hydra sets up any job (its
 callbacks), and its run is prepared there; then the population trains, and each job returns its run's figures.
 
 Running the same sweep again into its directory (``hydra.sweep.dir=...``) continues the members that a stop
-(Ctrl-C, SIGTERM) checkpointed; members that finished are refused as any finished run is.
+(Ctrl-C, SIGTERM) checkpointed; members that finished are kept and count as finished (train.py, sweep.py).
 """
 
 from __future__ import annotations

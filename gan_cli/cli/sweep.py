@@ -92,10 +92,12 @@ class Job:
     metrics: Dict[str, float] = field(default_factory=dict)
     error: str = ""
     earlier: bool = False  # a run of an earlier sweep, in the directory a job of this one was refused
+    before: bool = False  # this job's own run, finished before this command (the same command run again)
 
     @property
     def shown(self) -> str:
-        return f"{self.status} (earlier run)" if self.earlier else self.status
+        return f"{self.status} (earlier run)" if self.earlier else f"{self.status} (finished before)" \
+            if self.before else self.status
 
 
 REFUSED = ".refused.json"  # beside a job directory another gan-train held or another run had: the job's record
@@ -106,12 +108,16 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
     holds its directory, unless the sweep has ended (``final``); else it did not end by itself (killed, out of
     memory): ``failed``. A job refused its directory has a REFUSED record; the directory's own run is read unless
     another gan-train held it, as an ``earlier`` run where it began before this sweep (its .hydra/ is older than the
-    sweep's multirun.yaml, which Hydra writes as a sweep begins)."""
-    jobs, held, had = [], set(), set()
+    sweep's multirun.yaml, which Hydra writes as a sweep begins); where the record says the run there is the job's
+    own, finished before (:func:`finished_before`), that run is the job."""
+    jobs, held, had, done = [], set(), set(), set()
     for path in sorted(Path(sweep_dir).glob(f"*{REFUSED}")):  # (pathlib's * matches names with a leading dot)
         try:
             record = json.loads(path.read_text())
             job_dir = path.with_name(record.get("dir", path.name[:-len(REFUSED)]))
+            if record.get("finished"):
+                done.add(job_dir)
+                continue
             jobs.append(Job(int(record["num"]), job_dir, _settings(record["overrides"]), record["status"], 0.0,
                             error=record["error"]))
             (held if record.get("held", True) else had).add(job_dir)
@@ -129,10 +135,24 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
         figures = {k: float(v) for k, v in report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"}
         status = report.get("status") or ("running" if not final and rundir.held(job_dir) else "failed")
-        earlier = job_dir in had and _mtime(overrides_file) < _mtime(Path(sweep_dir) / "multirun.yaml")
+        earlier = job_dir in had - done and _mtime(overrides_file) < _mtime(Path(sweep_dir) / "multirun.yaml")
         jobs.append(Job(num if num is not None else len(jobs), job_dir, chosen, status,
-                        float(report.get("wall_s", math.nan)), figures, str(report.get("error", "")), earlier))
+                        float(report.get("wall_s", math.nan)), figures, str(report.get("error", "")), earlier,
+                        job_dir in done))
     return sorted(jobs, key=lambda j: j.num)
+
+
+def finished_before(job_dir: Path, overrides: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """The final figures of the run in ``job_dir`` where it is this job's own (the settings of its
+    .hydra/overrides.yaml are ``overrides``'), finished (metrics.json: ok): the same sweep run again into its
+    directory, to continue the jobs a stop cut short, keeps it; else None."""
+    try:
+        report = json.loads((Path(job_dir) / "metrics.json").read_text())
+        _, chosen = _head(Path(job_dir), Path(job_dir) / ".hydra" / "overrides.yaml")
+    except UNREADABLE:
+        return None
+    return report if isinstance(report, dict) and report.get("status") == "ok" and chosen == _settings(overrides) \
+        else None
 
 
 def _mtime(path: Path) -> float:
@@ -368,7 +388,9 @@ def print_summary(summary: Summary) -> None:
               if evaluate.direction(m) is not None and m != summary.metric]
     shown = ([summary.metric] if summary.metric else []) + ranked[:3]
     n, earlier = len(summary.own), len(summary.jobs) - len(summary.own)
+    before = sum(j.before for j in summary.jobs)
     table = Table(title=f"gan-train: sweep of {n} job{'s' if n != 1 else ''}"
+                  + (f" ({before} finished before this command)" if before else "")
                   + (f" and {earlier} earlier run{'s' if earlier != 1 else ''} in their directories" if earlier else "")
                   + (f", best {summary.metric} first" if summary.metric else ""))
     for name in ["job", *summary.keys, "status", "wall s", _heading("steps", summary.keys), *shown]:
@@ -450,6 +472,9 @@ class SweepSummary(Callback):
         CURRENT, LAST, STOP = Path(str(config.hydra.sweep.dir)), None, None
         with suppress(OSError):  # a mark left by a sweep into this directory that was killed while stopping
             (CURRENT / STOPPED).unlink()
+        for record in CURRENT.glob(f"*{REFUSED}"):  # an earlier sweep's records: the summary counts this one's jobs
+            with suppress(OSError):
+                record.unlink()
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
         if launcher.endswith((".JoblibLauncher", ".LocalLauncher")):  # jobs in this machine's processes
             _stopper = _StopJobs(CURRENT, block=launcher.endswith(".LocalLauncher"))

@@ -146,13 +146,13 @@ def fail(err: Exception) -> None:
 def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str], occupied: bool = False) -> None:
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
     and its HPARAMS entry, so that the summary and TensorBoard show it with its status. A job directory that
-    another gan-train holds, or that holds another run (``occupied``), is left alone: the record goes beside it
-    (sweep.REFUSED), for the summary."""
+    another gan-train holds, or that holds another run (``occupied``; status ok: the job's own, finished before),
+    is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
     held = not rundir.owned(run_dir)
     if held or occupied:
         hc = HydraConfig.get()
         record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error,
-                  "dir": run_dir.name, "held": held}
+                  "dir": run_dir.name, "held": held, "finished": status == "ok"}  # ok: the run there is its own
         name = f"{run_dir.name}{sweep.REFUSED}" if held else f".{run_dir.name}.job{hc.job.num}{sweep.REFUSED}"
         rundir.write_text(run_dir.parent / name, json.dumps(record, indent=2) + "\n")
         return
@@ -225,6 +225,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
                 raise
             fail(known)
         status = "diverged" if isinstance(err, Diverged) else "invalid" if known is err else "failed"
+        if isinstance(known, checkpoint.Occupied) and (done := sweep.finished_before(run_dir, overrides)):
+            print(f"gan-train: job {hc.job.num} finished before in {run_dir}: kept, not run again")
+            record_job(run_dir, cfg, "ok", "", command, occupied=True)
+            return searched(cfg, done)
         if isinstance(known, checkpoint.Occupied):  # a job's directory is the sweep's to choose
             known = known.in_sweep()
         if known is None:  # a fault of gan-train's: its traceback goes to the job's log

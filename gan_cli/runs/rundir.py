@@ -158,8 +158,8 @@ def unfinished(directory) -> Optional[Path]:
 def _hydra_subdir(directory, subdir: str) -> Optional[str]:
     """Where Hydra writes a job's .hydra/ records: ``subdir`` in a directory of its own; beside the first records
     (``subdir/again-TIME``) in one whose run it continues; nowhere in one that another gan-train holds, or that holds
-    another run (an earlier job's where hydra.sweep.subdir gives two jobs one directory, a finished sweep run again:
-    train() refuses the job, which is recorded beside it)."""
+    another run (an earlier job's where hydra.sweep.subdir gives two jobs one directory, another sweep's; or the job's
+    own, finished: the same sweep run again): train() refuses or keeps it, and records the job beside it)."""
     if not owned(directory):
         return None
     if not records(directory):
