@@ -55,6 +55,22 @@ def test_one_call_of_d_on_real_and_fake_gives_the_two_calls_updates(make_cfg):
     torch.testing.assert_close(torch.stack(values), joint, rtol=1e-5, atol=1e-6)
 
 
+def test_the_logged_gradient_norms_are_torch_s_total_norms(make_cfg):
+    """grad/D and grad/G: each update's gradient norm, as torch.nn.utils.get_total_norm gives it; D's frozen in a G
+    update and trained again after it."""
+    cfg = make_cfg("device=cpu", "dataset=ring")
+    torch.manual_seed(0)
+    gan = GAN(cfg, datasets.load(cfg.dataset, torch.device("cpu")), torch.device("cpu"))
+    d = gan.d_step(cfg.batch_size)
+    expected = torch.nn.utils.get_total_norm([p.grad for p in gan.D.parameters()])
+    assert 0 < d.values[5] == pytest.approx(expected.item(), rel=1e-6)
+    g = gan.g_step(cfg.batch_size)
+    assert 0 < g[1] == pytest.approx(torch.nn.utils.get_total_norm([p.grad for p in gan.G.parameters()]).item(),
+                                     rel=1e-6)
+    assert all(p.requires_grad for p in gan.D.parameters())
+    assert gan._grad_norm([]) == 0
+
+
 def test_bf16_updates_follow_the_fp32_ones_and_keep_float32_state(make_cfg):
     fp32, params32 = _updates(make_cfg("device=cpu", "dataset=ring"))
     bf16, params16 = _updates(make_cfg("device=cpu", "dataset=ring", "precision=bf16"))

@@ -360,6 +360,7 @@ class Population(GAN):
         self.gen = [m.gen for m in members]  # a list: each member draws from its own
         self.G, self.D = Stacked([m.G for m in members], self.gen), Stacked([m.D for m in members], self.gen)
         self.G_train, self.G_plain, self.D_train, self.D_plain = self.G, self.G, self.D, self.D
+        self.params = {"G": self.G.parameters(), "D": self.D.parameters()}
         opt = [c.optimizer for c in cfgs]
         momenta = [optim.momentum_at(o, 0) if o.name == "sgd" else 0.0 for o in opt]
         self.opt_G, self.opt_D = (StackedOptimizer(opt, net.parameters(), [getattr(m, f"opt_{n}") for m in members],

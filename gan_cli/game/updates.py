@@ -68,6 +68,7 @@ class GAN:
             if id(m) not in forms:
                 forms[id(m)] = torch.compile(m, mode="reduce-overhead" if self.graphs else None) if cfg.compile else m
         self.G_train, self.D_train, self.G_plain, self.D_plain = (forms[id(m)] for m in modules)
+        self.params = {"G": list(self.G.parameters()), "D": list(self.D.parameters())}  # listed once, read each step
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -87,8 +88,11 @@ class GAN:
         return self.loss.d_objective(self.D, x, fake, a_real, a_fake, self.gen)
 
     def _grad_norm(self, params) -> torch.Tensor:
-        """Global L2 norm of the gradients (on the device: no sync)."""
-        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        """Global L2 norm of the gradients (on the device: no sync): the norm of the tensors' norms, as
+        torch.nn.utils.get_total_norm's, without its grouping by device and dtype (a small net's step is overhead)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else \
+            torch.zeros((), device=self.device)
 
     def _d_stats(self, loss, a_real, a_fake, grad_norm) -> DStep:
         real, fake = self.loss.score(a_real), self.loss.score(a_fake)
@@ -112,22 +116,24 @@ class GAN:
         loss = self._d_loss(x, fake, a_real, a_fake)
         self.opt_D.zero_grad(set_to_none=True)
         loss.sum().backward()  # a population's: the sum of its members' (each member's gradient its own)
-        grad_norm = self._grad_norm(self.D.parameters())
+        grad_norm = self._grad_norm(self.params["D"])
         self.opt_D.step()
         return self._d_stats(loss, a_real, a_fake, grad_norm)
 
     def g_step(self, m: int) -> torch.Tensor:
         """One G update on fresh noise; D is frozen (its parameters take no gradient)."""
         self._begin()
-        self.D.requires_grad_(False)
+        for p in self.params["D"]:
+            p.requires_grad_(False)
         with self.autocast():
             a_fake = self.D_plain(self.G_train(self.noise(m * self.pack)))
         loss = self.loss.g(a_fake.float())
         self.opt_G.zero_grad(set_to_none=True)
         loss.sum().backward()
-        grad_norm = self._grad_norm(self.G.parameters())
+        grad_norm = self._grad_norm(self.params["G"])
         self.opt_G.step()
-        self.D.requires_grad_(True)
+        for p in self.params["D"]:
+            p.requires_grad_(True)
         return torch.stack([loss.detach(), grad_norm], -1)
 
     def simultaneous_step(self, m: int):
@@ -140,7 +146,7 @@ class GAN:
         fake, a_real, a_fake = fake.to(x.dtype), a_real.float(), a_fake.float()
         loss_d = self._d_loss(x, fake, a_real, a_fake)
         loss_g = self.loss.g(a_fake)
-        d_params, g_params = list(self.D.parameters()), list(self.G.parameters())
+        d_params, g_params = self.params["D"], self.params["G"]
         d_grads = torch.autograd.grad(loss_d.sum(), d_params, retain_graph=True)
         g_grads = torch.autograd.grad(loss_g.sum(), g_params)
         for p, g in zip(d_params + g_params, d_grads + g_grads):
