@@ -235,6 +235,14 @@ def test_one_member_diverges_and_the_other_goes_on(tmp_path):
                  if "[ERROR]" in line).split(" - ", 1)[1]
     assert "diverged" in error and error in proc.stdout + proc.stderr
     assert error not in (sweep / "0_optimizer.lr=0.01" / "train.log").read_text()
+    # the same command again: both runs ended by themselves and are kept, each with its status
+    again = run_cli(["-m", "hydra/launcher=population", "experiment=dirac", "optimizer.lr=0.01,0.1",
+                     "optimizer.momentum=0.5", "updates=simultaneous", f"hydra.sweep.dir={sweep}"])
+    assert again.returncode == 1 and "already holds a run" not in again.stderr, again.stderr
+    assert f"job 1 finished before in {sweep / '1_optimizer.lr=0.1'} (diverged): kept, not run again" in again.stdout
+    assert "1 of the 2 jobs of the sweep did not finish: #1 optimizer.lr=0.1 (diverged)" in again.stderr
+    assert {p.name: json.loads((p / "metrics.json").read_text())["status"] for p in sweep.iterdir()
+            if p.is_dir()} == status
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ class Job:
     metrics: Dict[str, float] = field(default_factory=dict)
     error: str = ""
     earlier: bool = False  # a run of an earlier sweep, in the directory a job of this one was refused
-    before: bool = False  # this job's own run, finished before this command (the same command run again)
+    before: bool = False  # this job's own run, which ended before this command (the same command run again)
 
     @property
     def shown(self) -> str:
@@ -144,15 +144,16 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
 
 def finished_before(job_dir: Path, overrides: Sequence[str]) -> Optional[Dict[str, Any]]:
     """The final figures of the run in ``job_dir`` where it is this job's own (the settings of its
-    .hydra/overrides.yaml are ``overrides``'), finished (metrics.json: ok): the same sweep run again into its
-    directory, to continue the jobs a stop cut short, keeps it; else None."""
+    .hydra/overrides.yaml are ``overrides``') and ended by itself (metrics.json: ok, or diverged, which a run again
+    would repeat): the same sweep run again into its directory, to continue the jobs a stop cut short, keeps it;
+    else None."""
     try:
         report = json.loads((Path(job_dir) / "metrics.json").read_text())
         _, chosen = _head(Path(job_dir), Path(job_dir) / ".hydra" / "overrides.yaml")
     except UNREADABLE:
         return None
-    return report if isinstance(report, dict) and report.get("status") == "ok" and chosen == _settings(overrides) \
-        else None
+    ended = isinstance(report, dict) and report.get("status") in ("ok", "diverged")
+    return report if ended and chosen == _settings(overrides) else None
 
 
 def _mtime(path: Path) -> float:

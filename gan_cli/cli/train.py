@@ -143,16 +143,17 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str], occupied: bool = False) -> None:
+def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[str], occupied: bool = False,
+               finished: bool = False) -> None:
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
     and its HPARAMS entry, so that the summary and TensorBoard show it with its status. A job directory that
-    another gan-train holds, or that holds another run (``occupied``; status ok: the job's own, finished before),
-    is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
+    another gan-train holds, or that holds another run (``occupied``; ``finished``: the job's own run, which ended
+    before), is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
     held = not rundir.owned(run_dir)
     if held or occupied:
         hc = HydraConfig.get()
         record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error,
-                  "dir": run_dir.name, "held": held, "finished": status == "ok"}  # ok: the run there is its own
+                  "dir": run_dir.name, "held": held, "finished": finished}
         name = f"{run_dir.name}{sweep.REFUSED}" if held else f".{run_dir.name}.job{hc.job.num}{sweep.REFUSED}"
         rundir.write_text(run_dir.parent / name, json.dumps(record, indent=2) + "\n")
         return
@@ -226,8 +227,9 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict[str, float]]:
             fail(known)
         status = "diverged" if isinstance(err, Diverged) else "invalid" if known is err else "failed"
         if isinstance(known, checkpoint.Occupied) and (done := sweep.finished_before(run_dir, overrides)):
-            print(f"gan-train: job {hc.job.num} finished before in {run_dir}: kept, not run again")
-            record_job(run_dir, cfg, "ok", "", command, occupied=True)
+            ended = "" if done["status"] == "ok" else f" ({done['status']})"
+            print(f"gan-train: job {hc.job.num} finished before in {run_dir}{ended}: kept, not run again")
+            record_job(run_dir, cfg, done["status"], "", command, occupied=True, finished=True)
             return searched(cfg, done)
         if isinstance(known, checkpoint.Occupied):  # a job's directory is the sweep's to choose
             known = known.in_sweep()
