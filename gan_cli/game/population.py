@@ -144,11 +144,6 @@ class Stacked:
     def named_parameters(self):
         return self.params.items()
 
-    def requires_grad_(self, flag: bool = True) -> "Stacked":
-        for p in self.params.values():
-            p.requires_grad_(flag)
-        return self
-
     def train(self, mode: bool = True) -> "Stacked":
         self.training = mode
         return self
