@@ -61,6 +61,7 @@ def test_the_judge_tells_outcomes_apart(server, argv, outcome):
     assert fuzz.judge(server.run(argv), TABLE) == outcome
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, outcome", [
     (["seed=0,1"], "ok"),
     (["k=0,1"], "error"),  # exit 1: one job invalid, named

@@ -434,6 +434,7 @@ def test_a_checkpoint_of_a_newer_format_is_one_line(finished_run, tmp_path):
     assert "newer than this gan-cli" in line and "resume=" not in line
 
 
+@pytest.mark.slow
 def test_gan_eval_speaks_of_its_own_arguments(tmp_path):
     line = one_error_line(run_eval([str(tmp_path / "nothing-here")]))
     assert "resume=" not in line and "nothing-here" in line
@@ -483,6 +484,7 @@ def test_a_locked_sweep_directory_is_refused_and_left_alone(tmp_path):
     assert list(sweep.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_sweep_locks_each_job_and_releases_it(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", *RING, "steps=1", "k=1,2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -515,6 +517,7 @@ def test_out_of_memory_in_a_real_run_is_one_line(tmp_path):
     assert ("out of memory" in line or "GiB" in line) and "lower batch_size" in line
 
 
+@pytest.mark.slow
 def test_train_releases_the_lock_it_took(make_cfg, tmp_path):
     train(make_cfg(*FAST, "dataset=ring"), tmp_path / "run")
     assert not rundir.holds(tmp_path / "run") and not (tmp_path / "run" / rundir.LOCK_NAME).exists()

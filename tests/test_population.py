@@ -396,6 +396,7 @@ def test_a_fault_in_one_population_fails_its_members_and_the_next_population_run
                       "3_pack=2,seed=1": "ok"}
 
 
+@pytest.mark.slow
 def test_members_stay_locked_while_the_population_trains(tmp_path, monkeypatch):
     """Between its job's set-up and the end of the population, no other gan-train may take a member's directory."""
     import sys

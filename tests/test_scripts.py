@@ -26,14 +26,11 @@ def test_noise_folder_and_the_handwritten_dcgan_loop_against_gan_train(tmp_path)
     image = Image.open(files[0])
     assert image.size == (32, 32) and image.mode == "RGB"
 
-    out = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2", "--lr", "0.01")
-    assert out.returncode == 0, out.stderr
-    assert "handwritten: 2 iterations" in out.stdout
-
     too_few = run(SCRIPTS / "handwritten.py", "--arch", "dcgan", "--root", folder, "--iters", "2",
                   "--batch-size", "500")
     assert too_few.returncode != 0 and "fewer than --batch-size 500" in too_few.stderr
 
+    # the hand-written loop runs inside bench.py's comparison (a failed process ends the benchmark with exit 1)
     out = run(SCRIPTS / "bench.py", "--vs-handwritten", folder, "--arch", "dcgan", "--iters", "2", "--rounds", "1")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -28,6 +28,7 @@ def hparams_entry(run_dir):
             parsed.get("_hparams_/session_end_info"))
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_valid_job_and_records_the_others(tmp_path):
     """lr=10 diverges, k=0 is invalid: the ok job still runs, the sweep ends with exit 1 naming both."""
     sweep = tmp_path / "sweep"
