@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python >= 3.10 with venv):
 #   make train [ARGS="loss=minimax k=5"]   train on the bundled digits (creates .venv on first use)
 #   make test                              run the test suite, less the tests marked slow (135 s on 2 cores, as README says)
-# and `make test-all` runs every test, the slow ones included (CI runs it; 8.5 minutes on 2 cores).
+# and `make test-all` runs every test, the slow ones included (CI runs it; 8.5-10 minutes on 2 cores).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
