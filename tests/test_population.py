@@ -59,15 +59,17 @@ def _iteration(gan, cfg, it):
 
 @pytest.mark.parametrize("overrides, iterations", [
     (("experiment=figure1", "batch_size=128"), 100),  # Adam, k = 5
-    pytest.param(("experiment=ring", "batch_size=64"), 100, marks=pytest.mark.slow),  # batch-norm G, maxout D
+    # the ring's networks narrowed (G 64 wide, D 32 x 5): batch-norm G, maxout D as the preset has them
+    pytest.param(("experiment=ring", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=64"), 100,
+                 marks=pytest.mark.slow),
     pytest.param(("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "k=5"), 100,
                  marks=pytest.mark.slow),  # dropout in D, SGD
     (("dataset=digits", "arch.g_hidden=64", "arch.d_hidden=32", "batch_size=32", "updates=simultaneous",
       "optimizer=adam", "ema.decay=0.9"), 100),
     pytest.param(("dataset=digits", "arch.g_hidden=32", "arch.d_hidden=16", "batch_size=16", "loss=wasserstein_gp",
                   "optimizer=adam", "optimizer.lr=1e-4"), 100, marks=pytest.mark.slow),
-    pytest.param(("experiment=ring", "pack=2", "batch_size=32", "optimizer=sgd", "optimizer.momentum=0.5",
-                  "optimizer.lr=0.01"), 100, marks=pytest.mark.slow),
+    pytest.param(("experiment=ring", "arch.g_hidden=64", "arch.d_hidden=32", "pack=2", "batch_size=32", "optimizer=sgd",
+                  "optimizer.momentum=0.5", "optimizer.lr=0.01"), 100, marks=pytest.mark.slow),
 ])
 def test_each_member_follows_the_solo_run_of_its_seed(make_cfg, overrides, iterations):
     """Member i starts from the solo run's weights, draws what it draws (the generators end in the same state) and

@@ -13,6 +13,11 @@ import torch.nn.functional as F
 from gan_cli.config import Knob, entry, free, real, register, share
 
 
+def wide(a: torch.Tensor) -> torch.Tensor:
+    """D's output as the losses read it: at least float32 (bf16 autocast's outputs widened; float64 kept)."""
+    return a.to(torch.promote_types(a.dtype, torch.float32))
+
+
 def d_cross_entropy(a_real: torch.Tensor, a_fake: torch.Tensor) -> torch.Tensor:
     """D minimizes -V = -[log D(x) + log(1 - D(G(z)))]: 2 log 2 ~ 1.3863 at the optimum (D = 1/2)."""
     return F.softplus(-a_real).mean(-1) + F.softplus(a_fake).mean(-1)
@@ -92,7 +97,7 @@ class Loss(NamedTuple):
 
     def score(self, a: torch.Tensor) -> torch.Tensor:
         """What the D/ tags report: D = sigma(a) where D is a probability, else D's raw output a."""
-        a = a.detach().float()
+        a = wide(a.detach())
         return torch.sigmoid(a) if self.probability else a.clone()  # a copy: CUDA graphs reuse their outputs
 
     def has_won(self, real: float, fake: float, d_loss: float) -> Optional[str]:

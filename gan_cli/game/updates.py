@@ -112,7 +112,7 @@ class GAN:
                 a_real, a_fake = self.D_train(torch.cat([x, fake], self.sample_dim)).split([n, n], -1)
             else:
                 a_real, a_fake = self.D_train(x), self.D_train(fake)
-        a_real, a_fake = a_real.float(), a_fake.float()
+        a_real, a_fake = losses.wide(a_real), losses.wide(a_fake)
         loss = self._d_loss(x, fake, a_real, a_fake)
         self.opt_D.zero_grad(set_to_none=True)
         loss.sum().backward()  # a population's: the sum of its members' (each member's gradient its own)
@@ -127,7 +127,7 @@ class GAN:
             p.requires_grad_(False)
         with self.autocast():
             a_fake = self.D_plain(self.G_train(self.noise(m * self.pack)))
-        loss = self.loss.g(a_fake.float())
+        loss = self.loss.g(losses.wide(a_fake))
         self.opt_G.zero_grad(set_to_none=True)
         loss.sum().backward()
         grad_norm = self._grad_norm(self.params["G"])
@@ -143,7 +143,7 @@ class GAN:
         with self.autocast():
             fake = self.G_plain(z)
             a_real, a_fake = self.D_plain(x), self.D_plain(fake)
-        fake, a_real, a_fake = fake.to(x.dtype), a_real.float(), a_fake.float()
+        fake, a_real, a_fake = fake.to(x.dtype), losses.wide(a_real), losses.wide(a_fake)
         loss_d = self._d_loss(x, fake, a_real, a_fake)
         loss_g = self.loss.g(a_fake)
         d_params, g_params = self.params["D"], self.params["G"]
