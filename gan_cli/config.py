@@ -362,6 +362,11 @@ def parse_overrides(overrides: Sequence[str]) -> list:
         return []
 
 
+def settings(overrides: Sequence[str]) -> Dict[str, str]:
+    """Each setting a command line gives, with the value Hydra reads (the last where given twice)."""
+    return {o.get_key_element().lstrip("+~"): str(o.value()) for o in parse_overrides(overrides)}
+
+
 def texts(node: Any) -> List[str]:
     """A list node's items as written (``${...}`` left unresolved): the overrides Hydra records."""
     return [str(item) for item in OmegaConf.to_container(node, resolve=False)]

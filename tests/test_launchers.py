@@ -61,25 +61,41 @@ def test_a_sweep_with_a_failing_job_ends_and_records_it(tmp_path, launcher):
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_ctrl_c_stops_a_sweep_with_every_running_job_checkpointed(tmp_path, launcher):
+def test_ctrl_c_stops_a_sweep_with_every_running_job_checkpointed_and_the_same_command_continues_it(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    # four jobs where they run one or two at a time (some have not begun at Ctrl-C); submitit_local starts every job
-    # at once, each a fresh process: two
-    seeds = "seed=0,1" if launcher == "submitit_local" else "seed=0,1,2,3"
-    proc = start(["-m", f"hydra/launcher={launcher}", *SMALL, "steps=1000000", "log_every=50", "eval_every=1000000",
-                  "ckpt_every=1000000", seeds, f"hydra.sweep.dir={sweep}"], tmp_path)
+    # three jobs where they run one or two at a time (some have not begun at Ctrl-C); submitit_local starts every job
+    # at once, each a fresh process: two. Small networks: a job trains its 600 iterations in a few seconds
+    seeds = "seed=0,1" if launcher == "submitit_local" else "seed=0,1,2"
+    args = ["-m", f"hydra/launcher={launcher}", *SMALL, "arch.g_hidden=16", "arch.d_hidden=16", "steps=600",
+            "log_every=10", "eval_every=600", "ckpt_every=600", seeds, f"hydra.sweep.dir={sweep}"]
+    proc = start(args, tmp_path)
     deadline = time.time() + 180
     while time.time() < deadline and not any("step " in p.read_text() for p in sweep.rglob("train.log")):
-        time.sleep(0.5)
-    time.sleep(2.0)  # the jobs that run by now are well into training
+        time.sleep(0.05)
+    time.sleep(0.5)  # the jobs that run by now are into training
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert not our_tracebacks(err), err[-3000:]
+    assert f"run the same command with hydra.sweep.dir={sweep} to continue it" in err
     table = rows(sweep)
     assert table and table["0"]["status"] == "interrupted"
     for job in table.values():  # each job that began stopped with a checkpoint; the others did not begin
         assert job["status"] == "interrupted", job
         began = (sweep / job["dir"] / "checkpoints" / "last.pt").is_file()
         assert began or "not run" in job["error"], job
+    stopped = [job["dir"] for job in table.values() if (sweep / job["dir"] / "checkpoints" / "last.pt").is_file()]
     assert not left_behind(proc.pid)
+
+    # the same command continues each stopped job from its checkpoint and runs those that had not begun
+    again = start(args, tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    table = rows(sweep)
+    assert len(table) == len(seeds.split(",")) and all(j["status"] == "ok" and j["steps"] == "600"
+                                                        for j in table.values()), table
+    for name in stopped:
+        last = sweep / name / "checkpoints" / "last.pt"
+        assert f"continuing the run from {last}" in (sweep / name / "train.log").read_text()
+        assert len(list((sweep / name / ".hydra").glob("again-*"))) == 1
+    assert not list(sweep.glob("*.refused.json")) and not left_behind(again.pid)

@@ -113,8 +113,7 @@ def _train(prepared: list, launcher) -> Dict[int, Dict[str, Any]]:
         return loop.train_population(prepared, StopRequest)
     except loop.Interrupted as stop:
         print(f"gan-train: the population was interrupted ({signal.Signals(stop.code - 128).name}) after a checkpoint "
-              f"of every member; run the same command with hydra.sweep.dir={launcher.config.hydra.sweep.dir} to "
-              "continue it", file=sys.stderr)
+              "of every member", file=sys.stderr)
         raise SweepInterrupted(stop.code) from None
     except Exception as err:  # a mistake, a fault, out of memory: its members say failed; the next population runs
         known = err if isinstance(err, UserError) else memory.as_user_error(err)

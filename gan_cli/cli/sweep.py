@@ -66,12 +66,7 @@ def job_names(argv: Sequence[str]) -> List[str]:
 
 def command_keys(overrides: Sequence[str]) -> List[str]:
     """The settings a command line sets (hydra's own and path settings left out), in its order."""
-    return [k for k in _settings(overrides) if not config.hydras(k) and k not in NOT_HPARAMS]
-
-
-def _settings(overrides: Sequence[str]) -> Dict[str, str]:
-    """Each setting a command line gives, with the value Hydra reads (the last where given twice)."""
-    return {o.get_key_element().lstrip("+~"): str(o.value()) for o in config.parse_overrides(overrides)}
+    return [k for k in config.settings(overrides) if not config.hydras(k) and k not in NOT_HPARAMS]
 
 
 def sweep_overrides(sweep_dir: Path) -> Optional[List[str]]:
@@ -118,7 +113,7 @@ def collect(sweep_dir: Path, final: bool = False) -> List[Job]:
             if record.get("finished"):
                 done.add(job_dir)
                 continue
-            jobs.append(Job(int(record["num"]), job_dir, _settings(record["overrides"]), record["status"], 0.0,
+            jobs.append(Job(int(record["num"]), job_dir, config.settings(record["overrides"]), record["status"], 0.0,
                             error=record["error"]))
             (held if record.get("held", True) else had).add(job_dir)
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -153,7 +148,7 @@ def finished_before(job_dir: Path, overrides: Sequence[str]) -> Optional[Dict[st
     except UNREADABLE:
         return None
     ended = isinstance(report, dict) and report.get("status") in ("ok", "diverged")
-    return report if ended and chosen == _settings(overrides) else None
+    return report if ended and chosen == config.settings(overrides) else None
 
 
 def _mtime(path: Path) -> float:
@@ -192,7 +187,7 @@ def _head(job_dir: Path, overrides_file: Path) -> tuple:
         except UNREADABLE:  # the directory's name tells
             head = job_dir.name.split("_", 1)[0]
             num = int(head) if head.isdigit() else None
-        return num, _settings(config.texts(OmegaConf.load(overrides_file)))
+        return num, config.settings(config.texts(OmegaConf.load(overrides_file)))
 
     num, chosen = _read(("head", job_dir), (hydra_file, overrides_file), read)
     return num, dict(chosen)
@@ -515,6 +510,14 @@ def finish_interrupted() -> Optional[Summary]:
             return None
         print_summary(LAST)
     return LAST
+
+
+def say_how_to_continue() -> None:
+    """After a stop: the same command into the same directory continues the sweep (rundir.unfinished)."""
+    if CURRENT is not None:
+        print(f"gan-train: the sweep was stopped; run the same command with hydra.sweep.dir={CURRENT} to continue it "
+              "(finished jobs are kept, stopped ones continue from their checkpoints, the others run)",
+              file=sys.stderr, flush=True)
 
 
 def job_hparams(cfg, choices: Dict[str, str], keys: Iterable[str]) -> Dict[str, object]:

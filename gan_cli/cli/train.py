@@ -148,8 +148,9 @@ def record_job(run_dir: Path, cfg, status: str, error: str, command: Sequence[st
     """A job of a sweep that ended before its run began (status invalid or failed): its metrics.json
     and its HPARAMS entry, so that the summary and TensorBoard show it with its status. A job directory that
     another gan-train holds, or that holds another run (``occupied``; ``finished``: the job's own run, which ended
-    before), is left alone: the record goes beside it (sweep.REFUSED), for the summary."""
-    held = not rundir.owned(run_dir)
+    before), is left alone: the record goes beside it (sweep.REFUSED), for the summary. So does the record of a job
+    that a stop kept from beginning (status interrupted): its directory stays free for the sweep run again."""
+    held = not rundir.owned(run_dir) or status == "interrupted"
     if held or occupied:
         hc = HydraConfig.get()
         record = {"num": hc.job.num, "overrides": texts(hc.overrides.task), "status": status, "error": error,
@@ -261,6 +262,7 @@ def main() -> None:
         sys.argv += sweep.job_names(sys.argv[1:])  # a sweep's job directories named by what varies
         _hydra_main()
         if sweep.STOP is not None:  # Ctrl-C or SIGTERM stopped a sweep whose jobs ran in other processes
+            sweep.say_how_to_continue()
             sys.exit(128 + sweep.STOP)
         if sweep.LAST is not None and sweep.LAST.failed:
             print(f"gan-train: {sweep.LAST.describe_failures()}", file=sys.stderr)
@@ -271,6 +273,7 @@ def main() -> None:
         fail(checks.hydra_error(err))
     except SweepInterrupted as stop:
         sweep.finish_interrupted()
+        sweep.say_how_to_continue()
         sys.exit(stop.code)
     except BrokenPipeError:  # `gan-train --help | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -21,10 +21,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
+import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from gan_cli.config import UserError
+from gan_cli.config import UserError, settings, texts
 
 log = logging.getLogger("gan_cli")
 
@@ -144,15 +148,33 @@ def records(directory) -> list:
 
 
 def unfinished(directory) -> Optional[Path]:
-    """The last.pt of a run left unfinished in ``directory``, which a job there continues: a cluster job requeued
-    (submitit), a population run again in its sweep directory; else None."""
-    last = Path(str(directory)) / "checkpoints" / "last.pt"
-    if ("SUBMITIT_EXECUTOR" not in os.environ and not KEEPING) or not last.is_file():
+    """The last.pt of the run that a stop (Ctrl-C, SIGTERM, a preemption) left unfinished in ``directory``, where this
+    process is a job of a sweep whose own run it is: the same sweep run again into its directory (under any launcher,
+    a population's included) or requeued continues it; else None. A run that ended by itself (ok, diverged) is kept,
+    not continued."""
+    d = Path(str(directory))
+    last = d / "checkpoints" / "last.pt"
+    if not last.is_file() or not _own_job(d):
         return None
-    with suppress(OSError, ValueError):  # no metrics.json, or one cut short: the run there did not finish
-        if json.loads((last.parent.parent / "metrics.json").read_text()).get("status") == "ok":
+    with suppress(OSError, ValueError, AttributeError):  # no metrics.json, or one cut short: the run did not finish
+        if json.loads((d / "metrics.json").read_text()).get("status") in ("ok", "diverged"):
             return None
     return last
+
+
+def _own_job(directory: Path) -> bool:
+    """Whether this process runs the job of a sweep whose directory ``directory`` is, and the run there is the job's
+    own: the first .hydra/overrides.yaml there holds the settings of the job's command line."""
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or os.path.abspath(str(hc.runtime.output_dir)) != os.path.abspath(directory):
+        return False
+    try:
+        recorded = texts(OmegaConf.load(directory / ".hydra" / "overrides.yaml"))
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):  # none, or unreadable: not known as its own
+        return False
+    return settings(recorded) == settings(texts(hc.overrides.task))
 
 
 def _hydra_subdir(directory, subdir: str) -> Optional[str]:
