@@ -81,6 +81,7 @@ def test_ctrl_c_stops_every_rank_at_the_same_log_window(tmp_path):
         if proc.poll() is None:
             proc.kill()
     run = only_run(tmp_path)
+    assert (run / "metrics.json").is_file(), err[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["ranks_in_sync"] is True
     assert metrics["steps"] % 50 == 0 and metrics["steps"] >= 100
